@@ -1,0 +1,1 @@
+"""s3prl/SUPERB glue, synthetic corpora, layer-wise analysis, leaderboards and plots for MR-HuBERT upstreams."""
