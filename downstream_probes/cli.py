@@ -1,26 +1,26 @@
 """``mrsuperb``: one command-line entry over every tool of the project.
 
-Each subcommand lives in its own module, which exposes ``register(subparsers)``; that function adds its
-parser and sets ``handler`` (a callable taking the parsed namespace and returning an exit code).
+Each subcommand lives in its own module under ``downstream_probes/commands/``, which exposes
+``register(subparsers)``: it adds its parser and sets ``handler`` (a callable taking the parsed namespace and
+returning an exit code). Adding a module there adds the subcommand; nothing else needs editing.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
-# Modules providing subcommands, imported lazily so that `mrsuperb -h` stays fast.
-COMMAND_MODULES: tuple[str, ...] = (
-)
+from downstream_probes import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrsuperb", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{module_info.name}").register(subparsers)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Subcommands of ``mrsuperb``: one module per subcommand, each exposing ``register(subparsers)``."""
