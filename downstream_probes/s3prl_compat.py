@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
+import torch.utils.data
 
 _MARK = "__mrsuperb_compat__"
 
@@ -252,6 +253,44 @@ def provide_huggingface_hub_legacy_names() -> None:
         huggingface_hub.Repository = Repository
 
 
+class DistributedSamplerWrapper(torch.utils.data.DistributedSampler):
+    """Shards any sampler across distributed ranks (what ``catalyst.data.sampler.DistributedSamplerWrapper`` did).
+
+    Each epoch the wrapped sampler is drawn once (e.g. KS's class-balanced ``WeightedRandomSampler``); this rank
+    then takes its share of those draws, chosen by ``DistributedSampler`` (shuffled with the epoch as seed).
+    """
+
+    def __init__(self, sampler, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True) -> None:
+        super().__init__(range(len(sampler)), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
+        self.sampler = sampler
+
+    def __iter__(self):
+        drawn = list(self.sampler)
+        return iter([drawn[position] for position in super().__iter__()])
+
+
+def provide_catalyst_sampler() -> None:
+    """s3prl's KS expert imports ``DistributedSamplerWrapper`` from ``catalyst``, which it does not declare and
+    which no longer installs (catalyst 22.4's metadata is rejected by pip >= 24.1).
+
+    When catalyst is not importable, ``catalyst.data.sampler`` is provided holding ``DistributedSamplerWrapper``
+    above; an installed catalyst is left alone.
+    """
+    try:
+        importlib.import_module("catalyst.data.sampler")
+        return
+    except ImportError:
+        pass
+    import types
+
+    for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
+        module = sys.modules.get(name) or types.ModuleType(name, "mrsuperb stand-in (see downstream_probes.s3prl_compat)")
+        sys.modules[name] = module
+    sys.modules["catalyst"].data = sys.modules["catalyst.data"]
+    sys.modules["catalyst.data"].sampler = sys.modules["catalyst.data.sampler"]
+    sys.modules["catalyst.data.sampler"].DistributedSamplerWrapper = DistributedSamplerWrapper
+
+
 def restore_numpy_aliases() -> None:
     """NumPy 2 removed the aliases ``np.int``, ``np.float``, ``np.bool``, ``np.complex`` (deprecated in 1.20).
 
@@ -409,6 +448,7 @@ PROCESS_FIXES = (
     provide_sox_effects,
     require_tensorboardx,
     provide_huggingface_hub_legacy_names,
+    provide_catalyst_sampler,
     restore_numpy_aliases,
     allow_s3prl_checkpoint_globals,
     skip_cuda_set_device_without_gpu,
