@@ -303,6 +303,51 @@ def restore_numpy_aliases() -> None:
             setattr(np, name, builtin)
 
 
+def provide_ctc_snips_corpus() -> None:
+    """The PyPI s3prl lacks ``s3prl/downstream/ctc/corpus/`` (it has no ``__init__.py`` upstream, so the wheel
+    drops it); SUPERB slot filling (``-d ctc``, corpus ``snips``) fails at ``from .corpus.snips import SnipsDataset``.
+
+    ``downstream_probes.s3prl_snips`` implements that reader and is installed as
+    ``s3prl.downstream.ctc.corpus.snips`` (the namespace package is created only if s3prl does not have one).
+    """
+    import types
+
+    package_name = "s3prl.downstream.ctc.corpus"
+    if package_name not in sys.modules:
+        try:
+            importlib.import_module(package_name)
+        except ImportError:
+            package = types.ModuleType(package_name, "mrsuperb stand-in: corpora missing from the s3prl wheel")
+            package.__path__ = []
+            sys.modules[package_name] = package
+    if f"{package_name}.snips" not in sys.modules:
+        try:
+            importlib.import_module(f"{package_name}.snips")
+        except ImportError:
+            snips = importlib.import_module("downstream_probes.s3prl_snips")
+            sys.modules[f"{package_name}.snips"] = snips
+            sys.modules[package_name].snips = snips
+
+
+def keep_ctc_loader_settings() -> None:
+    """s3prl's CTC ``load_dataset`` pops ``num_workers`` out of the shared config on its first call.
+
+    Every later loader (each dev/test evaluation) then silently falls back to 12 worker processes, whatever the
+    config says (on a 2-core machine that multiplies start-up time and memory). The function is wrapped to work on
+    a copy of the corpus settings, so the configured value holds for every split.
+    """
+    expert = importlib.import_module("s3prl.downstream.ctc.expert")
+    if _is_ours(expert.load_dataset):
+        return
+    original = expert.load_dataset
+
+    @_mark
+    def load_dataset(split, tokenizer, corpus):
+        return original(split, tokenizer, dict(corpus))
+
+    expert.load_dataset = load_dataset
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -450,6 +495,8 @@ PROCESS_FIXES = (
     provide_huggingface_hub_legacy_names,
     provide_catalyst_sampler,
     restore_numpy_aliases,
+    provide_ctc_snips_corpus,
+    keep_ctc_loader_settings,
     allow_s3prl_checkpoint_globals,
     skip_cuda_set_device_without_gpu,
     allow_cpu_distributed_data_parallel,

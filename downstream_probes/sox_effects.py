@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-from scipy.signal import resample_poly
 
 Effect = Sequence[str]
 
@@ -65,6 +64,8 @@ def _rate(audio: np.ndarray, sample_rate: int, args: list[str]) -> tuple[np.ndar
     target = int(float(options[-1].rstrip("kK")) * (1000 if options[-1][-1] in "kK" else 1))
     if target == sample_rate:
         return audio, sample_rate
+    from scipy.signal import resample_poly  # scipy.signal takes ~1 s to import: only when resampling
+
     ratio = Fraction(target, sample_rate)
     resampled = resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1)
     return resampled.astype(np.float32), target
