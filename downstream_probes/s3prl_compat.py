@@ -400,17 +400,28 @@ def _make_device_aware_ddp(base: type) -> type:
                     args = (None, None, *args[2:])
             super().__init__(module, *args, **kwargs)
 
+        def forward(self, *args, **kwargs):
+            # Only the leader evaluates (under no_grad): a DDP forward there would start a buffer broadcast the
+            # other ranks never join. Without gradients there is nothing to synchronise, so call the module.
+            if not torch.is_grad_enabled():
+                return self.module(*args, **kwargs)
+            return super().forward(*args, **kwargs)
+
     DeviceAwareDistributedDataParallel.__qualname__ = base.__qualname__
     setattr(DeviceAwareDistributedDataParallel, _MARK, True)
     return DeviceAwareDistributedDataParallel
 
 
 def allow_cpu_distributed_data_parallel() -> None:
-    """s3prl's runner wraps trainable models in ``DDP(model, device_ids=[local_rank])``.
+    """s3prl's runner wraps trainable models in ``DDP(model, device_ids=[local_rank])`` and evaluates them on the
+    leader rank only, through that wrapper.
 
-    torch refuses ``device_ids`` for CPU modules, so gloo training on CPUs fails. The DDP class s3prl imports is
-    replaced by a subclass that drops ``device_ids`` when the module is on the CPU (GPU behaviour is unchanged;
-    ``isinstance(m, DistributedDataParallel)`` still holds, which s3prl's ``get_model_state`` relies on).
+    Two failures follow: torch refuses ``device_ids`` for CPU modules, so gloo training on CPUs cannot start; and
+    the leader's first evaluation forward (after a training forward) broadcasts the experts' buffers (e.g.
+    ``best_score``) in a collective the other ranks never join, which desynchronises and kills the job. The DDP
+    class s3prl imports is replaced by a subclass that drops ``device_ids`` for CPU modules and runs no-grad
+    forwards on the wrapped module directly (``isinstance(m, DistributedDataParallel)`` still holds, which
+    s3prl's ``get_model_state`` relies on).
     """
     import torch.nn.parallel
 
@@ -421,6 +432,51 @@ def allow_cpu_distributed_data_parallel() -> None:
         module = sys.modules.get(module_name)
         if module is not None and not _is_ours(getattr(module, "DDP", None)):
             module.DDP = patched
+
+
+def stop_every_rank_at_total_steps() -> None:
+    """s3prl's training loop advances its step counter (the ``overall`` progress bar) only on the leader rank:
+    the other ranks ``continue`` before ``pbar.update(1)``, so they never reach ``total_steps``.
+
+    Under torchrun they keep training after the leader has finished, and crash in the next gradient all-reduce
+    ("Connection closed by peer") once it exits. On non-leader ranks the step counter is advanced where the leader
+    advances it: once per optimizer step (s3prl calls ``optimizer.zero_grad()`` exactly once per step, right
+    before the leader's update). The leader's behaviour is unchanged.
+    """
+    runner_module = importlib.import_module("s3prl.downstream.runner")
+    if _is_ours(runner_module.tqdm):
+        return
+    original_tqdm = runner_module.tqdm
+    overall_bars: list = []
+
+    class tqdm(original_tqdm):  # noqa: N801 - s3prl calls it by this name (and uses tqdm.write)
+        """tqdm that remembers the runner's ``overall`` step bar."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("desc") == "overall":
+                overall_bars[:] = [self]
+
+    setattr(tqdm, _MARK, True)
+    runner_module.tqdm = tqdm
+    original_get_optimizer = runner_module.Runner._get_optimizer
+
+    def _get_optimizer(self, model_params):
+        optimizer = original_get_optimizer(self, model_params)
+        if runner_module.is_leader_process():
+            return optimizer
+        original_zero_grad = optimizer.zero_grad
+
+        def zero_grad(*args, **kwargs):
+            result = original_zero_grad(*args, **kwargs)
+            if overall_bars:
+                overall_bars[0].update(1)
+            return result
+
+        optimizer.zero_grad = zero_grad
+        return optimizer
+
+    runner_module.Runner._get_optimizer = _get_optimizer
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -503,10 +559,18 @@ PROCESS_FIXES = (
 )
 
 
+RUNNER_FIXES = (stop_every_rank_at_total_steps,)
+
+
 def apply_all() -> None:
-    """Apply every process-wide fix; safe to call any number of times, before or after importing s3prl
-    (but the hub import itself needs it first)."""
+    """Apply every fix; safe to call any number of times (importing ``s3prl.hub`` needs it first).
+
+    The fixes to s3prl's runner import it (and with it s3prl's hub, a few seconds); they are applied too, but
+    only once the process fixes are in place.
+    """
     for fix in PROCESS_FIXES:
+        fix()
+    for fix in RUNNER_FIXES:
         fix()
 
 
