@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,7 +282,6 @@ def provide_catalyst_sampler() -> None:
         return
     except ImportError:
         pass
-    import types
 
     for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
         module = sys.modules.get(name) or types.ModuleType(name, "mrsuperb stand-in (see downstream_probes.s3prl_compat)")
@@ -310,7 +310,6 @@ def provide_ctc_snips_corpus() -> None:
     ``downstream_probes.s3prl_snips`` implements that reader and is installed as
     ``s3prl.downstream.ctc.corpus.snips`` (the namespace package is created only if s3prl does not have one).
     """
-    import types
 
     package_name = "s3prl.downstream.ctc.corpus"
     if package_name not in sys.modules:
@@ -479,6 +478,64 @@ def stop_every_rank_at_total_steps() -> None:
     runner_module.Runner._get_optimizer = _get_optimizer
 
 
+class _ModuleProxy(types.ModuleType):
+    """A module object that serves every attribute from ``target`` except those set on the proxy itself."""
+
+    def __init__(self, target: types.ModuleType, **overrides) -> None:
+        super().__init__(target.__name__, target.__doc__)
+        self.__dict__["_target"] = target
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["_target"], name)
+
+
+def save_checkpoints_safely() -> None:
+    """s3prl writes ``states-*.ckpt`` in place and, to honour ``max_keep``, deletes the previous one *before*
+    writing the next.
+
+    A run killed during a save leaves a truncated newest checkpoint (``-a``/``-e`` then fail to load it) or,
+    with ``max_keep: 1``, no checkpoint at all (``-a`` silently starts from scratch). In s3prl's runner module,
+    ``torch.save`` to a path now writes a temporary file and renames it into place, and ``os.remove`` of a
+    ``states-*.ckpt`` is deferred until the next checkpoint is complete. Everything else of ``torch``/``os`` is
+    untouched (the runner sees thin proxies of the two modules).
+    """
+    runner_module = importlib.import_module("s3prl.downstream.runner")
+    if _is_ours(runner_module.torch):
+        return
+    real_torch, real_os = runner_module.torch, runner_module.os
+    pending_removals: list[str] = []
+
+    def remove(path, *args, **kwargs):
+        if Path(os.fspath(path)).name.startswith("states-") and str(path).endswith(".ckpt"):
+            pending_removals.append(os.fspath(path))
+            return None
+        return real_os.remove(path, *args, **kwargs)
+
+    def save(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return real_torch.save(obj, f, *args, **kwargs)
+        target = Path(os.fspath(f))
+        temp = target.with_name(f".{target.name}.part")
+        try:
+            real_torch.save(obj, temp, *args, **kwargs)
+            real_os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        if target.name.startswith("states-"):
+            while pending_removals:
+                old = pending_removals.pop()
+                if old != str(target) and real_os.path.exists(old):
+                    real_os.remove(old)
+        return None
+
+    torch_proxy = _ModuleProxy(real_torch, save=save)
+    setattr(torch_proxy, _MARK, True)
+    runner_module.torch = torch_proxy
+    runner_module.os = _ModuleProxy(real_os, remove=remove)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
@@ -559,7 +616,7 @@ PROCESS_FIXES = (
 )
 
 
-RUNNER_FIXES = (stop_every_rank_at_total_steps,)
+RUNNER_FIXES = (stop_every_rank_at_total_steps, save_checkpoints_safely)
 
 
 def apply_all() -> None:
