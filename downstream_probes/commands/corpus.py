@@ -1,0 +1,51 @@
+"""``mrsuperb corpus TASK --out DIR``: build a synthetic speech corpus (espeak-ng) in the layout s3prl reads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+_TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "all")
+
+
+def run(args: argparse.Namespace) -> int:
+    from downstream_probes.corpora import build_corpus, load_manifest, s3prl_overrides
+
+    root = build_corpus(
+        args.task,
+        args.out,
+        utterances=args.utterances,
+        seed=args.seed,
+        force=args.force,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    manifest = load_manifest(root)
+    if manifest["task"] == "all":
+        for task, folder in manifest["corpora"].items():
+            sub = load_manifest(root / folder)
+            print(f"{task}: {root / folder} ({sub['utterances']} utterances, {sub['duration_seconds']:.1f} s)")
+    else:
+        print(f"{manifest['task']}: {root} ({manifest['utterances']} utterances, {manifest['duration_seconds']:.1f} s)")
+        print("s3prl downstream_expert overrides:")
+        print(json.dumps(s3prl_overrides(root), indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "corpus",
+        help="build a synthetic speech corpus for a SUPERB task (espeak-ng, exact alignments)",
+        description=__doc__,
+    )
+    # TASK is checked by the corpus API (one clear error), not by argparse choices.
+    parser.add_argument("task", metavar="TASK", help=f"one of: {', '.join(_TASKS)}")
+    parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
+    parser.add_argument(
+        "--utterances", type=int, default=None, help="number of utterances (sd: recordings); default: small"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--workers", type=int, default=1, help="synthesis processes (results do not depend on it)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,211 @@
+"""Build synthetic SUPERB corpora: ``build_corpus(task, out_dir, utterances=None, seed=0, force=False)``.
+
+Tasks (``TASKS``): ``asr`` (LibriSpeech), ``sf`` (Audio SNIPS), ``ic`` (Fluent Speech Commands), ``ks`` (Speech
+Commands v0.01), ``se`` (VoiceBank-DEMAND), ``sd`` (two-speaker Kaldi mixtures); ``all`` builds each into
+``out_dir/<task>/``. Each corpus is written in the on-disk layout that s3prl 0.4.18's downstream expert for the task
+reads (see the task modules' docstrings) plus ``manifest.json``::
+
+    {"schema": "mrsuperb.corpus/1", "task", "seed", "utterances", "sample_rate": 16000, "synthesizer": {...},
+     "duration_seconds", "splits": {split: {"utterances", "seconds", "speakers"}}, "speakers": {id: voice},
+     "s3prl": {"downstream_expert": {... relative paths ...}, "path_keys": ["datarc.libri_root", ...]},
+     "layout": {...}, "extra": {...}}
+
+``s3prl_overrides(root)`` turns the ``s3prl`` entry into the ``downstream_expert`` config overrides with absolute
+paths (merge them into the task's config). ``load_manifest(root)`` reads the manifest.
+
+Guarantees: the same task, utterances and seed give byte-identical files (audio included; the Kaldi ``wav.scp``
+files of ``se``/``sd`` hold absolute paths, so they are identical for the same output folder). The corpus is built
+in a temporary sibling folder and renamed into place, so a failed build leaves nothing behind (and ``force=True``
+replaces an old corpus only once the new one is complete). Bad input raises ``CorpusError`` (a ``ValueError``)
+naming the value and what to do. ``utterances`` is the number of spoken utterances (``sd``: recordings), at least
+``minimum_utterances(task)`` so that every split gets some; ``default_utterances(task)`` is small (tests, demo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+
+from downstream_probes.corpora import (
+    fluent_ic,
+    kaldi_sd,
+    librispeech_asr,
+    snips_sf,
+    speech_commands_ks,
+    voicebank_se,
+)
+from downstream_probes.corpora.common import BuildContext, CorpusError, TaskResult
+from downstream_probes.corpora.espeak import SAMPLE_RATE, espeak_version
+
+SCHEMA = "mrsuperb.corpus/1"
+MANIFEST = "manifest.json"
+_BUILDERS: dict[str, ModuleType] = {
+    "asr": librispeech_asr,
+    "sf": snips_sf,
+    "ic": fluent_ic,
+    "ks": speech_commands_ks,
+    "se": voicebank_se,
+    "sd": kaldi_sd,
+}
+TASKS: tuple[str, ...] = tuple(_BUILDERS)
+ALL = "all"
+
+
+def _builder(task: str) -> ModuleType:
+    try:
+        return _BUILDERS[task]
+    except KeyError:
+        raise CorpusError(f"unknown task {task!r}; choose one of {', '.join(TASKS)} or {ALL}") from None
+
+
+def default_utterances(task: str) -> int:
+    return int(_builder(task).DEFAULT_UTTERANCES)
+
+
+def minimum_utterances(task: str) -> int:
+    return int(_builder(task).minimum_utterances())
+
+
+def _check_utterances(task: str, utterances: int | None) -> int:
+    if utterances is None:
+        return default_utterances(task)
+    if isinstance(utterances, bool) or not isinstance(utterances, int):
+        raise CorpusError(f"utterances must be a whole number, got {utterances!r}")
+    least = minimum_utterances(task)
+    if utterances < least:
+        raise CorpusError(
+            f"utterances={utterances} is too few for task {task!r}: every split needs some, so use at least {least}"
+        )
+    return utterances
+
+
+def _check_out_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
+    path = Path(out_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise CorpusError(f"output path {path} is a file; choose a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise CorpusError(f"output folder {path} is not empty; choose an empty folder or pass --force (force=True)")
+    return path
+
+
+def _synthesizer_info() -> dict:
+    try:
+        loader = metadata.version("espeakng-loader")
+    except metadata.PackageNotFoundError:  # pragma: no cover - it is a declared dependency
+        loader = "unknown"
+    return {"engine": "espeak-ng", "version": espeak_version(), "espeakng_loader": loader, "language": "en-us"}
+
+
+def _manifest(task: str, seed: int, utterances: int, result: TaskResult) -> dict:
+    return {
+        "schema": SCHEMA,
+        "task": task,
+        "seed": seed,
+        "utterances": utterances,
+        "sample_rate": SAMPLE_RATE,
+        "synthesizer": _synthesizer_info(),
+        "duration_seconds": round(sum(s.seconds for s in result.splits.values()), 3),
+        "splits": {name: summary.to_json() for name, summary in result.splits.items()},
+        "speakers": {speaker: voice.to_json() for speaker, voice in sorted(result.voices.items())},
+        "s3prl": {"downstream_expert": result.s3prl, "path_keys": result.path_keys},
+        "layout": result.layout,
+        "extra": result.extra,
+    }
+
+
+def _build_task(task: str, work: Path, final: Path, utterances: int, seed: int, workers: int, progress: bool) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = BuildContext(task, work, final, seed, utterances, workers=workers, progress=progress)
+    result = _builder(task).build(ctx)
+    manifest = _manifest(task, seed, utterances, result)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def build_corpus(
+    task: str,
+    out_dir: str | os.PathLike[str],
+    utterances: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+) -> Path:
+    """Build the synthetic corpus for ``task`` (or ``"all"``) in ``out_dir``; returns its absolute path.
+
+    ``workers`` synthesis processes run at once (results do not depend on it); ``progress`` shows tqdm bars.
+    """
+    tasks = TASKS if task == ALL else (task,)
+    for name in tasks:
+        _builder(name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CorpusError(f"seed must be a non-negative whole number, got {seed!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise CorpusError(f"workers must be a positive whole number, got {workers!r}")
+    sizes = {name: _check_utterances(name, utterances) for name in tasks}
+    final = _check_out_dir(out_dir, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    try:
+        if task == ALL:
+            for name in tasks:
+                _build_task(name, work / name, final / name, sizes[name], seed, workers, progress)
+            index = {"schema": SCHEMA, "task": ALL, "seed": seed, "corpora": {name: name for name in tasks}}
+            (work / MANIFEST).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        else:
+            _build_task(task, work, final, sizes[task], seed, workers, progress)
+        os.chmod(work, 0o755)  # mkdtemp made it private; a corpus folder is an ordinary folder
+        _replace_folder(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Move the finished ``new`` folder to ``final``; an existing ``final`` is removed only after the swap."""
+    if not final.exists():
+        os.replace(new, final)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    os.replace(final, old / "corpus")
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(old / "corpus", final)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_manifest(root: str | os.PathLike[str]) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {root} is not a corpus built by `mrsuperb corpus`")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("schema") != SCHEMA:
+        raise CorpusError(f"{path} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
+    return manifest
+
+
+def s3prl_overrides(root: str | os.PathLike[str]) -> dict:
+    """The ``downstream_expert`` config entries (datarc/corpus/loaderrc/text...) for the corpus at ``root``, with
+    absolute paths: merge them into the task's s3prl config."""
+    root = Path(root).resolve()
+    manifest = load_manifest(root)
+    if manifest["task"] == ALL:
+        raise CorpusError(f"{root} holds all tasks; pass one of its task folders ({', '.join(TASKS)})")
+    overrides = json.loads(json.dumps(manifest["s3prl"]["downstream_expert"]))
+    for dotted in manifest["s3prl"]["path_keys"]:
+        *parents, leaf = dotted.split(".")
+        section = overrides
+        for key in parents:
+            section = section[key]
+        section[leaf] = str(root / section[leaf])
+    return overrides

@@ -1,0 +1,135 @@
+"""Slot-filling corpus in the Audio SNIPS layout that s3prl's ``ctc`` expert reads with ``snips.yaml``
+(``downstream/ctc/corpus/snips.py``; ``s3prl.dataio.corpus.snips.SNIPS`` parses the same layout).
+
+Layout under the corpus root::
+
+    SNIPS/{train,valid,test}/<Speaker>-snips-<split>-<N>.wav
+    SNIPS/all.iob.snips.txt    "<utt-id> BOS <UPPER CASE WORDS> EOS\\tO <tag per word> <Intent>"
+    SNIPS/slots.txt            slot names, most frequent first, "O" first; no trailing newline
+    SNIPS/character.txt        s3prl's character vocabulary: space, A-Z, apostrophe
+
+Tags are bare slot names (``artist artist``), not B-/I-: s3prl's ``CharacterTextSlotEncoder`` opens a slot where
+the tag changes and reads ``slots.txt`` skipping its first line (``O``), adding ``B-<slot>``/``E-<slot>`` tokens.
+Speakers carry the Amazon Polly names of Audio SNIPS and follow SUPERB's speaker split (``snips.yaml``):
+train Ivy, Joanna, Joey, Justin, Kendra, Kimberly, Matthew, Salli; valid Aditi, Amy, Geraint, Nicole;
+test Brian, Emma, Raveena, Russell. A small corpus uses the first few names of each list. The ctc dataset keeps a
+file when its name starts with one of the split's speakers, so the stock speaker lists work unchanged.
+
+``utterances`` counts all utterances (70/15/15 over train/valid/test); each is a different sentence.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from downstream_probes.corpora import text
+from downstream_probes.corpora.common import (
+    BuildContext,
+    SplitSummary,
+    TaskResult,
+    allocate,
+    finish,
+    speaker_count,
+    spread,
+    write_audio,
+    write_lines,
+)
+from downstream_probes.corpora.espeak import SynthesisRequest, Voice
+from downstream_probes.corpora.speakers import draw_voices, utterance_voice
+
+TASK = "sf"
+SPLITS = ("train", "valid", "test")
+FRACTIONS = {"train": 0.7, "valid": 0.15, "test": 0.15}
+MINIMUM = {"train": 2, "valid": 1, "test": 1}
+DEFAULT_UTTERANCES = 40
+ROOT = "SNIPS"
+# Audio SNIPS speakers (Amazon Polly voices) by SUPERB split, with their genders.
+SPEAKERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "train": (("Joanna", "female"), ("Matthew", "male"), ("Salli", "female"), ("Joey", "male"),
+              ("Kendra", "female"), ("Justin", "male"), ("Kimberly", "female"), ("Ivy", "female")),
+    "valid": (("Amy", "female"), ("Geraint", "male"), ("Aditi", "female"), ("Nicole", "female")),
+    "test": (("Brian", "male"), ("Emma", "female"), ("Russell", "male"), ("Raveena", "female")),
+}  # fmt: skip
+CHARACTER_VOCABULARY = (" ", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
+
+
+def minimum_utterances() -> int:
+    return sum(MINIMUM.values())
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    split: str
+    speaker: str
+    utt_id: str
+    sentence: text.SlotSentence
+    request: SynthesisRequest
+
+
+def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
+    sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
+    chosen = {
+        split: SPEAKERS[split][: speaker_count(sizes[split], per_speaker=5, least=1, most=len(SPEAKERS[split]))]
+        for split in SPLITS
+    }
+    rng = ctx.rng("speakers")
+    genders = [gender for split in SPLITS for _, gender in chosen[split]]
+    voices = iter(draw_voices(rng, genders))
+    voice_of = {name: next(voices) for split in SPLITS for name, _ in chosen[split]}
+    plan = []
+    for split in SPLITS:
+        number = 0
+        for (speaker, _), count in zip(chosen[split], spread(sizes[split], len(chosen[split]))):
+            for _ in range(count):
+                utt_id = f"{speaker}-snips-{split}-{number}"
+                utt_rng = ctx.rng("utterance", utt_id)
+                intent = text.SNIPS_INTENTS[number % len(text.SNIPS_INTENTS)] if split == "train" else None
+                sentence = text.snips_sentence(utt_rng, intent)
+                voice = utterance_voice(voice_of[speaker], utt_rng)
+                plan.append(_Utterance(split, speaker, utt_id, sentence, SynthesisRequest(sentence.text, voice, int(utt_rng.integers(2**31)))))
+                number += 1
+    return plan, voice_of
+
+
+def iob_line(utt_id: str, sentence: text.SlotSentence) -> str:
+    """One ``all.iob.snips.txt`` line."""
+    return f"{utt_id} BOS {sentence.text} EOS\tO {' '.join(sentence.tags)} {sentence.intent}"
+
+
+def build(ctx: BuildContext) -> TaskResult:
+    plan, voice_of = _plan(ctx)
+    root = ctx.work / ROOT
+    summaries = {split: SplitSummary() for split in SPLITS}
+    for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "sf: SNIPS")):
+        finished = finish(synthesis, ctx.rng("finish", utterance.utt_id))
+        write_audio(root / utterance.split / f"{utterance.utt_id}.wav", finished.audio)
+        summaries[utterance.split].add(utterance.speaker, finished.num_samples)
+    write_lines(root / "all.iob.snips.txt", sorted(iob_line(u.utt_id, u.sentence) for u in plan))
+
+    counts = Counter(tag for u in plan for tag in u.sentence.tags if tag != "O")
+    slots = ["O", *sorted(text.SNIPS_SLOTS, key=lambda slot: (-counts[slot], slot))]
+    (root / "slots.txt").write_text("\n".join(slots), encoding="utf-8")
+    write_lines(root / "character.txt", CHARACTER_VOCABULARY)
+
+    speakers = {split: [name for name, _ in SPEAKERS[split] if name in summaries[split].speakers] for split in SPLITS}
+    return TaskResult(
+        splits=summaries,
+        voices=voice_of,
+        s3prl={
+            "corpus": {
+                "name": "snips",
+                "path": ROOT,
+                "train": ["train"],
+                "dev": ["valid"],
+                "test": ["test"],
+                "train_speakers": speakers["train"],
+                "valid_speakers": speakers["valid"],
+                "test_speakers": speakers["test"],
+            },
+            "text": {"mode": "character-slot", "vocab_file": f"{ROOT}/character.txt", "slots_file": f"{ROOT}/slots.txt"},
+        },
+        path_keys=["corpus.path", "text.vocab_file", "text.slots_file"],
+        layout={"root": ROOT},
+        extra={"intents": list(text.SNIPS_INTENTS), "slots": slots[1:]},
+    )
