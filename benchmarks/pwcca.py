@@ -1,0 +1,228 @@
+"""PWCCA held-out protocol: ours against the reference's computation, side by side, single-threaded.
+
+The reference (ankitapasad/layerwise-analysis) recomputes ``np.cov`` of the whole train part for every
+epsilon pair, inverts with ``pinv`` then takes ``eigh`` of the inverse, scores every fit on its own training
+data, then scores every fit on dev and the best one on test. ``reference_protocol`` below restates exactly
+that computation in NumPy float64 (same splits, same epsilon schedule, same number of fits), without its file
+I/O, so that only the arithmetic is compared.
+
+Two workloads, same data for both sides (generated from a seed in each subprocess):
+  word level:  7000 x 768 representations vs 500-word one-hot labels (<= 15 per word)
+  frame level: 180k x 768 representations (float32) vs 80-dim log-mel-like features, no labels
+
+Each measurement runs in its own subprocess (BLAS threads = 1), so ``ru_maxrss`` is that run's own peak.
+
+    python benchmarks/pwcca.py                 # everything (a few minutes: the reference is slow)
+    python benchmarks/pwcca.py --levels word   # one workload
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+for _variable in THREAD_VARIABLES:
+    os.environ[_variable] = "1"
+
+import numpy as np  # noqa: E402  (after the thread settings)
+
+TARGET_SPEEDUP = 15.0
+TARGET_FRAME_PEAK_GB = 0.8
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def word_level_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """7000 word segments of 500 words (400 x 15 + 100 x 10), 768-dim float32 views, one-hot labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.repeat(np.arange(400), 15), np.repeat(np.arange(400, 500), 10)])
+    labels = labels[rng.permutation(len(labels))]
+    one_hot = np.eye(500)[labels]
+    word_vectors = rng.standard_normal((500, 768)) * 0.4
+    reps = word_vectors[labels] + rng.standard_normal((len(labels), 768)) + rng.standard_normal(768) * 2
+    return reps.astype(np.float32), one_hot, labels
+
+
+def frame_level_data(seed: int = 0, n_frames: int = 180_000, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """80-dim smooth log-mel-like frames and a 768-dim float32 noisy non-linear image of them.
+
+    Built chunk by chunk straight into float32 arrays, so that generating the data does not raise the peak
+    memory above what holding it takes (the peak is part of what is measured).
+    """
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((80, 80)) / 9.0
+    projection = rng.standard_normal((80, 768)) * 0.5
+    offset = rng.standard_normal(768) * 2
+    mel = np.empty((n_frames, 80), dtype=np.float32)
+    reps = np.empty((n_frames, 768), dtype=np.float32)
+    state = np.zeros((1, 80))
+    for start in range(0, n_frames, chunk):
+        stop = min(start + chunk, n_frames)
+        innovations = rng.standard_normal((stop - start, 80)) * 0.45
+        # AR(1) along time: neighbouring frames are correlated, as in speech
+        smooth, state = lfilter([1.0], [1.0, -0.9], innovations, axis=0, zi=state * 0.9)
+        state = smooth[-1:]
+        frames = (smooth @ mixing) * 0.15 + 0.5
+        mel[start:stop] = frames
+        reps[start:stop] = np.tanh(frames @ projection) + rng.standard_normal((stop - start, 768)) * 0.8 + offset
+    return mel, reps
+
+
+# --------------------------------------------------------------------------------------------- reference
+
+
+def _reference_fit(view1: np.ndarray, view2: np.ndarray, epsilon_x: float, epsilon_y: float):
+    """Train PWCCA the reference's way on (dims, samples) views: covariance recomputed from the data."""
+    n1 = view1.shape[0]
+    covariance = np.cov(view1, view2)
+    s11, s12, s22 = covariance[:n1, :n1], covariance[:n1, n1:], covariance[n1:, n1:]
+    max1, max2 = np.max(np.abs(s11)), np.max(np.abs(s22))
+    s11, s22, s12 = s11 / max1, s22 / max2, s12 / np.sqrt(max1 * max2)
+    keep1 = np.abs(np.diagonal(s11)) >= epsilon_x
+    keep2 = np.abs(np.diagonal(s22)) >= epsilon_y
+    s11 = s11[keep1][:, keep1] + epsilon_x * np.eye(int(keep1.sum()))
+    s22 = s22[keep2][:, keep2] + epsilon_y * np.eye(int(keep2.sum()))
+    s12 = s12[keep1][:, keep2]
+
+    def inverse_root(matrix):
+        values, vectors = np.linalg.eigh(np.linalg.pinv(matrix))
+        return vectors @ np.diag(np.sqrt(values)) @ vectors.T
+
+    root1, root2 = inverse_root(s11), inverse_root(s22)
+    u, _, vh = np.linalg.svd(root1 @ (s12 @ root2))
+    return u.T @ root1, vh @ root2, keep1, keep2
+
+
+def _reference_score(view1, view2, proj1, proj2, keep1, keep2) -> float:
+    """Reference PWCCA score of trained projections on (dims, samples) views (both weightings computed)."""
+    n = min(len(proj1), len(proj2))
+    mean1, mean2 = view1.mean(axis=1, keepdims=True), view2.mean(axis=1, keepdims=True)
+    out1 = proj1[:n] @ (view1[keep1] - mean1[keep1])
+    out2 = proj2[:n] @ (view2[keep2] - mean2[keep2])
+    corr = np.einsum("ij,ij->i", out1, out2) / np.sqrt(
+        np.einsum("ij,ij->i", out1, out1) * np.einsum("ij,ij->i", out2, out2)
+    )
+
+    def weighted(acts, means, directions):
+        q, _ = np.linalg.qr((directions + means).T)
+        weights = np.sum(np.abs(q.T @ acts.T), axis=1)
+        return float(np.sum(weights / weights.sum() * corr))
+
+    score1 = weighted(view1[keep1][:n], mean1[keep1][:n], out1)
+    score2 = weighted(view2[keep2][:n], mean2[keep2][:n], out2)
+    return score1 if len(proj1) < len(proj2) else score2
+
+
+def reference_protocol(x: np.ndarray, y: np.ndarray, labels, seed: int = 0) -> float:
+    """The reference protocol's computation on (samples, dims) inputs, laid out (dims, samples) as it does."""
+    import numpy.linalg
+
+    from downstream_probes.analysis.splits import epsilon_schedule, stratified_splits
+
+    rng = np.random.default_rng(seed)
+    view1_full, view2_full = x.T, y.T
+    splits = stratified_splits(x.shape[0], labels, 10, rng)
+    remaining = list(range(10))
+    test_scores = []
+    for _ in range(5):
+        dev, test = (int(i) for i in rng.choice(remaining, size=2, replace=False))
+        remaining = [i for i in remaining if i not in (dev, test)]
+        train = np.sort(np.concatenate([splits[i] for i in range(10) if i not in (dev, test)]))
+        view1, view2 = view1_full.T[train].T, view2_full.T[train].T
+        fits = []
+        for epsilon_x, epsilon_y in epsilon_schedule(rng):
+            try:
+                fit = _reference_fit(view1, view2, epsilon_x, epsilon_y)
+                _reference_score(view1, view2, *fit)  # the reference scores every fit on its training data
+            except numpy.linalg.LinAlgError:
+                continue
+            fits.append(fit)
+            if len(fits) == 6:
+                break
+        del view1, view2
+        if not fits:
+            continue
+        dev1, dev2 = view1_full.T[splits[dev]].T, view2_full.T[splits[dev]].T
+        dev_scores = [_reference_score(dev1, dev2, *fit) for fit in fits]
+        best = fits[int(np.argmax(dev_scores))]
+        test_scores.append(_reference_score(view1_full.T[splits[test]].T, view2_full.T[splits[test]].T, *best))
+        if len(test_scores) == 3:
+            break
+    return float(np.mean(test_scores))
+
+
+# --------------------------------------------------------------------------------------------- one run
+
+
+def run_one(side: str, level: str, sign_convention: str) -> dict:
+    """Generate the data, time one side's full protocol, report seconds, score and this process's peak RSS."""
+    import resource
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        if level == "word":
+            x, y, labels = word_level_data()
+        else:
+            # The reference's cca_mel puts the mel features first (view1) and the representations second.
+            x, y = frame_level_data()
+            labels = None
+        start = time.perf_counter()
+        if side == "reference":
+            score = reference_protocol(x, y, labels)
+        else:
+            from downstream_probes.analysis import cca_score
+
+            score = cca_score(x, y, labels, seed=0, sign_convention=sign_convention)
+        seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"side": side, "level": level, "seconds": seconds, "score": score, "peak_gb": peak_kb / 1024**2}
+
+
+def measure(side: str, level: str, sign_convention: str = "canonical") -> dict:
+    command = [sys.executable, __file__, "--child", side, level, sign_convention]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", nargs="+", default=["word", "frame"], choices=["word", "frame"])
+    parser.add_argument("--child", nargs=3, metavar=("SIDE", "LEVEL", "SIGNS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_one(*args.child)))
+        return 0
+    print(f"single-threaded (BLAS threads = 1); every run in its own subprocess; target >= {TARGET_SPEEDUP:.0f}x")
+    all_met = True
+    for level in args.levels:
+        ours = measure("ours", level)
+        lapack = measure("ours", level, "lapack")
+        reference = measure("reference", level)
+        speedup = reference["seconds"] / ours["seconds"]
+        print(
+            f"{level:>5} level: reference {reference['seconds']:7.1f} s, {reference['peak_gb']:.2f} GB peak | "
+            f"ours {ours['seconds']:6.2f} s, {ours['peak_gb']:.2f} GB peak -> {speedup:5.1f}x faster "
+            f"(sign_convention='lapack': {lapack['seconds']:.2f} s, "
+            f"{reference['seconds'] / lapack['seconds']:.1f}x)"
+        )
+        print(
+            f"             scores: reference {reference['score']:.6f}, ours {ours['score']:.6f}, "
+            f"ours with the reference's LAPACK signs {lapack['score']:.6f}"
+        )
+        met = speedup >= TARGET_SPEEDUP and (level != "frame" or ours["peak_gb"] <= TARGET_FRAME_PEAK_GB)
+        all_met &= met
+    print("targets met" if all_met else "targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
