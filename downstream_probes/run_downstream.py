@@ -114,6 +114,24 @@ def check_paths(argv: Sequence[str]) -> None:
             raise FileNotFoundError(f"-e {path}: the folder holds no states-*.ckpt to resume from")
 
 
+def override_option(downstream_expert: dict, prefix: str = "config.downstream_expert") -> str:
+    """s3prl's ``-o`` string setting every leaf of a nested ``downstream_expert`` mapping (e.g. a corpus's paths).
+
+    s3prl evaluates each value as a Python literal, so values are written with ``repr``; options are joined
+    with s3prl's ``,,`` separator.
+    """
+    options: list[str] = []
+    for key, value in downstream_expert.items():
+        if isinstance(value, dict):
+            options.append(override_option(value, f"{prefix}.{key}"))
+        else:
+            text = repr(value)
+            if "=" in text or ",," in text:
+                raise ValueError(f"{prefix}.{key}={text}: s3prl's -o cannot carry '=' or ',,' in a value")
+            options.append(f"{prefix}.{key}={text}")
+    return ",,".join(option for option in options if option)
+
+
 def build_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
     """All argument rewriting, in order; returns s3prl's argv and the layer name given to ``-l`` (if any)."""
     argv, layer_name = extract_layer_name(argv)
