@@ -356,8 +356,8 @@ class HeldOutPart:
         With ``P = Xc Px^T`` the centred projections: ``P_x^T P_y = Px Txy Py^T`` (correlations from its
         diagonal); for the weighting view, ``D = P + 1 mu^T`` and ``A = Xc[:, J] + 1 mu^T`` (``J`` its first
         ``n`` kept columns, ``mu`` their means) give ``D^T D = Px Txx Px^T + N mu mu^T`` and
-        ``D^T A = Px Txx[:, J] + N mu mu^T`` because centred columns sum to zero. Returns None when the
-        weights need the QR fallback.
+        ``D^T A = Px Txx[:, J] + N mu mu^T`` because centred columns sum to zero. Returns None when a
+        direction's variance is too close to rounding or the weights need the QR fallback.
         """
         n, dx = projection.n_directions, self.views["x"].shape[1]
         scatter = self._centred_scatter
@@ -371,6 +371,12 @@ class HeldOutPart:
         cross = np.einsum("ij,ij->i", times_scatter["x"][:, nx:], matrix["y"])
         auto_x = np.einsum("ij,ij->i", times_scatter["x"][:, :nx], matrix["x"])
         auto_y = np.einsum("ij,ij->i", times_scatter["y"][:, nx:], matrix["y"])
+        for auto, name in ((auto_x, "x"), (auto_y, "y")):
+            # A direction whose variance is within 1e8 roundings of cancelling (the null direction of one-hot
+            # labels) is not resolved by moments: the data must be projected, as the reference does.
+            block = np.diagonal(scatter)[index[name]]
+            if np.any(auto <= 1e-8 * np.sum(matrix[name] ** 2, axis=1) * np.max(block)):
+                return None
         corr = cross / np.sqrt(auto_x * auto_y)
         scores = []
         for name in weight_views:
@@ -548,11 +554,13 @@ class CCATrial:
 
 @dataclass(frozen=True)
 class CCAResult:
-    """Outcome of :func:`cca_protocol`: ``score`` is the mean test score over the trials."""
+    """Outcome of :func:`cca_protocol`: ``score`` is the mean test score over the trials; ``splits`` holds the
+    sample indices of every part (``trials`` refer to them by position)."""
 
     score: float
     trials: tuple[CCATrial, ...]
     seed: int
+    splits: tuple[np.ndarray, ...] = ()
     settings: dict = field(default_factory=dict)
 
 
@@ -624,7 +632,7 @@ def cca_protocol(
         "n_splits": n_splits, "n_trials": n_trials, "n_epsilons": n_epsilons, "stable": stable,
         "sign_convention": sign_convention, "mean_score": mean_score, "n_samples": n_samples,
     }  # fmt: skip
-    return CCAResult(float(np.mean([t.test_score for t in trials])), tuple(trials), seed, settings)
+    return CCAResult(float(np.mean([t.test_score for t in trials])), tuple(trials), seed, tuple(splits), settings)
 
 
 def cca_score(

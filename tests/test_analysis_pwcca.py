@@ -1,0 +1,248 @@
+"""PWCCA: parity with a plain NumPy statement of the reference math, the protocol, stability, bad input."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import numpy as np
+import pytest
+import scipy.sparse
+from threadpoolctl import threadpool_limits
+
+from downstream_probes.analysis import CCAInputError, cca_protocol, cca_score, pwcca
+from downstream_probes.analysis.moments import View, joint_scatter
+from downstream_probes.analysis.splits import epsilon_schedule, stratified_splits
+
+# the package exports the function ``pwcca``, which hides the module of the same name from attribute access
+pwcca_module = import_module("downstream_probes.analysis.pwcca")
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """Small matrices: threads only contend on the shared test machine."""
+    with threadpool_limits(limits=1):
+        yield
+
+# ----------------------------------------------------------------------------- the math, stated plainly
+
+
+def plain_pwcca(x_train, y_train, x_eval, y_eval, eps_x, eps_y, *, fix_signs=False):
+    """The reference's PWCCA in plain NumPy, views laid out (dims, samples) as it does.
+
+    ``fix_signs`` applies our canonical sign convention to the SVD's pairs (largest |entry| of each Py row
+    positive); without it the signs are whatever numpy's SVD returns, as in the reference.
+    """
+    v1, v2 = x_train.T.astype(np.float64), y_train.T.astype(np.float64)
+    n1 = v1.shape[0]
+    cov = np.cov(v1, v2)
+    sxx, sxy, syy = cov[:n1, :n1], cov[:n1, n1:], cov[n1:, n1:]
+    xmax, ymax = np.max(np.abs(sxx)), np.max(np.abs(syy))
+    sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / np.sqrt(xmax * ymax)
+    keep_x = np.abs(np.diag(sxx)) >= eps_x
+    keep_y = np.abs(np.diag(syy)) >= eps_y
+    sxx = sxx[keep_x][:, keep_x] + eps_x * np.eye(keep_x.sum())
+    syy = syy[keep_y][:, keep_y] + eps_y * np.eye(keep_y.sum())
+    sxy = sxy[keep_x][:, keep_y]
+
+    def inverse_sqrt(matrix):
+        values, vectors = np.linalg.eigh(np.linalg.pinv(matrix))
+        return vectors @ np.diag(np.sqrt(values)) @ vectors.T
+
+    root_x, root_y = inverse_sqrt(sxx), inverse_sqrt(syy)
+    u, _, vh = np.linalg.svd(root_x @ sxy @ root_y)
+    proj_x, proj_y = u.T @ root_x, vh @ root_y
+    n = min(len(proj_x), len(proj_y))
+    proj_x, proj_y = proj_x[:n], proj_y[:n]
+    if fix_signs:
+        signs = np.sign(proj_y[np.arange(n), np.argmax(np.abs(proj_y), axis=1)])
+        proj_x, proj_y = proj_x * signs[:, None], proj_y * signs[:, None]
+
+    e1, e2 = x_eval.T.astype(np.float64), y_eval.T.astype(np.float64)
+    m1, m2 = e1.mean(axis=1, keepdims=True), e2.mean(axis=1, keepdims=True)
+    out1 = proj_x @ (e1[keep_x] - m1[keep_x])
+    out2 = proj_y @ (e2[keep_y] - m2[keep_y])
+    corr = np.sum(out1 * out2, axis=1) / np.sqrt(np.sum(out1**2, axis=1) * np.sum(out2**2, axis=1))
+
+    def weighted(acts, means, directions):
+        q, _ = np.linalg.qr((directions + means).T)
+        weights = np.sum(np.abs(q.T @ acts.T), axis=1)
+        return np.sum(weights / weights.sum() * corr)
+
+    if keep_x.sum() < keep_y.sum():
+        return weighted(e1[keep_x][:n], m1[keep_x][:n], out1)
+    return weighted(e2[keep_y][:n], m2[keep_y][:n], out2)
+
+
+def paired_views(rng, n, dx, dy, latent=6, offset=(3.0, -1.0)):
+    """Two noisy views of one latent signal, with non-zero means (the means matter to the weighting)."""
+    z = rng.standard_normal((n, latent))
+    x = z @ rng.standard_normal((latent, dx)) + rng.standard_normal((n, dx)) + offset[0]
+    y = z @ rng.standard_normal((latent, dy)) + 0.5 * rng.standard_normal((n, dy)) + offset[1]
+    return x, y
+
+
+@pytest.mark.parametrize("dx,dy", [(24, 10), (10, 24), (16, 16)])
+def test_pwcca_equals_the_plain_numpy_statement(dx, dy):
+    x, y = paired_views(np.random.default_rng(dx * 100 + dy), 900, dx, dy)
+    train, held = slice(0, 700), slice(700, None)
+    lapack = pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9, sign_convention="lapack")
+    assert lapack == pytest.approx(plain_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9), abs=1e-6)
+    canonical = pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9)
+    expected = plain_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9, fix_signs=True)
+    assert canonical == pytest.approx(expected, abs=1e-6)
+
+
+def test_sign_convention_is_the_only_difference_when_held_out_means_are_zero():
+    x, y = paired_views(np.random.default_rng(3), 800, 12, 9)
+    x_eval, y_eval = x[600:] - x[600:].mean(axis=0), y[600:] - y[600:].mean(axis=0)
+    plain = plain_pwcca(x[:600], y[:600], x_eval, y_eval, 1e-11, 1e-11)
+    assert pwcca(x[:600], y[:600], x_eval, y_eval, 1e-11, 1e-11) == pytest.approx(plain, abs=1e-9)
+
+
+def test_float32_views_and_small_chunks_give_the_same_score():
+    x, y = paired_views(np.random.default_rng(4), 700, 14, 8)
+    x32 = x.astype(np.float32)
+    reference = plain_pwcca(x32[:500], y[:500], x32[500:], y[500:], 1e-10, 1e-10, fix_signs=True)
+    ours = pwcca(x32[:500], y[:500], x32[500:], y[500:], 1e-10, 1e-10, chunk_rows=37)
+    assert ours == pytest.approx(reference, abs=1e-6)
+
+
+def test_three_ways_of_scoring_a_held_out_part_agree(monkeypatch):
+    """In memory, in chunks and from the part's moments alone: the same number."""
+    x, y = paired_views(np.random.default_rng(5), 1200, 20, 11)
+    xv, yv = View(x), View(y)
+    train, held = np.arange(900), np.arange(900, 1200)
+    shift = np.zeros(31)
+    fit = pwcca_module.TrainedCovariance.from_scatter(joint_scatter(xv, yv, train, shift), 20).fit(1e-10, 1e-10)
+    scatter = joint_scatter(xv, yv, held, shift, chunk_rows=50)
+    mean = scatter.mean()
+    parts = {
+        "moments": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], scatter=scatter),
+        "memory": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], rotate=True),
+    }
+    monkeypatch.setattr(pwcca_module, "CACHE_BYTES", 0)
+    parts["chunks"] = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=64)
+    assert [part.strategy for part in parts.values()] == ["moments", "memory", "chunks"]
+    scores = {name: part.score(fit) for name, part in parts.items()}
+    expected = plain_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-10, fix_signs=True)
+    for name, score in scores.items():
+        assert score == pytest.approx(expected, abs=1e-9), name
+
+
+def test_sparse_label_view_is_scored_like_the_dense_one():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 25, 1000)
+    one_hot = np.eye(25)[labels]
+    x = one_hot @ rng.standard_normal((25, 30)) + rng.standard_normal((1000, 30))
+    train, held = np.arange(800), np.arange(800, 1000)
+    dense_fit = pwcca_module.TrainedCovariance.from_scatter(
+        joint_scatter(View(x), View(one_hot, detect_sparse=False), train, np.zeros(55)), 30, stable=True
+    ).fit(1e-10, 1e-10)
+    assert View(one_hot).sparse
+    sparse_score = pwcca_module.held_out_score(dense_fit, x, scipy.sparse.csr_matrix(one_hot), held)
+    dense_score = pwcca_module.held_out_score(dense_fit, View(x), View(one_hot, detect_sparse=False), held)
+    assert sparse_score == pytest.approx(dense_score, abs=1e-10)
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+def test_protocol_test_scores_are_pwcca_on_their_parts():
+    x, y = paired_views(np.random.default_rng(7), 1500, 15, 6)
+    result = cca_protocol(x, y, seed=11)
+    assert len(result.trials) == 3 and len(result.splits) == 10
+    assert sorted(np.concatenate(result.splits).tolist()) == list(range(1500))
+    used = [split for trial in result.trials for split in (trial.dev_split, trial.test_split)]
+    assert len(set(used)) == 6  # disjoint (dev, test) pairs
+    for trial in result.trials:
+        assert len(trial.epsilons) == 6 and all(ex <= 1e-9 and ey <= 1e-9 for ex, ey in trial.epsilons)
+        assert trial.best_epsilon == trial.epsilons[int(np.argmax(trial.dev_scores))]
+        train = np.concatenate([s for i, s in enumerate(result.splits) if i not in (trial.dev_split, trial.test_split)])
+        test = result.splits[trial.test_split]
+        expected = plain_pwcca(x[np.sort(train)], y[np.sort(train)], x[test], y[test], *trial.best_epsilon, fix_signs=True)
+        assert trial.test_score == pytest.approx(expected, abs=1e-6)
+    assert result.score == pytest.approx(np.mean([t.test_score for t in result.trials]))
+
+
+def test_protocol_is_seeded():
+    x, y = paired_views(np.random.default_rng(8), 600, 8, 5)
+    assert cca_score(x, y, seed=3) == cca_score(x, y, seed=3)
+    assert cca_score(x, y, seed=3) != cca_score(x, y, seed=4)
+
+
+def test_splits_are_stratified_by_label():
+    labels = np.repeat(np.arange(7), [30, 25, 12, 10, 9, 3, 1])
+    splits = stratified_splits(len(labels), labels, 10, np.random.default_rng(0))
+    assert sorted(np.concatenate(splits).tolist()) == list(range(len(labels)))
+    for split in splits:
+        counts = np.bincount(labels[split], minlength=7)
+        assert counts[0] == 3 and counts[3] == 1 and counts[2] in (1, 2, 3)
+
+
+def test_epsilon_schedule_tries_every_small_pair_before_the_large_ones():
+    schedule = epsilon_schedule(np.random.default_rng(0))
+    assert len(schedule) == 25
+    assert all(max(pair) <= 1e-9 for pair in schedule[:9]) and all(min(pair) >= 1e-8 for pair in schedule[9:])
+
+
+def test_planted_signal_layer_ranks_first():
+    """A fake upstream whose layer k is a noisy linear map of one-hot phone labels: CCA-phone ranks it first."""
+    rng = np.random.default_rng(9)
+    phones = rng.integers(0, 20, 1200)
+    one_hot = np.eye(20)[phones]
+    layers = [rng.standard_normal((1200, 32)) for _ in range(5)]
+    planted = 3
+    layers[planted] = one_hot @ rng.standard_normal((20, 32)) + 0.7 * rng.standard_normal((1200, 32))
+    layers[1] = 0.3 * (one_hot @ rng.standard_normal((20, 32))) + rng.standard_normal((1200, 32))  # weaker
+    scores = [cca_score(layer, one_hot, phones, seed=0, stable=True) for layer in layers]
+    assert int(np.argmax(scores)) == planted
+    assert scores[1] > max(scores[i] for i in (0, 2, 4))
+
+
+# ----------------------------------------------------------------------------- conditioning
+
+
+def test_one_hot_labels_are_ill_conditioned_by_default_and_stable_when_asked():
+    rng = np.random.default_rng(10)
+    labels = rng.integers(0, 30, 1200)
+    one_hot = np.eye(30)[labels]
+    x = one_hot @ rng.standard_normal((30, 40)) * 0.5 + rng.standard_normal((1200, 40)) + 1.0
+    nudged = x + rng.standard_normal(x.shape) * 1e-12
+    stable = cca_score(x, one_hot, labels, stable=True), cca_score(nudged, one_hot, labels, stable=True)
+    assert abs(stable[0] - stable[1]) < 1e-9
+    fit = pwcca_module.TrainedCovariance(np.cov(np.hstack([x, one_hot]).T), 40, stable=True).fit(1e-10, 1e-10)
+    assert fit.y_directions == 29  # the one-hot columns sum to one: one of them is dropped
+    default = cca_score(x, one_hot, labels), cca_score(nudged, one_hot, labels)
+    assert np.isfinite(default).all()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_mismatched_sample_counts_are_refused():
+    with pytest.raises(CCAInputError, match="different sample counts: x has 100, y has 99"):
+        cca_score(np.ones((100, 3)), np.ones((99, 2)))
+    with pytest.raises(CCAInputError, match="labels has 5 entries"):
+        cca_score(np.random.rand(100, 3), np.random.rand(100, 2), labels=[0] * 5)
+
+
+def test_fewer_samples_than_dimensions_are_refused():
+    rng = np.random.default_rng(0)
+    with pytest.raises(CCAInputError, match="needs more samples than dimensions"):
+        pwcca(rng.random((20, 30)), rng.random((20, 4)), rng.random((10, 30)), rng.random((10, 4)), 1e-10, 1e-10)
+    with pytest.raises(CCAInputError, match="smallest training part has"):
+        cca_score(rng.random((60, 50)), rng.random((60, 3)))
+
+
+def test_other_bad_views_are_refused():
+    rng = np.random.default_rng(0)
+    with pytest.raises(CCAInputError, match=r"must be a \(samples, dims\) array"):
+        cca_score(rng.random(100), rng.random((100, 2)))
+    bad = rng.random((200, 3))
+    bad[5, 1] = np.nan
+    with pytest.raises(CCAInputError, match="NaN or infinite"):
+        cca_score(bad, rng.random((200, 2)))
+    with pytest.raises(CCAInputError, match="constant"):
+        pwcca(np.ones((50, 2)), rng.random((50, 2)), np.ones((10, 2)), rng.random((10, 2)), 1e-10, 1e-10)
+    with pytest.raises(CCAInputError, match="held-out part has 3 samples"):
+        pwcca(rng.random((50, 6)), rng.random((50, 5)), rng.random((3, 6)), rng.random((3, 5)), 1e-10, 1e-10)
