@@ -6,24 +6,27 @@ the task modules (``librispeech_asr``, ``snips_sf``, ``fluent_ic``, ``speech_com
 ``kaldi_sd``) for each layout. Alignments (``alignments``) are MFA-style TextGrids.
 """
 
-from downstream_probes.corpora.api import (
-    ALL,
-    TASKS,
-    build_corpus,
-    default_utterances,
-    load_manifest,
-    minimum_utterances,
-    s3prl_overrides,
-)
-from downstream_probes.corpora.common import CorpusError
+from __future__ import annotations
 
-__all__ = [
-    "ALL",
-    "TASKS",
-    "CorpusError",
-    "build_corpus",
-    "default_utterances",
-    "load_manifest",
-    "minimum_utterances",
-    "s3prl_overrides",
-]
+import importlib
+from typing import Any
+
+# Imported on first use: synthesis worker processes import ``corpora.espeak`` and need none of the builders.
+_EXPORTS = {
+    "ALL": "api",
+    "TASKS": "api",
+    "build_corpus": "api",
+    "default_utterances": "api",
+    "load_manifest": "api",
+    "minimum_utterances": "api",
+    "s3prl_overrides": "api",
+    "CorpusError": "common",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

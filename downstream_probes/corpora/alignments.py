@@ -155,7 +155,8 @@ def write_textgrid(path: str | Path, grid: TextGrid) -> Path:
     return path
 
 
-_TOKEN = re.compile(r'"((?:[^"]|"")*)"|([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|<exists>|<absent>')
+# Quoted strings, numbers, <exists>/<absent>, and bracketed item numbers ("item [1]:"), which are skipped.
+_TOKEN = re.compile(r'"((?:[^"]|"")*)"|([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(\[[^\]"]*\])|<exists>|<absent>')
 
 
 def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
@@ -166,6 +167,8 @@ def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
             tokens.append(match.group(1).replace('""', '"'))
         elif match.group(2) is not None:
             tokens.append(float(match.group(2)))
+        elif match.group(3) is not None:
+            continue
         else:
             tokens.append(match.group(0))
     if tokens[:2] != ["ooTextFile", "TextGrid"]:

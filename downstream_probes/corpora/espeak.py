@@ -8,7 +8,8 @@ to the 16 kHz sample grid, so timings are integers (samples at 16 kHz).
 
 Determinism: espeak-ng keeps state between messages (a pitch-flutter phase, echo buffers, a random generator seeded
 from the clock at start-up), so the same text can synthesise differently depending on what was spoken before.
-``synthesize_many`` therefore runs every chunk of requests in a FRESH spawned process, seeds espeak's generator
+``synthesize_many`` therefore runs every chunk of requests in a FRESH process (forked from a fork server that never
+synthesises, or spawned), seeds espeak's generator
 per request and sets the voice and parameters per request: the output depends only on the requests and the
 chunk size, never on what the calling process did before or on the number of workers.
 
@@ -386,12 +387,22 @@ def _synthesize_chunk(requests: Sequence[SynthesisRequest]) -> list[Synthesis]:
     return [_ENGINE.synthesize(request) for request in requests]
 
 
+def _fresh_process_context() -> multiprocessing.context.BaseContext:
+    """Processes that start without espeak-ng's state: forked from a fork server that never synthesised (fast:
+    numpy and scipy are imported once, in the server), or spawned where there is no fork server (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, "scipy.signal"])
+    return context
+
+
 def synthesize_many(
     requests: Sequence[SynthesisRequest], *, workers: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> Iterator[Synthesis]:
     """Synthesise ``requests``, yielding results in request order.
 
-    Requests are cut into chunks of ``chunk_size``; each chunk runs in a fresh spawned process (so results are
+    Requests are cut into chunks of ``chunk_size``; each chunk runs in a fresh process (so results are
     reproducible, see the module docstring) and up to ``workers`` chunks run at once. Results are identical for any
     ``workers``; they can differ (slightly) for a different ``chunk_size``, so builders keep it fixed.
     """
@@ -400,8 +411,7 @@ def synthesize_many(
     chunks = [list(requests[i : i + chunk_size]) for i in range(0, len(requests), chunk_size)]
     if not chunks:
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_fresh_process_context(), max_tasks_per_child=1) as pool:
         pending: deque[Future] = deque()
         next_chunk = 0
         while next_chunk < len(chunks) or pending:
