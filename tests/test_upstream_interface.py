@@ -39,7 +39,9 @@ def hubert_upstream(tmp_path_factory: pytest.TempPathFactory) -> S3prlUpstream:
         ([torch.zeros(16000, dtype=torch.int16)], "waveform 0 .*int16.*float"),
         ([[0.0] * 16000], "waveform 0 .*list.*torch"),
     ],
-    ids=["empty-batch", "tensor-batch", "stereo", "stereo-transposed", "empty-wav", "short", "nan", "inf", "int", "list"],
+    ids=[
+        "empty-batch", "tensor-batch", "stereo", "stereo-transposed", "empty-wav", "short", "nan", "inf", "int", "list"
+    ],
 )
 def test_bad_input_gets_one_clear_error(hubert_upstream: S3prlUpstream, wavs: object, expected: str) -> None:
     with pytest.raises(WaveformError, match=expected) as caught:
@@ -192,7 +194,9 @@ def test_native_states_keep_their_rate(mrhubert_checkpoints: dict[str, tuple[Pat
     torch.testing.assert_close(aligned["D0"], native["D0"].features.repeat_interleave(2, dim=1)[:, :frames])
 
 
-def test_block_outputs_and_pre_residual_options(mrhubert_checkpoints: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+def test_block_outputs_and_pre_residual_options(
+    mrhubert_checkpoints: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
     fairseq_file = str(mrhubert_checkpoints["base_2res"][0])
     default = mrhubert_local(ckpt=fairseq_file).eval()
     config = tmp_path / "options.yaml"

@@ -53,7 +53,9 @@ def read_upstream_options(model_config: str | os.PathLike[str] | Mapping[str, An
         except yaml.YAMLError as error:
             raise ValueError(f"upstream model config {path} is not valid YAML: {error}") from None
         if not isinstance(options, Mapping):
-            raise ValueError(f"upstream model config {path} must be a YAML mapping of options, got {type(options).__name__}")
+            raise ValueError(
+                f"upstream model config {path} must be a YAML mapping of options, got {type(options).__name__}"
+            )
     return _checked_options(options, source)
 
 
@@ -189,7 +191,9 @@ def _entry_point(name: str) -> Callable[..., S3prlUpstream]:
     return entry_point
 
 
-ENTRY_POINTS: dict[str, Callable[..., S3prlUpstream]] = {name: _entry_point(name) for name in registry.ALL_UPSTREAM_NAMES}
+ENTRY_POINTS: dict[str, Callable[..., S3prlUpstream]] = {
+    name: _entry_point(name) for name in registry.ALL_UPSTREAM_NAMES
+}
 globals().update(ENTRY_POINTS)  # one module attribute per upstream name, for `upstream_mrhubert.hub:<name>`
 
 __all__ = ["build_upstream", "resolve_checkpoint", "read_upstream_options", "checkpoint_family", *ENTRY_POINTS]

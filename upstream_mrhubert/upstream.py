@@ -77,14 +77,15 @@ def validate_waveforms(wavs: Any) -> list[torch.Tensor]:
                 f"{where} has only {wav.numel()} samples; at least {MIN_SAMPLES} (25 ms at 16 kHz) are needed for "
                 "one frame: pad it or drop it"
             )
-        finite = torch.isfinite(wav)
-        if not bool(finite.all()):
-            first_bad = int((~finite).nonzero()[0])
-            raise WaveformError(
-                f"{where} contains NaN or inf (first at sample {first_bad}); clean or drop that audio"
-            )
         if wav.device != wavs[0].device:
             raise WaveformError(f"{where} is on {wav.device} but waveform 0 is on {wavs[0].device}; use one device")
+    finite = torch.stack([torch.isfinite(wav).all() for wav in wavs])
+    if not bool(finite.all()):  # one device sync for the whole batch; locate the culprit only on failure
+        index = int((~finite).nonzero()[0])
+        first_bad = int((~torch.isfinite(wavs[index])).nonzero()[0])
+        raise WaveformError(
+            f"waveform {index} of the batch contains NaN or inf (first at sample {first_bad}); clean or drop that audio"
+        )
     return list(wavs)
 
 
