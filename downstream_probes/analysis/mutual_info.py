@@ -1,0 +1,88 @@
+"""Mutual information between k-means clusters of representations and labels (Pasad et al. 2023).
+
+Representations of a training sample (e.g. mean-pooled phone or word segments) are clustered with
+scikit-learn's ``MiniBatchKMeans``; the held-out representations are assigned to the nearest centroid, and the
+score is ``I(cluster; label) / H(label)`` on the held-out set: 0 when the clusters say nothing about the labels,
+1 when they determine them. Unlike the reference, the clustering is seeded (``random_state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.metrics import mutual_info_score
+
+
+class MutualInfoInputError(ValueError):
+    """The representations or labels given to the MI analysis cannot be used."""
+
+
+@dataclass(frozen=True)
+class ClusteringSettings:
+    """k-means settings of the reference for one kind of unit."""
+
+    n_clusters: int
+    batch_size: int
+    max_iter: int = 500
+
+
+# The reference's settings: 500 clusters for phones, 5000 for words.
+PHONE_CLUSTERING = ClusteringSettings(n_clusters=500, batch_size=1500)
+WORD_CLUSTERING = ClusteringSettings(n_clusters=5000, batch_size=4000)
+
+
+def clustering_for(unit: str) -> ClusteringSettings:
+    """The reference's settings for ``"phone"`` or ``"word"``."""
+    presets = {"phone": PHONE_CLUSTERING, "word": WORD_CLUSTERING}
+    if unit not in presets:
+        raise MutualInfoInputError(f"unknown unit {unit!r}; choose one of {', '.join(presets)}")
+    return presets[unit]
+
+
+def mutual_information_score(
+    train_reps: np.ndarray,
+    eval_reps: np.ndarray,
+    eval_labels: Sequence,
+    *,
+    n_clusters: int,
+    batch_size: int = 1500,
+    max_iter: int = 500,
+    seed: int = 0,
+) -> float:
+    """``I(cluster; label) / H(label)`` on ``(eval_reps, eval_labels)``, clusters fitted on ``train_reps``.
+
+    ``train_reps``/``eval_reps`` are ``(samples, dims)``; only the held-out labels are needed (the clustering is
+    unsupervised).
+    """
+    train_reps = _as_matrix(train_reps, "train_reps")
+    eval_reps = _as_matrix(eval_reps, "eval_reps")
+    if train_reps.shape[1] != eval_reps.shape[1]:
+        raise MutualInfoInputError(
+            f"train and eval representations differ in dimensions: {train_reps.shape[1]} vs {eval_reps.shape[1]}"
+        )
+    if len(eval_labels) != eval_reps.shape[0]:
+        raise MutualInfoInputError(f"{len(eval_labels)} labels for {eval_reps.shape[0]} eval representations")
+    if not 2 <= n_clusters <= train_reps.shape[0]:
+        raise MutualInfoInputError(
+            f"n_clusters={n_clusters} needs between 2 and the {train_reps.shape[0]} training samples; "
+            f"give more training samples or fewer clusters"
+        )
+    labels = np.asarray(eval_labels)
+    label_entropy = mutual_info_score(labels, labels)
+    if label_entropy == 0.0:
+        raise MutualInfoInputError("every eval label is the same: their entropy is 0, the normalised MI undefined")
+    kmeans = MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch_size, max_iter=max_iter, random_state=seed)
+    clusters = kmeans.fit(train_reps).predict(eval_reps)
+    return float(mutual_info_score(clusters, labels) / label_entropy)
+
+
+def _as_matrix(array, name: str) -> np.ndarray:
+    matrix = np.asarray(array)
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise MutualInfoInputError(f"{name} must be a non-empty (samples, dims) array, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise MutualInfoInputError(f"{name} contains NaN or infinite values")
+    return matrix
