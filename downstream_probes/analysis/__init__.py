@@ -1,6 +1,11 @@
-"""Layer-wise analysis: PWCCA (Pasad et al. 2023 protocol), mutual information, spoken STS, learnt layer weights."""
+"""Layer-wise analysis: PWCCA (Pasad et al. 2023 protocol), mutual information, spoken STS, learnt layer weights.
 
-from downstream_probes.analysis.mutual_info import MutualInfoInputError, mutual_information_score
+The MI and STS functions are imported on first use (scikit-learn and scipy.stats are slow to import and the
+PWCCA path and the layer-weight exporter do not need them).
+"""
+
+from importlib import import_module
+
 from downstream_probes.analysis.pwcca import (
     CCAFitError,
     CCAInputError,
@@ -11,7 +16,20 @@ from downstream_probes.analysis.pwcca import (
     cca_score,
     pwcca,
 )
-from downstream_probes.analysis.sts import STSInputError, spoken_sts_score
+
+_LAZY = {
+    "MutualInfoInputError": "downstream_probes.analysis.mutual_info",
+    "mutual_information_score": "downstream_probes.analysis.mutual_info",
+    "STSInputError": "downstream_probes.analysis.sts",
+    "spoken_sts_score": "downstream_probes.analysis.sts",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CCAFitError",
