@@ -64,9 +64,9 @@ def test_states_equal_s3prl_hubert(tiny_checkpoint: Path, batch: list[torch.Tens
     assert (ours[12] - ours[0]).abs().max().item() > 0.1
 
 
-def test_padding_follows_fairseq_not_cnn_lengths(tiny_checkpoint: Path) -> None:
+def test_padding_follows_fairseq_not_cnn_lengths(tmp_path: Path) -> None:
     """fairseq counts ceil(n / (L // T)) valid frames; transformers would count the CNN output length of n."""
-    model = HubertBaseline.from_checkpoint(load_checkpoint(tiny_checkpoint))
+    model = HubertBaseline.from_checkpoint(load_checkpoint(write_tiny_hubert_checkpoint(tmp_path / "tiny.pt")))
     waveforms = torch.randn(2, 32000)
     padding_mask = torch.zeros(2, 32000, dtype=torch.bool)
     padding_mask[1, 16000:] = True

@@ -104,7 +104,7 @@ def test_train_mode_gives_every_state(hubert_upstream: S3prlUpstream) -> None:
     """s3prl fine-tunes (-f) in train mode: dropout on, but no layer may be skipped (no layerdrop)."""
     hubert_upstream.train()
     try:
-        for _ in range(3):
+        for _ in range(2):
             assert len(hubert_upstream([torch.randn(4000)])["hidden_states"]) == 13
     finally:
         hubert_upstream.eval()
