@@ -1,0 +1,164 @@
+"""Learnt SUPERB layer weights out of s3prl checkpoints: ``layer_weights.json`` and ``layer_weights.csv``.
+
+s3prl's ``Featurizer`` sums the upstream's layers with ``softmax(w)``; it saves the raw ``w``
+(``ckpt["Featurizer"]["weights"]``, one entry per layer, zeros at initialisation) in every ``states-*.ckpt``,
+with the step (``ckpt["Step"]``) and the parsed command line (``ckpt["Args"]``: upstream, downstream, ...).
+Nothing in s3prl exports them (its issues #539, #550, #580 ask for it). The JSON written here::
+
+    {"upstream": str, "task": str, "checkpoint": str, "step": int,
+     "layers": [{"name": str, "weight": float (softmax), "raw": float}, ...]}
+
+Layer names, first that works: the upstream's ``layer_names`` (built again through s3prl's hub, with the
+run's ``-k``/``-g``), a ``layer_names`` entry stored in the checkpoint, else the layer indices ("0", "1", ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from downstream_probes.atomic_io import write_json_atomic, write_text_atomic
+
+LOGGER = logging.getLogger(__name__)
+JSON_NAME = "layer_weights.json"
+CSV_NAME = "layer_weights.csv"
+
+
+class LayerWeightsError(ValueError):
+    """A checkpoint or experiment folder from which no layer weights can be exported."""
+
+
+def export_layer_weights(
+    expdir_or_ckpt: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    resolve_upstream: bool = True,
+    layer_names: list[str] | None = None,
+) -> Path:
+    """Write ``layer_weights.json`` (and ``.csv``) for an s3prl experiment folder or checkpoint; returns the JSON.
+
+    A folder's checkpoint is its best-on-dev one (``*-best.ckpt``, ``best-states-*.ckpt``), else its latest
+    ``states-*.ckpt``. Files go to ``out_dir`` (default: the checkpoint's folder). ``layer_names`` overrides
+    the names; ``resolve_upstream=False`` skips building the upstream to ask it for them.
+    """
+    checkpoint = find_checkpoint(Path(expdir_or_ckpt))
+    record = read_layer_weights(checkpoint, resolve_upstream=resolve_upstream, layer_names=layer_names)
+    target = Path(out_dir) if out_dir is not None else checkpoint.parent
+    json_path = write_json_atomic(target / JSON_NAME, record)
+    write_text_atomic(target / CSV_NAME, _csv(record))
+    return json_path
+
+
+def find_checkpoint(path: Path) -> Path:
+    """``path`` itself if it is a file, else the experiment folder's best (or latest) checkpoint."""
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give an s3prl experiment folder (-p) or a .ckpt file")
+    from downstream_probes.probe_sweep import best_checkpoint
+
+    try:
+        return best_checkpoint(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no s3prl checkpoint (*-best.ckpt, best-states-*.ckpt, states-*.ckpt) in {path}: "
+            "is it the -p folder of a finished run_downstream.py training?"
+        ) from None
+
+
+def load_s3prl_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load`` with the safe unpickler, allowing the classes s3prl checkpoints hold (``argparse.Namespace``)."""
+    import pickle
+
+    import torch
+
+    from downstream_probes import s3prl_compat
+
+    s3prl_compat.allow_s3prl_checkpoint_globals()
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise LayerWeightsError(f"{path} is not a readable s3prl checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict):
+        raise LayerWeightsError(f"{path} is not an s3prl checkpoint (a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
+
+
+def read_layer_weights(
+    checkpoint_path: Path, *, resolve_upstream: bool = True, layer_names: list[str] | None = None
+) -> dict[str, Any]:
+    """The ``layer_weights.json`` record of one checkpoint (see the module docstring)."""
+    checkpoint = load_s3prl_checkpoint(checkpoint_path)
+    featurizer = checkpoint.get("Featurizer")
+    if not isinstance(featurizer, dict) or "weights" not in featurizer:
+        raise LayerWeightsError(
+            f"{checkpoint_path} has no Featurizer weights: the run used a single layer (-l) or is not an s3prl "
+            "downstream checkpoint, so there is no weighted sum to export"
+        )
+    raw = np.asarray(featurizer["weights"].detach().cpu().double().numpy()).reshape(-1)
+    weights = np.exp(raw - raw.max())
+    weights /= weights.sum()
+    args = checkpoint.get("Args")
+    upstream = str(getattr(args, "upstream", "") or "")
+    names = layer_names or _resolve_names(checkpoint, args, len(raw), resolve_upstream)
+    if len(names) != len(raw):
+        raise LayerWeightsError(f"{len(names)} layer names given for the {len(raw)} weights in {checkpoint_path}")
+    return {
+        "upstream": upstream,
+        "task": _task_name(str(getattr(args, "downstream", "") or "")),
+        "checkpoint": str(checkpoint_path.resolve()),
+        "step": int(checkpoint.get("Step", 0)),
+        "layers": [
+            {"name": str(name), "weight": float(weight), "raw": float(value)}
+            for name, weight, value in zip(names, weights, raw)
+        ],
+    }
+
+
+def _task_name(downstream: str) -> str:
+    """Our task name (asr, sf, ic, ...) for s3prl's ``-d`` value, or the value itself."""
+    from downstream_probes import results
+
+    spec = results.task_for(downstream)
+    return spec.task if spec is not None else downstream
+
+
+def _resolve_names(checkpoint: dict, args: Any, count: int, resolve_upstream: bool) -> list[str]:
+    if resolve_upstream and getattr(args, "upstream", None):
+        names = _names_from_upstream(args)
+        if names is not None and len(names) == count:
+            return names
+        if names is not None:
+            LOGGER.warning("upstream %s has %d layer names for %d weights; ignoring them", args.upstream, len(names), count)
+    stored = checkpoint.get("layer_names")
+    if isinstance(stored, (list, tuple)) and len(stored) == count:
+        return [str(name) for name in stored]
+    LOGGER.warning("no layer names for upstream %r: the layers are named by index", getattr(args, "upstream", None))
+    return [str(index) for index in range(count)]
+
+
+def _names_from_upstream(args: Any) -> list[str] | None:
+    """The upstream's ``layer_names``, built through s3prl's hub with the run's checkpoint and config."""
+    from downstream_probes.probe_sweep import upstream_layer_names
+
+    try:
+        return upstream_layer_names(
+            args.upstream, getattr(args, "upstream_ckpt", None), getattr(args, "upstream_model_config", None)
+        )
+    except Exception as error:  # noqa: BLE001 - any failure to rebuild the upstream means "names unknown"
+        LOGGER.warning("could not build upstream %r to read its layer names (%s)", args.upstream, error)
+        return None
+
+
+def _csv(record: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "name", "weight", "raw"])
+    for index, layer in enumerate(record["layers"]):
+        writer.writerow([index, layer["name"], repr(layer["weight"]), repr(layer["raw"])])
+    return buffer.getvalue()

@@ -1,0 +1,37 @@
+"""``mrsuperb export-weights EXPDIR...``: the learnt SUPERB layer weights of s3prl runs as JSON and CSV."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from downstream_probes.analysis.layer_weights import export_layer_weights
+
+    for target in args.expdirs:
+        path = export_layer_weights(target, out_dir=args.out_dir, resolve_upstream=not args.no_resolve)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        top = max(record["layers"], key=lambda layer: layer["weight"])
+        print(
+            f"{path}: {record['upstream']} / {record['task']} at step {record['step']}, "
+            f"{len(record['layers'])} layers, largest weight {top['weight']:.3f} on {top['name']}"
+        )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export-weights",
+        help="write layer_weights.json/.csv (softmax of s3prl's learnt Featurizer weights) for training runs",
+        description=__doc__,
+    )
+    parser.add_argument(
+        "expdirs", nargs="+", metavar="EXPDIR", help="s3prl experiment folders (-p) or checkpoint files"
+    )
+    parser.add_argument("-o", "--out-dir", help="write the files here (default: next to each checkpoint)")
+    parser.add_argument(
+        "--no-resolve", action="store_true", help="do not rebuild the upstream to read its layer names"
+    )
+    parser.set_defaults(handler=run)
