@@ -232,7 +232,11 @@ class ProbeRunner(Runner):
             LOGGER.warning("%s not available: layer_weights.json not written", LAYER_WEIGHTS_EXPORTER)
             return
         exporter = importlib.import_module(LAYER_WEIGHTS_EXPORTER)
-        exporter.export_layer_weights(self.args.expdir)
+        names = self.upstream_layer_names()
+        try:
+            exporter.export_layer_weights(self.args.expdir, layer_names=names, resolve_upstream=names is None)
+        except FileNotFoundError as error:  # no checkpoint saved (total_steps not a multiple of save_step)
+            LOGGER.warning("layer_weights.json not written: %s", error)
 
 
 def make_probe_runner(layer_name: str | None) -> type[ProbeRunner]:

@@ -84,6 +84,9 @@ def test_task_trains_and_evaluates(task: str, workspace: Path, tiny_ckpt: Path, 
     assert trained["best_step"] in (2, 4) and dev_split in trained["metrics"]
     assert trained["config"]["runner"]["total_steps"] == 4 and trained["seed"] == 1337
     assert trained["versions"]["s3prl"] == "0.4.18"
+    weights = json.loads((expdir / "layer_weights.json").read_text())
+    assert [layer["name"] for layer in weights["layers"]][:6] == ["T0", "T1", "T2", "T3", "T4", "D0"]
+    assert weights["task"] == task and abs(sum(layer["weight"] for layer in weights["layers"]) - 1.0) < 1e-5
 
     best = best_checkpoint(expdir)  # the expert's best-on-dev checkpoint, else the last one (no dev improvement)
     test_split = TASKS[task].test_split
