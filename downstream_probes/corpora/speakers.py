@@ -40,7 +40,8 @@ def _rounds(gender: str, variants: tuple[str, ...], rng: np.random.Generator) ->
 
 
 def draw_voices(rng: np.random.Generator, genders: list[str | None]) -> list[Voice]:
-    """One distinct voice per entry of ``genders`` ("male", "female", or None for alternating)."""
+    """One distinct voice per entry of ``genders`` ("male", "female", or None for alternating while both last).
+    Asking for more voices than ``pool_size`` is an error."""
     male = _rounds("male", MALE_VARIANTS, rng)
     female = _rounds("female", FEMALE_VARIANTS, rng)
     voices = []
@@ -49,6 +50,8 @@ def draw_voices(rng: np.random.Generator, genders: list[str | None]) -> list[Voi
         if wanted is None:
             wanted = "female" if flip else "male"
             flip = not flip
+            if not (male if wanted == "male" else female):  # one gender used up: take the other
+                wanted = "female" if wanted == "male" else "male"
         source = male if wanted == "male" else female
         if not source:
             raise ValueError(f"the synthetic speaker pool has only {pool_size(wanted)} {wanted} voices")
