@@ -149,3 +149,23 @@ def test_toy_upstream_from_dist_info_trains_a_task(tmp_path: Path, monkeypatch: 
         if hasattr(s3prl.hub, "toy_probe"):
             delattr(s3prl.hub, "toy_probe")
         sys.modules.pop("toy_probe_hub", None)
+
+
+def test_upstreams_command_lists_package_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from downstream_probes import cli
+
+    make_fake_distribution(tmp_path, "toy-listed-pkg", "toy_listed_hub", "toy_listed")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MRHUBERT_CKPT_DIR", str(tmp_path / "cache"))
+    assert cli.main(["upstreams", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["toy_listed"]["package"] == "toy-listed-pkg" and rows["toy_listed"]["checkpoint"] == "unknown"
+    assert rows["mrhubert_local"]["checkpoint"] == "local (-k PATH)"
+    assert rows["mrhubert_b4a"]["checkpoint"] == "download" and rows["mrhubert_b4a"]["detail"].endswith("b4-a.pt")
+    from upstream_mrhubert import registry
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / registry.CHECKPOINTS_BY_NAME["mrhubert_b4a"].filename).write_bytes(b"x")
+    assert cli.main(["upstreams"]) == 0
+    table = capsys.readouterr().out
+    assert any(line.startswith("mrhubert_b4a") and "cached" in line for line in table.splitlines())

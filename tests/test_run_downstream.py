@@ -179,3 +179,17 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace: Path, tiny_ckpt:
     assert all(int(state["step"]) == target for state in final["Optimizer"]["state"].values())
     history_steps = [r["step"] for r in read_results(expdir)["history"]]
     assert 4 in history_steps and max(history_steps) > last  # evaluations from before and after the kill
+
+
+def test_probe_sweep_records_each_layer(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    from downstream_probes import cli
+
+    sweep_dir = workspace / "sweep_ic"
+    argv = ["probe-sweep", "-u", "mrhubert_local", "-k", str(tiny_ckpt), "-d", "ic", "-c", quick_config("ic"),
+            "-o", corpus_overrides("ic"), "-p", str(sweep_dir), "--layers", "T0,U0"]
+    assert cli.main(argv) == 0
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [(layer["name"], layer["index"]) for layer in sweep["layers"]] == [("T0", 0), ("U0", 10)]
+    for layer in sweep["layers"]:
+        assert 0.0 <= layer["metrics"]["test"]["acc"] <= 1.0
+        assert read_results(Path(layer["expdir"]))["layer_selection"]["layer"] == layer["name"]
