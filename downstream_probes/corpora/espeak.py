@@ -3,15 +3,16 @@
 The PyPI package ``espeakng-loader`` ships ``libespeak-ng.so`` and its ``espeak-ng-data`` folder
 (``get_library_path()``, ``get_data_path()``). We initialise the library in synchronous retrieval mode with phoneme
 events on: the synth callback then receives 16-bit audio at 22050 Hz together with WORD and PHONEME events, each
-carrying its sample position. Audio is resampled to 16 kHz (``resample_poly(320, 441)``: 22050 * 320 / 441 = 16000) and every boundary is moved
-to the 16 kHz sample grid, so timings are integers (samples at 16 kHz).
+carrying its sample position. Audio is resampled to 16 kHz (``resample_poly(320, 441)``: 22050 * 320 / 441 = 16000)
+and every boundary is moved to the 16 kHz sample grid, so timings are integers (samples at 16 kHz). Words that
+espeak-ng speaks as one dictionary entry ("that the") are split again by their standalone phoneme counts.
 
 Determinism: espeak-ng keeps state between messages (a pitch-flutter phase, echo buffers, a random generator seeded
 from the clock at start-up), so the same text can synthesise differently depending on what was spoken before.
 ``synthesize_many`` therefore runs every chunk of requests in a FRESH process (forked from a fork server that never
-synthesises, or spawned), seeds espeak's generator
-per request and sets the voice and parameters per request: the output depends only on the requests and the
-chunk size, never on what the calling process did before or on the number of workers.
+synthesises, or spawned), seeds espeak's generator per request and sets the voice and parameters per request: the
+output depends only on the requests and the chunk size, never on what the calling process did before or on the
+number of workers.
 
 Public API:
     ``Voice`` (an espeak variant plus pitch, pitch range and rate), ``SynthesisRequest`` (text, voice, seed),
@@ -359,7 +360,10 @@ def _to_synthesis(
                 f"espeak-ng produced {len(own)} phonemes for the {len(members)} word(s) "
                 f"{' '.join(words[m] for m in members)!r} of {request.text!r}"
             )
-        counts = [len(own)] if len(members) == 1 else _split_counts(len(own), [count_phonemes(words[m]) for m in members])
+        if len(members) == 1:
+            counts = [len(own)]
+        else:
+            counts = _split_counts(len(own), [count_phonemes(words[m]) for m in members])
         cursor = 0
         for member, count in zip(members, counts):
             for i in own[cursor : cursor + count]:
