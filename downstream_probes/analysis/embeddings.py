@@ -1,0 +1,48 @@
+"""Word embeddings from a text file (GloVe's ``word v1 v2 ...`` lines; a word2vec ``count dims`` header is skipped).
+
+Used for CCA against GloVe or acoustically grounded word embeddings (AGWE): the user supplies the file. Words
+are matched lower-cased; only the words asked for are kept in memory, so large files are fine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+class EmbeddingFileError(ValueError):
+    """The embedding file is missing, empty or malformed."""
+
+
+def read_embeddings(path: str | Path, vocabulary: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """``{word: vector}`` for the words of ``vocabulary`` found in the file (all words when None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding file {path} not found (a text file of 'word v1 v2 ...' lines)")
+    wanted = {word.lower() for word in vocabulary} if vocabulary is not None else None
+    vectors: dict[str, np.ndarray] = {}
+    dims = None
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        for number, line in enumerate(stream, start=1):
+            fields = line.rstrip("\n").split()
+            if not fields:
+                continue
+            if number == 1 and len(fields) == 2 and all(field.isdigit() for field in fields):
+                continue  # word2vec text header: "<count> <dims>"
+            word, values = fields[0].lower(), fields[1:]
+            if dims is None:
+                dims = len(values)
+                if dims == 0:
+                    raise EmbeddingFileError(f"{path}:{number}: a word without a vector")
+            elif len(values) != dims:
+                raise EmbeddingFileError(f"{path}:{number}: {len(values)} values, the first line had {dims}")
+            if (wanted is None or word in wanted) and word not in vectors:
+                try:
+                    vectors[word] = np.asarray(values, dtype=np.float64)
+                except ValueError:
+                    raise EmbeddingFileError(f"{path}:{number}: non-numeric value in the vector of {word!r}") from None
+    if dims is None:
+        raise EmbeddingFileError(f"embedding file {path} is empty")
+    return vectors
