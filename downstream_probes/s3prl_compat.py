@@ -1,9 +1,10 @@
 """Every fix that makes s3prl 0.4.18 run on torch 2.14 / torchaudio 2.11 / numpy 2 / huggingface_hub >= 1.
 
 s3prl's runner and downstream experts are used unchanged; this module adapts the world around them. Each fix is a
-small named function whose docstring says what breaks and why; ``apply_all()`` applies every process-wide fix
-(idempotently) and must run before ``s3prl`` is imported. ``prepare_argv()`` holds the command-line fixes
-(torchrun's local rank, device and distributed backend chosen for the machine).
+small named function whose docstring says what breaks and why. ``apply_all()`` applies them all, idempotently:
+first the process-wide ones (``PROCESS_FIXES``; importing ``s3prl.hub`` needs them), then those on s3prl's runner
+module (``RUNNER_FIXES``; they import it). ``prepare_argv()`` holds the command-line fixes (torchrun's local rank,
+device and distributed backend chosen for the machine), which ``run_downstream`` applies to s3prl's arguments.
 """
 
 from __future__ import annotations
@@ -630,10 +631,3 @@ def apply_all() -> None:
     for fix in RUNNER_FIXES:
         fix()
 
-
-def s3prl_package_dir() -> Path:
-    """Where the installed s3prl lives (found without importing it, since its import needs the fixes)."""
-    spec = importlib.util.find_spec("s3prl")
-    if spec is None or spec.origin is None:
-        raise ImportError("s3prl is not installed: run `pip install s3prl==0.4.18`")
-    return Path(spec.origin).parent
