@@ -393,18 +393,18 @@ class HeldOutPart:
         """Centred rows of view ``name`` times ``P^T`` (``(rows, n)``), from the in-memory copy."""
         dims, factor, basis = projection.view(name)
         data, mean = self._data[name], self.means[name]
-        matrix = projection.proj_x if name == "x" else projection.proj_y
         if self.views[name].sparse:  # (a - m) P^T = a P^T - m P^T keeps the product sparse
+            matrix = projection.proj_x if name == "x" else projection.proj_y
             return np.asarray(data[:, dims] @ matrix.T) - mean[dims] @ matrix.T
         columns = data if len(dims) == data.shape[1] else data[:, dims]
-        if self.rotate and basis is not None:
+        if self.rotate and basis is not None:  # the factor alone: Px itself is never formed
             key = (name, dims.tobytes(), id(basis))
             cached = self._rotated.get(key)
             if cached is None or cached[0] is not basis:
                 cached = (basis, columns @ basis)
                 self._rotated[key] = cached
             return cached[1] @ factor.T
-        return columns @ matrix.T
+        return columns @ (projection.proj_x if name == "x" else projection.proj_y).T
 
     def _acts(self, name: str, dims: np.ndarray):
         """The uncentred rows of view ``name`` in columns ``dims`` (sparse for sparse views)."""
