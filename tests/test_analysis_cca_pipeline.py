@@ -155,3 +155,33 @@ def test_pooling_follows_the_reference_frame_spans():
     assert segments.frame_span(1.99, 2.5, 0.02, 100) == (99, 100)  # clipped to the utterance
     features = np.arange(20, dtype=np.float32).reshape(10, 2)
     np.testing.assert_allclose(segments.pool_segments(features, 0.04, [(0.0, 0.08)]), [[1.0, 2.0]])
+
+
+def test_log_mel_matches_librosa_settings_of_the_reference():
+    librosa = pytest.importorskip("librosa")
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(0)
+    audio = 0.1 * rng.standard_normal(16_000) + np.sin(np.arange(16_000) * 0.3)
+    scaled = audio / np.abs(audio).max() * 0.999
+    mel = librosa.feature.melspectrogram(
+        y=lfilter([1, -0.97], [1], scaled), sr=16_000, n_fft=2048, n_mels=80, hop_length=160, win_length=400,
+        fmin=50, power=1,
+    )  # fmt: skip
+    expected = (librosa.amplitude_to_db(mel, top_db=80) / 80 + 1).T
+    np.testing.assert_allclose(log_mel(audio), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="silent"):
+        log_mel(np.zeros(1600))
+
+
+def test_embedding_file_reader(tmp_path):
+    from downstream_probes.analysis.embeddings import EmbeddingFileError, read_embeddings
+
+    (tmp_path / "e.txt").write_text("2 3\nHello 1 2 3\nworld 4 5 6\n")
+    vectors = read_embeddings(tmp_path / "e.txt", {"hello"})
+    assert list(vectors) == ["hello"] and vectors["hello"].tolist() == [1.0, 2.0, 3.0]
+    (tmp_path / "bad.txt").write_text("a 1 2\nb 1\n")
+    with pytest.raises(EmbeddingFileError, match="bad.txt:2: 1 values, the first line had 2"):
+        read_embeddings(tmp_path / "bad.txt")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_embeddings(tmp_path / "none.txt")
