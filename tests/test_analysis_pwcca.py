@@ -129,6 +129,28 @@ def test_three_ways_of_scoring_a_held_out_part_agree(monkeypatch):
         assert score == pytest.approx(expected, abs=1e-9), name
 
 
+def test_scoring_ways_agree_when_a_canonical_direction_is_exactly_uncorrelated(monkeypatch):
+    """A y column uncorrelated with x on the training rows gives a zero singular value (an arbitrary x partner,
+    orthonormally completed): every way of scoring must use the same completion."""
+    rng = np.random.default_rng(12)
+    x, y = paired_views(rng, 1200, 20, 6)
+    train, held = np.arange(900), np.arange(900, 1200)
+    xc = x[train] - x[train].mean(axis=0)
+    last = y[train, -1] - y[train, -1].mean()
+    y[train, -1] = last - xc @ np.linalg.lstsq(xc, last, rcond=None)[0] + 2.0  # exactly uncorrelated with x
+    xv, yv = View(x), View(y)
+    fit = pwcca_module.TrainedCovariance.from_scatter(joint_scatter(xv, yv, train, np.zeros(26)), 20).fit(1e-10, 1e-10)
+    assert fit.x_partner is not None and fit.x_partner.n_good == 5  # one weak direction
+    mean = np.concatenate([x[held].mean(axis=0), y[held].mean(axis=0)])
+    rotated = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], rotate=True).score(fit)
+    plain = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:]).score(fit)
+    monkeypatch.setattr(pwcca_module, "CACHE_BYTES", 0)
+    chunked = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=50).score(fit)
+    assert rotated == pytest.approx(plain, abs=1e-9) and chunked == pytest.approx(plain, abs=1e-9)
+    left = fit.x_partner.left()
+    np.testing.assert_allclose(left.T @ left, np.eye(6), atol=1e-9)  # a valid set of singular vectors
+
+
 def test_sparse_label_view_is_scored_like_the_dense_one():
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 25, 1000)

@@ -64,24 +64,54 @@ class CCAFitError(ValueError):
 
 
 @dataclass(frozen=True)
+class GramPartner:
+    """The x-side singular vectors of ``W = diag(ax) M0 diag(ay)`` (``W`` in the two eigenbases), kept implicit.
+
+    ``U = [W V_good / s_good, weak_left]``: only the few weak directions are stored; the rest follow from the
+    y-side vectors ``right`` (columns already sign-fixed). Held-out data rotated into the x eigenbasis can then be
+    projected through ``M0`` (shared by all fits of a train part) without forming ``U``.
+    """
+
+    ax: np.ndarray
+    m0: np.ndarray
+    ay: np.ndarray
+    right: np.ndarray
+    singular_values: np.ndarray
+    n_good: int
+    weak_left: np.ndarray
+
+    def left(self) -> np.ndarray:
+        good = (self.ax[:, None] * self.m0 * self.ay[None, :]) @ (self.right[:, : self.n_good] / self.singular_values[: self.n_good])
+        return np.hstack([good, self.weak_left])
+
+
+@dataclass(frozen=True)
 class PWCCAProjection:
     """Trained PWCCA projections for one train part and one (epsilon_x, epsilon_y).
 
     ``proj_x`` is ``Px[:n]`` restricted to the kept columns ``x_dims`` of x (likewise y). It is stored as
     ``x_factor @ x_basis.T`` (``x_basis`` orthonormal, None for the identity) so that held-out data rotated once
-    into the basis can be projected by every fit of a train part; ``x_directions``/``y_directions`` are the row
-    counts of the full ``Px``/``Py`` (they decide which view weights the score).
+    into the basis can be projected by every fit of a train part; ``x_factor`` itself may be implicit
+    (``x_partner``). ``x_directions``/``y_directions`` are the row counts of the full ``Px``/``Py`` (they decide
+    which view weights the score).
     """
 
     x_dims: np.ndarray
     y_dims: np.ndarray
-    x_factor: np.ndarray
     y_factor: np.ndarray
     canonical_correlations: np.ndarray
     epsilon_x: float
     epsilon_y: float
+    x_factor_matrix: np.ndarray | None = None
     x_basis: np.ndarray | None = None
     y_basis: np.ndarray | None = None
+    x_partner: GramPartner | None = None
+
+    @cached_property
+    def x_factor(self) -> np.ndarray:
+        if self.x_factor_matrix is not None:
+            return self.x_factor_matrix
+        return self.x_partner.left().T * self.x_partner.ax
 
     @cached_property
     def proj_x(self) -> np.ndarray:
@@ -93,7 +123,7 @@ class PWCCAProjection:
 
     @property
     def n_directions(self) -> int:
-        return self.x_factor.shape[0]
+        return self.y_factor.shape[0]
 
     @property
     def x_directions(self) -> int:
@@ -108,6 +138,9 @@ class PWCCAProjection:
         if name == "x":
             return self.x_dims, self.x_factor, self.x_basis
         return self.y_dims, self.y_factor, self.y_basis
+
+    def dims(self, name: str) -> np.ndarray:
+        return self.x_dims if name == "x" else self.y_dims
 
 
 @dataclass(frozen=True)
@@ -190,9 +223,12 @@ class TrainedCovariance:
         wx, wy = self.whitening("x", x_dims), self.whitening("y", y_dims)
         if sign_convention == "lapack":
             proj_x, proj_y, corr = self._fit_lapack(wx, wy, epsilon_x, epsilon_y)
-            return PWCCAProjection(x_dims, y_dims, proj_x, proj_y, corr, epsilon_x, epsilon_y)
-        x_factor, proj_y, corr = self._fit_gram(wx, wy, epsilon_x, epsilon_y)
-        return PWCCAProjection(x_dims, y_dims, x_factor, proj_y, corr, epsilon_x, epsilon_y, x_basis=wx.eigvecs)
+            return PWCCAProjection(x_dims, y_dims, proj_y, corr, epsilon_x, epsilon_y, x_factor_matrix=proj_x)
+        x_factor, partner, proj_y, corr = self._fit_gram(wx, wy, epsilon_x, epsilon_y)
+        return PWCCAProjection(
+            x_dims, y_dims, proj_y, corr, epsilon_x, epsilon_y,
+            x_factor_matrix=x_factor, x_basis=wx.eigvecs, x_partner=partner,
+        )  # fmt: skip
 
     def _fit_lapack(self, wx: _Whitening, wy: _Whitening, epsilon_x: float, epsilon_y: float):
         """The reference's own steps: numpy's SVD of ``Sxx^-1/2 Sxy Syy^-1/2``."""
@@ -207,18 +243,51 @@ class TrainedCovariance:
         """The same projections from the eigendecomposition of the smaller Gram matrix, in the eigenbases."""
         ax = wx.inverse_sqrt_scales(epsilon_x)
         ay = wy.inverse_sqrt_scales(epsilon_y)
-        whitened = ax[:, None] * self.rotated_cross(wx, wy) * ay[None, :]  # Vx^T (Sxx^-1/2 Sxy Syy^-1/2) Vy
+        m0 = self.rotated_cross(wx, wy)
+        whitened = ax[:, None] * m0 * ay[None, :]  # Vx^T (Sxx^-1/2 Sxy Syy^-1/2) Vy
         if whitened.shape[1] <= whitened.shape[0]:
+            # the usual case (y has fewer dimensions): the x-side vectors stay implicit
             right, s = _gram_eigenvectors(whitened.T @ whitened)
-            left = _partner_vectors(whitened, right, s)
-        else:
-            left, s = _gram_eigenvectors(whitened @ whitened.T)
-            right = _partner_vectors(whitened.T, left, s)
-        x_factor = left.T * ax  # Px = x_factor @ Vx^T
-        proj_y = (right.T * ay) @ wy.eigvecs.T
-        flip = np.sign(proj_y[np.arange(len(proj_y)), np.argmax(np.abs(proj_y), axis=1)])
-        flip[flip == 0] = 1.0
-        return x_factor * flip[:, None], proj_y * flip[:, None], s
+            n_good = int(np.sum(~_weak(s)))
+            weak_left = _weak_completion(whitened, right, s, n_good)
+            proj_y, flip = _canonical_signs((right.T * ay) @ wy.eigvecs.T)
+            partner = GramPartner(ax, m0, ay, right * flip, s, n_good, weak_left * flip[n_good:])
+            return None, partner, proj_y, s
+        left, s = _gram_eigenvectors(whitened @ whitened.T)
+        right = _partner_vectors(whitened.T, left, s)
+        proj_y, flip = _canonical_signs((right.T * ay) @ wy.eigvecs.T)
+        return (left.T * ax) * flip[:, None], None, proj_y, s
+
+
+def _canonical_signs(proj_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flip each canonical pair so that the largest |entry| of its ``Py`` row is positive; returns the flips."""
+    flip = np.sign(proj_y[np.arange(len(proj_y)), np.argmax(np.abs(proj_y), axis=1)])
+    flip[flip == 0] = 1.0
+    return proj_y * flip[:, None], flip
+
+
+def _weak(singular_values: np.ndarray) -> np.ndarray:
+    """Directions whose singular value is at most 1e-6 of the largest: ``W v / s`` amplifies rounding there."""
+    return singular_values <= 1e-6 * max(float(singular_values[0]), np.finfo(float).tiny)
+
+
+def _weak_completion(matrix: np.ndarray, vectors: np.ndarray, singular_values: np.ndarray, n_good: int) -> np.ndarray:
+    """Orthonormal partner vectors for the weak directions, orthogonal to the good partners ``matrix v / s``.
+
+    The good partners span ``matrix V_g``, whose projector is ``matrix V_g S_g^-2 V_g^T matrix^T``: the weak
+    vectors are orthogonalised against them without forming them.
+    """
+    k = vectors.shape[1] - n_good
+    if k == 0:
+        return np.zeros((matrix.shape[0], 0))
+    good = vectors[:, :n_good] / singular_values[:n_good] ** 2
+    rest = matrix @ vectors[:, n_good:]
+    rest = rest / np.maximum(np.linalg.norm(rest, axis=0), np.finfo(float).tiny)
+    for _ in range(2):  # project out the good partners twice ("twice is enough" for Gram-Schmidt)
+        rest = rest - matrix @ (good @ (vectors[:, :n_good].T @ (matrix.T @ rest)))
+    if np.min(np.linalg.norm(rest, axis=0)) > 1e-3:
+        return np.linalg.qr(rest)[0]
+    return _partner_vectors(matrix, vectors, singular_values)[:, n_good:]  # a remainder vanished
 
 
 def _gram_eigenvectors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +305,7 @@ def _partner_vectors(matrix: np.ndarray, vectors: np.ndarray, singular_values: n
     columns, like the arbitrary completion a full SVD returns for a zero singular value).
     """
     partners = matrix @ vectors
-    weak = singular_values <= 1e-6 * max(float(singular_values[0]), np.finfo(float).tiny)
+    weak = _weak(singular_values)
     partners[:, ~weak] /= singular_values[~weak]
     if np.any(weak):
         n_good = int(np.sum(~weak))  # singular values are sorted: the weak ones come last
@@ -335,7 +404,7 @@ class HeldOutPart:
                 self._load()
         if self.strategy == "memory":
             projected = {name: self._project(name, projection) for name in ("x", "y")}
-            acts = {name: self._acts(name, projection.view(name)[0][:n]) for name in weight_views}
+            acts = {name: self._acts(name, projection.dims(name)[:n]) for name in weight_views}
         else:
             projected, acts = self._project_in_chunks(projection, weight_views)
         px, py = projected["x"], projected["y"]
@@ -344,7 +413,7 @@ class HeldOutPart:
         )
         scores = []
         for name in weight_views:
-            dims = projection.view(name)[0]
+            dims = projection.dims(name)
             directions = projected[name] + self.means[name][dims][:n]
             weights = _projection_weights(directions, acts[name])
             scores.append(float(np.sum(weights * corr)))
@@ -381,7 +450,7 @@ class HeldOutPart:
         scores = []
         for name in weight_views:
             own = times_scatter[name][:, :nx] if name == "x" else times_scatter[name][:, nx:]
-            mu = self.means[name][projection.view(name)[0][:n]]
+            mu = self.means[name][projection.dims(name)[:n]]
             outer = len(self.rows) * np.outer(mu, mu)
             weights = _weights_from_gram(own @ matrix[name].T + outer, own[:, :n] + outer)
             if weights is None:
@@ -391,20 +460,39 @@ class HeldOutPart:
 
     def _project(self, name: str, projection: PWCCAProjection) -> np.ndarray:
         """Centred rows of view ``name`` times ``P^T`` (``(rows, n)``), from the in-memory copy."""
-        dims, factor, basis = projection.view(name)
+        dims = projection.dims(name)
+        basis = projection.x_basis if name == "x" else projection.y_basis
+        factor = None if name == "x" and projection.x_partner is not None else projection.view(name)[1]
         data, mean = self._data[name], self.means[name]
         if self.views[name].sparse:  # (a - m) P^T = a P^T - m P^T keeps the product sparse
             matrix = projection.proj_x if name == "x" else projection.proj_y
             return np.asarray(data[:, dims] @ matrix.T) - mean[dims] @ matrix.T
         columns = data if len(dims) == data.shape[1] else data[:, dims]
-        if self.rotate and basis is not None:  # the factor alone: Px itself is never formed
-            key = (name, dims.tobytes(), id(basis))
-            cached = self._rotated.get(key)
-            if cached is None or cached[0] is not basis:
-                cached = (basis, columns @ basis)
-                self._rotated[key] = cached
-            return cached[1] @ factor.T
+        if self.rotate and basis is not None:  # Px itself is never formed
+            rotated = self._cached(("rotated", name, dims.tobytes(), id(basis)), basis, lambda: columns @ basis)
+            partner = projection.x_partner if name == "x" else None
+            if partner is None:
+                return rotated @ factor.T
+            # P = Xr diag(ax) U with U = [diag(ax) M0 diag(ay) V_g / s_g, weak]: Xr diag(ax^2) M0 is shared by
+            # every fit of this train part with the same epsilon_x
+            through = self._cached(
+                ("through", id(basis), id(partner.m0), partner.ax.tobytes()), partner.m0,
+                lambda: (rotated * partner.ax**2) @ partner.m0,
+            )  # fmt: skip
+            g = partner.n_good
+            projected = np.empty((rotated.shape[0], len(partner.singular_values)))
+            projected[:, :g] = (through * partner.ay) @ (partner.right[:, :g] / partner.singular_values[:g])
+            projected[:, g:] = (rotated * partner.ax) @ partner.weak_left
+            return projected
         return columns @ (projection.proj_x if name == "x" else projection.proj_y).T
+
+    def _cached(self, key: tuple, owner: object, compute):
+        """Memoised per held-out part; ``owner`` is kept with the value so that an ``id`` in the key stays valid."""
+        entry = self._rotated.get(key)
+        if entry is None or entry[0] is not owner:
+            entry = (owner, compute())
+            self._rotated[key] = entry
+        return entry[1]
 
     def _acts(self, name: str, dims: np.ndarray):
         """The uncentred rows of view ``name`` in columns ``dims`` (sparse for sparse views)."""
@@ -422,7 +510,7 @@ class HeldOutPart:
             stop = start + len(chunk)
             for name in ("x", "y"):
                 view, mean = self.views[name], self.means[name]
-                dims = projection.view(name)[0]
+                dims = projection.dims(name)
                 matrix = projection.proj_x if name == "x" else projection.proj_y
                 raw = view.rows(chunk)
                 if len(dims) != view.shape[1]:
