@@ -292,9 +292,8 @@ def _weak_completion(matrix: np.ndarray, vectors: np.ndarray, singular_values: n
 
 def _gram_eigenvectors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvectors of a Gram matrix by decreasing eigenvalue, and the singular values (their roots)."""
-    eigvals, eigvecs = np.linalg.eigh(gram)
-    order = np.argsort(eigvals)[::-1]
-    return eigvecs[:, order], np.sqrt(np.clip(eigvals[order], 0.0, None))
+    eigvals, eigvecs = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evd")
+    return eigvecs[:, ::-1], np.sqrt(np.clip(eigvals[::-1], 0.0, None))
 
 
 def _partner_vectors(matrix: np.ndarray, vectors: np.ndarray, singular_values: np.ndarray) -> np.ndarray:
