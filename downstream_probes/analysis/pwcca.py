@@ -184,6 +184,7 @@ class TrainedCovariance:
         self.stable = stable
         self._whitenings: dict[tuple[str, bytes], _Whitening] = {}
         self._rotated_cross: dict[tuple[bytes, bytes], np.ndarray] = {}
+        self._x_whitened_gram: dict[tuple[bytes, bytes, bytes], np.ndarray] = {}
 
     @classmethod
     def from_scatter(cls, scatter: JointScatter, dx: int, *, stable: bool = False) -> "TrainedCovariance":
@@ -246,8 +247,13 @@ class TrainedCovariance:
         m0 = self.rotated_cross(wx, wy)
         whitened = ax[:, None] * m0 * ay[None, :]  # Vx^T (Sxx^-1/2 Sxy Syy^-1/2) Vy
         if whitened.shape[1] <= whitened.shape[0]:
-            # the usual case (y has fewer dimensions): the x-side vectors stay implicit
-            right, s = _gram_eigenvectors(whitened.T @ whitened)
+            # the usual case (y has fewer dimensions): the x-side vectors stay implicit. The Gram matrix is
+            # diag(ay) (M0^T diag(ax^2) M0) diag(ay); its middle part is shared by the fits with this epsilon_x.
+            key = (wx.dims.tobytes(), wy.dims.tobytes(), ax.tobytes())
+            if key not in self._x_whitened_gram:
+                half = ax[:, None] * m0
+                self._x_whitened_gram[key] = half.T @ half
+            right, s = _gram_eigenvectors(ay[:, None] * self._x_whitened_gram[key] * ay[None, :])
             n_good = int(np.sum(~_weak(s)))
             weak_left = _weak_completion(whitened, right, s, n_good)
             proj_y, flip = _canonical_signs((right.T * ay) @ wy.eigvecs.T)
