@@ -15,6 +15,7 @@ from downstream_probes.analysis.splits import epsilon_schedule, stratified_split
 
 # the package exports the function ``pwcca``, which hides the module of the same name from attribute access
 pwcca_module = import_module("downstream_probes.analysis.pwcca")
+held_out_module = import_module("downstream_probes.analysis.held_out")
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +121,7 @@ def test_three_ways_of_scoring_a_held_out_part_agree(monkeypatch):
         "moments": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], scatter=scatter),
         "memory": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], rotate=True),
     }
-    monkeypatch.setattr(pwcca_module, "CACHE_BYTES", 0)
+    monkeypatch.setattr(held_out_module, "CACHE_BYTES", 0)
     parts["chunks"] = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=64)
     assert [part.strategy for part in parts.values()] == ["moments", "memory", "chunks"]
     scores = {name: part.score(fit) for name, part in parts.items()}
@@ -144,7 +145,7 @@ def test_scoring_ways_agree_when_a_canonical_direction_is_exactly_uncorrelated(m
     mean = np.concatenate([x[held].mean(axis=0), y[held].mean(axis=0)])
     rotated = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], rotate=True).score(fit)
     plain = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:]).score(fit)
-    monkeypatch.setattr(pwcca_module, "CACHE_BYTES", 0)
+    monkeypatch.setattr(held_out_module, "CACHE_BYTES", 0)
     chunked = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=50).score(fit)
     assert rotated == pytest.approx(plain, abs=1e-9) and chunked == pytest.approx(plain, abs=1e-9)
     left = fit.x_partner.left()
