@@ -134,7 +134,8 @@ def test_bad_input_gives_one_clear_error(corpus, tiny_checkpoint, tmp_path, caps
     assert "unknown property 'syllable'; choose one of mel, phone, word, glove, agwe" in capsys.readouterr().err
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "agwe") == 2
     assert "--property agwe needs --embeddings FILE" in capsys.readouterr().err
-    assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "phone", "--layers", "T0,X9") == 2
+    assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "phone",
+                "--layers", "T0,X9") == 2  # fmt: skip
     assert "unknown layer(s) ['X9']" in capsys.readouterr().err
 
     broken = tmp_path / "broken"

@@ -35,7 +35,9 @@ def test_mi_is_high_for_label_clusters_and_low_for_noise():
         clustered(rng, train_labels, 0.3, centres), clustered(rng, eval_labels, 0.3, centres), eval_labels,
         n_clusters=20, seed=0,
     )
-    noise = mutual_information_score(rng.standard_normal((600, 8)), rng.standard_normal((300, 8)), eval_labels, n_clusters=20)
+    noise = mutual_information_score(
+        rng.standard_normal((600, 8)), rng.standard_normal((300, 8)), eval_labels, n_clusters=20
+    )
     assert informative > 0.9
     assert noise < 0.3
 
@@ -49,7 +51,8 @@ def test_mi_is_seeded_and_normalised_by_label_entropy():
     # the same number computed by hand from the same seeded clustering
     from sklearn.cluster import MiniBatchKMeans
 
-    clusters = MiniBatchKMeans(n_clusters=12, batch_size=1500, max_iter=500, random_state=3).fit(reps[:300]).predict(reps[300:])
+    kmeans = MiniBatchKMeans(n_clusters=12, batch_size=1500, max_iter=500, random_state=3)
+    clusters = kmeans.fit(reps[:300]).predict(reps[300:])
     expected = mutual_info_score(clusters, labels[300:]) / mutual_info_score(labels[300:], labels[300:])
     assert first == pytest.approx(expected)
     assert 0.0 <= first <= 1.0

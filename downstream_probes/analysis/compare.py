@@ -87,7 +87,8 @@ def read_source(path: Path) -> LayerScores:
     try:
         if path.name == "layer_weights.json":
             scores = {str(layer["name"]): float(layer["weight"]) for layer in data["layers"]}
-            return LayerScores("weights", str(data["upstream"]), str(data["task"]), f"weights:{data['task']}", scores, str(path))
+            task = str(data["task"])
+            return LayerScores("weights", str(data["upstream"]), task, f"weights:{task}", scores, str(path))
         if path.name == "sweep.json":
             return _read_sweep(path, data)
         prop = path.stem[len("cca_"):]
@@ -156,7 +157,10 @@ def comparison_document(sources: Sequence[LayerScores], comparisons: Sequence[Co
     return {
         "schema": SCHEMA,
         "top_k": top_k,
-        "sources": [{"kind": s.kind, "upstream": s.upstream, "task": s.task, "label": s.label, "path": s.source} for s in sources],
+        "sources": [
+            {"kind": s.kind, "upstream": s.upstream, "task": s.task, "label": s.label, "path": s.source}
+            for s in sources
+        ],
         "comparisons": [_finite(asdict(c)) for c in comparisons],
     }
 

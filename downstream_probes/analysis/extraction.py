@@ -198,8 +198,8 @@ def build_frame_layers(
         for layer, state in enumerate(states):
             writers[layer].write(np.ascontiguousarray(state.features, dtype=np.float32).tobytes())
             counts[layer] += len(state.features)
-            rows = np.arange(len(mel))
-            mel_rows[layer].append(mel_offset + frames_at_stride(rows[:, None], state.stride, len(state.features))[:, 0])
+            rows = frames_at_stride(np.arange(len(mel))[:, None], state.stride, len(state.features))[:, 0]
+            mel_rows[layer].append(mel_offset + rows)
         mel_parts.append(mel)
         mel_offset += len(mel)
     for writer in writers:
@@ -244,7 +244,8 @@ def upstream_extractor(upstream) -> Extractor:
                     for state in upstream.native_states([wav])
                 ]
             hidden = upstream([wav])["hidden_states"]
-            stride = int(upstream.get_downsample_rates("hidden_states")) if hasattr(upstream, "get_downsample_rates") else 320
+            rates = getattr(upstream, "get_downsample_rates", None)
+            stride = int(rates("hidden_states")) if rates is not None else 320
             return [
                 LayerOutput(names[i] if len(names) == len(hidden) else str(i), state[0].float().numpy(), stride)
                 for i, state in enumerate(hidden)

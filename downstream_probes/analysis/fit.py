@@ -43,7 +43,8 @@ class GramPartner:
     weak_left: np.ndarray
 
     def left(self) -> np.ndarray:
-        good = (self.ax[:, None] * self.m0 * self.ay[None, :]) @ (self.right[:, : self.n_good] / self.singular_values[: self.n_good])
+        g = self.n_good
+        good = (self.ax[:, None] * self.m0 * self.ay[None, :]) @ (self.right[:, :g] / self.singular_values[:g])
         return np.hstack([good, self.weak_left])
 
 

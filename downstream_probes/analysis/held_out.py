@@ -84,7 +84,8 @@ class HeldOutPart:
             scores = self._score_from_moments(projection, weight_views)
             if scores is not None:
                 return float(np.mean(scores))
-            self.strategy = "memory" if len(self.rows) * sum(v.shape[1] for v in self.views.values()) * 8 <= CACHE_BYTES else "chunks"
+            dims = sum(view.shape[1] for view in self.views.values())
+            self.strategy = "memory" if len(self.rows) * dims * 8 <= CACHE_BYTES else "chunks"
             if self.strategy == "memory":
                 self._load()
         if self.strategy == "memory":

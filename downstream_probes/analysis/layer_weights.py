@@ -134,7 +134,9 @@ def _resolve_names(checkpoint: dict, args: Any, count: int, resolve_upstream: bo
         if names is not None and len(names) == count:
             return names
         if names is not None:
-            LOGGER.warning("upstream %s has %d layer names for %d weights; ignoring them", args.upstream, len(names), count)
+            LOGGER.warning(
+                "upstream %s has %d layer names for %d weights; ignoring them", args.upstream, len(names), count
+            )
     stored = checkpoint.get("layer_names")
     if isinstance(stored, (list, tuple)) and len(stored) == count:
         return [str(name) for name in stored]

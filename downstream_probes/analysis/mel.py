@@ -27,7 +27,9 @@ PREEMPHASIS = 0.97
 
 
 @lru_cache(maxsize=4)
-def mel_filters(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS, f_min: float = F_MIN) -> np.ndarray:
+def mel_filters(
+    sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS, f_min: float = F_MIN
+) -> np.ndarray:
     """``(n_mels, n_fft // 2 + 1)`` Slaney mel filter bank (librosa's default)."""
     import torchaudio.functional
 

@@ -71,7 +71,8 @@ def list_utterances(
         audio_root = corpus / split
     if not audio_root.is_dir():
         raise CorpusLayoutError(
-            f"no audio for split {split!r} under {corpus} (looked for {corpus}/LibriSpeech/{split} and {corpus}/{split}); "
+            f"no audio for split {split!r} under {corpus} "
+            f"(looked for {corpus}/LibriSpeech/{split} and {corpus}/{split}); "
             "give the folder written by `mrsuperb corpus asr` or a LibriSpeech root"
         )
     alignment_root = Path(alignments) / split if alignments is not None else corpus / "alignments" / split
@@ -88,7 +89,8 @@ def list_utterances(
             grid = found[0] if found else None
         if grid is None and need_alignments:
             raise CorpusLayoutError(
-                f"no alignment for {path}: expected {alignment_root / path.relative_to(audio_root).with_suffix('.TextGrid')} "
+                f"no alignment for {path}: "
+                f"expected {alignment_root / path.relative_to(audio_root).with_suffix('.TextGrid')} "
                 "(phone and word analyses need MFA-style TextGrids; pass --alignments DIR)"
             )
         utterances.append(Utterance(path.stem, path, grid))
@@ -126,7 +128,9 @@ def sample_phones(segments: Sequence[Segment], rng: np.random.Generator, max_per
     return _cap_per_label(segments, sorted({s.label for s in segments}), rng, max_per_phone)
 
 
-def sample_words(segments: Sequence[Segment], rng: np.random.Generator, n_words: int, max_per_word: int) -> list[Segment]:
+def sample_words(
+    segments: Sequence[Segment], rng: np.random.Generator, n_words: int, max_per_word: int
+) -> list[Segment]:
     """At most ``max_per_word`` segments of each of the ``n_words`` most frequent words (ties: alphabetical)."""
     counts = Counter(s.label for s in segments)
     words = sorted(counts, key=lambda word: (-counts[word], word))[:n_words]
@@ -150,7 +154,9 @@ def _cap_per_label(segments, labels, rng, cap) -> list[Segment]:
     return sorted(chosen, key=lambda s: (s.utterance, s.start, s.label))
 
 
-def frame_span(start: float, end: float, frame_seconds: float, n_frames: int, *, middle_third: bool = False) -> tuple[int, int]:
+def frame_span(
+    start: float, end: float, frame_seconds: float, n_frames: int, *, middle_third: bool = False
+) -> tuple[int, int]:
     """The frames ``[first, last)`` of a state with ``n_frames`` frames of ``frame_seconds`` covering a segment."""
     first = int(math.floor(start / frame_seconds + 1e-9))
     last = int(math.ceil(end / frame_seconds - 1e-9))

@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-u", "--upstream", required=True, help="upstream name (see `mrsuperb upstreams`)")
     parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
     parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
-    parser.add_argument("--corpus", required=True, help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)")
+    parser.add_argument(
+        "--corpus", required=True, help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)"
+    )
     parser.add_argument("--property", required=True, help="mel, phone, word, glove or agwe")
     parser.add_argument("--embeddings", help="word embedding text file (word v1 v2 ...), for glove and agwe")
     parser.add_argument("--split", default="dev-clean", help="corpus split (default: dev-clean, as the reference)")
