@@ -38,7 +38,7 @@ def _tiny_fluent_commands(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> tuple[Path, Path]:
-    """One 4-step IC training of the tiny MR-HuBERT through run_downstream.py (s3prl's runner)."""
+    """One 2-step IC training of the tiny MR-HuBERT through run_downstream.py (s3prl's runner)."""
     from downstream_probes import run_downstream
     from downstream_probes.paths import recipes_dir
     from upstream_mrhubert.tiny import write_tiny_checkpoint
@@ -50,7 +50,8 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     status = run_downstream.main(
         ["-m", "train", "-u", "mrhubert_local", "-k", str(checkpoint), "-d", "ic",
          "-c", str(recipes_dir() / "quick" / "ic" / "config.yaml"), "-p", str(expdir),
-         "-o", f"config.downstream_expert.datarc.file_path={data}", "--device", "cpu"]
+         "-o", f"config.downstream_expert.datarc.file_path={data},,config.runner.total_steps=2,,"
+               "config.runner.eval_dataloaders=['dev']", "--device", "cpu"]
     )  # fmt: skip
     assert status == 0
     return expdir, checkpoint
