@@ -16,6 +16,7 @@ Parameter names are ours; :mod:`upstream_mrhubert.fairseq_keys` translates fairs
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 
 import torch
@@ -73,11 +74,11 @@ def normalize_over_(x: torch.Tensor, dims: Sequence[int], weight: torch.Tensor |
 
 
 class FeatureConvLayer(nn.Module):
-    """One CNN layer: Conv1d (no padding), optional norm, GELU, on channels-last input [B, L, C_in] -> [B, T, C_out].
+    """One CNN layer: Conv1d (no padding), optional norm, GELU.
 
-    The norm is fairseq's per-layer choice: ``"group"`` = GroupNorm(C, C), i.e. each channel normalised over time
-    (first layer of ``extractor_mode=default``); ``"layer"`` = LayerNorm over channels per frame (``layer_norm``
-    mode); ``None``. The weight keeps Conv1d's [C_out, C_in, k] layout.
+    The norm is fairseq's per-layer choice: ``"group"`` = GroupNorm(C, C), each channel normalised over the
+    utterance's frames (first layer of ``extractor_mode=default``); ``"layer"`` = LayerNorm over the channels of
+    each frame (``layer_norm`` mode); ``None``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, *,
@@ -89,61 +90,130 @@ class FeatureConvLayer(nn.Module):
         self.norm = nn.LayerNorm(out_channels) if norm == "layer" else (
             nn.GroupNorm(out_channels, out_channels) if norm == "group" else None)
 
+    @property
+    def kernel_size(self) -> int:
+        return self.conv.kernel_size[0]
+
+    @property
+    def stride(self) -> int:
+        return self.conv.stride[0]
+
     def output_length(self, length: int) -> int:
-        return (length - self.conv.kernel_size[0]) // self.conv.stride[0] + 1
-
-    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
-        """The strided convolution as matrix products over frames: no transposes, no large im2col copy.
-
-        The k taps are split in groups of ``stride`` taps; the inputs of one group for consecutive output frames
-        are equally spaced rows of the channels-last input, i.e. a strided view that BLAS reads directly.
-        """
-        batch, length, in_channels = x.shape
-        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
-        frames = self.output_length(length)
-        if frames <= 0:
-            raise ValueError(f"input of {length} frames is shorter than the convolution kernel ({kernel})")
-        x = x.contiguous()
-        # [C_out, C_in, k] -> [k * C_in, C_out], rows ordered (tap, input channel) like the input window.
-        weight = self.conv.weight.permute(2, 1, 0).reshape(kernel * in_channels, -1)
-        out = x.new_empty(batch, frames, weight.size(1))
-        if kernel * in_channels <= 64:  # e.g. the first layer (one input channel): one small im2col is cheapest
-            windows = x.as_strided((batch, frames, kernel * in_channels),
-                                   (length * in_channels, stride * in_channels, 1))
-            torch.matmul(windows, weight, out=out)
-        else:
-            for b in range(batch):
-                first = True
-                for start in range(0, kernel, stride):
-                    taps = min(stride, kernel - start)
-                    rows = x[b].as_strided((frames, taps * in_channels), (stride * in_channels, 1),
-                                           x[b].storage_offset() + start * in_channels)
-                    part = weight[start * in_channels:(start + taps) * in_channels]
-                    if first:
-                        torch.mm(rows, part, out=out[b])
-                        first = False
-                    else:
-                        out[b].addmm_(rows, part)
-        if self.conv.bias is not None:
-            out += self.conv.bias
-        return out
+        return (length - self.kernel_size) // self.stride + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._convolve(x)
+        """Channels-first [B, C_in, L] -> [B, C_out, T] with standard (differentiable) operations."""
+        x = self.conv(x)
         if self.norm_type == "group":
-            x = normalize_over_(x, (1,), self.norm.weight, self.norm.bias, self.norm.eps)
+            x = self.norm(x)
         elif self.norm_type == "layer":
-            x = F.layer_norm(x, (x.size(-1),), self.norm.weight, self.norm.bias, self.norm.eps)
-        return gelu(x)
+            x = F.layer_norm(x.transpose(1, 2), (x.size(1),), self.norm.weight, self.norm.bias,
+                             self.norm.eps).transpose(1, 2)
+        return F.gelu(x)
+
+
+@dataclass
+class _ConvMatrices:
+    """One CNN layer's weights as matrices for the channels-last matrix-product convolution (made per forward)."""
+
+    kernel: int
+    stride: int
+    weight: torch.Tensor  # [k * C_in, C_out], rows ordered (tap, input channel)
+    bias: torch.Tensor | None
+    winograd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # (W0+W2)/2, (W0-W2)/2, -W2 for k=3, s=2
+
+    @classmethod
+    def of(cls, conv: nn.Conv1d) -> _ConvMatrices:
+        kernel, stride, channels = conv.kernel_size[0], conv.stride[0], conv.in_channels
+        weight = conv.weight.permute(2, 1, 0).reshape(kernel * channels, conv.out_channels)
+        winograd = None
+        if kernel == 3 and stride == 2 and channels >= 64:
+            w0, w2 = weight[:channels], weight[2 * channels:]
+            winograd = ((w0 + w2) * 0.5, (w0 - w2) * 0.5, -w2)
+        return cls(kernel, stride, weight, conv.bias, winograd)
+
+
+def _packed_conv(x: torch.Tensor, conv: _ConvMatrices) -> torch.Tensor:
+    """Conv1d without padding over the rows of a channels-last sequence x [N, C_in] -> [N // stride, C_out].
+
+    Rows past the last full window are zero. Every operand is a 2-D view BLAS reads directly: the inputs of a group
+    of ``stride`` taps for consecutive outputs are rows of x spaced ``stride`` apart.
+    """
+    rows, channels = x.shape
+    out = x.new_empty(rows // conv.stride, conv.weight.size(1))
+    frames = (rows - conv.kernel) // conv.stride + 1 if rows >= conv.kernel else 0
+    done = 0
+    if conv.winograd is not None and frames >= 3:
+        done = _winograd_k3_s2(x, conv, out[:frames - frames % 3])
+    if done < frames:
+        target, first_input = out[done:frames], done * conv.stride
+        for start in range(0, conv.kernel, conv.stride):
+            taps = min(conv.stride, conv.kernel - start)
+            inputs = x.as_strided((frames - done, taps * channels), (conv.stride * channels, 1),
+                                  x.storage_offset() + (first_input + start) * channels)
+            part = conv.weight[start * channels:(start + taps) * channels]
+            if start == 0:
+                torch.mm(inputs, part, out=target)
+            else:
+                target.addmm_(inputs, part)
+    out[frames:] = 0.0
+    if conv.bias is not None:
+        out[:frames] += conv.bias
+    return out
+
+
+def _winograd_k3_s2(x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor) -> int:
+    """Kernel-3, stride-2 convolution (four of the CNN's seven layers) with 7 instead of 9 matrix products per
+    3 output frames: Winograd's minimal filtering F(3, 2) on the even input rows, plain products on the odd ones.
+    Fills ``out`` (a multiple of 3 frames) and returns its length.
+
+    Output t is y_t = x_{2t} W0 + x_{2t+1} W1 + x_{2t+2} W2. Over 3 outputs the even rows d_j = x_{6u+2j}
+    (j = 0..3) meet the 2-tap filter (W0, W2): with m1 = (d1 + d2)(W0 + W2)/2 and m2 = (d2 - d1)(W0 - W2)/2,
+    y_0 = m1 + m2 + (d0 - d2) W0 + o_0 W1,  y_1 = m1 - m2 + o_1 W1,  y_2 = m1 + m2 + (d1 - d3)(-W2) + o_2 W1,
+    where o_j = x_{6u+2j+1} are the odd rows.
+    """
+    assert conv.winograd is not None
+    tiles = out.size(0) // 3
+    channels = x.size(1)
+    half_sum, half_difference, minus_w2 = conv.winograd
+    w0, w1 = conv.weight[:channels], conv.weight[channels:2 * channels]
+
+    def every_sixth(first: int) -> torch.Tensor:  # [tiles, C]: rows first, first + 6, ...
+        return x[first:first + 6 * (tiles - 1) + 1:6]
+
+    d0, d1, d2, d3 = every_sixth(0), every_sixth(2), every_sixth(4), every_sixth(6)
+    grouped = out.view(tiles, 3, -1)
+    y0, y1, y2 = grouped[:, 0], grouped[:, 1], grouped[:, 2]
+    m1 = torch.add(d1, d2) @ half_sum
+    m2 = torch.sub(d2, d1) @ half_difference
+    torch.add(m1, m2, out=y0)
+    torch.sub(m1, m2, out=y1)
+    del m1, m2
+    y2.copy_(y0)
+    y0.addmm_(torch.sub(d0, d2), w0).addmm_(every_sixth(1), w1)
+    y1.addmm_(every_sixth(3), w1)
+    y2.addmm_(torch.sub(d1, d3), minus_w2).addmm_(every_sixth(5), w1)
+    return 3 * tiles
 
 
 class FeatureExtractor(nn.Module):
     """fairseq's ``ConvFeatureExtractionModel``: waveform [B, L] -> frames [B, T, C] (channels last).
 
     ``mode="default"`` puts GroupNorm(C, C) in the first layer only, ``"layer_norm"`` LayerNorm in every layer.
+
+    Without gradients the CNN runs as matrix products on channels-last data, over segments of the waveform
+    (overlapping by the receptive field) sized so that the first layer's map stays under ``chunk_bytes``: the
+    full-length maps (hundreds of MB for a batch of seconds-long audio) are never allocated. The default 16 MiB
+    also keeps every buffer below glibc's largest mmap threshold (32 MiB), so freed segment buffers are reused
+    from the heap instead of being page-faulted in afresh for every segment. The first layer's
+    GroupNorm needs statistics over the whole utterance; that layer is linear, so each channel's mean and variance
+    follow exactly from the mean and covariance of the one-channel input windows (w.m + b and w'Cw, in float64),
+    and the norm folds into that layer's weight and bias per utterance. With gradients the plain channels-first
+    layers run instead (same results up to rounding).
     """
 
-    def __init__(self, layers: Sequence[tuple[int, int, int]], *, mode: str = "default", bias: bool = False) -> None:
+    def __init__(self, layers: Sequence[tuple[int, int, int]], *, mode: str = "default", bias: bool = False,
+                 chunk_bytes: int = 16 * 2**20) -> None:
         super().__init__()
         if mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
@@ -154,17 +224,110 @@ class FeatureExtractor(nn.Module):
             blocks.append(FeatureConvLayer(in_channels, channels, kernel, stride, norm=norm, bias=bias))
             in_channels = channels
         self.conv_layers = nn.ModuleList(blocks)
+        self.chunk_bytes = chunk_bytes
 
     def output_length(self, length: int) -> int:
         for layer in self.conv_layers:
             length = layer.output_length(length)
         return length
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        x = waveforms.unsqueeze(-1)  # [B, L, 1]
+    @property
+    def total_stride(self) -> int:
+        return math.prod(layer.stride for layer in self.conv_layers)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that one output frame sees."""
+        field, jump = 1, 1
         for layer in self.conv_layers:
-            x = layer(x)
-        return x
+            field += (layer.kernel_size - 1) * jump
+            jump *= layer.stride
+        return field
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        if waveforms.size(-1) < self.receptive_field:
+            raise ValueError(f"waveforms of {waveforms.size(-1)} samples are shorter than the CNN's receptive field "
+                             f"({self.receptive_field} samples): there is no frame to compute")
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            x = waveforms.unsqueeze(1)
+            for layer in self.conv_layers:
+                x = layer(x)
+            return x.transpose(1, 2)
+        return self._streamed(waveforms)
+
+    def _first_layer_affine(self, waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first layer's weight [B or 1, k, C] and bias [B or 1, 1, C] (or None), with the GroupNorm of each
+        utterance folded in (statistics over all its frames, padding included, as fairseq)."""
+        first = self.conv_layers[0]
+        kernel, stride = first.kernel_size, first.stride
+        weight = first.conv.weight[:, 0, :].T.unsqueeze(0)  # [1, k, C]
+        bias = first.conv.bias.view(1, 1, -1) if first.conv.bias is not None else None
+        if first.norm_type != "group":
+            return weight, bias
+        batch, length = waveforms.shape
+        frames = first.output_length(length)
+        windows = waveforms.double().as_strided((batch, frames, kernel), (length, stride, 1))
+        window_mean = windows.mean(dim=1, keepdim=True)  # [B, 1, k]
+        centred = windows - window_mean
+        covariance = centred.transpose(1, 2) @ centred / frames  # [B, k, k]
+        w = weight.double()
+        mean = window_mean @ w + (bias.double() if bias is not None else 0.0)  # [B, 1, C]
+        variance = ((covariance @ w) * w).sum(dim=1, keepdim=True).clamp_min(0.0)
+        scale = first.norm.weight.double() * torch.rsqrt(variance + first.norm.eps)
+        folded_bias = first.norm.bias.double() - mean * scale + (bias.double() * scale if bias is not None else 0.0)
+        return (w * scale).to(waveforms.dtype), folded_bias.to(waveforms.dtype)
+
+    def _streamed(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The inference path. Each segment of the batch is "packed": the utterances' rows follow each other in
+        one 2-D [rows, channels] tensor, every utterance owning a region whose size divides exactly by the strides
+        still to come, so one matrix product serves the whole batch. The last rows of a region (windows running
+        into the next region) are junk and are dropped at the end."""
+        layers = list(self.conv_layers)
+        first, rest = layers[0], layers[1:]
+        matrices = [_ConvMatrices.of(layer.conv) for layer in rest]
+        first_weight, first_bias = self._first_layer_affine(waveforms)
+        batch, length = waveforms.shape
+        frames = self.output_length(length)
+        hop = self.total_stride
+        later_strides = math.prod(layer.stride for layer in rest)
+        channels = first.conv.out_channels
+        # Final rows per utterance and segment (one of them junk), from the memory budget of the first layer's map.
+        def valid_rows(region: int) -> int:  # correct final rows of a region
+            rows = region * later_strides
+            for layer in rest:
+                rows = (rows - layer.kernel_size) // layer.stride + 1
+            return rows
+
+        whole = frames  # the smallest region holding every frame at once
+        while valid_rows(whole) < frames:
+            whole += 1
+        region = min(whole, max(1, self.chunk_bytes // (batch * later_strides * channels * waveforms.element_size())))
+        while valid_rows(region) < 1:
+            region += 1
+        valid = valid_rows(region)
+        first_rows = region * later_strides
+        # Zero-pad so that the junk windows of the last segment stay inside the tensor.
+        needed = (math.ceil(frames / valid) - 1) * valid * hop + (first_rows - 1) * first.stride + first.kernel_size
+        padded = F.pad(waveforms, (0, max(0, needed - length))).contiguous()
+        padded_length = padded.size(1)
+        out = waveforms.new_empty(batch, frames, layers[-1].conv.out_channels)
+        for start in range(0, frames, valid):
+            count = min(valid, frames - start)
+            windows = padded.as_strided((batch, first_rows, first.kernel_size), (padded_length, first.stride, 1),
+                                        padded.storage_offset() + start * hop)
+            if first_bias is not None:
+                x = torch.baddbmm(first_bias, windows, first_weight.expand(batch, -1, -1))
+            else:
+                x = torch.matmul(windows, first_weight)
+            x = x.view(batch * first_rows, channels)
+            for index, layer in enumerate(layers):
+                if index > 0:
+                    x = _packed_conv(x, matrices[index - 1])
+                if layer.norm_type == "layer":
+                    x = F.layer_norm(x, (x.size(-1),), layer.norm.weight, layer.norm.bias, layer.norm.eps)
+                x = torch.ops.aten.gelu_(x)
+            out[:, start:start + count] = x.view(batch, region, -1)[:, :count]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -197,7 +360,7 @@ class PositionalConv(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection and torch's fused attention kernel.
 
-    ``key_mask`` is a boolean [B, 1, 1, T] mask, True where a key may be attended to (or None: all keys).
+    ``key_mask`` is an additive [B, 1, 1, T] mask (0 for real keys, -inf for padding) or None (all keys).
     """
 
     def __init__(self, embed_dim: int, num_heads: int) -> None:
@@ -291,7 +454,10 @@ class TransformerBlock(nn.Module):
             if padding_mask is None:
                 padding_mask = torch.zeros(x.size(0), frames, dtype=torch.bool, device=x.device)
             padding_mask = F.pad(padding_mask, (0, extra), value=True)
-        key_mask = None if padding_mask is None else (~padding_mask)[:, None, None, :]
+        key_mask = None
+        if padding_mask is not None:  # additive mask: -inf on padded keys (faster than a boolean one on CPU)
+            key_mask = torch.zeros(padding_mask.shape, dtype=x.dtype, device=x.device)
+            key_mask = key_mask.masked_fill_(padding_mask, float("-inf"))[:, None, None, :]
 
         layer_inputs = []
         for layer in self.layers:
@@ -324,8 +490,19 @@ class SamplerConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.norm = nn.GroupNorm(1, channels)
 
+    def _pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        """Kernel size 1 (the released models) as one matrix product, channels last."""
+        weight = self.weight[:, :, 0]  # conv: [C_out, C_in]; transposed conv: [C_in, C_out]
+        if not self.transposed:
+            return x[:, ::self.stride] @ weight.T
+        out = x.new_zeros(x.size(0), x.size(1) * self.stride, x.size(2))
+        out[:, ::self.stride] = x @ weight
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels_first = x.transpose(1, 2)
+        if self.kernel_size == 1:
+            return gelu(normalize_over_(self._pointwise(x), (1, 2), self.norm.weight, self.norm.bias, self.norm.eps))
+        channels_first = x.transpose(1, 2).contiguous()
         if self.transposed:
             y = F.conv_transpose1d(channels_first, self.weight, stride=self.stride, output_padding=self.stride - 1)
         else:
