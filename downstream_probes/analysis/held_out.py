@@ -244,11 +244,20 @@ def held_out_score(
 
 def _projection_weights(directions: np.ndarray, acts) -> np.ndarray:
     """``w_i = sum_j |q_i . a_j|`` normalised, with ``Q`` from the QR of the (samples, n) ``directions``."""
-    weights = _weights_from_gram(directions.T @ directions, _transposed_product(directions, acts))
-    if weights is None:  # ill-conditioned: a Householder QR, as the reference does
-        weights = np.sum(np.abs(_transposed_product(np.linalg.qr(directions)[0], acts)), axis=1)
-        weights = weights / np.sum(weights)
-    return weights
+    directions_t_acts = _transposed_product(directions, acts)
+    weights = _weights_from_gram(directions.T @ directions, directions_t_acts)
+    if weights is not None:
+        return weights
+    # Too ill-conditioned for the Gram route: R from a Householder QR (as the reference), Q^T A = R^-T (D^T A),
+    # accurate to cond(R) * 1e-16; Q itself only when R is numerically singular.
+    r = scipy.linalg.qr(directions, mode="r", check_finite=False)[0][: directions.shape[1]]
+    diagonal = np.abs(np.diagonal(r))
+    if diagonal.min() > 1e-10 * diagonal.max():
+        q_t_acts = scipy.linalg.solve_triangular(r, directions_t_acts, trans="T", check_finite=False)
+    else:
+        q_t_acts = _transposed_product(np.linalg.qr(directions)[0], acts)
+    weights = np.sum(np.abs(q_t_acts), axis=1)
+    return weights / np.sum(weights)
 
 
 def _weights_from_gram(gram: np.ndarray, directions_t_acts: np.ndarray) -> np.ndarray | None:
