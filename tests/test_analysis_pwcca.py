@@ -270,3 +270,22 @@ def test_other_bad_views_are_refused():
         pwcca(np.ones((50, 2)), rng.random((50, 2)), np.ones((10, 2)), rng.random((10, 2)), 1e-10, 1e-10)
     with pytest.raises(CCAInputError, match="held-out part has 3 samples"):
         pwcca(rng.random((50, 6)), rng.random((50, 5)), rng.random((3, 6)), rng.random((3, 5)), 1e-10, 1e-10)
+
+
+def test_large_means_take_the_householder_route_and_still_match(monkeypatch):
+    """Means far larger than the spread make ``D = P + 1 mu^T`` ill-conditioned: the Gram route is refused and
+    the weights come from a Householder R, still equal to the plain statement."""
+    x, y = paired_views(np.random.default_rng(13), 900, 8, 14, offset=(1e5, -1.0))
+    refused = []
+    original = held_out_module._weights_from_gram
+
+    def spy(*args):
+        weights = original(*args)
+        refused.append(weights is None)
+        return weights
+
+    monkeypatch.setattr(held_out_module, "_weights_from_gram", spy)
+    score = pwcca(x[:700], y[:700], x[700:], y[700:], 1e-10, 1e-10)
+    assert refused == [True]  # x has fewer directions and weights the score; its D is too ill-conditioned
+    expected = plain_pwcca(x[:700], y[:700], x[700:], y[700:], 1e-10, 1e-10, fix_signs=True)
+    assert score == pytest.approx(expected, abs=1e-6)
