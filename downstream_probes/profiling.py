@@ -1,0 +1,653 @@
+"""Efficiency profile of upstreams: parameters, FLOPs, CPU latency and peak memory, per block and per resolution.
+
+arXiv 2410.23955 concludes that MR-HuBERT's downsampling buys efficiency, not better representations, without
+measuring the efficiency. ``mrsuperb profile -u mrhubert_mono_base mrhubert_b2a mrhubert_b5a`` measures it: the
+same 12 transformer layers cost less when some of them run at 40 or 80 ms.
+
+What is measured, on one waveform of ``seconds`` seconds (seeded noise at 16 kHz, batch 1, inference mode):
+  * parameters: per block, every parameter counted once (``other`` holds what no block owns);
+  * FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode`, which counts matrix products, convolutions and
+    attention (2 FLOPs per multiply-add) and ignores element-wise operations, per block and in total;
+  * latency: wall-clock CPU time of the forward pass, median of ``repeats`` runs after one warm-up; per block
+    from forward hooks (timestamps on entry and exit);
+  * peak memory: the largest number of bytes held by live tensors created during the forward pass (weights and
+    the input excluded), tracked exactly at the operator level through a dispatch mode, so it does not depend on
+    the allocator or on other processes. Per block: the peak reached inside it above what was live on entry.
+Normalised per second of audio as well (attention is quadratic in length, so per-second values depend on the
+clip length, which is recorded).
+
+Blocks of MR-HuBERT: ``cnn`` (the waveform CNN), ``encoders[i]``, ``downsample[i]``, ``middle``,
+``upsample[i]``, ``decoders[i]``, ``other`` (LayerNorm and projection after the CNN, glue between blocks);
+HuBERT: ``cnn``, ``encoder``, ``other``; any other upstream: ``model``. Sampling blocks are listed at the
+resolution they produce; per-resolution totals add the blocks running at 20, 40 and 80 ms.
+
+Weights: a registered name whose checkpoint is in the cache folder is profiled with it; otherwise with random
+weights of the registered architecture (:mod:`upstream_mrhubert.architectures`), labelled
+``"random-init (architecture of <name>)"``. Random weights do not change parameters or FLOPs; latency and memory
+are the same up to noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from downstream_probes.atomic_io import write_json_atomic
+
+PROFILE_SCHEMA = "mrsuperb.profile/1"
+SAMPLE_RATE = 16_000
+OTHER_BLOCK = "other"
+FLOP_COUNTER_NOTE = ("torch.utils.flop_counter.FlopCounterMode: matrix products, convolutions and attention, "
+                     "2 FLOPs per multiply-add; element-wise operations not counted")
+DEFAULT_REFERENCE = "mrhubert_b5a"
+
+
+class ProfileError(ValueError):
+    """An upstream or profile file the profiler cannot use; the message says which and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks
+
+
+@dataclass(frozen=True)
+class Block:
+    """A named part of the model: a submodule path, and the frame stride (samples) its output runs at."""
+
+    name: str
+    module_path: str
+    stride: int | None
+    input_stride: int | None = None
+
+    @property
+    def resolution_ms(self) -> float | None:
+        return None if self.stride is None else 1000.0 * self.stride / SAMPLE_RATE
+
+
+def _find_module_path(model: nn.Module, attribute: str) -> str | None:
+    """Dotted path of the shallowest submodule reached through an attribute called ``attribute``."""
+    matches = [name for name, _ in model.named_modules() if name.split(".")[-1] == attribute]
+    return min(matches, key=lambda n: n.count("."), default=None)
+
+
+def _conv_stride(model_cfg: Mapping[str, Any]) -> int:
+    from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
+
+    spec = model_cfg.get("conv_feature_layers") or "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+    return math.prod(stride for _, _, stride in parse_conv_feature_layers(str(spec)))
+
+
+def level_strides(model_cfg: Mapping[str, Any]) -> list[int]:
+    """Samples per frame at each MR-HuBERT level: level 0 from the CNN, then times down/up per (up, down) pair."""
+    ratios = [int(r) for r in model_cfg.get("label_rate_ratios") or []]
+    strides = [_conv_stride(model_cfg)]
+    for up, down in zip(ratios[0::2], ratios[1::2]):
+        strides.append(strides[-1] * down // up)
+    return strides
+
+
+def mrhubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Block]:
+    """The blocks of an MR-HuBERT in execution order, with their strides (fairseq's module layout)."""
+    strides = level_strides(model_cfg)
+    levels = len(strides) - 1  # number of encoder (and decoder) blocks
+    paths = {name: _find_module_path(model, name) for name in
+             ("feature_extractor", "encoders", "downsample_modules", "middle_encoder", "upsample_modules", "decoders")}
+    missing = [name for name, path in paths.items() if path is None]
+    if missing:
+        raise ProfileError(f"{type(model).__name__} has no submodule(s) {', '.join(missing)}: not an MR-HuBERT "
+                           "with fairseq's module names")
+    blocks = [Block("cnn", paths["feature_extractor"], strides[0])]
+    for i in range(levels):
+        blocks.append(Block(f"encoders[{i}]", f"{paths['encoders']}.{i}", strides[i]))
+        blocks.append(Block(f"downsample[{i}]", f"{paths['downsample_modules']}.{i}", strides[i + 1], strides[i]))
+    blocks.append(Block("middle", paths["middle_encoder"], strides[levels]))
+    for i in range(levels):
+        # Decoder i runs at level levels-1-i, after fairseq's upsample_modules[levels-1-i] (level+1 -> level).
+        level = levels - 1 - i
+        blocks.append(Block(f"upsample[{level}]", f"{paths['upsample_modules']}.{level}", strides[level],
+                            strides[level + 1]))
+        blocks.append(Block(f"decoders[{i}]", f"{paths['decoders']}.{i}", strides[level]))
+    return blocks
+
+
+def hubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Block]:
+    """HuBERT (transformers' HubertModel inside our baseline): the CNN and the transformer encoder."""
+    stride = _conv_stride(model_cfg)
+    cnn, encoder = _find_module_path(model, "feature_extractor"), _find_module_path(model, "encoder")
+    if cnn is None or encoder is None:
+        raise ProfileError(f"{type(model).__name__} has no feature_extractor/encoder: not a HuBERT")
+    return [Block("cnn", cnn, stride), Block("encoder", encoder, stride)]
+
+
+def blocks_of(model: nn.Module, model_cfg: Mapping[str, Any] | None, family: str | None) -> list[Block]:
+    """Blocks for our two families; one ``model`` block for any other upstream."""
+    if family == "mrhubert" and model_cfg is not None:
+        return mrhubert_blocks(model, model_cfg)
+    if family == "hubert" and model_cfg is not None:
+        return hubert_blocks(model, model_cfg)
+    return [Block("model", "", None)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements
+
+
+class LiveTensorMemory(TorchDispatchMode):
+    """Bytes held by live tensor storages created by operators run under this mode, and their peaks.
+
+    Every operator output is seen here; its storage is counted once, whatever number of views share it, and
+    released when the last tensor seen on it is garbage collected. Storages that existed before (weights, inputs)
+    are passed in as ``preexisting`` and never counted. ``open``/``close`` bracket a block: its peak is the
+    highest live count while it is open, minus the live count on entry.
+    """
+
+    def __init__(self, preexisting: Sequence[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self._ignored = {t.untyped_storage().data_ptr() for t in preexisting}
+        self._storages: dict[int, list[int]] = {}  # data_ptr -> [nbytes, tensors alive]
+        self.live = 0
+        self.peak = 0
+        self._open: dict[str, list[int]] = {}  # block -> [live on entry, peak while open]
+        self.block_peaks: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Mapping | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for leaf in pytree.tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self._track(leaf)
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key == 0 or key in self._ignored:
+            return
+        entry = self._storages.get(key)
+        if entry is None:
+            entry = self._storages[key] = [storage.nbytes(), 0]
+            self.live += entry[0]
+            self.peak = max(self.peak, self.live)
+            for state in self._open.values():
+                state[1] = max(state[1], self.live)
+        entry[1] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        entry = self._storages.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live -= entry[0]
+            del self._storages[key]
+
+    def open(self, block: str) -> None:
+        self._open[block] = [self.live, self.live]
+
+    def close(self, block: str) -> None:
+        entry, peak = self._open.pop(block)
+        self.block_peaks[block] = max(self.block_peaks.get(block, 0), peak - entry)
+
+
+@contextmanager
+def _block_hooks(model: nn.Module, blocks: Sequence[Block], on_enter: Callable[[str], None],
+                 on_exit: Callable[[str], None]) -> Iterator[None]:
+    handles = []
+    for block in blocks:
+        module = model.get_submodule(block.module_path) if block.module_path else model
+        handles.append(module.register_forward_pre_hook(lambda _m, _a, name=block.name: on_enter(name)))
+        handles.append(module.register_forward_hook(lambda _m, _a, _o, name=block.name: on_exit(name)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_parameters(model: nn.Module, blocks: Sequence[Block]) -> dict[str, int]:
+    """Parameters per block (each tensor counted once, in its first block) and ``other`` for the rest."""
+    seen: set[int] = set()
+    counts: dict[str, int] = {}
+    for block in blocks:
+        module = model.get_submodule(block.module_path) if block.module_path else model
+        counts[block.name] = 0
+        for parameter in module.parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                counts[block.name] += parameter.numel()
+    counts[OTHER_BLOCK] = sum(p.numel() for p in model.parameters() if id(p) not in seen)
+    return counts
+
+
+def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs per block and ``other`` (total minus the blocks), from one forward pass."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+    total = int(counter.get_total_flops())
+    flops = {b.name: int(by_module.get(f"{root}.{b.module_path}" if b.module_path else root, 0)) for b in blocks}
+    flops[OTHER_BLOCK] = total - sum(flops.values())
+    return flops
+
+
+def measure_latency(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
+                    repeats: int) -> tuple[float, dict[str, float]]:
+    """Median forward time and median time per block (``other``: total minus the blocks), after a warm-up."""
+    run()
+    totals: list[float] = []
+    per_block: dict[str, list[float]] = {b.name: [] for b in blocks}
+    for _ in range(repeats):
+        entered: dict[str, float] = {}
+        spent: dict[str, float] = {b.name: 0.0 for b in blocks}
+
+        def enter(name: str) -> None:
+            entered[name] = time.perf_counter()
+
+        def leave(name: str) -> None:
+            spent[name] += time.perf_counter() - entered.pop(name)
+
+        with _block_hooks(model, blocks, enter, leave):
+            start = time.perf_counter()
+            run()
+            totals.append(time.perf_counter() - start)
+        for name, seconds in spent.items():
+            per_block[name].append(seconds)
+    total = statistics.median(totals)
+    medians = {name: statistics.median(values) for name, values in per_block.items()}
+    medians[OTHER_BLOCK] = max(total - sum(medians.values()), 0.0)
+    return total, medians
+
+
+def measure_peak_memory(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
+                        inputs: Sequence[torch.Tensor]) -> tuple[int, dict[str, int]]:
+    """Peak bytes of live tensors created during the forward pass, overall and per block."""
+    preexisting = [*model.parameters(), *model.buffers(), *inputs]
+    tracker = LiveTensorMemory(preexisting)
+    with tracker, _block_hooks(model, blocks, tracker.open, tracker.close):
+        output = run()
+    del output
+    return tracker.peak, {b.name: tracker.block_peaks.get(b.name, 0) for b in blocks}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One upstream
+
+
+@dataclass
+class ProfiledModel:
+    """A model ready to profile: the module, how to call it, its blocks and where its weights came from."""
+
+    name: str
+    module: nn.Module
+    blocks: list[Block]
+    weights: str
+    family: str | None
+    architecture: dict[str, Any] = field(default_factory=dict)
+    call: Callable[[nn.Module, torch.Tensor], Any] | None = None  # default: module(waveform [1, L])
+
+
+def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """All measurements for one model, as the JSON-ready dict of one profile entry."""
+    if seconds <= 0:
+        raise ProfileError(f"--seconds must be positive, got {seconds}")
+    if repeats < 1:
+        raise ProfileError(f"--repeats must be at least 1, got {repeats}")
+    generator = torch.Generator().manual_seed(seed)
+    waveform = 0.1 * torch.randn(1, int(round(seconds * SAMPLE_RATE)), generator=generator)
+    model = profiled.module.eval()
+    call = profiled.call or (lambda module, wav: module(wav))
+
+    def run() -> Any:
+        with torch.no_grad():
+            return call(model, waveform)
+
+    blocks = profiled.blocks
+    params = count_parameters(model, blocks)
+    flops = count_flops(model, blocks, run)
+    latency, block_latency = measure_latency(model, blocks, run, repeats)
+    peak, block_peaks = measure_peak_memory(model, blocks, run, [waveform])
+
+    block_entries = []
+    base_stride = next((b.stride for b in blocks if b.stride is not None), None)
+    for block in [*blocks, Block(OTHER_BLOCK, "", base_stride)]:
+        block_entries.append({
+            "name": block.name,
+            "module": block.module_path,
+            "resolution_ms": block.resolution_ms,
+            "input_resolution_ms": None if block.input_stride is None else 1000.0 * block.input_stride / SAMPLE_RATE,
+            "params": params[block.name],
+            "flops": flops[block.name],
+            "latency_s": block_latency[block.name],
+            "peak_memory_bytes": block_peaks.get(block.name),
+        })
+    resolutions: dict[float | None, dict[str, Any]] = {}
+    for entry in block_entries:
+        group = resolutions.setdefault(entry["resolution_ms"], {"resolution_ms": entry["resolution_ms"], "blocks": [],
+                                                                 "params": 0, "flops": 0, "latency_s": 0.0})
+        group["blocks"].append(entry["name"])
+        for key in ("params", "flops", "latency_s"):
+            group[key] += entry[key]
+    total_flops = sum(flops.values())
+    return {
+        "name": profiled.name,
+        "weights": profiled.weights,
+        "family": profiled.family,
+        "architecture": profiled.architecture,
+        "total": {
+            "params": sum(params.values()),
+            "flops": total_flops,
+            "flops_per_second": total_flops / seconds,
+            "latency_s": latency,
+            "latency_per_second": latency / seconds,
+            "peak_memory_bytes": peak,
+            "peak_memory_per_second": peak / seconds,
+        },
+        "blocks": block_entries,
+        "resolutions": sorted(resolutions.values(), key=lambda g: (g["resolution_ms"] is None, g["resolution_ms"] or 0)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building models by upstream name
+
+
+def _released_checkpoint_on_disk(name: str) -> Path | None:
+    from upstream_mrhubert import registry
+    from upstream_mrhubert.download import checkpoint_dir
+
+    release = registry.CHECKPOINTS_BY_NAME.get(name)
+    if release is None:
+        return None
+    path = checkpoint_dir() / release.filename
+    return path if path.is_file() else None
+
+
+def _architecture_summary(model_cfg: Mapping[str, Any], family: str) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "family": family,
+        "embed_dim": model_cfg.get("encoder_embed_dim"),
+        "ffn_dim": model_cfg.get("encoder_ffn_embed_dim"),
+        "heads": model_cfg.get("encoder_attention_heads"),
+    }
+    if family == "mrhubert":
+        from upstream_mrhubert.architectures import block_layer_counts
+
+        strides = level_strides(model_cfg)
+        summary.update(
+            resolutions_ms=[1000.0 * s / SAMPLE_RATE for s in strides],
+            layers=block_layer_counts(model_cfg),
+            sampler="plain conv" if model_cfg.get("use_plain_updownsample") else "conv adapter",
+        )
+    else:
+        summary.update(resolutions_ms=[1000.0 * _conv_stride(model_cfg) / SAMPLE_RATE],
+                       layers=[int(model_cfg.get("encoder_layers", 12))])
+    return summary
+
+
+def profiled_from_checkpoint(name: str, path: str | os.PathLike[str], weights_label: str | None = None) -> ProfiledModel:
+    """A model of our families built from a checkpoint file (fairseq or s3prl-converted)."""
+    from upstream_mrhubert.checkpoint import load_checkpoint
+    from upstream_mrhubert.hub import build_model, checkpoint_family
+
+    loaded = load_checkpoint(path)
+    family = checkpoint_family(loaded)
+    model = build_model(loaded)
+    return ProfiledModel(name=name, module=model, blocks=blocks_of(model, loaded.model_cfg, family),
+                         weights=weights_label or f"checkpoint {path}", family=family,
+                         architecture=_architecture_summary(loaded.model_cfg, family))
+
+
+def profiled_from_architecture(name: str, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any],
+                               label: str | None = None, seed: int = 0) -> ProfiledModel:
+    """Random weights of an architecture given as fairseq cfg sections."""
+    from upstream_mrhubert.architectures import build_random_model
+
+    torch.manual_seed(seed)
+    model, family = build_random_model(model_cfg, task_cfg, seed=seed)
+    return ProfiledModel(name=name, module=model, blocks=blocks_of(model, model_cfg, family),
+                         weights=f"random-init (architecture of {label or name})", family=family,
+                         architecture=_architecture_summary(model_cfg, family))
+
+
+def profiled_upstream(name: str, ckpt: str | None = None, seed: int = 0) -> ProfiledModel:
+    """Resolve ``name``: a checkpoint given or cached, else random weights of its registered architecture,
+    else (an upstream of another package) the s3prl upstream as a whole, called on a list of waveforms."""
+    from upstream_mrhubert import registry
+    from upstream_mrhubert.architectures import ARCHITECTURES
+
+    if ckpt is not None:
+        return profiled_from_checkpoint(name, ckpt)
+    cached = _released_checkpoint_on_disk(name)
+    if cached is not None:
+        return profiled_from_checkpoint(name, cached, f"released checkpoint {cached}")
+    if name in ARCHITECTURES:
+        arch = ARCHITECTURES[name]
+        return profiled_from_architecture(name, arch.model_cfg(), arch.task_cfg(), seed=seed)
+    if name in registry.ALL_UPSTREAM_NAMES:
+        raise ProfileError(
+            f"no architecture description for {name} and no checkpoint in the cache folder; pass -k PATH, or use "
+            f"one of {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return _profiled_foreign_upstream(name)
+
+
+def _profiled_foreign_upstream(name: str) -> ProfiledModel:
+    """An upstream of another package (entry point ``s3prl.upstreams``): profiled as one block."""
+    from importlib.metadata import entry_points
+
+    matches = [ep for ep in entry_points(group="s3prl.upstreams") if ep.name == name]
+    if not matches:
+        raise ProfileError(f"unknown upstream {name!r}: not in our registry nor declared by an installed package in "
+                           "entry-point group s3prl.upstreams (`mrsuperb upstreams` lists them)")
+    upstream = matches[0].load()()
+    return ProfiledModel(name=name, module=upstream, blocks=[Block("model", "", None)],
+                         weights=f"as provided by {matches[0].value}", family=None,
+                         call=lambda module, wav: module([wav[0]]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many upstreams, comparison, files
+
+
+def compare(entries: Sequence[Mapping[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Each entry's total cost as a ratio of the reference's (below 1: cheaper than the reference)."""
+    ref = next((e for e in entries if e["name"] == reference), None)
+    if ref is None:
+        return []
+    out = []
+    for entry in entries:
+        if entry["name"] == reference:
+            continue
+        out.append({
+            "upstream": entry["name"],
+            "reference": reference,
+            **{f"{key}_ratio": (entry["total"][key] / ref["total"][key]) if ref["total"][key] else None
+               for key in ("params", "flops", "latency_s", "peak_memory_bytes")},
+        })
+    return out
+
+
+def run_profile(names: Sequence[str], seconds: float = 10.0, repeats: int = 3, seed: int = 0,
+                checkpoints: Mapping[str, str] | None = None, reference: str | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Profile every upstream in ``names`` (same clip, same settings) and compare them with ``reference``."""
+    from tqdm import tqdm
+
+    if not names:
+        raise ProfileError("give at least one upstream name (-u NAME)")
+    entries = []
+    for name in tqdm(list(names), desc="profile", unit="upstream", disable=not progress):
+        profiled = profiled_upstream(name, (checkpoints or {}).get(name), seed=seed)
+        entries.append(profile_model(profiled, seconds=seconds, repeats=repeats, seed=seed))
+        del profiled
+    if reference is None:
+        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in names else names[0]
+    return {
+        "schema": PROFILE_SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": seconds,
+        "sample_rate": SAMPLE_RATE,
+        "batch_size": 1,
+        "repeats": repeats,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "versions": {"torch": torch.__version__},
+        "flop_counter": FLOP_COUNTER_NOTE,
+        "reference": reference,
+        "upstreams": entries,
+        "comparisons": compare(entries, reference),
+    }
+
+
+def write_profile(profile: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """profile.json and its Markdown table next to it (same stem, ``.md``), both atomically."""
+    from downstream_probes.atomic_io import write_text_atomic
+
+    path = Path(path)
+    write_json_atomic(path, profile)
+    write_text_atomic(path.with_suffix(".md"), profile_markdown(profile))
+    return path
+
+
+def read_profile(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"profile {path} not found; write one with `mrsuperb profile -u NAME --out {path}`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ProfileError(f"{path} is not readable JSON ({error}); write it again with mrsuperb profile") from None
+    if not isinstance(data, dict) or data.get("schema") != PROFILE_SCHEMA:
+        raise ProfileError(f"{path} is not a profile of schema {PROFILE_SCHEMA}; write it with mrsuperb profile")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _summary_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    ratios = {c["upstream"]: c for c in profile.get("comparisons", [])}
+    reference = profile.get("reference")
+    header = ["upstream", "weights", "resolutions (ms)", "params (M)", "GFLOPs per s audio",
+              "CPU ms per s audio", "peak MB per s audio", f"FLOPs vs {reference}", f"latency vs {reference}"]
+    rows = []
+    for entry in profile["upstreams"]:
+        total = entry["total"]
+        ratio = ratios.get(entry["name"])
+        rows.append([
+            entry["name"],
+            entry["weights"],
+            "/".join(_fmt_ms(r) for r in entry.get("architecture", {}).get("resolutions_ms", [])) or "—",
+            f"{total['params'] / 1e6:.2f}",
+            f"{total['flops_per_second'] / 1e9:.2f}",
+            f"{1000 * total['latency_per_second']:.1f}",
+            f"{total['peak_memory_per_second'] / 2**20:.1f}",
+            "1 (reference)" if entry["name"] == reference else (f"{ratio['flops_ratio']:.3f}" if ratio else "—"),
+            "1 (reference)" if entry["name"] == reference else (f"{ratio['latency_s_ratio']:.3f}" if ratio else "—"),
+        ])
+    return header, rows
+
+
+def _resolution_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["upstream", "resolution (ms)", "blocks", "params (M)", "GFLOPs per s audio", "share of FLOPs",
+              "CPU ms per s audio"]
+    rows = []
+    seconds = float(profile["seconds"])
+    for entry in profile["upstreams"]:
+        total_flops = entry["total"]["flops"] or 1
+        for group in entry["resolutions"]:
+            rows.append([entry["name"], _fmt_ms(group["resolution_ms"]), ", ".join(group["blocks"]),
+                         f"{group['params'] / 1e6:.2f}", f"{group['flops'] / seconds / 1e9:.2f}",
+                         f"{100 * group['flops'] / total_flops:.1f} %", f"{1000 * group['latency_s'] / seconds:.1f}"])
+    return header, rows
+
+
+def _block_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["upstream", "block", "resolution (ms)", "params (M)", "GFLOPs per s audio", "CPU ms per s audio",
+              "peak MB (clip)"]
+    rows = []
+    seconds = float(profile["seconds"])
+    for entry in profile["upstreams"]:
+        for block in entry["blocks"]:
+            memory = block.get("peak_memory_bytes")
+            rows.append([entry["name"], block["name"], _fmt_ms(block["resolution_ms"]), f"{block['params'] / 1e6:.2f}",
+                         f"{block['flops'] / seconds / 1e9:.3f}", f"{1000 * block['latency_s'] / seconds:.2f}",
+                         "—" if memory is None else f"{memory / 2**20:.1f}"])
+    return header, rows
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def _settings_line(profile: Mapping[str, Any]) -> str:
+    return (f"One {profile['seconds']:g} s clip, batch 1, CPU, {profile['threads']} thread(s), median of "
+            f"{profile['repeats']} runs; torch {profile['versions']['torch']}. FLOPs: {profile['flop_counter']}. "
+            "Peak memory: live tensors created by the forward pass (weights excluded).")
+
+
+def profile_markdown(profile: Mapping[str, Any], blocks: bool = True) -> str:
+    """The profile as Markdown: a summary per upstream, then per resolution, then (optionally) per block."""
+    lines = ["## Efficiency profile", "", _settings_line(profile), ""]
+    lines += _markdown_table(*_summary_rows(profile))
+    lines += ["", "### Per resolution", ""] + _markdown_table(*_resolution_rows(profile))
+    if blocks:
+        lines += ["", "### Per block", ""] + _markdown_table(*_block_rows(profile))
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
+    import html
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def profile_html(profile: Mapping[str, Any]) -> str:
+    """The profile tables as an HTML fragment (for the leaderboard page)."""
+    import html
+
+    return "\n".join([
+        f'<p class="note">{html.escape(_settings_line(profile))}</p>',
+        _html_table(*_summary_rows(profile), "profile-summary"),
+        "<h3>Per resolution</h3>",
+        _html_table(*_resolution_rows(profile), "profile-resolutions"),
+        "<h3>Per block</h3>",
+        _html_table(*_block_rows(profile), "profile-blocks"),
+    ])
+
+
+__all__ = [
+    "Block", "LiveTensorMemory", "ProfileError", "ProfiledModel", "blocks_of", "compare", "count_flops",
+    "count_parameters", "level_strides", "measure_latency", "measure_peak_memory", "profile_html",
+    "profile_markdown", "profile_model", "profiled_from_architecture", "profiled_from_checkpoint",
+    "profiled_upstream", "read_profile", "run_profile", "write_profile",
+]

@@ -1,0 +1,286 @@
+"""The leaderboard: row order, best per column by direction, missing cells, run choice, traceability, the HTML
+page as a browser renders it, and the efficiency profile's consistency with the architecture."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from downstream_probes import leaderboard as lb
+from downstream_probes.cli import main as mrsuperb
+
+# --------------------------------------------------------------------------------------------------------------
+# Fixtures: results.json files in the shared schema
+
+
+def write_results(root: Path, upstream: str, task: str, metrics: dict[str, float], *, mode: str = "weighted_sum",
+                  layer: str = "T7", created: str = "2024-05-01T10:00:00+00:00", name: str | None = None) -> Path:
+    test_split = {"asr": "test-clean", "sd": "test", "se": "test", "sf": "test", "ic": "test", "ks": "test"}[task]
+    folder = root / (name or f"{upstream}_{task}_{mode}")
+    folder.mkdir(parents=True, exist_ok=True)
+    selection = {"mode": "weighted_sum"} if mode == "weighted_sum" else {"mode": "single", "layer": layer, "index": 7}
+    payload = {
+        "schema": "mrsuperb.results/1", "task": task, "upstream": upstream, "layer_selection": selection,
+        "metrics": {"dev": {k: v for k, v in metrics.items()}, test_split: metrics}, "test_split": test_split,
+        "best_step": 10, "config": {}, "seed": 0, "versions": {}, "expdir": str(folder), "created": created,
+    }
+    path = folder / "results.json"
+    path.write_text(json.dumps(payload))
+    return path
+
+
+PAPER_TABLE2 = {
+    # upstream: (asr wer %, sf f1, sf cer, stoi, pesq, ic acc, ks acc, sd der)
+    "mrhubert_mono_base": (5.85, 0.89, 0.24, 0.94, 2.53, 0.986, 0.957, 0.052),
+    "mrhubert_b4a": (6.35, 0.89, 0.24, 0.94, 2.53, 0.981, 0.967, 0.049),
+    "mrhubert_b5a": (5.82, 0.88, 0.26, 0.94, 2.55, 0.983, 0.963, 0.051),
+}
+
+
+def write_paper_runs(root: Path, skip: set[tuple[str, str]] = frozenset()) -> None:
+    for upstream, (wer, f1, cer, stoi, pesq, ic, ks, der) in PAPER_TABLE2.items():
+        per_task = {"asr": {"wer": wer, "cer": 2.0}, "sf": {"slot_type_f1": f1, "slot_value_cer": cer},
+                    "se": {"stoi": stoi, "pesq": pesq, "si_sdr": 10.0}, "ic": {"acc": ic}, "ks": {"acc": ks},
+                    "sd": {"der": der, "frame_acc": 1 - der}}
+        for task, metrics in per_task.items():
+            if (upstream, task) not in skip:
+                write_results(root, upstream, task, metrics)
+
+
+def column(key: str) -> lb.Column:
+    return next(c for c in lb.TABLE2_COLUMNS if c.key == key)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The table
+
+
+def test_rows_follow_the_paper_then_sort_by_a_column(tmp_path: Path) -> None:
+    write_paper_runs(tmp_path)
+    write_results(tmp_path, "zz_other_upstream", "asr", {"wer": 9.0})
+    write_results(tmp_path, "hubert_base_ls960", "asr", {"wer": 6.34})
+    board = lb.load_leaderboard([tmp_path])
+    assert board.rows == ["hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a",
+                          "zz_other_upstream"]
+    by_wer = lb.load_leaderboard([tmp_path], sort_by="asr_wer")
+    assert by_wer.rows == ["mrhubert_b5a", "mrhubert_mono_base", "hubert_base_ls960", "mrhubert_b4a",
+                           "zz_other_upstream"]
+    by_ks = lb.load_leaderboard([tmp_path], sort_by="ks_acc")  # higher is better; rows without KS last
+    assert by_ks.rows[:3] == ["mrhubert_b4a", "mrhubert_b5a", "mrhubert_mono_base"]
+    assert set(by_ks.rows[3:]) == {"hubert_base_ls960", "zz_other_upstream"}
+
+
+def test_best_is_marked_per_column_in_the_direction_of_better(tmp_path: Path) -> None:
+    write_paper_runs(tmp_path)
+    board = lb.load_leaderboard([tmp_path])
+    best = {c.key: sorted(r for r in board.rows if board.cell(r, c) and board.cell(r, c).best)
+            for c in board.columns}
+    assert best["asr_wer"] == ["mrhubert_b5a"]  # lowest WER
+    assert best["sf_cer"] == ["mrhubert_b4a", "mrhubert_mono_base"]  # lowest CER, a tie: both marked
+    assert best["sf_f1"] == ["mrhubert_b4a", "mrhubert_mono_base"]  # highest F1, tied
+    assert best["ic_acc"] == ["mrhubert_mono_base"]  # highest accuracy
+    assert best["ks_acc"] == ["mrhubert_b4a"]
+    assert best["sd_der"] == ["mrhubert_b4a"]  # lowest DER
+    assert best["se_pesq"] == ["mrhubert_b5a"]
+    md = lb.render_markdown(board)
+    b5a_line = next(line for line in md.splitlines() if line.startswith("| mrhubert_b5a"))
+    assert "**5.82** [" in b5a_line and "**2.55** [" in b5a_line and "**" not in b5a_line.split("|")[7]
+    header = md.splitlines()[2]
+    assert "ASR WER (%) ↓" in header and "KS Acc (%) ↑" in header and "SE STOI ↑" in header
+
+
+def test_missing_cells_are_shown_as_missing(tmp_path: Path) -> None:
+    write_paper_runs(tmp_path, skip={("mrhubert_b4a", "se"), ("mrhubert_b5a", "sd")})
+    board = lb.load_leaderboard([tmp_path])
+    assert board.cell("mrhubert_b4a", column("se_stoi")) is None
+    md_line = next(line for line in lb.render_markdown(board).splitlines() if line.startswith("| mrhubert_b4a"))
+    cells = [c.strip() for c in md_line.strip("|").split("|")]
+    assert cells[4] == lb.MISSING and cells[5] == lb.MISSING and cells[1] != lb.MISSING
+    rows = {r["upstream"]: r for r in csv.DictReader(io.StringIO(lb.render_csv(board)))}
+    assert rows["mrhubert_b5a"]["sd_der ↓"] == "" and rows["mrhubert_b5a"]["sd_der_source"] == ""
+    assert rows["mrhubert_b4a"]["sd_der ↓"] == "4.90" and rows["mrhubert_b4a"]["sd_der_best"] == "1"
+
+
+def test_run_choice_prefers_weighted_sum_then_newest(tmp_path: Path) -> None:
+    old = write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 7.0}, created="2024-01-01T00:00:00Z", name="old")
+    new = write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 8.0}, created="2024-02-01T00:00:00Z", name="new")
+    write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 3.0}, mode="single", created="2024-03-01T00:00:00Z",
+                  name="probe")
+    probe_only = write_results(tmp_path, "mrhubert_b5a", "asr", {"wer": 4.0}, mode="single", layer="T9",
+                               name="probe_b5a")
+    board = lb.load_leaderboard([tmp_path])
+    chosen = board.cell("mrhubert_b4a", column("asr_wer"))
+    assert chosen.run.path == new.resolve() and chosen.value == 8.0  # newest weighted sum, not the better old one
+    assert {r.path for r in board.ignored} == {old.resolve(), (tmp_path / "probe" / "results.json").resolve()}
+    assert board.cell("mrhubert_b5a", column("asr_wer")).run.path == probe_only.resolve()
+    md = lb.render_markdown(board)
+    assert "4.00 (T9)" in md  # a single-layer cell says which layer
+
+
+def test_every_cell_is_traceable_to_its_results_file(tmp_path: Path) -> None:
+    runs, out_dir = tmp_path / "runs", tmp_path / "report"
+    write_paper_runs(runs)
+    out = out_dir / "leaderboard.md"
+    text = lb.write_leaderboard([runs], "md", out=out)
+    assert out.read_text() == text
+    sources = {}
+    for line in text.split("## Sources", 1)[1].splitlines():
+        if line[:1].isdigit():
+            number, rest = line.split(". ", 1)
+            sources[int(number)] = (out_dir / rest.split("`")[1]).resolve()
+    table = [line for line in text.splitlines() if line.startswith("| mrhubert_")]
+    for line in table:
+        upstream = line.split("|")[1].strip()
+        for index, cell in enumerate(c.strip() for c in line.strip("|").split("|")[1:]):
+            ref = int(cell.rsplit("[", 1)[1].rstrip("]"))
+            data = json.loads(sources[ref].read_text())
+            col = lb.TABLE2_COLUMNS[index]
+            assert data["upstream"] == upstream and data["task"] == col.task
+            assert cell.replace("*", "").startswith(col.format(data["metrics"][data["test_split"]][col.metric]))
+
+    csv_out = out_dir / "leaderboard.csv"
+    lb.write_leaderboard([runs], "csv", out=csv_out)
+    for row in csv.DictReader(csv_out.open()):
+        data = json.loads((out_dir / row["ic_acc_source"]).read_text())
+        assert data["upstream"] == row["upstream"] and data["task"] == "ic"
+        assert row["ic_acc ↑"] == f"{100 * data['metrics']['test']['acc']:.2f}"
+
+
+def test_bad_input_gives_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"schema": "something/else"}))
+    with pytest.raises(lb.LeaderboardError, match=str(bad)):
+        lb.load_leaderboard([tmp_path])
+    assert mrsuperb(["leaderboard", str(tmp_path / "nowhere")]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert mrsuperb(["leaderboard", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "no results.json found" in err and "Traceback" not in err
+
+
+def test_cli_writes_atomically_and_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_paper_runs(tmp_path / "runs")
+    out = tmp_path / "board.csv"
+    assert mrsuperb(["leaderboard", str(tmp_path / "runs"), "--format", "csv", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == out.read_text()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The HTML page in a real browser
+
+
+def chromium_binary() -> str | None:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+class _PageReader(HTMLParser):
+    """Collects what a reader sees of the leaderboard table, the images and the render-check report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[tuple[str, str], dict] = {}
+        self.row: str | None = None
+        self._stack: list[tuple[str, dict]] = []
+        self._text: list[str] = []
+        self.report: str = ""
+        self.in_report = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        if tag in ("td", "th"):
+            self._text = []
+        if tag == "td":
+            self._current = {"class": attributes.get("class", ""), "title": attributes.get("title", ""),
+                             "key": attributes.get("data-key"), "strong": False, "href": None}
+        if tag == "strong" and getattr(self, "_current", None):
+            self._current["strong"] = True
+        if tag == "a" and getattr(self, "_current", None):
+            self._current["href"] = attributes.get("href")
+        if tag == "pre" and attributes.get("id") == "render-check":
+            self.in_report = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "th" and self._text is not None:
+            self.row = "".join(self._text).strip()
+        if tag == "td" and getattr(self, "_current", None):
+            self._current["text"] = "".join(self._text).strip()
+            self.cells[(self.row, self._current["key"])] = self._current
+            self._current = None
+        if tag == "pre":
+            self.in_report = False
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+        if self.in_report:
+            self.report += data
+
+
+def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
+    browser = chromium_binary()
+    if browser is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is required in CI (.ci/run installs the Debian package `chromium`)")
+        pytest.skip("no chromium binary (/usr/bin/chromium); install the Debian package `chromium` to run this check")
+    runs = tmp_path / "runs"
+    write_paper_runs(runs, skip={("mrhubert_b4a", "se")})
+    names = ["T0", "T1", "T2", "T3", "T4", "D0", "T5", "T6", "T7", "T8", "U0", "T9", "T10", "T11", "T12"]
+    for task in ("asr", "sf", "ks"):
+        folder = runs / f"mrhubert_b5a_{task}_weighted_sum"
+        weights = [1.0 / (1 + abs(i - 8)) for i in range(len(names))]
+        total = sum(weights)
+        (folder / "layer_weights.json").write_text(json.dumps({
+            "upstream": "mrhubert_b5a", "task": task, "checkpoint": str(folder / "dev-best.ckpt"), "step": 10,
+            "layers": [{"name": n, "weight": w / total, "raw": w} for n, w in zip(names, weights)]}))
+    for upstream in ("mrhubert_b5a", "mrhubert_mono_base"):
+        (runs / "cca" / upstream).mkdir(parents=True)
+        (runs / "cca" / upstream / "cca_phone.json").write_text(json.dumps({n: 0.05 * i for i, n in enumerate(names)}))
+    page = tmp_path / "site" / "leaderboard.html"
+    lb.write_leaderboard([runs], "html", out=page)
+
+    completed = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--dump-dom", f"{page.as_uri()}#render-check"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    reader = _PageReader()
+    reader.feed(completed.stdout)
+    assert reader.report, "the page's render check did not run: " + completed.stdout[-500:]
+    report = json.loads(reader.report)
+
+    # Two figures (a heatmap for b5a, the CCA curves), both decoded by the browser with a real size.
+    assert len(report["images"]) == 2
+    assert all(img["complete"] and img["width"] > 100 and img["height"] > 100 for img in report["images"])
+    assert {img["alt"] for img in report["images"]} == {"Learnt layer weights (softmax), mrhubert_b5a",
+                                                       "CCA with phone per layer"}
+    # What a reader sees in the table.
+    assert reader.cells[("mrhubert_b5a", "asr_wer")]["text"] == "5.82"
+    assert reader.cells[("mrhubert_b5a", "asr_wer")]["strong"]
+    assert "best" in reader.cells[("mrhubert_b5a", "asr_wer")]["class"]
+    assert not reader.cells[("mrhubert_b4a", "asr_wer")]["strong"]
+    assert reader.cells[("mrhubert_b4a", "se_stoi")]["text"] == lb.MISSING
+    assert reader.cells[("mrhubert_b4a", "ks_acc")]["text"] == "96.70" and reader.cells[("mrhubert_b4a", "ks_acc")]["strong"]
+    # Every value links to its results.json, whose content matches the cell.
+    for (row, key), cell in reader.cells.items():
+        if cell["text"] == lb.MISSING:
+            continue
+        source = (page.parent / cell["href"]).resolve()
+        assert source.name == "results.json" and cell["href"] in cell["title"]
+        data = json.loads(source.read_text())
+        col = column(key)
+        assert data["upstream"] == row and col.format(data["metrics"][data["test_split"]][col.metric]) == cell["text"]

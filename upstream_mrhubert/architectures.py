@@ -1,0 +1,244 @@
+"""Architecture descriptions of the released checkpoints, as fairseq ``cfg["model"]`` / ``cfg["task"]`` dicts.
+
+They let a model of any registered configuration be built (with random weights) without downloading its
+checkpoint: for the efficiency profile (``mrsuperb profile``), for tiny look-alikes in tests and the demo
+(:meth:`Architecture.scaled`), and to document what each name is.
+
+Sources: fairseq's ``examples/mr_hubert/config/pretrain/mrhubert_{base_librispeech,large_librilight}.yaml`` (the
+shared hyperparameters), its README (layer counts of the B.1/B.2 ablations), arXiv 2410.23955 Table 1 (mono-base,
+B2-a, B2-b, B4-a, B5-a) and the MR-HuBERT paper's ablation list as summarised in :mod:`upstream_mrhubert.registry`.
+Fields that change only the pre-training heads (``use_single_prediction``) do not change the inference network.
+
+Unconfirmed (marked ``confirmed=False``; the released checkpoint's own cfg wins whenever it is on disk):
+  * B4-a/B4-b "single target": taken as ``use_single_prediction=True`` (one prediction head, no low-resolution
+    loss); inference is the same network as mono-base either way.
+  * B5-a/B6-b "mono-resolution 20 ms": taken as ``label_rate_ratios=[1, 1]``: the same three blocks and sampling
+    modules, with ratio 1 (arXiv 2410.23955 Table 1: 4-4-4 layers, no downsampling, auxiliary loss kept).
+  * B6-a/B6-b "3-3-3 layers": ``encoder_layers=3``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
+
+CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+
+
+def _parse_int_list(text: str) -> list[int]:
+    """``"[3,2,2,2,3]"`` -> [3, 2, 2, 2, 3], without eval."""
+    body = text.strip().removeprefix("[").removesuffix("]")
+    try:
+        return [int(part) for part in body.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"expected a list of integers like '[3,2,2,2,3]', got {text!r}") from None
+
+
+def block_layer_counts(model_cfg: Mapping[str, Any]) -> list[int]:
+    """Transformer layers per block in execution order (encoders..., middle, decoders...), fairseq's rule:
+    ``override_encoder_layers`` when given (decoders take it reversed), else ``encoder_layers`` everywhere."""
+    ratios = list(model_cfg.get("label_rate_ratios") or [])
+    levels = len(ratios) // 2
+    override = str(model_cfg.get("override_encoder_layers") or "")
+    if override:
+        counts = _parse_int_list(override)
+        if len(counts) != 2 * levels + 1:
+            raise ValueError(f"override_encoder_layers {override} has {len(counts)} entries; "
+                             f"{2 * levels + 1} expected for label_rate_ratios {ratios}")
+        encoders = counts[:levels]
+        middle = counts[levels]
+        decoders = [counts[len(counts) - 1 - i] for i in range(levels)]
+        return [*encoders, middle, *decoders]
+    return [int(model_cfg.get("encoder_layers", 12))] * (2 * levels + 1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a released checkpoint is, in the terms fairseq's config uses."""
+
+    name: str
+    family: str  # "mrhubert" or "hubert"
+    description: str
+    size: str = "base"  # "base" or "large"
+    label_rate_ratios: tuple[int, ...] = (1, 2)
+    layers: tuple[int, ...] = (4, 4, 4)  # per block in execution order; HuBERT: (12,)
+    plain_sampling: bool = False  # ConvDownsampler/ConvUpsampler instead of ConvAdapter
+    single_prediction: bool = False
+    confirmed: bool = True
+    # Set by ``scaled`` for tiny look-alikes; None keeps the size's values.
+    embed_dim: int | None = None
+    ffn_dim: int | None = None
+    heads: int | None = None
+    conv_feature_layers: str | None = None
+    conv_pos: int | None = None
+    conv_pos_groups: int | None = None
+
+    @property
+    def num_resolutions(self) -> int:
+        return len(self.label_rate_ratios) // 2 + 1
+
+    @property
+    def resolutions_ms(self) -> list[float]:
+        stride = 1
+        for _, _, s in parse_conv_feature_layers(self.conv_feature_layers or CONV_FEATURE_LAYERS):
+            stride *= s
+        strides = [stride]
+        for up, down in zip(self.label_rate_ratios[0::2], self.label_rate_ratios[1::2]):
+            strides.append(strides[-1] * down // up)
+        return [1000.0 * s / 16000 for s in strides]
+
+    def model_cfg(self) -> dict[str, Any]:
+        """fairseq's ``cfg["model"]`` for this architecture."""
+        large = self.size == "large"
+        cfg: dict[str, Any] = {
+            "_name": "multires_hubert" if self.family == "mrhubert" else "hubert",
+            "label_rate": 50.0,
+            "extractor_mode": "layer_norm" if large else "default",
+            "encoder_embed_dim": self.embed_dim or (1024 if large else 768),
+            "encoder_ffn_embed_dim": self.ffn_dim or (4096 if large else 3072),
+            "encoder_attention_heads": self.heads or (16 if large else 12),
+            "activation_fn": "gelu",
+            "layer_type": "transformer",
+            "dropout": 0.0 if large else 0.1,
+            "attention_dropout": 0.0 if large else 0.1,
+            "activation_dropout": 0.0,
+            "encoder_layerdrop": 0.0 if large else 0.05,
+            "dropout_input": 0.0 if large else 0.1,
+            "dropout_features": 0.0 if large else 0.1,
+            "final_dim": 768 if large else 256,
+            "untie_final_proj": True,
+            "layer_norm_first": large,
+            "conv_feature_layers": self.conv_feature_layers or CONV_FEATURE_LAYERS,
+            "conv_bias": False,
+            "logit_temp": 0.1,
+            "target_glu": False,
+            "feature_grad_mult": 1.0 if large else 0.1,
+            "mask_length": 10,
+            "mask_prob": 0.8,
+            "mask_selection": "static",
+            "mask_other": 0.0,
+            "no_mask_overlap": False,
+            "mask_min_space": 1,
+            "mask_channel_length": 10,
+            "mask_channel_prob": 0.0,
+            "mask_channel_selection": "static",
+            "mask_channel_other": 0.0,
+            "no_mask_channel_overlap": False,
+            "mask_channel_min_space": 1,
+            "conv_pos": self.conv_pos or 128,
+            "conv_pos_groups": self.conv_pos_groups or 16,
+            "latent_temp": [2.0, 0.5, 0.999995],
+            "skip_masked": False,
+            "skip_nomask": False,
+            "checkpoint_activations": False,
+            "required_seq_len_multiple": 2,
+        }
+        if self.family == "hubert":
+            cfg["encoder_layers"] = self.layers[0]
+            cfg["untie_final_proj"] = False
+            cfg["final_dim"] = 256
+            return cfg
+        uniform = len(set(self.layers)) == 1
+        cfg.update(
+            label_rate_ratios=list(self.label_rate_ratios),
+            encoder_layers=self.layers[0],
+            override_encoder_layers="" if uniform else "[" + ",".join(map(str, self._override_order())) + "]",
+            conv_adapator_kernal=1,
+            use_plain_updownsample=self.plain_sampling,
+            use_single_target=True,
+            use_single_prediction=self.single_prediction,
+        )
+        return cfg
+
+    def _override_order(self) -> list[int]:
+        """``override_encoder_layers`` from per-block counts: encoders, middle, then decoders in reverse
+        (fairseq gives decoder i the entry len-1-i)."""
+        levels = self.num_resolutions - 1
+        encoders, middle, decoders = self.layers[:levels], self.layers[levels], self.layers[levels + 1:]
+        return [*encoders, middle, *reversed(decoders)]
+
+    def task_cfg(self) -> dict[str, Any]:
+        """fairseq's ``cfg["task"]`` for this architecture."""
+        cfg: dict[str, Any] = {
+            "_name": "multires_hubert_pretraining" if self.family == "mrhubert" else "hubert_pretraining",
+            "data": "",
+            "labels": ["km"],
+            "label_dir": "",
+            "label_rate": 50.0,
+            "sample_rate": 16000,
+            "normalize": self.size == "large",
+            "enable_padding": False,
+            "max_keep_size": None,
+            "max_sample_size": 250000,
+            "min_sample_size": 32000,
+            "single_target": False,
+            "random_crop": True,
+            "pad_audio": False,
+            "fine_tuning": False,
+        }
+        if self.family == "mrhubert":
+            cfg["label_rate_ratios"] = list(self.label_rate_ratios)
+        return cfg
+
+    def scaled(self, *, embed_dim: int, ffn_dim: int, heads: int, conv_channels: int = 32,
+               conv_pos: int = 16, conv_pos_groups: int = 4, layers: tuple[int, ...] | None = None) -> Architecture:
+        """The same layout (resolutions, layer counts, sampler) with small widths: a tiny look-alike."""
+        conv = f"[({conv_channels},10,5)] + [({conv_channels},3,2)] * 4 + [({conv_channels},2,2)] * 2"
+        return replace(self, embed_dim=embed_dim, ffn_dim=ffn_dim, heads=heads, conv_feature_layers=conv,
+                       conv_pos=conv_pos, conv_pos_groups=conv_pos_groups, layers=layers or self.layers)
+
+
+def _mr(name: str, description: str, **fields: Any) -> Architecture:
+    return Architecture(name=name, family="mrhubert", description=description, **fields)
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    _mr("mrhubert_mono_base", "base, 2 resolutions (20/40 ms), 4-4-4"),
+    _mr("mrhubert_mono_large", "large, 2 resolutions (20/40 ms), 8-8-8", size="large", layers=(8, 8, 8)),
+    _mr("mrhubert_b1a", "base, 2 resolutions, 2-4-6", layers=(2, 4, 6)),
+    _mr("mrhubert_b1b", "base, 2 resolutions, 5-2-5", layers=(5, 2, 5)),
+    _mr("mrhubert_b1c", "base, 2 resolutions, 6-4-2", layers=(6, 4, 2)),
+    _mr("mrhubert_b2a", "base, 3 resolutions (20/40/80 ms), 3-2-2-2-3", label_rate_ratios=(1, 2, 1, 2),
+        layers=(3, 2, 2, 2, 3)),
+    _mr("mrhubert_b2b", "base, 3 resolutions (20/40/80 ms), 2-2-4-2-2", label_rate_ratios=(1, 2, 1, 2),
+        layers=(2, 2, 4, 2, 2)),
+    _mr("mrhubert_b2c", "base, 3 resolutions (20/40/80 ms), 2-2-2-2-2", label_rate_ratios=(1, 2, 1, 2),
+        layers=(2, 2, 2, 2, 2)),
+    _mr("mrhubert_b3a", "base, 2 resolutions, plain conv sampling, 4-4-4", plain_sampling=True),
+    _mr("mrhubert_b4a", "base, 2 resolutions, single target (no low-resolution loss), 4-4-4",
+        single_prediction=True, confirmed=False),
+    _mr("mrhubert_b4b", "base, 2 resolutions, plain conv sampling, single target, 4-4-4", plain_sampling=True,
+        single_prediction=True, confirmed=False),
+    _mr("mrhubert_b5a", "base, mono-resolution 20 ms (sampling ratio 1), 4-4-4", label_rate_ratios=(1, 1),
+        confirmed=False),
+    _mr("mrhubert_b6a", "base, 2 resolutions, 3-3-3", layers=(3, 3, 3), confirmed=False),
+    _mr("mrhubert_b6b", "base, mono-resolution 20 ms (sampling ratio 1), 3-3-3", label_rate_ratios=(1, 1),
+        layers=(3, 3, 3), confirmed=False),
+    Architecture("hubert_base_ls960", "hubert", "HuBERT base, 12 layers at 20 ms", layers=(12,)),
+)}
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture registered as ``name``; the error lists the known names."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"no architecture description for {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+
+
+def build_random_model(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], *, seed: int = 0) -> tuple[Any, str]:
+    """Our model (MultiresHubert or HubertBaseline) of this configuration with random weights, and its family."""
+    import torch
+
+    torch.manual_seed(seed)
+    if model_cfg.get("_name") == "hubert":
+        from upstream_mrhubert.hubert_baseline import HubertBaseline, transformers_config
+
+        model = HubertBaseline(transformers_config(model_cfg), normalize_waveform=bool(task_cfg.get("normalize")))
+        return model.eval(), "hubert"
+    from upstream_mrhubert.model import MultiresHubert
+
+    return MultiresHubert.from_config(dict(model_cfg), dict(task_cfg)).eval(), "mrhubert"
