@@ -120,7 +120,7 @@ class _ConvMatrices:
     stride: int
     weight: torch.Tensor  # [k * C_in, C_out], rows ordered (tap, input channel)
     bias: torch.Tensor | None
-    winograd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # (W0+W2)/2, (W0-W2)/2, -W2 for k=3, s=2
+    winograd: torch.Tensor | None  # k=3, s=2: [4, C_in, C_out] = W0, (W0+W2)/2, (W0-W2)/2, -W2
 
     @classmethod
     def of(cls, conv: nn.Conv1d) -> _ConvMatrices:
@@ -129,8 +129,12 @@ class _ConvMatrices:
         winograd = None
         if kernel == 3 and stride == 2 and channels >= 64:
             w0, w2 = weight[:channels], weight[2 * channels:]
-            winograd = ((w0 + w2) * 0.5, (w0 - w2) * 0.5, -w2)
+            winograd = torch.stack([w0, (w0 + w2) * 0.5, (w0 - w2) * 0.5, -w2])
         return cls(kernel, stride, weight, conv.bias, winograd)
+
+
+# Winograd F(3, 2) output transform: which of the 4 tile products make outputs 3u, 3u+1, 3u+2 (see below).
+_WINOGRAD_OUTPUT = ((1.0, 1.0, 1.0, 0.0), (0.0, 1.0, -1.0, 0.0), (0.0, 1.0, 1.0, 1.0))
 
 
 def _packed_conv(x: torch.Tensor, conv: _ConvMatrices) -> torch.Tensor:
@@ -142,15 +146,14 @@ def _packed_conv(x: torch.Tensor, conv: _ConvMatrices) -> torch.Tensor:
     rows, channels = x.shape
     out = x.new_empty(rows // conv.stride, conv.weight.size(1))
     frames = (rows - conv.kernel) // conv.stride + 1 if rows >= conv.kernel else 0
-    done = 0
     if conv.winograd is not None and frames >= 3:
-        done = _winograd_k3_s2(x, conv, out[:frames - frames % 3])
-    if done < frames:
-        target, first_input = out[done:frames], done * conv.stride
+        _winograd_k3_s2(x, conv.winograd, conv.weight[channels:2 * channels], out[:frames])
+    elif frames > 0:
+        target = out[:frames]
         for start in range(0, conv.kernel, conv.stride):
             taps = min(conv.stride, conv.kernel - start)
-            inputs = x.as_strided((frames - done, taps * channels), (conv.stride * channels, 1),
-                                  x.storage_offset() + (first_input + start) * channels)
+            inputs = x.as_strided((frames, taps * channels), (conv.stride * channels, 1),
+                                  x.storage_offset() + start * channels)
             part = conv.weight[start * channels:(start + taps) * channels]
             if start == 0:
                 torch.mm(inputs, part, out=target)
@@ -162,38 +165,32 @@ def _packed_conv(x: torch.Tensor, conv: _ConvMatrices) -> torch.Tensor:
     return out
 
 
-def _winograd_k3_s2(x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor) -> int:
+def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tensor, out: torch.Tensor) -> None:
     """Kernel-3, stride-2 convolution (four of the CNN's seven layers) with 7 instead of 9 matrix products per
     3 output frames: Winograd's minimal filtering F(3, 2) on the even input rows, plain products on the odd ones.
-    Fills ``out`` (a multiple of 3 frames) and returns its length.
 
-    Output t is y_t = x_{2t} W0 + x_{2t+1} W1 + x_{2t+2} W2. Over 3 outputs the even rows d_j = x_{6u+2j}
-    (j = 0..3) meet the 2-tap filter (W0, W2): with m1 = (d1 + d2)(W0 + W2)/2 and m2 = (d2 - d1)(W0 - W2)/2,
-    y_0 = m1 + m2 + (d0 - d2) W0 + o_0 W1,  y_1 = m1 - m2 + o_1 W1,  y_2 = m1 + m2 + (d1 - d3)(-W2) + o_2 W1,
-    where o_j = x_{6u+2j+1} are the odd rows.
+    Output t is y_t = x_{2t} W0 + x_{2t+1} W1 + x_{2t+2} W2. The odd rows give one product for every output.
+    Over 3 outputs the even rows d_j = x_{6u+2j} (j = 0..3) meet the 2-tap filter (W0, W2): with the tile products
+    m0 = (d0 - d2) W0, m1 = (d1 + d2)(W0 + W2)/2, m2 = (d2 - d1)(W0 - W2)/2, m3 = (d1 - d3)(-W2),
+    y_0 += m0 + m1 + m2,  y_1 += m1 - m2,  y_2 += m1 + m2 + m3. Outputs past the last whole tile (1 or 2) take
+    their even terms directly.
     """
-    assert conv.winograd is not None
-    tiles = out.size(0) // 3
-    channels = x.size(1)
-    half_sum, half_difference, minus_w2 = conv.winograd
-    w0, w1 = conv.weight[:channels], conv.weight[channels:2 * channels]
-
-    def every_sixth(first: int) -> torch.Tensor:  # [tiles, C]: rows first, first + 6, ...
-        return x[first:first + 6 * (tiles - 1) + 1:6]
-
-    d0, d1, d2, d3 = every_sixth(0), every_sixth(2), every_sixth(4), every_sixth(6)
-    grouped = out.view(tiles, 3, -1)
-    y0, y1, y2 = grouped[:, 0], grouped[:, 1], grouped[:, 2]
-    m1 = torch.add(d1, d2) @ half_sum
-    m2 = torch.sub(d2, d1) @ half_difference
-    torch.add(m1, m2, out=y0)
-    torch.sub(m1, m2, out=y1)
-    del m1, m2
-    y2.copy_(y0)
-    y0.addmm_(torch.sub(d0, d2), w0).addmm_(every_sixth(1), w1)
-    y1.addmm_(every_sixth(3), w1)
-    y2.addmm_(torch.sub(d1, d3), minus_w2).addmm_(every_sixth(5), w1)
-    return 3 * tiles
+    frames, channels = out.size(0), x.size(1)
+    tiles = frames // 3
+    torch.mm(x[1:2 * frames:2], w1, out=out)  # odd rows, every output
+    even = x.as_strided((tiles, 4, channels), (6 * channels, 2 * channels, 1), x.storage_offset())
+    transformed = x.new_empty(4, tiles, channels)
+    torch.sub(even[:, 0], even[:, 2], out=transformed[0])
+    torch.add(even[:, 1], even[:, 2], out=transformed[1])
+    torch.sub(even[:, 2], even[:, 1], out=transformed[2])
+    torch.sub(even[:, 1], even[:, 3], out=transformed[3])
+    products = torch.bmm(transformed, even_filters)  # [4, tiles, C_out]
+    del transformed
+    combine = torch.tensor(_WINOGRAD_OUTPUT, dtype=x.dtype, device=x.device)
+    tile_outputs = (combine @ products.view(4, -1)).view(3, tiles, -1)
+    out[:3 * tiles].view(tiles, 3, -1).add_(tile_outputs.transpose(0, 1))
+    for t in range(3 * tiles, frames):
+        out[t:t + 1].addmm_(x[2 * t:2 * t + 1], even_filters[0]).addmm_(x[2 * t + 2:2 * t + 3], -even_filters[3])
 
 
 class FeatureExtractor(nn.Module):
@@ -203,7 +200,7 @@ class FeatureExtractor(nn.Module):
 
     Without gradients the CNN runs as matrix products on channels-last data, over segments of the waveform
     (overlapping by the receptive field) sized so that the first layer's map stays under ``chunk_bytes``: the
-    full-length maps (hundreds of MB for a batch of seconds-long audio) are never allocated. The default 16 MiB
+    full-length maps (hundreds of MB for a batch of seconds-long audio) are never allocated. The default 30 MiB
     also keeps every buffer below glibc's largest mmap threshold (32 MiB), so freed segment buffers are reused
     from the heap instead of being page-faulted in afresh for every segment. The first layer's
     GroupNorm needs statistics over the whole utterance; that layer is linear, so each channel's mean and variance
@@ -213,7 +210,7 @@ class FeatureExtractor(nn.Module):
     """
 
     def __init__(self, layers: Sequence[tuple[int, int, int]], *, mode: str = "default", bias: bool = False,
-                 chunk_bytes: int = 16 * 2**20) -> None:
+                 chunk_bytes: int = 30 * 2**20) -> None:
         super().__init__()
         if mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
