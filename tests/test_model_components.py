@@ -31,7 +31,6 @@ def _single_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
-
 @pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (2, 2), (4, 2), (5, 3), (3, 1)])
 @pytest.mark.parametrize("extra", [0, 3, 5, 10, 11, 98])
 def test_packed_convolution_matches_conv1d(kernel: int, stride: int, extra: int) -> None:
