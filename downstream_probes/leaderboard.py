@@ -46,6 +46,7 @@ RESULTS_SCHEMA = "mrsuperb.results/1"
 RESULTS_FILENAME = "results.json"
 LAYER_WEIGHTS_FILENAME = "layer_weights.json"
 MISSING = "—"
+DEFAULT_TITLE = "SUPERB leaderboard"
 FORMATS = ("md", "csv", "html")
 
 
@@ -325,7 +326,8 @@ def load_leaderboard(paths: Iterable[str | os.PathLike[str]], sort_by: str | Non
 
 
 def _relative_path(path: Path, base_dir: Path | None) -> str:
-    """A path as seen from the output file's folder (so links work when the page moves with the runs)."""
+    """A path as seen from the output file's folder (so links work when the page moves with the runs);
+    absolute when there is no such folder."""
     if base_dir is None:
         return str(path)
     try:
@@ -341,11 +343,16 @@ def _cell_text(cell: Cell, column: Column) -> str:
     return text
 
 
-def render_markdown(board: Leaderboard, base_dir: Path | None = None, profile_markdown: str | None = None) -> str:
-    """The table as GitHub Markdown: best bold, "—" for missing cells, ``[n]`` references to a Sources list."""
+def render_markdown(board: Leaderboard, base_dir: Path | None = None, profile_markdown: str | None = None,
+                    title: str = DEFAULT_TITLE, note: str | None = None) -> str:
+    """The table as GitHub Markdown: best bold, "—" for missing cells, ``[n]`` references to a Sources list.
+
+    ``note`` (e.g. "random-init models") is printed in bold under the title."""
     sources = board.sources()
     number = {id(run): i + 1 for i, run in enumerate(sources)}
-    lines = ["# SUPERB leaderboard", ""]
+    lines = [f"# {title}", ""]
+    if note:
+        lines += [f"**{note}**", ""]
     lines.append("| upstream | " + " | ".join(c.header for c in board.columns) + " |")
     lines.append("|---|" + "|".join("---:" for _ in board.columns) + "|")
     for row in board.rows:
@@ -544,6 +551,7 @@ td a { color: inherit; text-decoration: none; border-bottom: 1px dotted #888; }
 figure { display: inline-block; margin: 0.8em; vertical-align: top; }
 figcaption { font-size: 0.85em; color: #444; max-width: 40em; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
+.banner { background: #fff4ce; border-left: 4px solid #e0a800; padding: 0.5em 0.8em; max-width: 60em; }
 """
 
 # Runs only when the page is opened with ``#render-check``: records what the browser rendered (for tests).
@@ -563,12 +571,17 @@ window.addEventListener("load", function () {
 
 
 def render_html(board: Leaderboard, base_dir: Path | None = None, figures: Sequence[Figure] = (),
-                profile_html: str | None = None, title: str = "SUPERB leaderboard") -> str:
-    """One self-contained page: the table (links and titles to each results.json), figures inline, profile."""
+                profile_html: str | None = None, title: str = DEFAULT_TITLE, note: str | None = None) -> str:
+    """One self-contained page: the table (links and titles to each results.json), figures inline, profile.
+
+    ``note`` (e.g. "random-init models") is shown in a highlighted paragraph under the title."""
     esc = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
              f"<style>{_CSS}</style>", f"<script>{_RENDER_CHECK_JS}</script>", "</head>", "<body>",
-             f"<h1>{esc(title)}</h1>", '<table id="leaderboard">', "<thead><tr><th>upstream</th>"]
+             f"<h1>{esc(title)}</h1>"]
+    if note:
+        parts.append(f'<p class="banner" id="note">{esc(note)}</p>')
+    parts += ['<table id="leaderboard">', "<thead><tr><th>upstream</th>"]
     parts += [f'<th data-key="{esc(c.key)}" title="{esc(c.task)}: {esc(c.metric)}, '
               f'{"lower" if c.lower_is_better else "higher"} is better">{esc(c.header)}</th>' for c in board.columns]
     parts.append("</tr></thead><tbody>")
@@ -613,10 +626,12 @@ def render_html(board: Leaderboard, base_dir: Path | None = None, figures: Seque
 
 
 def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: str | os.PathLike[str] | None = None,
-                      profile: str | os.PathLike[str] | None = None, sort_by: str | None = None) -> str:
+                      profile: str | os.PathLike[str] | None = None, sort_by: str | None = None,
+                      title: str = DEFAULT_TITLE, note: str | None = None) -> str:
     """Render the leaderboard of the runs under ``paths`` and write it atomically to ``out`` (if given).
 
-    Returns the rendered text. ``profile`` (a profile.json of ``mrsuperb profile``) adds its table to md and html.
+    Returns the rendered text. ``profile`` (a profile.json of ``mrsuperb profile``) adds its table to md and html;
+    ``title`` and ``note`` head the md and html output (the demo notes its random-init models there).
     """
     if fmt not in FORMATS:
         raise LeaderboardError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -624,7 +639,13 @@ def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: st
         raise LeaderboardError("--profile is shown in md and html output only; the profile's own JSON holds its "
                                "numbers for CSV users")
     board = load_leaderboard(paths, sort_by=sort_by)
-    base_dir = Path(out).resolve().parent if out is not None else Path.cwd()
+    # Written files link relative to their own folder; printed tables show paths under the current folder
+    # relative to it, others absolute.
+    if out is not None:
+        base_dir: Path | None = Path(out).resolve().parent
+    else:
+        cwd = Path.cwd().resolve()
+        base_dir = cwd if all(r.path.is_relative_to(cwd) for r in board.chosen.values()) else None
     profile_data = None
     if profile is not None:
         from downstream_probes.profiling import read_profile
@@ -633,7 +654,8 @@ def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: st
     if fmt == "md":
         from downstream_probes.profiling import profile_markdown
 
-        text = render_markdown(board, base_dir, profile_markdown(profile_data) if profile_data else None)
+        text = render_markdown(board, base_dir, profile_markdown(profile_data) if profile_data else None,
+                               title=title, note=note)
     elif fmt == "csv":
         text = render_csv(board, base_dir)
     else:
@@ -641,7 +663,7 @@ def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: st
 
         roots = [Path(p).resolve() for p in paths if Path(p).is_dir()] or [r.path.parent for r in board.chosen.values()]
         text = render_html(board, base_dir, collect_figures(board, roots),
-                           profile_html(profile_data) if profile_data else None)
+                           profile_html(profile_data) if profile_data else None, title=title, note=note)
     if out is not None:
         write_text_atomic(out, text)
     return text
