@@ -12,9 +12,10 @@ Choosing among several runs of one (upstream, task), deterministically:
 A cell filled from a single-layer probe shows the layer, e.g. ``5.85 (T7)``. Runs are never chosen by their test
 score: picking the best of several runs on the test split would overstate the result.
 
-Units: results.json stores every metric as its runner computes it. Error rates, F1 and accuracies are shown in percent;
-a stored value <= 1 (a fraction) is multiplied by 100 (see :func:`percent_of`). STOI (0..1) and PESQ (-0.5..4.5) are
-shown as stored.
+Units: results.json stores every metric as s3prl's expert computes it: ASR WER in percent (s3prl's asr expert
+multiplies by 100), SF F1 and CER, IC and KS accuracy, SD DER and frame accuracy as fractions. Error rates, F1 and
+accuracies are shown in percent (``Column.stored_scale`` says how, per column: never guessed from the value, since a
+CER may exceed 1); STOI (0..1) and PESQ (-0.5..4.5) are shown as stored.
 
 Traceability, per format:
   * Markdown: each cell ends with a numbered reference ``[n]``; the "Sources" list under the table maps n to the path
@@ -69,6 +70,7 @@ class Column:
     lower_is_better: bool
     percent: bool  # shown in percent
     digits: int
+    stored_scale: float = 1.0  # display = stored * stored_scale (100 for metrics stored as fractions)
 
     @property
     def arrow(self) -> str:
@@ -80,7 +82,7 @@ class Column:
         return f"{self.label}{unit} {self.arrow}"
 
     def display_value(self, stored: float) -> float:
-        return percent_of(stored) if self.percent else float(stored)
+        return float(stored) * self.stored_scale
 
     def format(self, stored: float) -> str:
         return f"{self.display_value(stored):.{self.digits}f}"
@@ -90,28 +92,18 @@ class Column:
 
 
 TABLE2_COLUMNS: tuple[Column, ...] = (
-    Column("asr_wer", "asr", "wer", "ASR WER", True, True, 2),
-    Column("sf_f1", "sf", "slot_type_f1", "SF F1", False, True, 2),
-    Column("sf_cer", "sf", "slot_value_cer", "SF CER", True, True, 2),
+    Column("asr_wer", "asr", "wer", "ASR WER", True, True, 2),  # stored in percent by s3prl's asr expert
+    Column("sf_f1", "sf", "slot_type_f1", "SF F1", False, True, 2, 100.0),
+    Column("sf_cer", "sf", "slot_value_cer", "SF CER", True, True, 2, 100.0),
     Column("se_stoi", "se", "stoi", "SE STOI", False, False, 3),
     Column("se_pesq", "se", "pesq", "SE PESQ", False, False, 2),
-    Column("ic_acc", "ic", "acc", "IC Acc", False, True, 2),
-    Column("ks_acc", "ks", "acc", "KS Acc", False, True, 2),
-    Column("sd_der", "sd", "der", "SD DER", True, True, 2),
-    Column("sd_acc", "sd", "frame_acc", "SD Acc", False, True, 2),
+    Column("ic_acc", "ic", "acc", "IC Acc", False, True, 2, 100.0),
+    Column("ks_acc", "ks", "acc", "KS Acc", False, True, 2, 100.0),
+    Column("sd_der", "sd", "der", "SD DER", True, True, 2, 100.0),
+    Column("sd_acc", "sd", "frame_acc", "SD Acc", False, True, 2, 100.0),
 )
 TASKS: tuple[str, ...] = ("asr", "sf", "se", "ic", "ks", "sd")
 TASK_TITLES = {"asr": "ASR", "sf": "SF", "se": "SE", "ic": "IC", "ks": "KS", "sd": "SD"}
-
-
-def percent_of(stored: float) -> float:
-    """A rate as a percentage: fractions (|x| <= 1) are scaled by 100, values already in percent are kept.
-
-    s3prl's ASR expert reports WER in percent while accuracies and pyannote's DER are fractions; a WER of
-    at most 1 % stored in percent would be misread by this rule, which only matters for near-perfect models.
-    """
-    value = float(stored)
-    return value * 100.0 if abs(value) <= 1.0 else value
 
 
 # The paper's Table 2 rows first (HuBERT, MR-HuBERT-base, B4-a, B5-a), then its other analysed ablations.

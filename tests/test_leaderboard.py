@@ -109,6 +109,16 @@ def test_missing_cells_are_shown_as_missing(tmp_path: Path) -> None:
     assert rows["mrhubert_b4a"]["sd_der ↓"] == "4.90" and rows["mrhubert_b4a"]["sd_der_best"] == "1"
 
 
+def test_units_follow_each_metric_not_its_value(tmp_path: Path) -> None:
+    # ASR WER is stored in percent by s3prl (0.8 means 0.8 %); SF CER is a fraction that may exceed 1.
+    write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 0.8})
+    write_results(tmp_path, "mrhubert_b4a", "sf", {"slot_type_f1": 0.5, "slot_value_cer": 1.2})
+    board = lb.load_leaderboard([tmp_path])
+    assert column("asr_wer").format(board.cell("mrhubert_b4a", column("asr_wer")).value) == "0.80"
+    assert column("sf_cer").format(board.cell("mrhubert_b4a", column("sf_cer")).value) == "120.00"
+    assert column("sf_f1").format(board.cell("mrhubert_b4a", column("sf_f1")).value) == "50.00"
+
+
 def test_run_choice_prefers_weighted_sum_then_newest(tmp_path: Path) -> None:
     old = write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 7.0}, created="2024-01-01T00:00:00Z", name="old")
     new = write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 8.0}, created="2024-02-01T00:00:00Z", name="new")
