@@ -458,64 +458,15 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def plot_layer_weight_heatmap(title: str, weights_by_task: Mapping[str, tuple[list[str], list[float]]]) -> Any:
-    """Layers (rows, input at the bottom) by tasks (columns), softmax weight as colour and text: Fig. 2b style."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    tasks = list(weights_by_task)
-    layer_names = max((names for names, _ in weights_by_task.values()), key=len)
-    grid = np.full((len(layer_names), len(tasks)), np.nan)
-    for j, task in enumerate(tasks):
-        names, weights = weights_by_task[task]
-        for name, weight in zip(names, weights):
-            if name in layer_names:
-                grid[layer_names.index(name), j] = weight
-    figure, axes = plt.subplots(figsize=(1.1 * len(tasks) + 1.6, 0.32 * len(layer_names) + 1.2))
-    image = axes.imshow(grid[::-1], aspect="auto", cmap="Blues", vmin=0.0)
-    axes.set_xticks(range(len(tasks)), [TASK_TITLES.get(t, t) for t in tasks])
-    axes.set_yticks(range(len(layer_names)), layer_names[::-1])
-    for i in range(len(layer_names)):
-        for j in range(len(tasks)):
-            value = grid[::-1][i, j]
-            if not np.isnan(value):
-                axes.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
-                          color="white" if value > 0.6 * np.nanmax(grid) else "black")
-    axes.set_title(title, fontsize=9)
-    figure.colorbar(image, ax=axes, fraction=0.05)
-    return figure
-
-
-def plot_cca_curves(prop: str, curves: Mapping[str, dict[str, float]]) -> Any:
-    """CCA score per layer, one line per upstream (Fig. 2a/3 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 3.4))
-    for upstream, scores in curves.items():
-        names = list(scores)
-        axes.plot(range(len(names)), [scores[n] for n in names], marker="o", markersize=3, label=upstream)
-    longest = max(curves.values(), key=len)
-    axes.set_xticks(range(len(longest)), list(longest), rotation=90, fontsize=7)
-    axes.set_ylabel(f"CCA ({prop})")
-    axes.set_xlabel("layer")
-    axes.legend(fontsize=7)
-    axes.grid(alpha=0.3)
-    return figure
-
-
 def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Figure]:
-    """Layer-weight heatmaps per upstream and CCA curves per property, as PNG bytes."""
+    """Layer-weight heatmaps per upstream and CCA curves per property, as PNG bytes (the analysis plots)."""
+    from downstream_probes.analysis.plots import plot_cca_curves, plot_layer_weight_heatmap
+
     figures: list[Figure] = []
     for row, files in _layer_weight_files(board).items():
         weights = {task: _read_layer_weights(files[task]) for task in TASKS if task in files}
         figures.append(Figure(f"Learnt layer weights (softmax), {row}",
-                              _png(plot_layer_weight_heatmap(row, weights)), tuple(files[t] for t in weights)))
+                              _png(plot_layer_weight_heatmap(weights, row)), tuple(files[t] for t in weights)))
     by_property: dict[str, dict[str, dict[str, float]]] = {}
     sources: dict[str, list[Path]] = {}
     for path in _cca_files(search_roots):
@@ -523,7 +474,7 @@ def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Fi
         by_property.setdefault(prop, {})[upstream] = scores
         sources.setdefault(prop, []).append(path)
     for prop in sorted(by_property):
-        figures.append(Figure(f"CCA with {prop} per layer", _png(plot_cca_curves(prop, by_property[prop])),
+        figures.append(Figure(f"CCA with {prop} per layer", _png(plot_cca_curves(by_property[prop], prop)),
                               tuple(sources[prop])))
     return figures
 
