@@ -1,0 +1,334 @@
+#!/usr/bin/env python
+"""Reproduce arXiv 2410.23955 Table 2 (SUPERB) and Fig. 2 (word-level CCA; learnt layer weights) with the real data.
+
+Needs the released checkpoints and the SUPERB datasets on disk; nothing is downloaded (checkpoints that are missing
+from ``--checkpoints`` are an error naming the URL). Every step is a command of this project, run as a subprocess
+with its output kept in ``<out>/logs/``; a finished step is skipped when the script runs again, and an interrupted
+training run resumes from its last saved step (s3prl's ``-a``). ``--dry-run`` prints the commands only.
+
+Steps, for each upstream (default: the paper's HuBERT-base, MR-HuBERT-base, B4-a, B5-a; Fig. 2a adds B2-a, B2-b):
+  1. train each task with the SUPERB configuration of ``recipes/superb/<task>/config.yaml`` (default
+     hyperparameters, as the paper), weighted sum of all layers: ``run_downstream.py -m train -a``;
+  2. evaluate the best dev checkpoint on the test split (``-m evaluate``); results land in ``results.json``;
+  3. export the learnt layer weights (``mrsuperb export-weights``: ``layer_weights.json``, Fig. 2b);
+  4. word-level CCA on LibriSpeech dev-clean with MFA alignments (``mrsuperb cca --property word``, Fig. 2a);
+then ``mrsuperb profile`` (the efficiency the paper attributes to downsampling), ``mrsuperb compare`` and the
+leaderboard (``leaderboard.md``, ``leaderboard.html`` with the figures inline; Table 2 layout).
+
+Dataset layouts (``docs/tasks.md`` describes each in full):
+  --librispeech     LibriSpeech/ holding train-clean-100, dev-clean, test-clean (``len_for_bucket/`` is written
+                    next to the output if ``--len-for-bucket`` is not given)
+  --alignments      MFA TextGrids of dev-clean (``<dir>/dev-clean/**/<utt>.TextGrid``, tiers words and phones)
+  --snips           Audio SNIPS root (train/valid/test audio, all.iob.snips.txt, slots.txt)
+  --fsc             fluent_speech_commands_dataset/ (data/{train,valid,test}_data.csv, wavs/)
+  --speech-commands speech_commands_v0.01/ ; --speech-commands-test speech_commands_test_set_v0.01/
+  --voicebank       folder with {train,dev,test}/{noisy,clean}/wav.scp (s3prl's VoiceBank-DEMAND preparation)
+  --sd              folder with {train,dev,test}/ Kaldi data dirs of LibriMix (wav.scp, segments, utt2spk, rttm, ...)
+A task whose dataset option is not given is skipped (and its leaderboard cells stay empty).
+
+Example::
+
+    python recipes/paper_2410.23955/reproduce.py --checkpoints ~/ckpt --librispeech /data/LibriSpeech \\
+        --alignments /data/librispeech_alignments --snips /data/SNIPS --fsc /data/fluent_speech_commands_dataset \\
+        --speech-commands /data/speech_commands_v0.01 --speech-commands-test /data/speech_commands_test_set_v0.01 \\
+        --voicebank /data/voicebank --sd /data/librimix_sd --out runs/paper_2410.23955
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TABLE2_UPSTREAMS = ("hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a")
+FIG2A_EXTRA_UPSTREAMS = ("mrhubert_b2a", "mrhubert_b2b")
+TASKS = ("asr", "sf", "se", "ic", "ks", "sd")
+ASR_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
+
+
+class ReproduceError(RuntimeError):
+    """A step failed or an input is missing; the message names it and where to look."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data options of each task (the keys each SUPERB config documents in its first lines)
+
+
+def data_overrides(task: str, args: argparse.Namespace, bucket_dir: Path | None) -> dict | None:
+    """The ``downstream_expert`` entries pointing ``task`` at the user's dataset, or None to skip the task."""
+    if task == "asr" and args.librispeech:
+        return {"datarc": {"libri_root": str(args.librispeech), "bucket_file": str(bucket_dir)}}
+    if task == "sf" and args.snips:
+        return {"corpus": {"path": str(args.snips)}, "text": {"slots_file": str(args.snips / "slots.txt")}}
+    if task == "ic" and args.fsc:
+        return {"datarc": {"file_path": str(args.fsc)}}
+    if task == "ks" and args.speech_commands:
+        if not args.speech_commands_test:
+            raise ReproduceError("--speech-commands needs --speech-commands-test (speech_commands_test_set_v0.01)")
+        return {"datarc": {"speech_commands_root": str(args.speech_commands),
+                           "speech_commands_test_root": str(args.speech_commands_test)}}
+    if task == "se" and args.voicebank:
+        return {"loaderrc": {f"{split}_dir": str(args.voicebank / split) for split in ("train", "dev", "test")}}
+    if task == "sd" and args.sd:
+        return {"loaderrc": {f"{split}_dir": str(args.sd / split) for split in ("train", "dev", "test")}}
+    return None
+
+
+def check_dataset_layout(task: str, args: argparse.Namespace) -> None:
+    """Fail early, naming the missing file, rather than hours into a run."""
+    required: list[Path] = []
+    if task == "asr":
+        required = [args.librispeech / split for split in ASR_SPLITS]
+    elif task == "sf":
+        required = [args.snips / "slots.txt", args.snips / "all.iob.snips.txt"]
+    elif task == "ic":
+        required = [args.fsc / "data" / f"{split}_data.csv" for split in ("train", "valid", "test")]
+    elif task == "ks":
+        required = [args.speech_commands / "_background_noise_", args.speech_commands_test]
+    elif task == "se":
+        required = [args.voicebank / split / kind / "wav.scp" for split in ("train", "dev", "test")
+                    for kind in ("noisy", "clean")]
+    elif task == "sd":
+        required = [args.sd / split / name for split in ("train", "dev", "test")
+                    for name in ("wav.scp", "segments", "utt2spk", "rttm")]
+    missing = [path for path in required if not path.exists()]
+    if missing:
+        raise ReproduceError(f"{task}: dataset incomplete, missing {', '.join(map(str, missing[:4]))}"
+                             f"{' ...' if len(missing) > 4 else ''}; see docs/tasks.md for the expected layout")
+
+
+def write_len_for_bucket(libri_root: Path, out_dir: Path) -> Path:
+    """s3prl's ``len_for_bucket/<split>.csv`` (``,file_path,length,label``, paths relative to ``libri_root``).
+
+    Lengths in samples from the FLAC headers (no decoding); labels are the transcripts. Written atomically per split.
+    """
+    import soundfile
+
+    from downstream_probes.atomic_io import write_text_atomic
+
+    for split in ASR_SPLITS:
+        target = out_dir / f"{split}.csv"
+        if target.is_file():
+            continue
+        transcripts: dict[str, str] = {}
+        for trans in sorted((libri_root / split).rglob("*.trans.txt")):
+            for line in trans.read_text(encoding="utf-8").splitlines():
+                utterance, _, text = line.partition(" ")
+                transcripts[utterance] = text
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["", "file_path", "length", "label"])
+        for index, flac in enumerate(sorted((libri_root / split).rglob("*.flac"))):
+            writer.writerow([index, flac.relative_to(libri_root).as_posix(), soundfile.info(str(flac)).frames,
+                             transcripts.get(flac.stem, "")])
+        write_text_atomic(target, buffer.getvalue())
+    return out_dir
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps
+
+
+@dataclass
+class Step:
+    name: str
+    done: Callable[[], bool]
+    command: Callable[[], list[str]]
+    after: Callable[[], None] | None = None  # a check once the command succeeded
+
+
+def console_script(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if not found:
+        raise ReproduceError(f"{name} not found next to {sys.executable} nor on PATH; install mrsuperb (`make venv`)")
+    return found
+
+
+def run_step(step: Step, log_dir: Path, env: dict[str, str], dry_run: bool) -> str:
+    if step.done():
+        return "done before"
+    command = step.command()
+    if dry_run:
+        print(shlex.join(command))
+        return "dry run"
+    log = log_dir / (step.name.replace("/", "_").replace(" ", "_") + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write(f"$ {shlex.join(command)}\n\n")
+        handle.flush()
+        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+    if status != 0:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:])
+        raise ReproduceError(f"step '{step.name}' failed (exit status {status}); log: {log}\n{tail}")
+    if step.after is not None:
+        step.after()
+    return "ran"
+
+
+def has_test_metrics(expdir: Path, task: str) -> bool:
+    import json
+
+    from downstream_probes.leaderboard import TABLE2_COLUMNS
+
+    try:
+        results = json.loads((expdir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    test = results.get("metrics", {}).get(results.get("test_split"), {})
+    return all(c.metric in test for c in TABLE2_COLUMNS if c.task == task)
+
+
+def training_finished(expdir: Path) -> bool:
+    """results.json exists and its best step was recorded at the end of training (not a killed run)."""
+    return (expdir / "results.json").is_file() and (expdir / "layer_weights.json").is_file()
+
+
+def plan(args: argparse.Namespace, out: Path) -> list[Step]:
+    from downstream_probes.paths import recipes_dir
+    from downstream_probes.probe_sweep import best_checkpoint
+    from downstream_probes.results import TASKS as TASK_SPECS
+    from downstream_probes.run_downstream import override_option
+
+    run_downstream, mrsuperb = console_script("run_downstream.py"), console_script("mrsuperb")
+    bucket_dir = args.len_for_bucket or out / "len_for_bucket"
+    steps: list[Step] = []
+    tasks = [t for t in args.tasks if data_overrides(t, args, bucket_dir) is not None]
+    for task in tasks:
+        if not args.dry_run:
+            check_dataset_layout(task, args)
+    if "asr" in tasks and args.len_for_bucket is None:
+        steps.append(Step("len_for_bucket", lambda: all((bucket_dir / f"{s}.csv").is_file() for s in ASR_SPLITS),
+                          lambda: [sys.executable, __file__, "--write-len-for-bucket", str(args.librispeech),
+                                   str(bucket_dir)]))
+    for upstream in args.upstreams:
+        for task in tasks:
+            expdir = out / "runs" / upstream / task
+            override = override_option(data_overrides(task, args, bucket_dir))
+            config = (args.config_dir or recipes_dir() / "superb") / task / "config.yaml"
+            steps.append(Step(
+                f"train {upstream}/{task}", lambda e=expdir: training_finished(e),
+                lambda u=upstream, t=task, e=expdir, o=override, c=config: [
+                    run_downstream, "-m", "train", "-a", "-u", u, "-d", t, "-c", str(c), "-p", str(e), "-o", o,
+                    "--seed", str(args.seed), *(["--device", args.device] if args.device else [])]))
+            steps.append(Step(
+                f"evaluate {upstream}/{task}", lambda e=expdir, t=task: has_test_metrics(e, t),
+                lambda e=expdir, t=task: [run_downstream, "-m", "evaluate", "-e",
+                                          f"{e}/<best dev checkpoint>" if args.dry_run else str(best_checkpoint(e)),
+                                          "-t", TASK_SPECS[t].test_split,
+                                          *(["--device", args.device] if args.device else [])]))
+            steps.append(Step(
+                f"export-weights {upstream}/{task}", lambda e=expdir: (e / "layer_weights.json").is_file(),
+                lambda e=expdir: [mrsuperb, "export-weights", str(e)]))
+    if args.librispeech and args.alignments:
+        for upstream in [*args.upstreams, *args.cca_only]:
+            for prop in args.cca_properties:
+                folder = out / "analysis" / upstream
+                steps.append(Step(
+                    f"cca {upstream}/{prop}", lambda f=folder, p=prop: (f / f"cca_{p}.json").is_file(),
+                    lambda u=upstream, f=folder, p=prop: [
+                        mrsuperb, "cca", "-u", u, "--corpus", str(args.librispeech), "--alignments",
+                        str(args.alignments), "--split", "dev-clean", "--property", p, "--seed", str(args.seed),
+                        "-o", str(f), "--quiet"]))
+    profile = out / "profile.json"
+    steps.append(Step("profile", profile.is_file,
+                      lambda: [mrsuperb, "profile", "-u", *args.upstreams, *args.cca_only, "--threads", "1",
+                               "--out", str(profile)]))
+
+    def existing(*folders: Path) -> list[str]:
+        # Folders are looked up when the step runs: the analysis folder exists only when CCA ran.
+        return [str(f) for f in folders if f.is_dir()] or [str(folders[0])]
+
+    steps.append(Step("compare", lambda: False,
+                      lambda: [mrsuperb, "compare", *existing(out / "runs", out / "analysis"),
+                               "-o", str(out / "compare.json"), "--plot-dir", str(out / "figures")]))
+    for fmt in ("md", "html"):
+        steps.append(Step(f"leaderboard {fmt}", lambda: False,
+                          lambda f=fmt: [mrsuperb, "leaderboard", *existing(out / "runs", out / "analysis"),
+                                         "--format", f, "--profile", str(profile),
+                                         "--out", str(out / f"leaderboard.{f}"), "--quiet"]))
+    return steps
+
+
+def check_checkpoints(folder: Path, upstreams: Sequence[str]) -> None:
+    from upstream_mrhubert.registry import CHECKPOINTS_BY_NAME
+
+    missing = []
+    for name in upstreams:
+        release = CHECKPOINTS_BY_NAME.get(name)
+        if release is None:
+            raise ReproduceError(f"{name} is not a released checkpoint (see `mrsuperb upstreams`)")
+        if not (folder / release.filename).is_file():
+            missing.append(f"{folder / release.filename} (from {release.url})")
+    if missing:
+        raise ReproduceError("checkpoints missing from --checkpoints:\n  " + "\n  ".join(missing))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--checkpoints", type=Path, required=True,
+                        help="folder holding the released checkpoints under their release file names")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "paper_2410.23955")
+    parser.add_argument("--librispeech", type=Path, help="LibriSpeech/ root")
+    parser.add_argument("--len-for-bucket", type=Path, help="existing s3prl len_for_bucket/ folder")
+    parser.add_argument("--alignments", type=Path, help="MFA TextGrids of LibriSpeech dev-clean (Fig. 2a)")
+    parser.add_argument("--snips", type=Path)
+    parser.add_argument("--fsc", type=Path)
+    parser.add_argument("--speech-commands", type=Path)
+    parser.add_argument("--speech-commands-test", type=Path)
+    parser.add_argument("--voicebank", type=Path)
+    parser.add_argument("--sd", type=Path)
+    parser.add_argument("--upstreams", nargs="+", default=list(TABLE2_UPSTREAMS))
+    parser.add_argument("--cca-only", nargs="*", default=list(FIG2A_EXTRA_UPSTREAMS),
+                        help="upstreams analysed with CCA (Fig. 2a) but not trained (default: B2-a, B2-b)")
+    parser.add_argument("--cca-properties", nargs="+", default=["word"], help="default: word (Fig. 2a)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--config-dir", type=Path,
+                        help="folder of <task>/config.yaml (default recipes/superb: SUPERB's hyperparameters; "
+                             "recipes/quick for a smoke test of this script)")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--write-len-for-bucket", nargs=2, type=Path, metavar=("LIBRI_ROOT", "OUT_DIR"),
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.write_len_for_bucket:
+            write_len_for_bucket(*args.write_len_for_bucket)
+            return 0
+        args.checkpoints = args.checkpoints.expanduser().resolve()
+        if not args.dry_run:
+            check_checkpoints(args.checkpoints, [*args.upstreams, *args.cca_only])
+        out = args.out.resolve()
+        env = {**os.environ, "MRHUBERT_CKPT_DIR": str(args.checkpoints), "PYTHONUNBUFFERED": "1"}
+        steps = plan(args, out)
+        from tqdm import tqdm
+
+        for step in tqdm(steps, desc="paper 2410.23955", unit="step", disable=args.dry_run):
+            status = run_step(step, out / "logs", env, args.dry_run)
+            if not args.dry_run:
+                tqdm.write(f"  {step.name}: {status}")
+    except (ReproduceError, FileNotFoundError, ValueError) as error:
+        print(f"reproduce.py: error: {error}", file=sys.stderr)
+        return 2
+    if not args.dry_run:
+        print((out / "leaderboard.md").read_text(encoding="utf-8"))
+        print(f"HTML page with the figures: {out / 'leaderboard.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
