@@ -54,8 +54,8 @@ from downstream_probes.atomic_io import write_json_atomic
 PROFILE_SCHEMA = "mrsuperb.profile/1"
 SAMPLE_RATE = 16_000
 OTHER_BLOCK = "other"
-FLOP_COUNTER_NOTE = ("torch.utils.flop_counter.FlopCounterMode: matrix products, convolutions and attention, "
-                     "2 FLOPs per multiply-add; element-wise operations not counted")
+FLOP_COUNTER_NOTE = ("torch.utils.flop_counter.FlopCounterMode: matrix products, convolutions and attention "
+                     "(its CPU kernel included), 2 FLOPs per multiply-add; element-wise operations not counted")
 DEFAULT_REFERENCE = "mrhubert_b5a"
 
 
@@ -236,9 +236,29 @@ def count_parameters(model: nn.Module, blocks: Sequence[Block]) -> dict[str, int
     return counts
 
 
+def _cpu_attention_flops(query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int],
+                         *_args: Any, out_shape: Any = None, **_kwargs: Any) -> int:
+    """FLOPs of one fused attention call: the batched products Q·Kᵀ and softmax(Q·Kᵀ)·V, 2 per multiply-add.
+
+    Same count as torch's formula for its CUDA attention kernels; the mask and softmax are element-wise.
+    """
+    *batch, queries, qk_dim = query_shape
+    keys, value_dim = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(batch) * queries * keys * (qk_dim + value_dim)
+
+
+def _extra_flop_formulas() -> dict[Any, Callable[..., int]]:
+    """Operators the flop counter lacks: on CPU, ``F.scaled_dot_product_attention`` runs
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, which torch does not count (attention would read 0)."""
+    from torch.utils.flop_counter import flop_registry
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {} if op is None or op in flop_registry else {op: _cpu_attention_flops}
+
+
 def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> dict[str, int]:
     """FLOPs per block and ``other`` (total minus the blocks), from one forward pass."""
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
     with counter:
         run()
     by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
@@ -412,7 +432,7 @@ def profiled_from_checkpoint(name: str, path: str | os.PathLike[str], weights_la
     family = checkpoint_family(loaded)
     model = build_model(loaded)
     return ProfiledModel(name=name, module=model, blocks=blocks_of(model, loaded.model_cfg, family),
-                         weights=weights_label or f"checkpoint {path}", family=family,
+                         weights=weights_label or f"checkpoint {Path(path).name}", family=family,
                          architecture=_architecture_summary(loaded.model_cfg, family))
 
 
@@ -564,7 +584,7 @@ def _summary_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]
             entry["weights"],
             "/".join(_fmt_ms(r) for r in entry.get("architecture", {}).get("resolutions_ms", [])) or "—",
             f"{total['params'] / 1e6:.2f}",
-            f"{total['flops_per_second'] / 1e9:.2f}",
+            f"{total['flops_per_second'] / 1e9:.3g}",
             f"{1000 * total['latency_per_second']:.1f}",
             f"{total['peak_memory_per_second'] / 2**20:.1f}",
             "1 (reference)" if entry["name"] == reference else (f"{ratio['flops_ratio']:.3f}" if ratio else "—"),
@@ -582,7 +602,7 @@ def _resolution_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[s
         total_flops = entry["total"]["flops"] or 1
         for group in entry["resolutions"]:
             rows.append([entry["name"], _fmt_ms(group["resolution_ms"]), ", ".join(group["blocks"]),
-                         f"{group['params'] / 1e6:.2f}", f"{group['flops'] / seconds / 1e9:.2f}",
+                         f"{group['params'] / 1e6:.2f}", f"{group['flops'] / seconds / 1e9:.3g}",
                          f"{100 * group['flops'] / total_flops:.1f} %", f"{1000 * group['latency_s'] / seconds:.1f}"])
     return header, rows
 
@@ -596,7 +616,7 @@ def _block_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         for block in entry["blocks"]:
             memory = block.get("peak_memory_bytes")
             rows.append([entry["name"], block["name"], _fmt_ms(block["resolution_ms"]), f"{block['params'] / 1e6:.2f}",
-                         f"{block['flops'] / seconds / 1e9:.3f}", f"{1000 * block['latency_s'] / seconds:.2f}",
+                         f"{block['flops'] / seconds / 1e9:.3g}", f"{1000 * block['latency_s'] / seconds:.2f}",
                          "—" if memory is None else f"{memory / 2**20:.1f}"])
     return header, rows
 
