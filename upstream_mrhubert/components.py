@@ -2,22 +2,24 @@
 
 They compute what fairseq's ``multires_hubert`` modules compute (``ConvFeatureExtractionModel``,
 ``TransformerEncoder``/``TransformerSentenceEncoderLayer``, ``ConvAdapter``, ``ConvDownsampler``, ``ConvUpsampler``)
-with our own layout choices for speed on CPU:
+with our own layout choices for speed and memory on CPU:
 
 * sequences stay [batch, time, channels] everywhere (no time-major transposes);
-* the CNN feature extractor runs its convolutions as matrix products on channels-last input and normalises and
-  activates in place when no gradient is needed, which keeps its peak memory at about one activation map;
+* without gradients the CNN runs streamed over waveform segments as matrix products on channels-last data (the
+  first layer's GroupNorm folded into its weights, kernel-3/stride-2 layers through Winograd's F(3, 2)), so its
+  full-length activation maps are never allocated; normalisations and GELUs work in place;
 * attention uses one fused query/key/value projection and ``torch.nn.functional.scaled_dot_product_attention``;
 * the positional convolution's weight norm is folded into a plain weight when the checkpoint is loaded.
 
+With gradients enabled every in-place shortcut is off and the CNN runs plain ``Conv1d``/``GroupNorm`` layers.
 Parameter names are ours; :mod:`upstream_mrhubert.fairseq_keys` translates fairseq's state-dict keys to them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +59,7 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 def normalize_over_(x: torch.Tensor, dims: Sequence[int], weight: torch.Tensor | None,
                     bias: torch.Tensor | None, eps: float = LAYER_NORM_EPS) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) over ``dims`` (biased variance), then the per-channel affine on the last
-    dimension; in place when no gradient is needed. Covers GroupNorm(C, C) and GroupNorm(1, C) on [B, T, C]."""
+    dimension; in place when no gradient is needed. The samplers' GroupNorm(1, C) on [B, T, C] is dims (1, 2)."""
     var, mean = torch.var_mean(x, dim=tuple(dims), keepdim=True, correction=0)
     scale = torch.rsqrt(var + eps)
     if weight is not None:
@@ -123,12 +125,12 @@ class _ConvMatrices:
     winograd: torch.Tensor | None  # k=3, s=2: [4, C_in, C_out] = W0, (W0+W2)/2, (W0-W2)/2, -W2
 
     @classmethod
-    def of(cls, conv: nn.Conv1d) -> _ConvMatrices:
+    def of(cls, conv: nn.Conv1d, *, use_winograd: bool = True) -> _ConvMatrices:
         kernel, stride, channels = conv.kernel_size[0], conv.stride[0], conv.in_channels
         weight = conv.weight.permute(2, 1, 0).reshape(kernel * channels, conv.out_channels)
         winograd = None
         # Winograd only pays with wide layers; 16 keeps the tiny test models on this path too.
-        if kernel == 3 and stride == 2 and channels >= 16:
+        if use_winograd and kernel == 3 and stride == 2 and channels >= 16:
             w0, w2 = weight[:channels], weight[2 * channels:]
             winograd = torch.stack([w0, (w0 + w2) * 0.5, (w0 - w2) * 0.5, -w2])
         return cls(kernel, stride, weight, conv.bias, winograd)
@@ -138,17 +140,37 @@ class _ConvMatrices:
 _WINOGRAD_OUTPUT = ((1.0, 1.0, 1.0, 0.0), (0.0, 1.0, -1.0, 0.0), (0.0, 1.0, 1.0, 1.0))
 
 
-def _packed_conv(x: torch.Tensor, conv: _ConvMatrices) -> torch.Tensor:
-    """Conv1d without padding over the rows of a channels-last sequence x [N, C_in] -> [N // stride, C_out].
+class _Workspace:
+    """Flat buffers by role, reused by every segment of a forward (all segments have the same shapes), so the
+    CNN's working memory is allocated, and page-faulted in, once per forward rather than once per segment."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self._like = like
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, role: str, *shape: int) -> torch.Tensor:
+        size = math.prod(shape)
+        buffer = self._buffers.get(role)
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[role] = self._like.new_empty(size)
+        return buffer[:size].view(shape)
+
+
+def _packed_conv(x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor | None = None,
+                 workspace: _Workspace | None = None) -> torch.Tensor:
+    """Conv1d without padding over the rows of a channels-last sequence x [N, C_in] -> [N // stride, C_out]
+    (into ``out`` when given; temporaries from ``workspace`` when given).
 
     Rows past the last full window are zero. Every operand is a 2-D view BLAS reads directly: the inputs of a group
     of ``stride`` taps for consecutive outputs are rows of x spaced ``stride`` apart.
     """
     rows, channels = x.shape
-    out = x.new_empty(rows // conv.stride, conv.weight.size(1))
+    if out is None:
+        out = x.new_empty(rows // conv.stride, conv.weight.size(1))
     frames = (rows - conv.kernel) // conv.stride + 1 if rows >= conv.kernel else 0
     if conv.winograd is not None and frames >= 3:
-        _winograd_k3_s2(x, conv.winograd, conv.weight[channels:2 * channels], out[:frames])
+        _winograd_k3_s2(x, conv.winograd, conv.weight[channels:2 * channels], out[:frames],
+                        workspace or _Workspace(x))
     elif frames > 0:
         target = out[:frames]
         for start in range(0, conv.kernel, conv.stride):
@@ -166,7 +188,8 @@ def _packed_conv(x: torch.Tensor, conv: _ConvMatrices) -> torch.Tensor:
     return out
 
 
-def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tensor, out: torch.Tensor) -> None:
+def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tensor, out: torch.Tensor,
+                    workspace: _Workspace) -> None:
     """Kernel-3, stride-2 convolution (four of the CNN's seven layers) with 7 instead of 9 matrix products per
     3 output frames: Winograd's minimal filtering F(3, 2) on the even input rows, plain products on the odd ones.
 
@@ -180,15 +203,15 @@ def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tenso
     tiles = frames // 3
     torch.mm(x[1:2 * frames:2], w1, out=out)  # odd rows, every output
     even = x.as_strided((tiles, 4, channels), (6 * channels, 2 * channels, 1), x.storage_offset())
-    transformed = x.new_empty(4, tiles, channels)
+    transformed = workspace.get("winograd_inputs", 4, tiles, channels)
     torch.sub(even[:, 0], even[:, 2], out=transformed[0])
     torch.add(even[:, 1], even[:, 2], out=transformed[1])
     torch.sub(even[:, 2], even[:, 1], out=transformed[2])
     torch.sub(even[:, 1], even[:, 3], out=transformed[3])
-    products = torch.bmm(transformed, even_filters)  # [4, tiles, C_out]
-    del transformed
+    products = torch.bmm(transformed, even_filters, out=workspace.get("winograd_products", 4, tiles, out.size(1)))
     combine = torch.tensor(_WINOGRAD_OUTPUT, dtype=x.dtype, device=x.device)
-    tile_outputs = (combine @ products.view(4, -1)).view(3, tiles, -1)
+    tile_outputs = workspace.get("winograd_outputs", 3, tiles, out.size(1))
+    torch.mm(combine, products.view(4, -1), out=tile_outputs.view(3, -1))
     out[:3 * tiles].view(tiles, 3, -1).add_(tile_outputs.transpose(0, 1))
     for t in range(3 * tiles, frames):
         out[t:t + 1].addmm_(x[2 * t:2 * t + 1], even_filters[0]).addmm_(x[2 * t + 2:2 * t + 3], -even_filters[3])
@@ -201,9 +224,9 @@ class FeatureExtractor(nn.Module):
 
     Without gradients the CNN runs as matrix products on channels-last data, over segments of the waveform
     (overlapping by the receptive field) sized so that the first layer's map stays under ``chunk_bytes``: the
-    full-length maps (hundreds of MB for a batch of seconds-long audio) are never allocated. The default 30 MiB
-    also keeps every buffer below glibc's largest mmap threshold (32 MiB), so freed segment buffers are reused
-    from the heap instead of being page-faulted in afresh for every segment. The first layer's
+    full-length maps (hundreds of MB for a batch of seconds-long audio) are never allocated. Every segment reuses
+    the same few buffers (about 3.3 x ``chunk_bytes`` in all); the default 64 MiB keeps the number of segments,
+    hence of operations, small (4 for a batch of 4 x 8 s). The first layer's
     GroupNorm needs statistics over the whole utterance; that layer is linear, so each channel's mean and variance
     follow exactly from the mean and covariance of the one-channel input windows (w.m + b and w'Cw, in float64),
     and the norm folds into that layer's weight and bias per utterance. With gradients the plain channels-first
@@ -211,7 +234,7 @@ class FeatureExtractor(nn.Module):
     """
 
     def __init__(self, layers: Sequence[tuple[int, int, int]], *, mode: str = "default", bias: bool = False,
-                 chunk_bytes: int = 30 * 2**20) -> None:
+                 chunk_bytes: int = 64 * 2**20, winograd: bool = True) -> None:
         super().__init__()
         if mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
@@ -223,6 +246,7 @@ class FeatureExtractor(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(blocks)
         self.chunk_bytes = chunk_bytes
+        self.winograd = winograd
 
     def output_length(self, length: int) -> int:
         for layer in self.conv_layers:
@@ -282,21 +306,23 @@ class FeatureExtractor(nn.Module):
         into the next region) are junk and are dropped at the end."""
         layers = list(self.conv_layers)
         first, rest = layers[0], layers[1:]
-        matrices = [_ConvMatrices.of(layer.conv) for layer in rest]
+        matrices = [_ConvMatrices.of(layer.conv, use_winograd=self.winograd) for layer in rest]
         first_weight, first_bias = self._first_layer_affine(waveforms)
         batch, length = waveforms.shape
         frames = self.output_length(length)
         hop = self.total_stride
         later_strides = math.prod(layer.stride for layer in rest)
         channels = first.conv.out_channels
-        # Final rows per utterance and segment (one of them junk), from the memory budget of the first layer's map.
-        def valid_rows(region: int) -> int:  # correct final rows of a region
+
+        def valid_rows(region: int) -> int:
+            """Final rows of a region of ``region`` rows that are correct (the others read past the region)."""
             rows = region * later_strides
             for layer in rest:
                 rows = (rows - layer.kernel_size) // layer.stride + 1
             return rows
 
-        whole = frames  # the smallest region holding every frame at once
+        # Final rows per utterance and segment: from the memory budget of the first layer's map, at most all frames.
+        whole = frames
         while valid_rows(whole) < frames:
             whole += 1
         region = min(whole, max(1, self.chunk_bytes // (batch * later_strides * channels * waveforms.element_size())))
@@ -309,18 +335,21 @@ class FeatureExtractor(nn.Module):
         padded = F.pad(waveforms, (0, max(0, needed - length))).contiguous()
         padded_length = padded.size(1)
         out = waveforms.new_empty(batch, frames, layers[-1].conv.out_channels)
+        workspace = _Workspace(waveforms)
         for start in range(0, frames, valid):
             count = min(valid, frames - start)
             windows = padded.as_strided((batch, first_rows, first.kernel_size), (padded_length, first.stride, 1),
                                         padded.storage_offset() + start * hop)
+            x = workspace.get("map0", batch, first_rows, channels)
             if first_bias is not None:
-                x = torch.baddbmm(first_bias, windows, first_weight.expand(batch, -1, -1))
+                torch.baddbmm(first_bias, windows, first_weight.expand(batch, -1, -1), out=x)
             else:
-                x = torch.matmul(windows, first_weight)
+                torch.matmul(windows, first_weight.expand(batch, -1, -1), out=x)
             x = x.view(batch * first_rows, channels)
             for index, layer in enumerate(layers):
-                if index > 0:
-                    x = _packed_conv(x, matrices[index - 1])
+                if index > 0:  # layer outputs alternate between two buffers
+                    target = workspace.get(f"map{index % 2}", x.size(0) // layer.stride, layer.conv.out_channels)
+                    x = _packed_conv(x, matrices[index - 1], target, workspace)
                 if layer.norm_type == "layer":
                     x = F.layer_norm(x, (x.size(-1),), layer.norm.weight, layer.norm.bias, layer.norm.eps)
                 x = torch.ops.aten.gelu_(x)
