@@ -1,0 +1,116 @@
+"""recipes/paper_2410.23955/reproduce.py: the planned commands (dry run), resume, and the len_for_bucket writer.
+
+The real reproduction needs the released checkpoints, the SUPERB datasets and days of GPU time; here the plan is
+checked: every (upstream, task) is trained with the SUPERB config and evaluated on its test split, CCA covers the
+Fig. 2a models, finished steps are skipped, and nothing is written by a dry run.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from downstream_probes.paths import recipes_dir
+
+SCRIPT = recipes_dir() / "paper_2410.23955" / "reproduce.py"
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce_2410_23955", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def data_arguments(root: Path) -> list[str]:
+    return ["--librispeech", str(root / "LibriSpeech"), "--alignments", str(root / "alignments"),
+            "--snips", str(root / "SNIPS"), "--fsc", str(root / "fsc"),
+            "--speech-commands", str(root / "sc"), "--speech-commands-test", str(root / "sc_test"),
+            "--voicebank", str(root / "voicebank"), "--sd", str(root / "sd")]
+
+
+def dry_run(reproduce, capsys, out: Path, *extra: str) -> list[str]:
+    argv = ["--checkpoints", str(out.parent / "ckpt"), "--out", str(out), "--dry-run",
+            *data_arguments(Path("/data")), *extra]
+    assert reproduce.main(argv) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_dry_run_prints_the_whole_plan_and_writes_nothing(reproduce, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    lines = dry_run(reproduce, capsys, out)
+    assert not out.exists()
+    trains = [line for line in lines if " -m train " in line]
+    evaluations = [line for line in lines if " -m evaluate " in line]
+    upstreams = reproduce.TABLE2_UPSTREAMS
+    assert len(trains) == len(evaluations) == len(upstreams) * 6
+    for upstream in upstreams:
+        for task in ("asr", "sf", "se", "ic", "ks", "sd"):
+            train = next(line for line in trains if f" -u {upstream} -d {task} " in line)
+            assert f"recipes/superb/{task}/config.yaml" in train and " -a " in train and "--seed 1337" in train
+            assert str(out / "runs" / upstream / task) in train
+    asr_train = next(line for line in trains if " -d asr " in line)
+    assert "/data/LibriSpeech" in asr_train and str(out / "len_for_bucket") in asr_train
+    assert sum("-t test-clean" in line for line in evaluations) == len(upstreams)
+    cca = [line for line in lines if " cca " in line]
+    assert {line.split(" -u ")[1].split()[0] for line in cca} == {*upstreams, *reproduce.FIG2A_EXTRA_UPSTREAMS}
+    assert all("--property word" in line and "--split dev-clean" in line for line in cca)
+    assert any(" profile -u " in line for line in lines) and any(" compare " in line for line in lines)
+    assert sum(" leaderboard " in line for line in lines) == 2
+    assert "--write-len-for-bucket" in lines[0]
+
+
+def test_finished_steps_are_skipped(reproduce, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    expdir = out / "runs" / "mrhubert_b5a" / "ic"
+    expdir.mkdir(parents=True)
+    (expdir / "results.json").write_text(json.dumps({"test_split": "test", "metrics": {"test": {"acc": 0.9}}}))
+    (expdir / "layer_weights.json").write_text("{}")
+    lines = dry_run(reproduce, capsys, out, "--tasks", "ic", "ks", "--upstreams", "mrhubert_b5a", "--cca-only")
+    assert [line.split(" -m ")[1].split()[0] for line in lines if " -m " in line] == ["train", "evaluate"]
+    assert all(" -d ks" in line or "/ks/" in line for line in lines if " -m " in line)
+    assert not any("export-weights" in line and "/ic" in line for line in lines)
+
+
+def test_tasks_without_their_dataset_are_skipped(reproduce, tmp_path: Path, capsys) -> None:
+    argv = ["--checkpoints", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run",
+            "--fsc", "/data/fsc", "--upstreams", "mrhubert_b4a"]
+    assert reproduce.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if " -m train " in line] == [line for line in lines if " -d ic " in line]
+    assert not any(" cca " in line for line in lines)  # no LibriSpeech and alignments: no Fig. 2a
+
+
+def test_missing_checkpoints_are_one_clear_error(reproduce, tmp_path: Path, capsys) -> None:
+    assert reproduce.main(["--checkpoints", str(tmp_path), "--fsc", "/data/fsc", "--upstreams", "mrhubert_b5a",
+                           "--cca-only"]) == 2
+    error = capsys.readouterr().err
+    assert "b5-a.pt" in error and "https://dl.fbaipublicfiles.com/mrhubert/b5-a/b5-a.pt" in error
+
+
+def test_len_for_bucket_lists_lengths_and_transcripts(reproduce, tmp_path: Path) -> None:
+    libri = tmp_path / "LibriSpeech"
+    for split, (speaker, samples) in {"train-clean-100": ("19", 1600), "dev-clean": ("84", 3200),
+                                      "test-clean": ("61", 800)}.items():
+        chapter = libri / split / speaker / "7"
+        chapter.mkdir(parents=True)
+        soundfile.write(chapter / f"{speaker}-7-0000.flac", np.zeros(samples, dtype=np.float32), 16000)
+        (chapter / f"{speaker}-7.trans.txt").write_text(f"{speaker}-7-0000 HELLO WORLD\n")
+    out = reproduce.write_len_for_bucket(libri, tmp_path / "len_for_bucket")
+    with open(out / "dev-clean.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows == [["", "file_path", "length", "label"], ["0", "dev-clean/84/7/84-7-0000.flac", "3200",
+                                                           "HELLO WORLD"]]
+    assert sorted(p.name for p in out.iterdir()) == ["dev-clean.csv", "test-clean.csv", "train-clean-100.csv"]
