@@ -9,7 +9,8 @@ What is measured, on one waveform of ``seconds`` seconds (seeded noise at 16 kHz
   * FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode`, which counts matrix products, convolutions and
     attention (2 FLOPs per multiply-add) and ignores element-wise operations, per block and in total;
   * latency: wall-clock CPU time of the forward pass, median of ``repeats`` runs after one warm-up; per block
-    from forward hooks (timestamps on entry and exit);
+    from forward hooks (timestamps on entry and exit). Several upstreams are timed in turns (each round runs
+    every model once), so that load from other processes hits them alike and their ratios stay meaningful;
   * peak memory: the largest number of bytes held by live tensors created during the forward pass (weights and
     the input excluded), tracked exactly at the operator level through a dispatch mode, so it does not depend on
     the allocator or on other processes. Per block: the peak reached inside it above what was live on entry.
@@ -269,32 +270,50 @@ def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any
     return flops
 
 
+def _timed_forward(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> tuple[float, dict[str, float]]:
+    """One forward pass: its wall-clock time and the time spent inside each block (forward hooks)."""
+    entered: dict[str, float] = {}
+    spent: dict[str, float] = {b.name: 0.0 for b in blocks}
+
+    def enter(name: str) -> None:
+        entered[name] = time.perf_counter()
+
+    def leave(name: str) -> None:
+        spent[name] += time.perf_counter() - entered.pop(name)
+
+    with _block_hooks(model, blocks, enter, leave):
+        start = time.perf_counter()
+        run()
+        total = time.perf_counter() - start
+    return total, spent
+
+
+def _medians(rounds: Sequence[tuple[float, dict[str, float]]]) -> tuple[float, dict[str, float]]:
+    total = statistics.median(t for t, _ in rounds)
+    medians = {name: statistics.median(spent[name] for _, spent in rounds) for name in rounds[0][1]}
+    medians[OTHER_BLOCK] = max(total - sum(medians.values()), 0.0)
+    return total, medians
+
+
 def measure_latency(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
                     repeats: int) -> tuple[float, dict[str, float]]:
     """Median forward time and median time per block (``other``: total minus the blocks), after a warm-up."""
-    run()
-    totals: list[float] = []
-    per_block: dict[str, list[float]] = {b.name: [] for b in blocks}
+    return measure_latencies_interleaved([(model, blocks, run)], repeats)[0]
+
+
+def measure_latencies_interleaved(
+    models: Sequence[tuple[nn.Module, Sequence[Block], Callable[[], Any]]], repeats: int,
+) -> list[tuple[float, dict[str, float]]]:
+    """Latencies of several models timed in turns: one warm-up each, then ``repeats`` rounds that run every model
+    once. Load from other processes that comes and goes then hits every model alike, so the ratios between them
+    hold on a busy machine where timing one model after the other would not."""
+    for _, _, run in models:
+        run()
+    rounds: list[list[tuple[float, dict[str, float]]]] = [[] for _ in models]
     for _ in range(repeats):
-        entered: dict[str, float] = {}
-        spent: dict[str, float] = {b.name: 0.0 for b in blocks}
-
-        def enter(name: str) -> None:
-            entered[name] = time.perf_counter()
-
-        def leave(name: str) -> None:
-            spent[name] += time.perf_counter() - entered.pop(name)
-
-        with _block_hooks(model, blocks, enter, leave):
-            start = time.perf_counter()
-            run()
-            totals.append(time.perf_counter() - start)
-        for name, seconds in spent.items():
-            per_block[name].append(seconds)
-    total = statistics.median(totals)
-    medians = {name: statistics.median(values) for name, values in per_block.items()}
-    medians[OTHER_BLOCK] = max(total - sum(medians.values()), 0.0)
-    return total, medians
+        for i, (model, blocks, run) in enumerate(models):
+            rounds[i].append(_timed_forward(model, blocks, run))
+    return [_medians(r) for r in rounds]
 
 
 def measure_peak_memory(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
@@ -325,14 +344,21 @@ class ProfiledModel:
     call: Callable[[nn.Module, torch.Tensor], Any] | None = None  # default: module(waveform [1, L])
 
 
-def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
-    """All measurements for one model, as the JSON-ready dict of one profile entry."""
+def _check_settings(seconds: float, repeats: int) -> None:
     if seconds <= 0:
         raise ProfileError(f"--seconds must be positive, got {seconds}")
     if repeats < 1:
         raise ProfileError(f"--repeats must be at least 1, got {repeats}")
+
+
+def profile_clip(seconds: float, seed: int) -> torch.Tensor:
+    """The profiled input: seeded noise, batch 1, ``seconds`` long at 16 kHz."""
     generator = torch.Generator().manual_seed(seed)
-    waveform = 0.1 * torch.randn(1, int(round(seconds * SAMPLE_RATE)), generator=generator)
+    return 0.1 * torch.randn(1, int(round(seconds * SAMPLE_RATE)), generator=generator)
+
+
+def forward_of(profiled: ProfiledModel, waveform: torch.Tensor) -> Callable[[], Any]:
+    """A no-argument inference call of the model on ``waveform`` (eval mode, no autograd)."""
     model = profiled.module.eval()
     call = profiled.call or (lambda module, wav: module(wav))
 
@@ -340,10 +366,23 @@ def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int =
         with torch.no_grad():
             return call(model, waveform)
 
+    return run
+
+
+def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int = 3, seed: int = 0,
+                  latency: tuple[float, dict[str, float]] | None = None) -> dict[str, Any]:
+    """All measurements for one model, as the JSON-ready dict of one profile entry.
+
+    ``latency`` (total, per block) measured elsewhere (:func:`measure_latencies_interleaved`) is used as given.
+    """
+    _check_settings(seconds, repeats)
+    waveform = profile_clip(seconds, seed)
+    run = forward_of(profiled, waveform)
+    model = profiled.module
     blocks = profiled.blocks
     params = count_parameters(model, blocks)
     flops = count_flops(model, blocks, run)
-    latency, block_latency = measure_latency(model, blocks, run, repeats)
+    latency, block_latency = latency if latency is not None else measure_latency(model, blocks, run, repeats)
     peak, block_peaks = measure_peak_memory(model, blocks, run, [waveform])
 
     block_entries = []
@@ -509,16 +548,32 @@ def compare(entries: Sequence[Mapping[str, Any]], reference: str) -> list[dict[s
 def run_profile(names: Sequence[str], seconds: float = 10.0, repeats: int = 3, seed: int = 0,
                 checkpoints: Mapping[str, str] | None = None, reference: str | None = None,
                 progress: bool = True) -> dict[str, Any]:
-    """Profile every upstream in ``names`` (same clip, same settings) and compare them with ``reference``."""
+    """Profile every upstream in ``names`` (same clip, same settings) and compare them with ``reference``.
+
+    All models are built first and held together, so that their latencies are measured in interleaved rounds
+    (:func:`measure_latencies_interleaved`); parameters, FLOPs and memory are then measured one model at a time.
+    """
     from tqdm import tqdm
 
     if not names:
         raise ProfileError("give at least one upstream name (-u NAME)")
-    entries = []
-    for name in tqdm(list(names), desc="profile", unit="upstream", disable=not progress):
-        profiled = profiled_upstream(name, (checkpoints or {}).get(name), seed=seed)
-        entries.append(profile_model(profiled, seconds=seconds, repeats=repeats, seed=seed))
-        del profiled
+    _check_settings(seconds, repeats)
+    with tqdm(total=2 * len(names) + repeats, desc="profile", unit="step", disable=not progress) as bar:
+        models = []
+        for name in names:
+            bar.set_postfix_str(f"build {name}")
+            models.append(profiled_upstream(name, (checkpoints or {}).get(name), seed=seed))
+            bar.update(1)
+        waveform = profile_clip(seconds, seed)
+        bar.set_postfix_str("latency, models in turn")
+        latencies = measure_latencies_interleaved(
+            [(m.module.eval(), m.blocks, forward_of(m, waveform)) for m in models], repeats)
+        bar.update(repeats)
+        entries = []
+        for profiled, latency in zip(models, latencies):
+            bar.set_postfix_str(f"FLOPs and memory {profiled.name}")
+            entries.append(profile_model(profiled, seconds=seconds, repeats=repeats, seed=seed, latency=latency))
+            bar.update(1)
     if reference is None:
         reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in names else names[0]
     return {
@@ -629,8 +684,9 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
 
 def _settings_line(profile: Mapping[str, Any]) -> str:
     return (f"One {profile['seconds']:g} s clip, batch 1, CPU, {profile['threads']} thread(s), median of "
-            f"{profile['repeats']} runs; torch {profile['versions']['torch']}. FLOPs: {profile['flop_counter']}. "
-            "Peak memory: live tensors created by the forward pass (weights excluded).")
+            f"{profile['repeats']} runs (upstreams timed in turns); torch {profile['versions']['torch']}. "
+            f"FLOPs: {profile['flop_counter']}. Peak memory: live tensors created by the forward pass "
+            "(weights excluded).")
 
 
 def profile_markdown(profile: Mapping[str, Any], blocks: bool = True) -> str:

@@ -133,3 +133,29 @@ def test_command_line_bad_input_is_one_clear_error(capsys: pytest.CaptureFixture
     assert "--reference mrhubert_b2a is not among the profiled upstreams" in capsys.readouterr().err
     assert mrsuperb(["profile", "-u", "no_such_upstream_xyz", "--seconds", "1"]) == 2
     assert "unknown upstream 'no_such_upstream_xyz'" in capsys.readouterr().err
+
+
+def test_upstreams_are_timed_in_turns() -> None:
+    calls: list[str] = []
+    models = [(torch.nn.Identity(), [], lambda name=name: calls.append(name)) for name in ("a", "b")]
+    latencies = profiling.measure_latencies_interleaved(models, repeats=2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # one warm-up each, then rounds
+    assert [sorted(blocks) for _, blocks in latencies] == [[profiling.OTHER_BLOCK]] * 2
+
+
+def test_command_line_profiles_checkpoints_and_compares(tmp_path: Path, capsys) -> None:
+    from upstream_mrhubert.tiny import write_tiny_checkpoint
+
+    two_res = write_tiny_checkpoint(tmp_path / "two_res.pt", "base_2res", seed=0)
+    one_res = write_tiny_checkpoint(tmp_path / "one_res.pt", "mono_resolution", seed=0)
+    out = tmp_path / "profile.json"
+    argv = ["profile", "-u", "two", "one", "-k", f"two={two_res}", "-k", f"one={one_res}", "--reference", "one",
+            "--seconds", "1", "--repeats", "2", "--out", str(out)]
+    assert mrsuperb(argv) == 0
+    profile = profiling.read_profile(out)
+    assert [e["name"] for e in profile["upstreams"]] == ["two", "one"] and profile["reference"] == "one"
+    assert [e["weights"] for e in profile["upstreams"]] == ["checkpoint two_res.pt", "checkpoint one_res.pt"]
+    (comparison,) = profile["comparisons"]
+    assert comparison["upstream"] == "two" and 0 < comparison["flops_ratio"] < 1
+    assert all(e["total"]["latency_s"] > 0 for e in profile["upstreams"])
+    assert "| two | checkpoint two_res.pt | 20/40 |" in capsys.readouterr().out
