@@ -629,7 +629,7 @@ def _summary_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     ratios = {c["upstream"]: c for c in profile.get("comparisons", [])}
     reference = profile.get("reference")
     header = ["upstream", "weights", "resolutions (ms)", "params (M)", "GFLOPs per s audio",
-              "CPU ms per s audio", "peak MB per s audio", f"FLOPs vs {reference}", f"latency vs {reference}"]
+              "CPU ms per s audio", "peak MB per s audio", "FLOPs vs reference", "latency vs reference"]
     rows = []
     for entry in profile["upstreams"]:
         total = entry["total"]
@@ -686,7 +686,7 @@ def _settings_line(profile: Mapping[str, Any]) -> str:
     return (f"One {profile['seconds']:g} s clip, batch 1, CPU, {profile['threads']} thread(s), median of "
             f"{profile['repeats']} runs (upstreams timed in turns); torch {profile['versions']['torch']}. "
             f"FLOPs: {profile['flop_counter']}. Peak memory: live tensors created by the forward pass "
-            "(weights excluded).")
+            f"(weights excluded). Ratios are against the reference, {profile.get('reference')}.")
 
 
 def profile_markdown(profile: Mapping[str, Any], blocks: bool = True) -> str:
