@@ -355,8 +355,9 @@ class DemoPlan:
                    "-t", TASK_SPECS[task].test_split]
         run_logged(stage, command, s.log(stage), self.env)
         if not has_test_metrics(expdir, task):
-            raise DemoError(f"stage '{stage}' ended without the test metrics {', '.join(required_test_metrics(task))} in "
-                            f"{expdir}/results.json; see {s.log(stage)}")
+            metrics = ", ".join(required_test_metrics(task))
+            raise DemoError(f"stage '{stage}' ended without the test metrics {metrics} in {expdir}/results.json; "
+                            f"see {s.log(stage)}")
 
     def _cca(self, upstream: DemoUpstream) -> None:
         s = self.settings
