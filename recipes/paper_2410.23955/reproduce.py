@@ -236,7 +236,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
                     f"cca {upstream}/{prop}", lambda f=folder, p=prop: (f / f"cca_{p}.json").is_file(),
                     lambda u=upstream, f=folder, p=prop: [
                         mrsuperb, "cca", "-u", u, "--corpus", str(args.librispeech), "--alignments",
-                        str(args.alignments), "--split", "dev-clean", "--property", p, "--seed", str(args.seed),
+                        str(args.alignments), "--split", args.cca_split, "--property", p, "--seed", str(args.seed),
                         "-o", str(f), "--quiet"]))
     profile = out / "profile.json"
     steps.append(Step("profile", profile.is_file,
@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cca-only", nargs="*", default=list(FIG2A_EXTRA_UPSTREAMS),
                         help="upstreams analysed with CCA (Fig. 2a) but not trained (default: B2-a, B2-b)")
     parser.add_argument("--cca-properties", nargs="+", default=["word"], help="default: word (Fig. 2a)")
+    parser.add_argument("--cca-split", default="dev-clean", help="LibriSpeech split of the CCA (default dev-clean)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--config-dir", type=Path,
                         help="folder of <task>/config.yaml (default recipes/superb: SUPERB's hyperparameters; "
@@ -309,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.write_len_for_bucket:
             write_len_for_bucket(*args.write_len_for_bucket)
             return 0
-        args.checkpoints = args.checkpoints.expanduser().resolve()
+        for option in ("checkpoints", "librispeech", "len_for_bucket", "alignments", "snips", "fsc", "speech_commands",
+                       "speech_commands_test", "voicebank", "sd", "config_dir"):
+            if getattr(args, option) is not None:  # absolute: the paths go into configs and logs
+                setattr(args, option, getattr(args, option).expanduser().resolve())
         if not args.dry_run:
             check_checkpoints(args.checkpoints, [*args.upstreams, *args.cca_only])
         out = args.out.resolve()
