@@ -134,7 +134,7 @@ def tiny_state_dict(model_cfg: dict[str, Any], task_cfg: dict[str, Any], diction
     return state
 
 
-def write_tiny_checkpoint(path: str | os.PathLike[str], preset: str = "base_2res", *, seed: int = 0,
+def write_tiny_checkpoint(path: str | os.PathLike[str], preset: str = "base_2res", seed: int = 0, *,
                           dim: int = 32) -> Path:
     """Write a tiny random MR-HuBERT of ``preset`` as a real fairseq checkpoint file and return its path."""
     model_cfg, task_cfg = tiny_config(preset, dim=dim)
