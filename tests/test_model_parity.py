@@ -276,3 +276,22 @@ def test_config_parsing() -> None:
         MultiresHubertConfig.from_fairseq({**model_cfg, "label_rate_ratios": [1, 2, 1]})
     with pytest.raises(CheckpointError, match="layer_type"):
         MultiresHubertConfig.from_fairseq({**model_cfg, "layer_type": "conformer"})
+
+
+def test_block_without_layers_matches_s3prl(tmp_path: Path) -> None:
+    """fairseq builds a block with 0 layers (override_encoder_layers "[4,0,4]"): its output (the LayerNorm of the
+    downsampled frames) is the only state after the downsampling, so it takes the name D0."""
+    from upstream_mrhubert.tiny import tiny_dictionaries, tiny_state_dict
+
+    model_cfg, task_cfg = tiny_config("base_2res")
+    model_cfg["override_encoder_layers"] = "[4,0,4]"
+    dictionaries = tiny_dictionaries(model_cfg)
+    path = write_fairseq_checkpoint(tmp_path / "empty_middle.pt", model_cfg=model_cfg, task_cfg=task_cfg,
+                                    state_dict=tiny_state_dict(model_cfg, task_cfg, dictionaries),
+                                    dictionaries_symbols=dictionaries)
+    loaded = load_checkpoint(path)
+    wavs = _waveforms()
+    reference, _ = _s3prl_states(_s3prl_model(loaded), wavs, normalize=False)
+    ours = _run(MultiresHubert.from_checkpoint(loaded), wavs)
+    assert [s.name for s in ours] == ["T0", "T1", "T2", "T3", "T4", "D0", "U0", "T5", "T6", "T7", "T8"]
+    assert max(_max_difference(ours, reference).values()) <= TOLERANCE
