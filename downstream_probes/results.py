@@ -12,11 +12,12 @@ import datetime as _dt
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from downstream_probes.atomic_io import write_text_atomic
 
 SCHEMA = "mrsuperb.results/1"
 RESULTS_FILE = "results.json"
@@ -161,21 +162,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Temp file in the same folder, then ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_results(expdir: str | Path, results: dict[str, Any]) -> Path:
