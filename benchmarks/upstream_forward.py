@@ -207,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8}{statistics.median(times[name]):>12.2f}{min(times[name]):>10.2f}   {listing:<48}{peaks}")
     speedup = statistics.median(times["s3prl"]) / statistics.median(times["ours"])
     best_speedup = min(times["s3prl"]) / min(times["ours"])
-    memory_ratio = statistics.median(memory["ours"]) / statistics.median(memory["s3prl"])
     print(f"\nspeed: ours is {speedup:.2f}x as fast as s3prl by the medians ({best_speedup:.2f}x by the best runs); "
           "target >= 1.3x")
-    print(f"peak memory: ours uses {memory_ratio:.2f}x s3prl's; target <= 1.0x")
+    if memory["ours"] and memory["s3prl"]:
+        memory_ratio = statistics.median(memory["ours"]) / statistics.median(memory["s3prl"])
+        print(f"peak memory: ours uses {memory_ratio:.2f}x s3prl's; target <= 1.0x")
     return 0
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from upstream_mrhubert import fairseq_keys
 from upstream_mrhubert.components import (
     FeatureExtractor,
+    PositionalConv,
     SamplerConv,
     _ConvMatrices,
     _packed_conv,
@@ -130,3 +131,21 @@ def test_frame_padding_mask_follows_fairseq() -> None:
     mask = torch.zeros(1, 10, dtype=torch.bool)
     mask[0, 5:] = True  # 10 samples, 3 frames: chunks of 3 samples, the last sample dropped
     assert frame_padding_mask(mask, 3).tolist() == [[False, False, True]]
+
+
+@pytest.mark.parametrize(("taps", "frames", "block"), [(16, 300, 64), (15, 301, 64), (16, 50, 32), (32, 700, 256)])
+def test_positional_convolution_by_fft_matches_direct(taps: int, frames: int, block: int) -> None:
+    conv = PositionalConv(64, taps, 4)
+    with torch.no_grad():
+        conv.bias.normal_()
+        x = torch.randn(2, frames, 64)
+        torch.testing.assert_close(conv._by_fft(x, block), conv._direct(x), rtol=0, atol=2e-5)
+
+
+def test_positional_convolution_uses_the_fft_only_where_it_pays() -> None:
+    base = PositionalConv(768, 128, 16)
+    assert base._fft_block(batch=4, frames=399) == 256  # 8 s of audio: the FFT path
+    assert base._fft_block(batch=1, frames=25) is None  # half a second: direct
+    x = torch.randn(4, 399, 768)
+    with torch.no_grad():  # forward takes the FFT path here
+        torch.testing.assert_close(base(x), F.gelu(base._direct(x)), rtol=0, atol=1e-5)
