@@ -309,6 +309,8 @@ class FeatureExtractor(nn.Module):
         first, rest = layers[0], layers[1:]
         matrices = [_ConvMatrices.of(layer.conv, use_winograd=self.winograd) for layer in rest]
         first_weight, first_bias = self._first_layer_affine(waveforms)
+        if first_bias is not None:  # as an extra weight row against a column of ones: no separate bias pass
+            first_weight = torch.cat([first_weight, first_bias.expand(first_weight.size(0), -1, -1)], dim=1)
         batch, length = waveforms.shape
         frames = self.output_length(length)
         hop = self.total_stride
@@ -342,10 +344,10 @@ class FeatureExtractor(nn.Module):
             windows = padded.as_strided((batch, first_rows, first.kernel_size), (padded_length, first.stride, 1),
                                         padded.storage_offset() + start * hop)
             x = workspace.get("map0", batch, first_rows, channels)
-            if first_bias is not None:
-                torch.baddbmm(first_bias, windows, first_weight.expand(batch, -1, -1), out=x)
-            else:
-                torch.matmul(windows, first_weight.expand(batch, -1, -1), out=x)
+            inputs = workspace.get("windows", batch, first_rows, first_weight.size(1))
+            inputs[..., :first.kernel_size] = windows
+            inputs[..., first.kernel_size:] = 1.0  # the bias row of the weights
+            torch.bmm(inputs, first_weight.expand(batch, -1, -1), out=x)
             x = x.view(batch * first_rows, channels)
             for index, layer in enumerate(layers):
                 if index > 0:  # layer outputs alternate between two buffers
