@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS
 from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
 
 CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -95,46 +96,29 @@ class Architecture:
         large = self.size == "large"
         cfg: dict[str, Any] = {
             "_name": "multires_hubert" if self.family == "mrhubert" else "hubert",
-            "label_rate": 50.0,
+            **FAIRSEQ_PRETRAINING_DEFAULTS,
             "extractor_mode": "layer_norm" if large else "default",
             "encoder_embed_dim": self.embed_dim or (1024 if large else 768),
             "encoder_ffn_embed_dim": self.ffn_dim or (4096 if large else 3072),
             "encoder_attention_heads": self.heads or (16 if large else 12),
             "activation_fn": "gelu",
             "layer_type": "transformer",
+            "layer_norm_first": large,
+            "conv_feature_layers": self.conv_feature_layers or CONV_FEATURE_LAYERS,
+            "conv_bias": False,
+            "conv_pos": self.conv_pos or 128,
+            "conv_pos_groups": self.conv_pos_groups or 16,
+            "required_seq_len_multiple": 2,
+            # The pre-training recipe's choices (fairseq's hubert/mr_hubert base and large yamls).
             "dropout": 0.0 if large else 0.1,
             "attention_dropout": 0.0 if large else 0.1,
-            "activation_dropout": 0.0,
             "encoder_layerdrop": 0.0 if large else 0.05,
             "dropout_input": 0.0 if large else 0.1,
             "dropout_features": 0.0 if large else 0.1,
             "final_dim": 768 if large else 256,
             "untie_final_proj": True,
-            "layer_norm_first": large,
-            "conv_feature_layers": self.conv_feature_layers or CONV_FEATURE_LAYERS,
-            "conv_bias": False,
-            "logit_temp": 0.1,
-            "target_glu": False,
             "feature_grad_mult": 1.0 if large else 0.1,
-            "mask_length": 10,
             "mask_prob": 0.8,
-            "mask_selection": "static",
-            "mask_other": 0.0,
-            "no_mask_overlap": False,
-            "mask_min_space": 1,
-            "mask_channel_length": 10,
-            "mask_channel_prob": 0.0,
-            "mask_channel_selection": "static",
-            "mask_channel_other": 0.0,
-            "no_mask_channel_overlap": False,
-            "mask_channel_min_space": 1,
-            "conv_pos": self.conv_pos or 128,
-            "conv_pos_groups": self.conv_pos_groups or 16,
-            "latent_temp": [2.0, 0.5, 0.999995],
-            "skip_masked": False,
-            "skip_nomask": False,
-            "checkpoint_activations": False,
-            "required_seq_len_multiple": 2,
         }
         if self.family == "hubert":
             cfg["encoder_layers"] = self.layers[0]

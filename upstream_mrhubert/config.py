@@ -2,7 +2,8 @@
 
 fairseq stores every field of its ``MultiresHubertConfig`` dataclass in the checkpoint; older or hand-written cfgs
 may omit some, so missing fields take fairseq's dataclass defaults (:data:`FAIRSEQ_MODEL_DEFAULTS`) and fields that
-only matter to pre-training (masking, dropout, loss options) are ignored. Values arrive as fairseq wrote them:
+only matter to pre-training (masking, dropout, loss options: :data:`FAIRSEQ_PRETRAINING_DEFAULTS`, shared with the
+HuBERT cfg builders) are ignored. Values arrive as fairseq wrote them:
 ``encoder_layers`` may be the string ``"2"`` (the dataclass default), ``override_encoder_layers`` is a string like
 ``"[3,2,2,2,3]"``, ``conv_feature_layers`` a Python-like expression; all are parsed without ``eval``.
 """
@@ -20,22 +21,13 @@ from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
 
 DEFAULT_CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
-# Every field of fairseq's MultiresHubertConfig with its dataclass default (fairseq/models/multires_hubert).
-# ``label_rate`` and ``label_rate_ratios`` have no default there (interpolated from the task / MISSING).
-FAIRSEQ_MODEL_DEFAULTS: dict[str, Any] = {
-    "_name": "multires_hubert",
+# Fields of fairseq's HubertConfig that only pre-training reads (masking, dropout, the prediction heads' options,
+# loss temperature), with the dataclass defaults. Every HuBERT-family checkpoint's cfg["model"] carries them; the
+# inference network ignores them. Builders of fairseq-style cfgs start from this mapping and override the values
+# their recipe changes (the released base recipes use mask_prob 0.8 and feature_grad_mult 0.1, for instance).
+# ``label_rate`` has no default in fairseq (interpolated from the task); 50 Hz is every released model's rate.
+FAIRSEQ_PRETRAINING_DEFAULTS: dict[str, Any] = {
     "label_rate": 50.0,
-    "label_rate_ratios": [1, 2],
-    "extractor_mode": "default",
-    "encoder_layers": "2",
-    "override_encoder_layers": "",
-    "encoder_embed_dim": 768,
-    "encoder_ffn_embed_dim": 3072,
-    "encoder_attention_heads": 12,
-    "activation_fn": "gelu",
-    "layer_type": "transformer",
-    "conv_adapator_kernal": 7,
-    "use_plain_updownsample": False,
     "dropout": 0.1,
     "attention_dropout": 0.1,
     "activation_dropout": 0.0,
@@ -43,16 +35,10 @@ FAIRSEQ_MODEL_DEFAULTS: dict[str, Any] = {
     "dropout_input": 0.0,
     "dropout_features": 0.0,
     "final_dim": 0,
-    "untie_final_proj": True,
-    "layer_norm_first": False,
-    "conv_feature_layers": DEFAULT_CONV_FEATURE_LAYERS,
-    "conv_bias": False,
+    "untie_final_proj": False,
     "logit_temp": 0.1,
     "target_glu": False,
     "feature_grad_mult": 1.0,
-    "use_single_target": False,
-    "use_single_prediction": False,
-    "use_multi_stream": False,
     "mask_length": 10,
     "mask_prob": 0.65,
     "mask_selection": "static",
@@ -65,12 +51,44 @@ FAIRSEQ_MODEL_DEFAULTS: dict[str, Any] = {
     "mask_channel_other": 0.0,
     "no_mask_channel_overlap": False,
     "mask_channel_min_space": 1,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
     "latent_temp": [2.0, 0.5, 0.999995],
     "skip_masked": False,
     "skip_nomask": False,
     "checkpoint_activations": False,
+}
+
+# The same for fairseq's MultiresHubertConfig: HuBERT's fields plus its target/prediction-head options, and
+# untied per-resolution projections by default.
+FAIRSEQ_MR_PRETRAINING_DEFAULTS: dict[str, Any] = {
+    **FAIRSEQ_PRETRAINING_DEFAULTS,
+    "untie_final_proj": True,
+    "use_single_target": False,
+    "use_single_prediction": False,
+    "use_multi_stream": False,
+}
+
+# Every field of fairseq's MultiresHubertConfig with its dataclass default (fairseq/models/multires_hubert):
+# the pre-training-only ones above plus what the inference network reads. ``label_rate_ratios`` has no default
+# there (MISSING); [1, 2] is the two-resolution layout of the released base model.
+FAIRSEQ_MODEL_DEFAULTS: dict[str, Any] = {
+    "_name": "multires_hubert",
+    **FAIRSEQ_MR_PRETRAINING_DEFAULTS,
+    "label_rate_ratios": [1, 2],
+    "extractor_mode": "default",
+    "encoder_layers": "2",
+    "override_encoder_layers": "",
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "activation_fn": "gelu",
+    "layer_type": "transformer",
+    "conv_adapator_kernal": 7,
+    "use_plain_updownsample": False,
+    "layer_norm_first": False,
+    "conv_feature_layers": DEFAULT_CONV_FEATURE_LAYERS,
+    "conv_bias": False,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
     "required_seq_len_multiple": 2,
     "depthwise_conv_kernel_size": 31,
     "attn_type": "",

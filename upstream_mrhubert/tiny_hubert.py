@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from upstream_mrhubert.checkpoint import write_fairseq_checkpoint
+from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS
 from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
 
 # A 12-layer model (so it exposes T0..T12 like HuBERT base) small enough to run in milliseconds.
@@ -32,7 +33,7 @@ def tiny_hubert_configs(*, large_style: bool = False, embed_dim: int = 48) -> tu
     """
     model_cfg: dict[str, Any] = {
         "_name": "hubert",
-        "label_rate": 50.0,
+        **FAIRSEQ_PRETRAINING_DEFAULTS,
         "extractor_mode": "layer_norm" if large_style else "default",
         "encoder_layers": 12,
         "encoder_embed_dim": embed_dim,
@@ -40,39 +41,17 @@ def tiny_hubert_configs(*, large_style: bool = False, embed_dim: int = 48) -> tu
         "encoder_attention_heads": 4,
         "activation_fn": "gelu",
         "layer_type": "transformer",
-        "dropout": 0.1,
-        "attention_dropout": 0.1,
-        "activation_dropout": 0.0,
-        "encoder_layerdrop": 0.05,
-        "dropout_input": 0.0,
-        "dropout_features": 0.0,
-        "final_dim": 16,
-        "untie_final_proj": False,
         "layer_norm_first": large_style,
         "conv_feature_layers": TINY_CONV_FEATURE_LAYERS,
         "conv_bias": False,
-        "logit_temp": 0.1,
-        "target_glu": False,
-        "feature_grad_mult": 0.1,
-        "mask_length": 10,
-        "mask_prob": 0.8,
-        "mask_selection": "static",
-        "mask_other": 0.0,
-        "no_mask_overlap": False,
-        "mask_min_space": 1,
-        "mask_channel_length": 10,
-        "mask_channel_prob": 0.0,
-        "mask_channel_selection": "static",
-        "mask_channel_other": 0.0,
-        "no_mask_channel_overlap": False,
-        "mask_channel_min_space": 1,
         "conv_pos": 16,
         "conv_pos_groups": 4,
-        "latent_temp": [2.0, 0.5, 0.999995],
-        "skip_masked": False,
-        "skip_nomask": False,
-        "checkpoint_activations": False,
         "required_seq_len_multiple": 2,
+        # Pre-training settings that differ from fairseq's defaults, as in the base recipe.
+        "encoder_layerdrop": 0.05,
+        "final_dim": 16,
+        "feature_grad_mult": 0.1,
+        "mask_prob": 0.8,
     }
     task_cfg: dict[str, Any] = {
         "_name": "hubert_pretraining",
