@@ -1,4 +1,4 @@
-"""Shared test set-up: deterministic, single-threaded, offline."""
+"""Shared test set-up: deterministic, offline, and one tiny s3prl training shared by the tests that need a run."""
 
 from __future__ import annotations
 
@@ -7,10 +7,67 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     torch.manual_seed(0)
+
+
+def write_tiny_fluent_commands(root: Path) -> Path:
+    """Fluent Speech Commands layout (data/{train,valid,test}_data.csv + wavs) with 16 half-second noise clips."""
+    rng = np.random.default_rng(0)
+    (root / "data").mkdir(parents=True)
+    (root / "wavs").mkdir()
+    header = ",path,speakerId,transcription,action,object,location\n"
+    for split, count in (("train", 8), ("valid", 4), ("test", 4)):
+        rows = []
+        for index in range(count):
+            relative = f"wavs/{split}_{index}.wav"
+            soundfile.write(str(root / relative), (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+            action = ("activate", "deactivate")[index % 2]
+            rows.append(f"{index},{relative},spk{index % 2},turn it on,{action},lights,none\n")
+        (root / "data" / f"{split}_data.csv").write_text(header + "".join(rows))
+    return root
+
+
+class TinyIcRun(NamedTuple):
+    """A finished run_downstream.py training and the upstream checkpoint it used."""
+
+    expdir: Path
+    upstream_checkpoint: Path
+    steps: int
+
+
+@pytest.fixture(scope="session")
+def tiny_ic_run(tmp_path_factory: pytest.TempPathFactory) -> TinyIcRun:
+    """One IC training of the tiny MR-HuBERT through run_downstream.py (s3prl's runner), shared by the session.
+
+    ``mrhubert_local`` reaches s3prl's hub through this package's ``s3prl.upstreams`` entry point, the same route a
+    third-party plugin takes. Evaluated on dev and test at step 2, so the run has results.json, dev-best.ckpt,
+    states-2.ckpt and layer_weights.json. Tests must treat the directory as read-only.
+    """
+    from downstream_probes import run_downstream
+    from downstream_probes.paths import recipes_dir
+    from upstream_mrhubert.tiny import write_tiny_checkpoint
+
+    steps = 2
+    root = tmp_path_factory.mktemp("tiny_ic_run")
+    checkpoint = write_tiny_checkpoint(root / "tiny.pt", "base_2res", seed=0)
+    data = write_tiny_fluent_commands(root / "fsc")
+    expdir = root / "exp"
+    status = run_downstream.main(
+        ["-m", "train", "-u", "mrhubert_local", "-k", str(checkpoint), "-d", "ic",
+         "-c", str(recipes_dir() / "quick" / "ic" / "config.yaml"), "-p", str(expdir),
+         "-o", f"config.downstream_expert.datarc.file_path={data},,config.runner.total_steps={steps}",
+         "--device", "cpu"]
+    )  # fmt: skip
+    assert status == 0
+    return TinyIcRun(expdir=expdir, upstream_checkpoint=checkpoint, steps=steps)

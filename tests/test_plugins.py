@@ -8,9 +8,7 @@ import textwrap
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 
 from downstream_probes import plugins, s3prl_compat
 
@@ -105,50 +103,32 @@ def test_registration_is_lazy_and_idempotent(tmp_path: Path, monkeypatch: pytest
         sys.modules.pop("toy_lazy_hub", None)
 
 
-def _tiny_fluent_commands(root: Path) -> Path:
-    """Fluent Speech Commands layout (data/*_data.csv + wavs) with 16 half-second noise clips."""
-    rng = np.random.default_rng(0)
-    (root / "data").mkdir(parents=True)
-    (root / "wavs").mkdir()
-    header = ",path,speakerId,transcription,action,object,location\n"
-    for split, count in (("train", 8), ("valid", 4), ("test", 4)):
-        rows = []
-        for index in range(count):
-            relative = f"wavs/{split}_{index}.wav"
-            soundfile.write(str(root / relative), (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
-            action = ("activate", "deactivate")[index % 2]
-            rows.append(f"{index},{relative},spk{index % 2},turn it on,{action},lights,none\n")
-        (root / "data" / f"{split}_data.csv").write_text(header + "".join(rows))
-    return root
-
-
-def test_toy_upstream_from_dist_info_trains_a_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_run_downstream_lists_a_plugin_from_dist_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from downstream_probes import run_downstream
-    from downstream_probes.paths import recipes_dir
 
-    make_fake_distribution(tmp_path / "site", "toy-probe-pkg", "toy_probe_hub", "toy_probe")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    data = _tiny_fluent_commands(tmp_path / "fsc")
+    make_fake_distribution(tmp_path, "toy-probe-pkg", "toy_probe_hub", "toy_probe")
+    monkeypatch.syspath_prepend(str(tmp_path))
     try:
         with pytest.raises(SystemExit):
             run_downstream.main(["-h"])
         assert "toy_probe" in capsys.readouterr().out
-
-        expdir = tmp_path / "exp"
-        config = recipes_dir() / "quick" / "ic" / "config.yaml"
-        status = run_downstream.main(
-            ["-m", "train", "-u", "toy_probe", "-d", "ic", "-c", str(config), "-p", str(expdir),
-             "-o", f"config.downstream_expert.datarc.file_path={data}"]
-        )
-        assert status == 0
-        results = json.loads((expdir / "results.json").read_text())
-        assert results["upstream"] == "toy_probe" and results["task"] == "ic"
-        assert set(results["metrics"]) == {"dev", "test"} and 0.0 <= results["metrics"]["dev"]["acc"] <= 1.0
-        assert (expdir / "states-4.ckpt").is_file()
+        assert "toy_probe_hub" not in sys.modules  # listed without importing the plugin
     finally:
         if hasattr(s3prl.hub, "toy_probe"):
             delattr(s3prl.hub, "toy_probe")
         sys.modules.pop("toy_probe_hub", None)
+
+
+def test_entry_point_upstream_trains_a_task(tiny_ic_run) -> None:
+    """``mrhubert_local`` exists in s3prl's hub only through the ``s3prl.upstreams`` entry point (the route any
+    plugin takes); the shared tiny run trained IC with it through s3prl's runner."""
+    plugin = plugins.plugin_of(getattr(s3prl.hub, "mrhubert_local", None))  # registered by run_downstream.py
+    assert plugin is not None and plugin.distribution == "mrsuperb"
+    assert plugin.target == "upstream_mrhubert.hub:mrhubert_local"
+    results = json.loads((tiny_ic_run.expdir / "results.json").read_text())
+    assert results["upstream"] == "mrhubert_local" and results["task"] == "ic"
+    assert set(results["metrics"]) == {"dev", "test"} and 0.0 <= results["metrics"]["dev"]["acc"] <= 1.0
+    assert (tiny_ic_run.expdir / f"states-{tiny_ic_run.steps}.ckpt").is_file()
 
 
 def test_upstreams_command_lists_package_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
