@@ -6,8 +6,14 @@ same 12 transformer layers cost less when some of them run at 40 or 80 ms.
 
 What is measured, on one waveform of ``seconds`` seconds (seeded noise at 16 kHz, batch 1, inference mode):
   * parameters: per block, every parameter counted once (``other`` holds what no block owns);
-  * FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode`, which counts matrix products, convolutions and
-    attention (2 FLOPs per multiply-add) and ignores element-wise operations, per block and in total;
+  * FLOPs, per block and in total, 2 per multiply-add, element-wise operations not counted: the waveform CNN of
+    our two families analytically, from its layer configuration (``conv_feature_layers``) and the clip length
+    (:func:`conv_feature_extractor_flops`); everything else with :class:`torch.utils.flop_counter.FlopCounterMode`,
+    which counts matrix products, convolutions and attention. The CNN is the exception because the counter sees
+    the kernels that run, not the convolution they compute: our CNN runs Winograd and packed matrix products
+    (3.9 to 4.0 GFLOPs per second of audio to the counter for the base CNN, for 1 to 10 s clips) where
+    transformers' HuBERT runs plain ``Conv1d`` (4.9 GFLOPs), so the counter would make MR-HuBERT look cheaper than
+    HuBERT for the same CNN;
   * latency: wall-clock CPU time of the forward pass, median of ``repeats`` runs after one warm-up; per block
     from forward hooks (timestamps on entry and exit). Several upstreams are timed in turns (each round runs
     every model once), so that load from other processes hits them alike and their ratios stay meaningful;
@@ -55,8 +61,14 @@ from downstream_probes.atomic_io import write_json_atomic
 PROFILE_SCHEMA = "mrsuperb.profile/1"
 SAMPLE_RATE = 16_000
 OTHER_BLOCK = "other"
-FLOP_COUNTER_NOTE = ("torch.utils.flop_counter.FlopCounterMode: matrix products, convolutions and attention "
-                     "(its CPU kernel included), 2 FLOPs per multiply-add; element-wise operations not counted")
+CNN_BLOCK = "cnn"
+DEFAULT_CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"  # fairseq's default
+FLOP_COUNTER_NOTE = ("2 FLOPs per multiply-add, element-wise operations not counted; waveform CNN (cnn block of "
+                     "MR-HuBERT and HuBERT): analytic, out_channels x in_channels/groups x kernel x output frames "
+                     "of each Conv1d layer from conv_feature_layers and the clip length, whatever kernels the "
+                     "implementation runs (ours: Winograd/packed matrix products); everything else: "
+                     "torch.utils.flop_counter.FlopCounterMode (matrix products, convolutions and attention, "
+                     "its CPU kernel included)")
 DEFAULT_REFERENCE = "mrhubert_b5a"
 
 
@@ -88,11 +100,16 @@ def _find_module_path(model: nn.Module, attribute: str) -> str | None:
     return min(matches, key=lambda n: n.count("."), default=None)
 
 
-def _conv_stride(model_cfg: Mapping[str, Any]) -> int:
+def conv_feature_layers(model_cfg: Mapping[str, Any]) -> tuple[tuple[int, int, int], ...]:
+    """The waveform CNN's layers, (channels, kernel, stride) each, from fairseq's ``conv_feature_layers``."""
     from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
 
-    spec = model_cfg.get("conv_feature_layers") or "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
-    return math.prod(stride for _, _, stride in parse_conv_feature_layers(str(spec)))
+    spec = model_cfg.get("conv_feature_layers") or DEFAULT_CONV_FEATURE_LAYERS
+    return tuple(parse_conv_feature_layers(str(spec)))
+
+
+def _conv_stride(model_cfg: Mapping[str, Any]) -> int:
+    return math.prod(stride for _, _, stride in conv_feature_layers(model_cfg))
 
 
 def level_strides(model_cfg: Mapping[str, Any]) -> list[int]:
@@ -114,7 +131,7 @@ def mrhubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Bloc
     if missing:
         raise ProfileError(f"{type(model).__name__} has no submodule(s) {', '.join(missing)}: not an MR-HuBERT "
                            "with fairseq's module names")
-    blocks = [Block("cnn", paths["feature_extractor"], strides[0])]
+    blocks = [Block(CNN_BLOCK, paths["feature_extractor"], strides[0])]
     for i in range(levels):
         blocks.append(Block(f"encoders[{i}]", f"{paths['encoders']}.{i}", strides[i]))
         blocks.append(Block(f"downsample[{i}]", f"{paths['downsample_modules']}.{i}", strides[i + 1], strides[i]))
@@ -134,7 +151,7 @@ def hubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Block]
     cnn, encoder = _find_module_path(model, "feature_extractor"), _find_module_path(model, "encoder")
     if cnn is None or encoder is None:
         raise ProfileError(f"{type(model).__name__} has no feature_extractor/encoder: not a HuBERT")
-    return [Block("cnn", cnn, stride), Block("encoder", encoder, stride)]
+    return [Block(CNN_BLOCK, cnn, stride), Block("encoder", encoder, stride)]
 
 
 def blocks_of(model: nn.Module, model_cfg: Mapping[str, Any] | None, family: str | None) -> list[Block]:
@@ -257,17 +274,49 @@ def _extra_flop_formulas() -> dict[Any, Callable[..., int]]:
     return {} if op is None or op in flop_registry else {op: _cpu_attention_flops}
 
 
-def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> dict[str, int]:
-    """FLOPs per block and ``other`` (total minus the blocks), from one forward pass."""
+def conv1d_flops(in_channels: int, out_channels: int, kernel_size: int, output_frames: int, groups: int = 1) -> int:
+    """FLOPs of one Conv1d: 2 per multiply-add, out_channels x in_channels/groups x kernel per output frame (bias
+    additions not counted, as FlopCounterMode does not count them)."""
+    return 2 * out_channels * (in_channels // groups) * kernel_size * output_frames
+
+
+def conv_feature_extractor_flops(layers: Sequence[tuple[int, int, int]], num_samples: int) -> int:
+    """FLOPs of fairseq's waveform CNN on one waveform of ``num_samples`` samples, from its layer configuration.
+
+    ``layers`` is ``conv_feature_layers``: (channels, kernel, stride) per layer, one input channel, no padding,
+    groups 1, so layer i turns L frames into (L - kernel) // stride + 1. This is the convolution's own cost,
+    whichever kernels compute it; norms and GELUs are element-wise and not counted.
+    """
+    total, in_channels, frames = 0, 1, num_samples
+    for index, (channels, kernel, stride) in enumerate(layers):
+        frames = (frames - kernel) // stride + 1
+        if frames < 1:
+            raise ProfileError(f"a clip of {num_samples} samples leaves no frame after CNN layer {index} "
+                               f"(kernel {kernel}, stride {stride}); profile a longer clip (--seconds)")
+        total += conv1d_flops(in_channels, channels, kernel, frames)
+        in_channels = channels
+    return total
+
+
+def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
+                analytic: Mapping[str, int] | None = None) -> dict[str, int]:
+    """FLOPs per block and ``other`` (what the counter saw outside the blocks), from one forward pass.
+
+    ``analytic`` gives some blocks' FLOPs computed elsewhere: they replace what the counter saw inside those
+    blocks, and so enter the total in its place.
+    """
+    analytic = dict(analytic or {})
+    unknown = sorted(set(analytic) - {b.name for b in blocks})
+    if unknown:
+        raise ProfileError(f"analytic FLOPs given for {', '.join(unknown)}, which is not a block of the model")
     counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
     with counter:
         run()
     by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     root = type(model).__name__
     total = int(counter.get_total_flops())
-    flops = {b.name: int(by_module.get(f"{root}.{b.module_path}" if b.module_path else root, 0)) for b in blocks}
-    flops[OTHER_BLOCK] = total - sum(flops.values())
-    return flops
+    counted = {b.name: int(by_module.get(f"{root}.{b.module_path}" if b.module_path else root, 0)) for b in blocks}
+    return {**counted, **analytic, OTHER_BLOCK: total - sum(counted.values())}
 
 
 def _timed_forward(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> tuple[float, dict[str, float]]:
@@ -342,6 +391,14 @@ class ProfiledModel:
     family: str | None
     architecture: dict[str, Any] = field(default_factory=dict)
     call: Callable[[nn.Module, torch.Tensor], Any] | None = None  # default: module(waveform [1, L])
+    # The waveform CNN's (channels, kernel, stride) layers, for our families: its FLOPs are counted analytically.
+    conv_layers: tuple[tuple[int, int, int], ...] | None = None
+
+    def analytic_flops(self, num_samples: int) -> dict[str, int]:
+        """Blocks whose FLOPs are computed rather than counted: the CNN, when its layers are known."""
+        if self.conv_layers is None or not any(b.name == CNN_BLOCK for b in self.blocks):
+            return {}
+        return {CNN_BLOCK: conv_feature_extractor_flops(self.conv_layers, num_samples)}
 
 
 def _check_settings(seconds: float, repeats: int) -> None:
@@ -381,7 +438,7 @@ def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int =
     model = profiled.module
     blocks = profiled.blocks
     params = count_parameters(model, blocks)
-    flops = count_flops(model, blocks, run)
+    flops = count_flops(model, blocks, run, analytic=profiled.analytic_flops(waveform.shape[-1]))
     latency, block_latency = latency if latency is not None else measure_latency(model, blocks, run, repeats)
     peak, block_peaks = measure_peak_memory(model, blocks, run, [waveform])
 
@@ -472,7 +529,8 @@ def profiled_from_checkpoint(name: str, path: str | os.PathLike[str], weights_la
     model = build_model(loaded)
     return ProfiledModel(name=name, module=model, blocks=blocks_of(model, loaded.model_cfg, family),
                          weights=weights_label or f"checkpoint {Path(path).name}", family=family,
-                         architecture=_architecture_summary(loaded.model_cfg, family))
+                         architecture=_architecture_summary(loaded.model_cfg, family),
+                         conv_layers=conv_feature_layers(loaded.model_cfg))
 
 
 def profiled_from_architecture(name: str, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any],
@@ -484,7 +542,8 @@ def profiled_from_architecture(name: str, model_cfg: Mapping[str, Any], task_cfg
     model, family = build_random_model(model_cfg, task_cfg, seed=seed)
     return ProfiledModel(name=name, module=model, blocks=blocks_of(model, model_cfg, family),
                          weights=f"random-init (architecture of {label or name})", family=family,
-                         architecture=_architecture_summary(model_cfg, family))
+                         architecture=_architecture_summary(model_cfg, family),
+                         conv_layers=conv_feature_layers(model_cfg))
 
 
 def profiled_upstream(name: str, ckpt: str | None = None, seed: int = 0) -> ProfiledModel:
@@ -722,8 +781,9 @@ def profile_html(profile: Mapping[str, Any]) -> str:
 
 
 __all__ = [
-    "Block", "LiveTensorMemory", "ProfileError", "ProfiledModel", "blocks_of", "compare", "count_flops",
-    "count_parameters", "level_strides", "measure_latency", "measure_peak_memory", "profile_html",
-    "profile_markdown", "profile_model", "profiled_from_architecture", "profiled_from_checkpoint",
-    "profiled_upstream", "read_profile", "run_profile", "write_profile",
+    "Block", "LiveTensorMemory", "ProfileError", "ProfiledModel", "blocks_of", "compare", "conv1d_flops",
+    "conv_feature_extractor_flops", "conv_feature_layers", "count_flops", "count_parameters", "level_strides",
+    "measure_latency", "measure_peak_memory", "profile_html", "profile_markdown", "profile_model",
+    "profiled_from_architecture", "profiled_from_checkpoint", "profiled_upstream", "read_profile", "run_profile",
+    "write_profile",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from downstream_probes import profiling
 from downstream_probes.cli import main as mrsuperb
@@ -72,6 +73,42 @@ def test_transformer_blocks_match_the_layer_formula(measured) -> None:
         layers = entry["architecture"]["layers"]
         middle_layers = layers[len(layers) // 2]
         assert block(entry, "middle")["flops"] == middle_layers * layer_flops(middle_frames), name
+
+
+def test_cnn_flops_are_computed_not_counted_by_kernel() -> None:
+    """2 x multiply-adds of each Conv1d layer, by hand for a 3-layer CNN on 400 samples; torch's flop counter
+    gives the same on plain Conv1d layers."""
+    layers = [(4, 10, 5), (6, 3, 2), (6, 2, 2)]
+    # frames 400 -> (400-10)//5+1 = 79 -> (79-3)//2+1 = 39 -> (39-2)//2+1 = 19
+    by_hand = 2 * 4 * 1 * 10 * 79 + 2 * 6 * 4 * 3 * 39 + 2 * 6 * 6 * 2 * 19
+    assert by_hand == 14_672
+    assert profiling.conv_feature_extractor_flops(layers, 400) == by_hand
+    assert profiling.conv1d_flops(8, 6, 3, 10, groups=2) == 2 * 6 * 4 * 3 * 10
+    convs = torch.nn.Sequential(*(torch.nn.Conv1d(c_in, c_out, k, stride=s, bias=False)
+                                  for c_in, (c_out, k, s) in zip([1, 4, 6], layers)))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        convs(torch.zeros(1, 1, 400))
+    assert counter.get_total_flops() == by_hand
+    with pytest.raises(profiling.ProfileError, match="no frame after CNN layer 0"):
+        profiling.conv_feature_extractor_flops(layers, 9)
+
+
+def test_our_cnn_and_the_hubert_baselines_cost_the_same(measured) -> None:
+    """Same conv_feature_layers, same clip: the same CNN FLOPs for MR-HuBERT (Winograd/packed kernels) and the
+    HuBERT baseline (transformers' plain Conv1d), which is what torch's counter sees on the plain layers."""
+    arch = ARCHITECTURES["hubert_base_ls960"].scaled(**WIDTHS, layers=(2,))
+    hubert = profiling.profiled_from_architecture("hubert", arch.model_cfg(), arch.task_cfg(), seed=0)
+    hubert_entry = profiling.profile_model(hubert, seconds=SECONDS, repeats=1, seed=0)
+    mono = measured["mrhubert_mono_base"][1]
+    conv_layers = profiling.conv_feature_layers(ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg())
+    assert conv_layers == profiling.conv_feature_layers(arch.model_cfg())
+    analytic = profiling.conv_feature_extractor_flops(conv_layers, round(SECONDS * profiling.SAMPLE_RATE))
+    assert block(mono, "cnn")["flops"] == block(hubert_entry, "cnn")["flops"] == analytic
+    clip = profiling.profile_clip(SECONDS, seed=0)
+    counted = profiling.count_flops(hubert.module, hubert.blocks, profiling.forward_of(hubert, clip))
+    assert counted["cnn"] == analytic
+    assert hubert_entry["total"]["flops"] == sum(b["flops"] for b in hubert_entry["blocks"])
 
 
 def test_breakdown_adds_up_to_the_totals(measured) -> None:
@@ -158,4 +195,5 @@ def test_command_line_profiles_checkpoints_and_compares(tmp_path: Path, capsys) 
     (comparison,) = profile["comparisons"]
     assert comparison["upstream"] == "two" and 0 < comparison["flops_ratio"] < 1
     assert all(e["total"]["latency_s"] > 0 for e in profile["upstreams"])
+    assert "CNN" in profile["flop_counter"] and "analytic" in profile["flop_counter"]
     assert "| two | checkpoint two_res.pt | 20/40 |" in capsys.readouterr().out
