@@ -3,7 +3,9 @@
 Tiny look-alikes of mono-base (20/40 ms, 4-4-4), B2-a (20/40/80 ms, 3-2-2-2-3) and B5-a (20 ms, 4-4-4) keep the
 paper's layer layout with small widths: the same 12 transformer layers cost fewer FLOPs the more of them run at a
 lower frame rate, blocks with the same shapes cost the same, attention is counted (quadratic in frames), the
-per-block breakdown adds up to the totals, random weights are labelled, and profile.json is written atomically.
+waveform CNN and the positional convolution cost what their convolutions compute whatever kernels run (and the same
+as in the HuBERT baseline), the per-block breakdown adds up to the totals, random weights are labelled, and
+profile.json is written atomically.
 """
 
 from __future__ import annotations
@@ -36,8 +38,22 @@ def measured() -> dict[str, tuple[profiling.ProfiledModel, dict]]:
     return out
 
 
+@pytest.fixture(scope="module")
+def hubert_measured() -> tuple[profiling.ProfiledModel, dict]:
+    """A 2-layer HuBERT baseline (transformers) with the same widths, CNN and positional convolution."""
+    arch = ARCHITECTURES["hubert_base_ls960"].scaled(**WIDTHS, layers=(2,))
+    hubert = profiling.profiled_from_architecture("hubert", arch.model_cfg(), arch.task_cfg(), seed=0)
+    return hubert, profiling.profile_model(hubert, seconds=SECONDS, repeats=1, seed=0)
+
+
 def block(entry: dict, name: str) -> dict:
     return next(b for b in entry["blocks"] if b["name"] == name)
+
+
+def transformer_layer_flops(frames: int) -> int:
+    """One layer on ``frames`` frames: 2T(4d^2 + 2df) for the projections and the FFN, 4T^2 d for attention."""
+    d, f = WIDTHS["embed_dim"], WIDTHS["ffn_dim"]
+    return 2 * frames * (4 * d * d + 2 * d * f) + 4 * frames * frames * d
 
 
 def test_lower_frame_rates_cost_fewer_flops_at_equal_depth(measured) -> None:
@@ -58,11 +74,6 @@ def test_lower_frame_rates_cost_fewer_flops_at_equal_depth(measured) -> None:
 
 def test_transformer_blocks_match_the_layer_formula(measured) -> None:
     """Middle blocks: layers x (2T(4d^2 + 2df) + 4T^2 d) with T the frames it runs on, attention included."""
-    d, f = WIDTHS["embed_dim"], WIDTHS["ffn_dim"]
-
-    def layer_flops(frames: int) -> int:
-        return 2 * frames * (4 * d * d + 2 * d * f) + 4 * frames * frames * d
-
     for name in NAMES:
         profiled, entry = measured[name]
         with torch.no_grad():
@@ -72,7 +83,7 @@ def test_transformer_blocks_match_the_layer_formula(measured) -> None:
         middle_frames = FRAMES * strides[0] // strides[-1]
         layers = entry["architecture"]["layers"]
         middle_layers = layers[len(layers) // 2]
-        assert block(entry, "middle")["flops"] == middle_layers * layer_flops(middle_frames), name
+        assert block(entry, "middle")["flops"] == middle_layers * transformer_layer_flops(middle_frames), name
 
 
 def test_cnn_flops_are_computed_not_counted_by_kernel() -> None:
@@ -94,12 +105,11 @@ def test_cnn_flops_are_computed_not_counted_by_kernel() -> None:
         profiling.conv_feature_extractor_flops(layers, 9)
 
 
-def test_our_cnn_and_the_hubert_baselines_cost_the_same(measured) -> None:
+def test_our_cnn_and_the_hubert_baselines_cost_the_same(measured, hubert_measured) -> None:
     """Same conv_feature_layers, same clip: the same CNN FLOPs for MR-HuBERT (Winograd/packed kernels) and the
     HuBERT baseline (transformers' plain Conv1d), which is what torch's counter sees on the plain layers."""
+    hubert, hubert_entry = hubert_measured
     arch = ARCHITECTURES["hubert_base_ls960"].scaled(**WIDTHS, layers=(2,))
-    hubert = profiling.profiled_from_architecture("hubert", arch.model_cfg(), arch.task_cfg(), seed=0)
-    hubert_entry = profiling.profile_model(hubert, seconds=SECONDS, repeats=1, seed=0)
     mono = measured["mrhubert_mono_base"][1]
     conv_layers = profiling.conv_feature_layers(ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg())
     assert conv_layers == profiling.conv_feature_layers(arch.model_cfg())
@@ -109,6 +119,60 @@ def test_our_cnn_and_the_hubert_baselines_cost_the_same(measured) -> None:
     counted = profiling.count_flops(hubert.module, hubert.blocks, profiling.forward_of(hubert, clip))
     assert counted["cnn"] == analytic
     assert hubert_entry["total"]["flops"] == sum(b["flops"] for b in hubert_entry["blocks"])
+
+
+POS_CONV_BY_HAND = 2 * 32 * (32 // 4) * 16 * (FRAMES + 1)  # channels 32, groups 4, kernel 16: T + 1 output frames
+
+
+def test_positional_conv_flops_match_a_hand_computation(measured, hubert_measured) -> None:
+    """2 x multiply-adds of the grouped Conv1d (out x in/groups x kernel x output frames), added to the transformer
+    layers of the block that runs it: encoders[0] for MR-HuBERT, the encoder for HuBERT; the same for both."""
+    assert (ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()["conv_pos"],
+            ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()["conv_pos_groups"]) == (16, 4)
+    assert POS_CONV_BY_HAND == 860_160
+    assert profiling.positional_conv_flops(32, 16, 4, FRAMES) == POS_CONV_BY_HAND
+    assert profiling.positional_conv_flops(8, 3, 2, 10) == 2 * 8 * 4 * 3 * 10  # odd kernel: T output frames
+    with pytest.raises(profiling.ProfileError, match="no output frame"):
+        profiling.positional_conv_flops(8, 16, 2, 3, padding=0)
+    # torch's counter on a plain grouped Conv1d (the direct convolution) sees the same.
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        torch.nn.Conv1d(32, 32, 16, padding=8, groups=4)(torch.zeros(1, 32, FRAMES))
+    assert counter.get_total_flops() == POS_CONV_BY_HAND
+
+    for name in NAMES:  # one positional convolution each, in the first block, at 20 ms
+        profiled, entry = measured[name]
+        assert [s.module_path for s in profiled.positional_convs] == ["encoders.0.pos_conv"], name
+        first_layers = entry["architecture"]["layers"][0]
+        assert block(entry, "encoders[0]")["flops"] == \
+            first_layers * transformer_layer_flops(FRAMES) + POS_CONV_BY_HAND, name
+    hubert, hubert_entry = hubert_measured
+    assert [s.module_path for s in hubert.positional_convs] == ["hubert.encoder.pos_conv_embed"]
+    assert block(hubert_entry, "encoder")["flops"] == 2 * transformer_layer_flops(FRAMES) + POS_CONV_BY_HAND
+
+
+@pytest.mark.parametrize("fft_block", [32, 64])
+def test_positional_conv_flops_are_the_same_through_the_fft(measured, monkeypatch: pytest.MonkeyPatch,
+                                                            fft_block: int) -> None:
+    """The same tiny model through the FFT (overlap-save) and through the direct convolution: torch's counter sees
+    different FLOPs (the FFTs are invisible to it), the profile the same, the direct convolution's."""
+    from upstream_mrhubert.components import PositionalConv
+
+    profiled, _ = measured["mrhubert_mono_base"]
+    run = profiling.forward_of(profiled, profiling.profile_clip(SECONDS, seed=0))
+
+    def flops_through(block_size: int | None) -> tuple[dict[str, int], dict[str, int], torch.Tensor]:
+        monkeypatch.setattr(PositionalConv, "_fft_block", lambda self, batch, frames: block_size)
+        counted = profiling.count_flops(profiled.module, profiled.blocks, run)
+        profiled_flops = profiling.profile_model(profiled, seconds=SECONDS, repeats=1, seed=0)
+        return counted, {b["name"]: b["flops"] for b in profiled_flops["blocks"]}, run()[-1].features
+
+    counted_fft, through_fft, out_fft = flops_through(fft_block)
+    counted_direct, direct, out_direct = flops_through(None)
+    torch.testing.assert_close(out_fft, out_direct, rtol=1e-4, atol=1e-4)  # same embedding either way
+    assert counted_fft["encoders[0]"] != counted_direct["encoders[0]"]  # the FFT path did run
+    assert through_fft == direct
+    assert direct == {**counted_direct, "cnn": direct["cnn"]}  # on the direct path the counter agrees
 
 
 def test_breakdown_adds_up_to_the_totals(measured) -> None:
