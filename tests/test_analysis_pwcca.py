@@ -119,7 +119,7 @@ def test_three_ways_of_scoring_a_held_out_part_agree(monkeypatch):
     mean = scatter.mean()
     parts = {
         "moments": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], scatter=scatter),
-        "memory": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], rotate=True),
+        "memory": pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:]),
     }
     monkeypatch.setattr(held_out_module, "CACHE_BYTES", 0)
     parts["chunks"] = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=64)
@@ -141,15 +141,15 @@ def test_scoring_ways_agree_when_a_canonical_direction_is_exactly_uncorrelated(m
     y[train, -1] = last - xc @ np.linalg.lstsq(xc, last, rcond=None)[0] + 2.0  # exactly uncorrelated with x
     xv, yv = View(x), View(y)
     fit = pwcca_module.TrainedCovariance.from_scatter(joint_scatter(xv, yv, train, np.zeros(26)), 20).fit(1e-10, 1e-10)
-    assert fit.x_partner is not None and fit.x_partner.n_good == 5  # one weak direction
+    assert fit.x_rows is not None and fit.x_rows.n_good == 5  # one weak direction
     mean = np.concatenate([x[held].mean(axis=0), y[held].mean(axis=0)])
-    rotated = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], rotate=True).score(fit)
-    plain = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:]).score(fit)
+    in_memory = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:]).score(fit)
     monkeypatch.setattr(held_out_module, "CACHE_BYTES", 0)
     chunked = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=50).score(fit)
-    assert rotated == pytest.approx(plain, abs=1e-9) and chunked == pytest.approx(plain, abs=1e-9)
-    left = fit.x_partner.left()
-    np.testing.assert_allclose(left.T @ left, np.eye(6), atol=1e-9)  # a valid set of singular vectors
+    assert chunked == pytest.approx(in_memory, abs=1e-9)
+    # a valid set of canonical directions: orthonormal under the regularised training covariance of x
+    sxx = pwcca_module.TrainedCovariance.from_scatter(joint_scatter(xv, yv, train, np.zeros(26)), 20).sxx
+    np.testing.assert_allclose(fit.proj_x @ (sxx + 1e-10 * np.eye(20)) @ fit.proj_x.T, np.eye(6), atol=1e-9)
 
 
 def test_sparse_label_view_is_scored_like_the_dense_one():

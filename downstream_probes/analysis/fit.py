@@ -1,16 +1,26 @@
 """Fitting PWCCA on one train part: the reference's steps 1-4, with the decompositions shared across epsilons.
 
-Per train part, one ``eigh`` per view (``eig(S + eps I) = eig(S) + eps``, with ``pinv``'s cut-off applied to the
-shifted eigenvalues); per (epsilon_x, epsilon_y), the SVD of ``Sxx^-1/2 Sxy Syy^-1/2`` from the eigendecomposition
-of its smaller Gram matrix in the two eigenbases, signs fixed canonically (largest entry of each ``Py`` row
-positive). ``sign_convention="lapack"`` instead decomposes the very matrix the reference decomposes with
-``numpy.linalg.svd`` (its signs, slower). ``stable=True`` first keeps a linearly independent subset of each view's
-dimensions (see ``docs/analysis.md``: one-hot labels make the reference's problem singular).
+The SVD of ``W = Sxx^-1/2 Sxy Syy^-1/2`` comes from the eigendecomposition of its smaller Gram matrix. Any
+whitening ``F`` with ``F^T F = (S + eps I)^-1`` has the same singular values and canonical directions as the
+symmetric root the reference uses, so each view is whitened the cheapest way that keeps the reference's result:
+
+* the view with fewer kept dimensions (y on a tie) in its eigenbasis: one ``eigh`` per train part, and every
+  epsilon is a diagonal rescaling (``eig(S + eps I) = eig(S) + eps``, with ``pinv``'s cut-off applied to the
+  shifted eigenvalues), so that the Gram matrix of each fit is a rescaled copy of one matrix;
+* the other view by a Cholesky factor of ``S + eps I`` per epsilon (a fraction of an ``eigh``), where LAPACK's
+  condition estimate shows that ``pinv`` would keep every eigenvalue; otherwise in its eigenbasis with the cut-off.
+
+Its singular vectors (the other view's) stay implicit (:class:`ImplicitRows`). Signs are fixed canonically
+(largest entry of each ``Py`` row positive); ``sign_convention="lapack"`` instead decomposes the very matrix the
+reference decomposes with ``numpy.linalg.svd`` (its signs, slower). ``stable=True`` first keeps a linearly
+independent subset of each view's dimensions (see ``docs/analysis.md``: one-hot labels make the reference's
+problem singular).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -22,71 +32,77 @@ from downstream_probes.analysis.moments import JointScatter
 
 SIGN_CONVENTIONS = ("canonical", "lapack")
 PINV_RCOND = 1e-15  # numpy.linalg.pinv's default cut-off, which the reference relies on
+# Cholesky whitening only when the estimated reciprocal 1-norm condition number exceeds this: 1/rcond bounds
+# (up to the estimator's small factor) the 2-norm condition number, and pinv cuts nothing below 1/PINV_RCOND.
+CHOLESKY_MIN_RCOND = 1e3 * PINV_RCOND
 STABLE_TOLERANCE = 1e-10  # stable=True: smallest share of a dimension's variance not explained by the others
 
 
 @dataclass(frozen=True)
-class GramPartner:
-    """The x-side singular vectors of ``W = diag(ax) M0 diag(ay)`` (``W`` in the two eigenbases), kept implicit.
+class ImplicitRows:
+    """Projection rows of one view kept as factors: ``P^T = [through @ diag(scale) @ good, weak]``.
 
-    ``U = [W V_good / s_good, weak_left]``: only the few weak directions are stored; the rest follow from the
-    y-side vectors ``right`` (columns already sign-fixed). Held-out data rotated into the x eigenbasis can then be
-    projected through ``M0`` (shared by all fits of a train part) without forming ``U``.
+    ``through`` (``(S + eps I)^-1 S_vo V_o``: this view's inverse covariance times the cross-covariance in the
+    other view's eigenbasis) is shared by every fit of a train part with this view's epsilon, so held-out rows
+    multiplied by it once serve all those fits. ``good`` holds the other side's singular vectors divided by the
+    singular values; ``weak`` the directions whose singular value is too small for that division (orthonormally
+    completed, as a full SVD would), already in this view's coordinates.
     """
 
-    ax: np.ndarray
-    m0: np.ndarray
-    ay: np.ndarray
-    right: np.ndarray
-    singular_values: np.ndarray
-    n_good: int
-    weak_left: np.ndarray
+    through: np.ndarray
+    scale: np.ndarray
+    good: np.ndarray
+    weak: np.ndarray
 
-    def left(self) -> np.ndarray:
-        g = self.n_good
-        good = (self.ax[:, None] * self.m0 * self.ay[None, :]) @ (self.right[:, :g] / self.singular_values[:g])
-        return np.hstack([good, self.weak_left])
+    @property
+    def n_good(self) -> int:
+        return self.good.shape[1]
+
+    def matrix(self) -> np.ndarray:
+        """The projection rows themselves, ``(directions, dims)``."""
+        return np.hstack([self.through @ (self.scale[:, None] * self.good), self.weak]).T
+
+    def project(self, rows: np.ndarray, rows_through: np.ndarray) -> np.ndarray:
+        """``rows @ P^T`` given ``rows_through = rows @ through`` (which the caller shares between fits)."""
+        projected = np.empty((rows.shape[0], self.n_good + self.weak.shape[1]))
+        projected[:, : self.n_good] = (rows_through * self.scale) @ self.good
+        projected[:, self.n_good :] = rows @ self.weak
+        return projected
+
+    def flipped(self, flip: np.ndarray) -> "ImplicitRows":
+        return replace(self, good=self.good * flip[: self.n_good], weak=self.weak * flip[self.n_good :])
 
 
 @dataclass(frozen=True)
 class PWCCAProjection:
     """Trained PWCCA projections for one train part and one (epsilon_x, epsilon_y).
 
-    ``proj_x`` is ``Px[:n]`` restricted to the kept columns ``x_dims`` of x (likewise y). It is stored as
-    ``x_factor @ x_basis.T`` (``x_basis`` orthonormal, None for the identity) so that held-out data rotated once
-    into the basis can be projected by every fit of a train part; ``x_factor`` itself may be implicit
-    (``x_partner``). ``x_directions``/``y_directions`` are the row counts of the full ``Px``/``Py`` (they decide
-    which view weights the score).
+    ``proj_x`` is ``Px[:n]`` restricted to the kept columns ``x_dims`` of x (likewise y), given either as a
+    matrix or as :class:`ImplicitRows` (then formed only when asked for). ``x_directions``/``y_directions`` are
+    the row counts of the full ``Px``/``Py`` (they decide which view weights the score).
     """
 
     x_dims: np.ndarray
     y_dims: np.ndarray
-    y_factor: np.ndarray
     canonical_correlations: np.ndarray
     epsilon_x: float
     epsilon_y: float
-    x_factor_matrix: np.ndarray | None = None
-    x_basis: np.ndarray | None = None
-    y_basis: np.ndarray | None = None
-    x_partner: GramPartner | None = None
-
-    @cached_property
-    def x_factor(self) -> np.ndarray:
-        if self.x_factor_matrix is not None:
-            return self.x_factor_matrix
-        return self.x_partner.left().T * self.x_partner.ax
+    x_matrix: np.ndarray | None = None
+    y_matrix: np.ndarray | None = None
+    x_rows: ImplicitRows | None = None
+    y_rows: ImplicitRows | None = None
 
     @cached_property
     def proj_x(self) -> np.ndarray:
-        return self.x_factor if self.x_basis is None else self.x_factor @ self.x_basis.T
+        return self.x_matrix if self.x_matrix is not None else self.x_rows.matrix()
 
     @cached_property
     def proj_y(self) -> np.ndarray:
-        return self.y_factor if self.y_basis is None else self.y_factor @ self.y_basis.T
+        return self.y_matrix if self.y_matrix is not None else self.y_rows.matrix()
 
     @property
     def n_directions(self) -> int:
-        return self.y_factor.shape[0]
+        return len(self.canonical_correlations)
 
     @property
     def x_directions(self) -> int:
@@ -96,14 +112,15 @@ class PWCCAProjection:
     def y_directions(self) -> int:
         return len(self.y_dims)
 
-    def view(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(kept dims, factor, basis) of view ``"x"`` or ``"y"``."""
-        if name == "x":
-            return self.x_dims, self.x_factor, self.x_basis
-        return self.y_dims, self.y_factor, self.y_basis
-
     def dims(self, name: str) -> np.ndarray:
         return self.x_dims if name == "x" else self.y_dims
+
+    def matrix(self, name: str) -> np.ndarray:
+        """Projection rows of view ``"x"`` or ``"y"``, ``(directions, kept dims)``."""
+        return self.proj_x if name == "x" else self.proj_y
+
+    def implicit(self, name: str) -> ImplicitRows | None:
+        return self.x_rows if name == "x" else self.y_rows
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,20 @@ class _Whitening:
         return (self.eigvecs * self.inverse_sqrt_scales(epsilon)) @ self.eigvecs.T
 
 
+@dataclass(frozen=True)
+class _WhitenedCross:
+    """One view's side of a fit for one epsilon, against the other view's eigenbasis ``V_o``.
+
+    With ``F`` this view's whitening (``F^T F = pinv(S + eps I)``) and ``B = S_vo V_o``: ``whitened = F B``,
+    ``gram = B^T F^T F B``, ``through = F^T F B``; ``to_view`` maps whitened coordinates back (``u -> F^T u``).
+    """
+
+    whitened: np.ndarray
+    gram: np.ndarray
+    through: np.ndarray
+    to_view: Callable[[np.ndarray], np.ndarray]
+
+
 class TrainedCovariance:
     """Rescaled covariance blocks of one train part, with the decompositions shared by every epsilon."""
 
@@ -141,13 +172,20 @@ class TrainedCovariance:
         if xmax == 0.0 or ymax == 0.0:
             view = "x" if xmax == 0.0 else "y"
             raise CCAInputError(f"view {view} is constant on the training samples: there is nothing to correlate")
-        self.sxx = sxx / xmax
-        self.syy = syy / ymax
+        self.blocks = {"x": sxx / xmax, "y": syy / ymax}
         self.sxy = joint_cov[:dx, dx:] / np.sqrt(xmax * ymax)
         self.stable = stable
         self._whitenings: dict[tuple[str, bytes], _Whitening] = {}
-        self._rotated_cross: dict[tuple[bytes, bytes], np.ndarray] = {}
-        self._x_whitened_gram: dict[tuple[bytes, bytes, bytes], np.ndarray] = {}
+        self._crosses: dict[tuple, np.ndarray] = {}
+        self._whitened_crosses: dict[tuple, _WhitenedCross] = {}
+
+    @property
+    def sxx(self) -> np.ndarray:
+        return self.blocks["x"]
+
+    @property
+    def syy(self) -> np.ndarray:
+        return self.blocks["y"]
 
     @classmethod
     def from_scatter(cls, scatter: JointScatter, dx: int, *, stable: bool = False) -> "TrainedCovariance":
@@ -155,7 +193,7 @@ class TrainedCovariance:
 
     def kept_dims(self, view: str, epsilon: float) -> np.ndarray:
         """Columns whose rescaled variance reaches epsilon (and, when stable, a linearly independent subset)."""
-        cov = self.sxx if view == "x" else self.syy
+        cov = self.blocks[view]
         dims = np.flatnonzero(np.abs(np.diagonal(cov)) >= epsilon)
         if self.stable and len(dims) > 1:
             dims = _independent_subset(cov[np.ix_(dims, dims)], dims)
@@ -164,34 +202,73 @@ class TrainedCovariance:
     def whitening(self, view: str, dims: np.ndarray) -> _Whitening:
         key = (view, dims.tobytes())
         if key not in self._whitenings:
-            cov = self.sxx if view == "x" else self.syy
-            eigvals, eigvecs = np.linalg.eigh(cov[np.ix_(dims, dims)])
+            eigvals, eigvecs = np.linalg.eigh(self.blocks[view][np.ix_(dims, dims)])
             self._whitenings[key] = _Whitening(dims, eigvals, eigvecs)
         return self._whitenings[key]
 
-    def rotated_cross(self, wx: _Whitening, wy: _Whitening) -> np.ndarray:
-        """``Sxy`` in the two eigenbases, ``Vx^T Sxy Vy``."""
-        key = (wx.dims.tobytes(), wy.dims.tobytes())
-        if key not in self._rotated_cross:
-            self._rotated_cross[key] = wx.eigvecs.T @ self.sxy[np.ix_(wx.dims, wy.dims)] @ wy.eigvecs
-        return self._rotated_cross[key]
+    def cross(self, view: str, dims: np.ndarray, other: _Whitening) -> np.ndarray:
+        """``S_vo`` (rows: ``view``'s kept dims) times the other view's eigenvectors."""
+        key = (view, dims.tobytes(), other.dims.tobytes())
+        if key not in self._crosses:
+            block = self.sxy if view == "x" else self.sxy.T
+            self._crosses[key] = block[np.ix_(dims, other.dims)] @ other.eigvecs
+        return self._crosses[key]
+
+    def whitened_cross(self, view: str, dims: np.ndarray, epsilon: float, other: _Whitening) -> _WhitenedCross:
+        """``view``'s side of every fit with this epsilon (Cholesky whitening where pinv would cut nothing)."""
+        key = (view, dims.tobytes(), other.dims.tobytes(), epsilon)
+        if key in self._whitened_crosses:
+            return self._whitened_crosses[key]
+        cross = self.cross(view, dims, other)
+        factor = _cholesky_if_pinv_keeps_all(self.blocks[view][np.ix_(dims, dims)], epsilon)
+        if factor is not None:
+            whitened = _solve_lower(factor, cross)
+
+            def to_view(u: np.ndarray) -> np.ndarray:
+                return _solve_lower(factor, u, transposed=True)
+
+        else:
+            whitening = self.whitening(view, dims)
+            scales = whitening.inverse_sqrt_scales(epsilon)  # LinAlgError where the reference's fit fails
+            whitened = scales[:, None] * (whitening.eigvecs.T @ cross)
+
+            def to_view(u: np.ndarray) -> np.ndarray:
+                return whitening.eigvecs @ (scales[:, None] * u)
+
+        result = _WhitenedCross(whitened, whitened.T @ whitened, to_view(whitened), to_view)
+        self._whitened_crosses[key] = result
+        return result
 
     def fit(self, epsilon_x: float, epsilon_y: float, sign_convention: str = "canonical") -> PWCCAProjection:
         """Projections for one regularisation pair; ``np.linalg.LinAlgError`` when the reference's fit fails."""
         if sign_convention not in SIGN_CONVENTIONS:
             raise ValueError(f"sign_convention must be one of {SIGN_CONVENTIONS}, got {sign_convention!r}")
-        x_dims = self.kept_dims("x", epsilon_x)
-        y_dims = self.kept_dims("y", epsilon_y)
-        if len(x_dims) == 0 or len(y_dims) == 0:
+        dims = {"x": self.kept_dims("x", epsilon_x), "y": self.kept_dims("y", epsilon_y)}
+        if len(dims["x"]) == 0 or len(dims["y"]) == 0:
             raise np.linalg.LinAlgError("every dimension of a view has variance below epsilon")
-        wx, wy = self.whitening("x", x_dims), self.whitening("y", y_dims)
         if sign_convention == "lapack":
+            wx, wy = self.whitening("x", dims["x"]), self.whitening("y", dims["y"])
             proj_x, proj_y, corr = self._fit_lapack(wx, wy, epsilon_x, epsilon_y)
-            return PWCCAProjection(x_dims, y_dims, proj_y, corr, epsilon_x, epsilon_y, x_factor_matrix=proj_x)
-        x_factor, partner, proj_y, corr = self._fit_gram(wx, wy, epsilon_x, epsilon_y)
+            return PWCCAProjection(dims["x"], dims["y"], corr, epsilon_x, epsilon_y, x_matrix=proj_x, y_matrix=proj_y)
+        epsilons = {"x": epsilon_x, "y": epsilon_y}
+        small, big = ("y", "x") if len(dims["y"]) <= len(dims["x"]) else ("x", "y")
+        small_whitening = self.whitening(small, dims[small])
+        scales = small_whitening.inverse_sqrt_scales(epsilons[small])
+        big_side = self.whitened_cross(big, dims[big], epsilons[big], small_whitening)
+        vectors, singular_values = _gram_eigenvectors(scales[:, None] * big_side.gram * scales[None, :])
+        n_good = int(np.sum(~_weak(singular_values)))
+        weak = _weak_completion(big_side.whitened * scales, vectors, singular_values, n_good)
+        big_rows = ImplicitRows(
+            big_side.through, scales, vectors[:, :n_good] / singular_values[:n_good], big_side.to_view(weak)
+        )
+        small_matrix = (vectors.T * scales) @ small_whitening.eigvecs.T
+        big_matrix = None if big == "x" else big_rows.matrix()
+        _, flip = _canonical_signs(small_matrix if small == "y" else big_matrix)
+        matrices = {small: small_matrix * flip[:, None], big: None if big_matrix is None else big_matrix * flip[:, None]}
         return PWCCAProjection(
-            x_dims, y_dims, proj_y, corr, epsilon_x, epsilon_y,
-            x_factor_matrix=x_factor, x_basis=wx.eigvecs, x_partner=partner,
+            dims["x"], dims["y"], singular_values, epsilon_x, epsilon_y,
+            x_matrix=matrices["x"], y_matrix=matrices["y"],
+            **{f"{big}_rows": big_rows.flipped(flip)},
         )  # fmt: skip
 
     def _fit_lapack(self, wx: _Whitening, wy: _Whitening, epsilon_x: float, epsilon_y: float):
@@ -203,29 +280,27 @@ class TrainedCovariance:
         n = min(len(wx.dims), len(wy.dims))
         return u[:, :n].T @ invsqrt_x, vh[:n] @ invsqrt_y, np.abs(s[:n])
 
-    def _fit_gram(self, wx: _Whitening, wy: _Whitening, epsilon_x: float, epsilon_y: float):
-        """The same projections from the eigendecomposition of the smaller Gram matrix, in the eigenbases."""
-        ax = wx.inverse_sqrt_scales(epsilon_x)
-        ay = wy.inverse_sqrt_scales(epsilon_y)
-        m0 = self.rotated_cross(wx, wy)
-        whitened = ax[:, None] * m0 * ay[None, :]  # Vx^T (Sxx^-1/2 Sxy Syy^-1/2) Vy
-        if whitened.shape[1] <= whitened.shape[0]:
-            # the usual case (y has fewer dimensions): the x-side vectors stay implicit. The Gram matrix is
-            # diag(ay) (M0^T diag(ax^2) M0) diag(ay); its middle part is shared by the fits with this epsilon_x.
-            key = (wx.dims.tobytes(), wy.dims.tobytes(), ax.tobytes())
-            if key not in self._x_whitened_gram:
-                half = ax[:, None] * m0
-                self._x_whitened_gram[key] = half.T @ half
-            right, s = _gram_eigenvectors(ay[:, None] * self._x_whitened_gram[key] * ay[None, :])
-            n_good = int(np.sum(~_weak(s)))
-            weak_left = _weak_completion(whitened, right, s, n_good)
-            proj_y, flip = _canonical_signs((right.T * ay) @ wy.eigvecs.T)
-            partner = GramPartner(ax, m0, ay, right * flip, s, n_good, weak_left * flip[n_good:])
-            return None, partner, proj_y, s
-        left, s = _gram_eigenvectors(whitened @ whitened.T)
-        right = _partner_vectors(whitened.T, left, s)
-        proj_y, flip = _canonical_signs((right.T * ay) @ wy.eigvecs.T)
-        return (left.T * ax) * flip[:, None], None, proj_y, s
+
+def _cholesky_if_pinv_keeps_all(cov: np.ndarray, epsilon: float) -> np.ndarray | None:
+    """Lower Cholesky factor of ``cov + eps I``, or None when it fails or the matrix is too ill-conditioned for
+    ``pinv`` to be a plain inverse (then the eigenbasis, with pinv's cut-off, is used)."""
+    shifted = np.array(cov, order="F")  # the LAPACK calls below work on it in place
+    shifted[np.diag_indices_from(shifted)] += epsilon
+    norm = float(np.max(np.sum(np.abs(shifted), axis=0)))
+    factor, info = lapack.dpotrf(shifted, lower=1, clean=1, overwrite_a=1)
+    if info != 0 or not np.isfinite(norm):
+        return None
+    rcond, info = lapack.dpocon(factor, norm, uplo="L")
+    return factor if info == 0 and rcond > CHOLESKY_MIN_RCOND else None
+
+
+def _solve_lower(factor: np.ndarray, rhs: np.ndarray, *, transposed: bool = False) -> np.ndarray:
+    """``L^-1 rhs`` (or ``L^-T rhs``) for a lower-triangular ``L``."""
+    if rhs.shape[1] == 0:
+        return np.zeros((factor.shape[0], 0))
+    return scipy.linalg.solve_triangular(
+        factor, rhs, lower=True, trans="T" if transposed else "N", check_finite=False
+    )
 
 
 def _canonical_signs(proj_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,8 +26,8 @@ class HeldOutPart:
 
     * ``moments``: when the part's joint scatter is given and it has more rows than dimensions, every quantity
       of the score is a small matrix product of that scatter (see :meth:`_score_from_moments`): no data pass;
-    * ``memory``: small parts keep their centred rows (float64); with ``rotate=True`` also rotated into each
-      fit's basis, so that the fits of one train part (which share it) project with one product each;
+    * ``memory``: small parts keep their centred rows (float64) and the products of those rows with the factors
+      that the fits of one train part share, so that each fit projects with one small product;
     * ``chunks``: large parts without a scatter are read again, in chunks, for every fit.
 
     When the projected directions are too ill-conditioned for the Gram route, the weights fall back to a
@@ -43,17 +43,15 @@ class HeldOutPart:
         mean_y: np.ndarray,
         *,
         scatter: JointScatter | None = None,
-        rotate: bool = False,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> None:
         self.views = {"x": x, "y": y}
         self.means = {"x": mean_x, "y": mean_y}
         self.rows = rows
-        self.rotate = rotate
         self.chunk_rows = chunk_rows
         dims = x.shape[1] + y.shape[1]
         self._data: dict[str, object] = {}
-        self._rotated: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._shared: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._centred_scatter: np.ndarray | None = None
         if scatter is not None and len(rows) > dims:
             self.strategy = "moments"
@@ -147,37 +145,27 @@ class HeldOutPart:
     def _project(self, name: str, projection: PWCCAProjection) -> np.ndarray:
         """Centred rows of view ``name`` times ``P^T`` (``(rows, n)``), from the in-memory copy."""
         dims = projection.dims(name)
-        basis = projection.x_basis if name == "x" else projection.y_basis
-        factor = None if name == "x" and projection.x_partner is not None else projection.view(name)[1]
         data, mean = self._data[name], self.means[name]
         if self.views[name].sparse:  # (a - m) P^T = a P^T - m P^T keeps the product sparse
-            matrix = projection.proj_x if name == "x" else projection.proj_y
+            matrix = projection.matrix(name)
             return np.asarray(data[:, dims] @ matrix.T) - mean[dims] @ matrix.T
         columns = data if len(dims) == data.shape[1] else data[:, dims]
-        if self.rotate and basis is not None:  # Px itself is never formed
-            rotated = self._cached(("rotated", name, dims.tobytes(), id(basis)), basis, lambda: columns @ basis)
-            partner = projection.x_partner if name == "x" else None
-            if partner is None:
-                return rotated @ factor.T
-            # P = Xr diag(ax) U with U = [diag(ax) M0 diag(ay) V_g / s_g, weak]: Xr diag(ax^2) M0 is shared by
-            # every fit of this train part with the same epsilon_x
-            through = self._cached(
-                ("through", id(basis), id(partner.m0), partner.ax.tobytes()), partner.m0,
-                lambda: (rotated * partner.ax**2) @ partner.m0,
-            )  # fmt: skip
-            g = partner.n_good
-            projected = np.empty((rotated.shape[0], len(partner.singular_values)))
-            projected[:, :g] = (through * partner.ay) @ (partner.right[:, :g] / partner.singular_values[:g])
-            projected[:, g:] = (rotated * partner.ax) @ partner.weak_left
-            return projected
-        return columns @ (projection.proj_x if name == "x" else projection.proj_y).T
+        implicit = projection.implicit(name)
+        if implicit is None:
+            return columns @ projection.matrix(name).T
+        # P itself is never formed: rows @ through is shared by every fit of the train part with this epsilon
+        rows_through = self._cached(
+            ("through", name, dims.tobytes(), id(implicit.through)), implicit.through,
+            lambda: columns @ implicit.through,
+        )  # fmt: skip
+        return implicit.project(columns, rows_through)
 
     def _cached(self, key: tuple, owner: object, compute):
         """Memoised per held-out part; ``owner`` is kept with the value so that an ``id`` in the key stays valid."""
-        entry = self._rotated.get(key)
+        entry = self._shared.get(key)
         if entry is None or entry[0] is not owner:
             entry = (owner, compute())
-            self._rotated[key] = entry
+            self._shared[key] = entry
         return entry[1]
 
     def _acts(self, name: str, dims: np.ndarray):

@@ -78,7 +78,8 @@ class JointScatter:
     """Shifted sums of one set of rows of the joint view ``z = [x, y]``: enough to give its covariance.
 
     ``sum_z`` and ``cross`` hold ``sum(z - shift)`` and ``sum((z - shift)^T (z - shift))``; scatters of disjoint
-    row sets with the same shift add up (``+``, ``-``), which lets a train part be assembled from its splits.
+    row sets with the same shift add up (:meth:`total`, :meth:`without`), which lets a train part be assembled
+    from its splits.
     """
 
     count: int
@@ -86,11 +87,22 @@ class JointScatter:
     sum_z: np.ndarray
     cross: np.ndarray
 
-    def __add__(self, other: "JointScatter") -> "JointScatter":
-        return JointScatter(self.count + other.count, self.shift, self.sum_z + other.sum_z, self.cross + other.cross)
+    @classmethod
+    def total(cls, parts: "list[JointScatter]") -> "JointScatter":
+        """The scatter of the union of disjoint row sets (same shift), summed in place."""
+        sum_z, cross = parts[0].sum_z.copy(), parts[0].cross.copy()
+        for part in parts[1:]:
+            sum_z += part.sum_z
+            cross += part.cross
+        return cls(sum(part.count for part in parts), parts[0].shift, sum_z, cross)
 
-    def __sub__(self, other: "JointScatter") -> "JointScatter":
-        return JointScatter(self.count - other.count, self.shift, self.sum_z - other.sum_z, self.cross - other.cross)
+    def without(self, *parts: "JointScatter") -> "JointScatter":
+        """The scatter of these rows minus those of ``parts`` (disjoint subsets of them), in one new array."""
+        sum_z, cross = self.sum_z.copy(), self.cross.copy()
+        for part in parts:
+            sum_z -= part.sum_z
+            cross -= part.cross
+        return JointScatter(self.count - sum(part.count for part in parts), self.shift, sum_z, cross)
 
     def mean(self) -> np.ndarray:
         return self.shift + self.sum_z / self.count
@@ -126,8 +138,8 @@ def joint_scatter(
         sum_z[dx:] += np.asarray(zy.sum(axis=0)).ravel()
         cross[:dx, :dx] += _gram(zx)
         cross[dx:, dx:] += _gram(zy)
-        cross[:dx, dx:] += _cross(zx, zy)
-    cross[dx:, :dx] = cross[:dx, dx:].T
+        cross[dx:, :dx] += _transposed_product(zy, zx)  # rows of y: contiguous whether y or x is sparse
+    cross[:dx, dx:] = cross[dx:, :dx].T
     return JointScatter(len(rows), shift, sum_z, cross)
 
 
@@ -144,8 +156,11 @@ def _gram(z) -> np.ndarray:
     return z.T @ z  # numpy runs a symmetric rank-k update (syrk) for this pattern
 
 
-def _cross(a, b) -> np.ndarray:
-    if scipy.sparse.issparse(b):
+def _transposed_product(a, b) -> np.ndarray:
+    """``a^T b`` as a dense array, for dense or sparse ``a`` and ``b``."""
+    if scipy.sparse.issparse(a):
+        product = a.T @ b
+    elif scipy.sparse.issparse(b):
         product = (b.T @ a).T
     else:
         product = a.T @ b

@@ -145,9 +145,7 @@ def cca_protocol(
 
     shift = _reference_shift(x, y, np.arange(n_samples))
     scatters = [joint_scatter(x, y, split, shift, chunk_rows) for split in _progress(splits, progress, "covariance")]
-    total = scatters[0]
-    for scatter in scatters[1:]:
-        total = total + scatter
+    total = JointScatter.total(scatters)
     _require_finite(total)
     dx = x.shape[1]
 
@@ -191,7 +189,7 @@ def cca_score(
 def _run_trial(
     x, y, splits, scatters, total, dev, test, dx, rng, *, n_epsilons, stable, sign_convention, mean_score, chunk_rows
 ) -> CCATrial | None:
-    covariance = TrainedCovariance.from_scatter(total - scatters[dev] - scatters[test], dx, stable=stable)
+    covariance = TrainedCovariance.from_scatter(total.without(scatters[dev], scatters[test]), dx, stable=stable)
     fits: list[PWCCAProjection] = []
     for epsilon_x, epsilon_y in epsilon_schedule(rng):
         try:
@@ -203,13 +201,13 @@ def _run_trial(
     if not fits:
         return None
 
-    def held_out(split: int, rotate: bool) -> HeldOutPart:
+    def held_out(split: int) -> HeldOutPart:
         mean = scatters[split].mean()
         return HeldOutPart(
-            x, y, splits[split], mean[:dx], mean[dx:], scatter=scatters[split], rotate=rotate, chunk_rows=chunk_rows
+            x, y, splits[split], mean[:dx], mean[dx:], scatter=scatters[split], chunk_rows=chunk_rows
         )
 
-    dev_part = held_out(dev, rotate=len(fits) > 1)
+    dev_part = held_out(dev)
     dev_scores = np.array([dev_part.score(fit, mean_score) for fit in fits])
     del dev_part
     if np.all(np.isnan(dev_scores)):
@@ -219,7 +217,7 @@ def _run_trial(
     return CCATrial(
         dev, test,
         tuple((f.epsilon_x, f.epsilon_y) for f in fits), tuple(float(s) for s in dev_scores),
-        (fits[best].epsilon_x, fits[best].epsilon_y), held_out(test, rotate=False).score(fits[best], mean_score),
+        (fits[best].epsilon_x, fits[best].epsilon_y), held_out(test).score(fits[best], mean_score),
     )  # fmt: skip
 
 
