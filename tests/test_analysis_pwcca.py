@@ -16,6 +16,7 @@ from downstream_probes.analysis.splits import epsilon_schedule, stratified_split
 # the package exports the function ``pwcca``, which hides the module of the same name from attribute access
 pwcca_module = import_module("downstream_probes.analysis.pwcca")
 held_out_module = import_module("downstream_probes.analysis.held_out")
+fit_module = import_module("downstream_probes.analysis.fit")
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +151,31 @@ def test_scoring_ways_agree_when_a_canonical_direction_is_exactly_uncorrelated(m
     # a valid set of canonical directions: orthonormal under the regularised training covariance of x
     sxx = pwcca_module.TrainedCovariance.from_scatter(joint_scatter(xv, yv, train, np.zeros(26)), 20).sxx
     np.testing.assert_allclose(fit.proj_x @ (sxx + 1e-10 * np.eye(20)) @ fit.proj_x.T, np.eye(6), atol=1e-9)
+
+
+@pytest.mark.parametrize("dx,dy", [(24, 10), (10, 24)])
+def test_cholesky_and_eigenbasis_whitening_of_the_larger_view_agree(monkeypatch, dx, dy):
+    x, y = paired_views(np.random.default_rng(dx + dy), 900, dx, dy)
+    train, held = slice(0, 700), slice(700, None)
+    with_cholesky = pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9)
+    monkeypatch.setattr(fit_module, "CHOLESKY_MIN_RCOND", np.inf)  # every view whitened in its eigenbasis
+    with_eigh = pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9)
+    assert with_cholesky == pytest.approx(with_eigh, abs=1e-10)
+
+
+def test_pinv_cut_off_of_a_singular_larger_view_falls_back_to_the_eigenbasis():
+    """x has a duplicated column and epsilon_x = 0: pinv drops the null direction, as the reference does."""
+    x, y = paired_views(np.random.default_rng(13), 900, 16, 5)
+    x[:, -1] = x[:, 0]
+    train, held = slice(0, 700), slice(700, None)
+    covariance = np.cov(x[train].T)
+    assert fit_module._cholesky_if_pinv_keeps_all(covariance / np.abs(covariance).max(), 0.0) is None
+    for smallest, cholesky in ((1e-10, True), (1e-17, False)):  # pinv cuts eigenvalues below 1e-15 * largest
+        matrix = np.diag([1.0, 0.5, smallest, 0.2, 0.1])  # positive definite: only the condition guard refuses
+        assert (fit_module._cholesky_if_pinv_keeps_all(matrix, 0.0) is not None) == cholesky, smallest
+    ours = pwcca(x[train], y[train], x[held], y[held], 0.0, 1e-10)
+    expected = plain_pwcca(x[train], y[train], x[held], y[held], 0.0, 1e-10, fix_signs=True)
+    assert ours == pytest.approx(expected, abs=1e-6)
 
 
 def test_sparse_label_view_is_scored_like_the_dense_one():
