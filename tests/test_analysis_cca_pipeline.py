@@ -62,7 +62,7 @@ def test_cca_command_scores_every_layer_and_reuses_its_cache(corpus, tiny_checkp
     assert len(entries) == 1
     # same inputs, same numbers; the second run reads the cached layers (no new entry)
     assert _cca(corpus, tiny_checkpoint, tmp_path / "again", tmp_path / "cache", "--property", "phone",
-                "--layers", "D0,T12") == 0  # fmt: skip
+                "--layers", "D0,T12", "--threads", "1") == 0  # fmt: skip
     assert json.loads((tmp_path / "again" / "cca_phone.json").read_text()) == {k: scores[k] for k in ("D0", "T12")}
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
 
@@ -138,6 +138,8 @@ def test_bad_input_gives_one_clear_error(corpus, tiny_checkpoint, tmp_path, caps
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "phone",
                 "--layers", "T0,X9") == 2  # fmt: skip
     assert "unknown layer(s) ['X9']" in capsys.readouterr().err
+    assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "phone", "--threads", "0") == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
     broken = tmp_path / "broken"
     shutil.copytree(corpus, broken)

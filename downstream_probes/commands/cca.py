@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 
@@ -10,6 +11,8 @@ def run(args: argparse.Namespace) -> int:
     from downstream_probes.analysis.cca_pipeline import CCARunSettings, build_extractor, check_property, run_cca
     from downstream_probes.analysis.segments import SamplingSettings
 
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     embeddings = Path(args.embeddings) if args.embeddings else None
     check_property(args.property, embeddings)  # before the (slow) upstream is built
     extract, identity = build_extractor(args.upstream, args.upstream_ckpt, args.upstream_model_config)
@@ -30,12 +33,28 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     out_dir = Path(args.out_dir) if args.out_dir else Path("analysis") / args.upstream
-    result = run_cca(extract, identity, args.corpus, out_dir, settings)
+    with _thread_limit(args.threads):
+        result = run_cca(extract, identity, args.corpus, out_dir, settings)
     width = max(len(name) for name in result.scores)
     for name, score in result.scores.items():
         print(f"{name:>{width}}  {score:.4f}")
     print(f"wrote {result.json_path} and {result.plot_path}")
     return 0
+
+
+def _thread_limit(threads: int | None) -> contextlib.AbstractContextManager:
+    """Caps torch's and the BLAS libraries' threads while it is open (PWCCA's small matrix products only contend
+    on a shared machine); torch's previous setting comes back afterwards."""
+    stack = contextlib.ExitStack()
+    if threads is None:
+        return stack
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    stack.callback(torch.set_num_threads, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    stack.enter_context(threadpool_limits(limits=threads))
+    return stack
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,4 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--utterances", type=int, default=500, help="utterances for frame level (default 500)")
     parser.add_argument("--cache-dir", help="feature cache (default: $MRSUPERB_CACHE/layer_features)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads", type=int,
+        help="CPU threads for torch and BLAS (default: the libraries' own choice; 1 is fastest on a shared machine)",
+    )  # fmt: skip
     parser.set_defaults(handler=run)
