@@ -68,12 +68,21 @@ def test_converted_round_trip(tmp_path: Path) -> None:
     assert converted.dictionaries_symbols == original.dictionaries_symbols
 
 
-def test_legacy_args_and_numpy_meters_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("namespace_allowed_globally", [False, True])
+def test_legacy_args_and_numpy_meters_load(tmp_path: Path, namespace_allowed_globally: bool) -> None:
+    """Also when argparse.Namespace is on torch's global allow-list (s3prl_compat puts it there)."""
     path = tmp_path / "legacy.pt"
     torch.save({"args": argparse.Namespace(arch="hubert", encoder_layers=2, normalize=False),
                 "model": {"w": torch.ones(2)},
                 "extra_state": {"loss": np.float64(1.5), "hist": np.arange(3)}}, path)
-    loaded = load_checkpoint(path)
+    before = list(torch.serialization.get_safe_globals())
+    if namespace_allowed_globally:
+        torch.serialization.add_safe_globals([argparse.Namespace])
+    try:
+        loaded = load_checkpoint(path)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
     assert loaded.model_name == "hubert" and loaded.model_cfg["encoder_layers"] == 2
     assert loaded.task_cfg["normalize"] is False
 

@@ -143,6 +143,11 @@ class LoadedCheckpoint:
         return str(self.model_cfg.get("_name", "") or "")
 
 
+# Legacy ``args`` arrive as our stand-in, or as a real (inert) ``argparse.Namespace`` once something in the process
+# has allow-listed that class for every torch.load (s3prl_compat does, for s3prl's own checkpoints).
+_NAMESPACES = (LegacyArgs, argparse.Namespace)
+
+
 def _read_restricted_pickle(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -175,10 +180,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def _plain_config(value: Any) -> dict[str, Any]:
-    """cfg sections arrive as dicts, LegacyArgs or None; return a plain dict."""
+    """cfg sections arrive as dicts, namespaces or None; return a plain dict."""
     if value is None:
         return {}
-    if isinstance(value, LegacyArgs):
+    if isinstance(value, _NAMESPACES):
         return dict(value.__dict__)
     if isinstance(value, Mapping):
         return dict(value)
@@ -215,7 +220,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     cfg = state.get("cfg")
     if cfg:
         model_cfg, task_cfg = _plain_config(cfg.get("model")), _plain_config(cfg.get("task"))
-    elif isinstance(state.get("args"), LegacyArgs):
+    elif isinstance(state.get("args"), _NAMESPACES):
         # Legacy files keep one flat namespace for model and task options alike.
         model_cfg = task_cfg = _plain_config(state["args"])
         model_cfg = {**model_cfg, "_name": model_cfg.get("arch", model_cfg.get("_name", ""))}
