@@ -65,7 +65,7 @@ class ImplicitRows:
     def project(self, rows: np.ndarray, rows_through: np.ndarray) -> np.ndarray:
         """``rows @ P^T`` given ``rows_through = rows @ through`` (which the caller shares between fits)."""
         projected = np.empty((rows.shape[0], self.n_good + self.weak.shape[1]))
-        projected[:, : self.n_good] = (rows_through * self.scale) @ self.good
+        projected[:, : self.n_good] = rows_through @ (self.scale[:, None] * self.good)
         projected[:, self.n_good :] = rows @ self.weak
         return projected
 
@@ -202,7 +202,7 @@ class TrainedCovariance:
     def whitening(self, view: str, dims: np.ndarray) -> _Whitening:
         key = (view, dims.tobytes())
         if key not in self._whitenings:
-            eigvals, eigvecs = np.linalg.eigh(self.blocks[view][np.ix_(dims, dims)])
+            eigvals, eigvecs = np.linalg.eigh(_submatrix(self.blocks[view], dims, dims))
             self._whitenings[key] = _Whitening(dims, eigvals, eigvecs)
         return self._whitenings[key]
 
@@ -211,7 +211,7 @@ class TrainedCovariance:
         key = (view, dims.tobytes(), other.dims.tobytes())
         if key not in self._crosses:
             block = self.sxy if view == "x" else self.sxy.T
-            self._crosses[key] = block[np.ix_(dims, other.dims)] @ other.eigvecs
+            self._crosses[key] = _submatrix(block, dims, other.dims) @ other.eigvecs
         return self._crosses[key]
 
     def whitened_cross(self, view: str, dims: np.ndarray, epsilon: float, other: _Whitening) -> _WhitenedCross:
@@ -220,7 +220,7 @@ class TrainedCovariance:
         if key in self._whitened_crosses:
             return self._whitened_crosses[key]
         cross = self.cross(view, dims, other)
-        factor = _cholesky_if_pinv_keeps_all(self.blocks[view][np.ix_(dims, dims)], epsilon)
+        factor = _cholesky_if_pinv_keeps_all(_submatrix(self.blocks[view], dims, dims), epsilon)
         if factor is not None:
             whitened = _solve_lower(factor, cross)
 
@@ -275,10 +275,22 @@ class TrainedCovariance:
         """The reference's own steps: numpy's SVD of ``Sxx^-1/2 Sxy Syy^-1/2``."""
         invsqrt_x = wx.inverse_sqrt(epsilon_x)
         invsqrt_y = wy.inverse_sqrt(epsilon_y)
-        arr = invsqrt_x @ (self.sxy[np.ix_(wx.dims, wy.dims)] @ invsqrt_y)
+        arr = invsqrt_x @ (_submatrix(self.sxy, wx.dims, wy.dims) @ invsqrt_y)
         u, s, vh = np.linalg.svd(arr, full_matrices=False)
         n = min(len(wx.dims), len(wy.dims))
         return u[:, :n].T @ invsqrt_x, vh[:n] @ invsqrt_y, np.abs(s[:n])
+
+
+def _submatrix(matrix: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``matrix[rows][:, columns]``; a view, not a copy, when they are all of its rows and columns in order."""
+    if _is_everything(rows, matrix.shape[0]) and _is_everything(columns, matrix.shape[1]):
+        return matrix
+    return matrix[np.ix_(rows, columns)]
+
+
+def _is_everything(index: np.ndarray, size: int) -> bool:
+    """Whether a sorted index without repeats covers ``range(size)``."""
+    return len(index) == size and (size == 0 or (index[0] == 0 and index[-1] == size - 1))
 
 
 def _cholesky_if_pinv_keeps_all(cov: np.ndarray, epsilon: float) -> np.ndarray | None:
