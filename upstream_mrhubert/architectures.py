@@ -19,11 +19,16 @@ Unconfirmed (marked ``confirmed=False``; the released checkpoint's own cfg wins 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS
+from upstream_mrhubert.config import (
+    FAIRSEQ_HUBERT_TASK_DEFAULTS,
+    FAIRSEQ_PRETRAINING_DEFAULTS,
+    FAIRSEQ_TASK_DEFAULTS,
+)
 from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
 
 CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -146,21 +151,13 @@ class Architecture:
 
     def task_cfg(self) -> dict[str, Any]:
         """fairseq's ``cfg["task"]`` for this architecture."""
+        defaults = FAIRSEQ_TASK_DEFAULTS if self.family == "mrhubert" else FAIRSEQ_HUBERT_TASK_DEFAULTS
         cfg: dict[str, Any] = {
-            "_name": "multires_hubert_pretraining" if self.family == "mrhubert" else "hubert_pretraining",
-            "data": "",
-            "labels": ["km"],
+            **copy.deepcopy(defaults),  # fresh lists: callers may edit the cfg
             "label_dir": "",
-            "label_rate": 50.0,
-            "sample_rate": 16000,
             "normalize": self.size == "large",
-            "enable_padding": False,
-            "max_keep_size": None,
             "max_sample_size": 250000,
             "min_sample_size": 32000,
-            "single_target": False,
-            "random_crop": True,
-            "pad_audio": False,
             "fine_tuning": False,
         }
         if self.family == "mrhubert":

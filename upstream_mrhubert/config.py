@@ -97,13 +97,12 @@ FAIRSEQ_MODEL_DEFAULTS: dict[str, Any] = {
 }
 
 # fairseq's MultiresHubertPretrainingConfig (the task section); only sample_rate and normalize matter here.
-FAIRSEQ_TASK_DEFAULTS: dict[str, Any] = {
-    "_name": "multires_hubert_pretraining",
+FAIRSEQ_HUBERT_TASK_DEFAULTS: dict[str, Any] = {
+    "_name": "hubert_pretraining",
     "data": "",
     "labels": ["km"],
     "label_dir": None,
     "label_rate": 50.0,
-    "label_rate_ratios": [1, 2],
     "sample_rate": 16000,
     "normalize": False,
     "enable_padding": False,
@@ -113,6 +112,11 @@ FAIRSEQ_TASK_DEFAULTS: dict[str, Any] = {
     "single_target": False,
     "random_crop": True,
     "pad_audio": False,
+}
+FAIRSEQ_TASK_DEFAULTS: dict[str, Any] = {
+    **FAIRSEQ_HUBERT_TASK_DEFAULTS,
+    "_name": "multires_hubert_pretraining",
+    "label_rate_ratios": [1, 2],
 }
 
 ACTIVATIONS = ("gelu", "gelu_fast", "gelu_accurate", "relu", "tanh", "linear")

@@ -8,6 +8,7 @@ check that s3prl's copy of fairseq's model accepts it with a strict ``load_state
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from upstream_mrhubert.checkpoint import write_fairseq_checkpoint
-from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS
+from upstream_mrhubert.config import FAIRSEQ_HUBERT_TASK_DEFAULTS, FAIRSEQ_PRETRAINING_DEFAULTS
 from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
 
 # A 12-layer model (so it exposes T0..T12 like HuBERT base) small enough to run in milliseconds.
@@ -54,20 +55,12 @@ def tiny_hubert_configs(*, large_style: bool = False, embed_dim: int = 48) -> tu
         "mask_prob": 0.8,
     }
     task_cfg: dict[str, Any] = {
-        "_name": "hubert_pretraining",
+        **copy.deepcopy(FAIRSEQ_HUBERT_TASK_DEFAULTS),  # fresh lists: callers may edit the cfg
         "data": "/data/librispeech/manifest",
-        "labels": ["km"],
         "label_dir": "/data/librispeech/labels",
-        "label_rate": 50.0,
-        "sample_rate": 16000,
         "normalize": large_style,
-        "enable_padding": False,
-        "max_keep_size": None,
         "max_sample_size": 250000,
         "min_sample_size": 32000,
-        "single_target": False,
-        "random_crop": True,
-        "pad_audio": False,
     }
     return model_cfg, task_cfg
 
