@@ -9,7 +9,6 @@ s3prl's two upsamplers are swapped into fairseq's order (s3prl indexes ``upsampl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import warnings
 from pathlib import Path
@@ -31,13 +30,7 @@ TOLERANCE = 1e-4
 LENGTHS = (16000, 12345, 9000)  # a padded batch: three utterances of different lengths
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and are not slowed down by other processes on a shared machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 BASE_NAMES = ["T0", "T1", "T2", "T3", "T4", "D0", "T5", "T6", "T7", "T8", "U0", "T9", "T10", "T11", "T12"]
