@@ -116,3 +116,15 @@ def register_entry_point_upstreams(
         if getattr(hub_module, name, None) is None:
             setattr(hub_module, name, _lazy_factory(plugin))
     return plugins
+
+
+def build_hub_upstream(name: str, ckpt: str | None = None, model_config: str | None = None):
+    """Build upstream ``name`` the way ``run_downstream.py -u NAME`` does: through s3prl's hub, with the
+    compatibility fixes applied and every entry-point upstream registered."""
+    register_entry_point_upstreams()
+    from s3prl import hub
+
+    factory = getattr(hub, name, None)
+    if factory is None:
+        raise ValueError(f"unknown upstream {name!r}: see `mrsuperb upstreams` (or s3prl's own names)")
+    return factory(ckpt=ckpt, model_config=model_config, refresh=False)

@@ -29,16 +29,9 @@ class ProbeRunError(RuntimeError):
 
 def upstream_layer_names(upstream: str, ckpt: str | None = None, model_config: str | None = None) -> list[str]:
     """Build the upstream once through s3prl's hub (entry points registered) and read its ``layer_names``."""
-    from downstream_probes import plugins, s3prl_compat
+    from downstream_probes.plugins import build_hub_upstream
 
-    s3prl_compat.apply_all()
-    plugins.register_entry_point_upstreams()
-    from s3prl import hub
-
-    factory = getattr(hub, upstream, None)
-    if factory is None:
-        raise ValueError(f"unknown upstream {upstream!r}: see `mrsuperb upstreams` (or s3prl's own names)")
-    model = factory(ckpt=ckpt, model_config=model_config, refresh=False)
+    model = build_hub_upstream(upstream, ckpt, model_config)
     names = getattr(model, "layer_names", None)
     if names is None:
         raise ValueError(f"upstream {upstream!r} does not expose layer_names; a sweep needs named layers")

@@ -227,16 +227,9 @@ def build_extractor(
         upstream = our_hub.ENTRY_POINTS[name](ckpt=ckpt, model_config=model_config)
         checkpoint = Path(upstream.checkpoint_path) if upstream.checkpoint_path else None
     else:
-        from downstream_probes import plugins, s3prl_compat
+        from downstream_probes.plugins import build_hub_upstream
 
-        s3prl_compat.apply_all()
-        plugins.register_entry_point_upstreams()
-        from s3prl import hub
-
-        factory = getattr(hub, name, None)
-        if factory is None:
-            raise CCARunError(f"unknown upstream {name!r}: see `mrsuperb upstreams` (or s3prl's own names)")
-        upstream = factory(ckpt=ckpt, model_config=model_config, refresh=False)
+        upstream = build_hub_upstream(name, ckpt, model_config)
         checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_file() else None
     identity = {
         "name": name,
