@@ -75,7 +75,7 @@ def measure_build(task: str, utterances: int) -> dict:
 
 
 def _run_child(kind: str, task: str, utterances: int) -> dict:
-    env = dict(os.environ, **{name: "1" for name in THREAD_VARIABLES})
+    env = dict(os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"))
     output = subprocess.run(
         [sys.executable, __file__, "--child", kind, task, str(utterances)],
         check=True,

@@ -39,8 +39,15 @@ def _base_configs() -> tuple[dict[str, Any], dict[str, Any]]:
     """mono-base's architecture: fairseq's base yaml (4-4-4, sampler kernel 1) on fairseq's dataclass defaults."""
     from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS
 
-    model_cfg = {**FAIRSEQ_MODEL_DEFAULTS, "label_rate": 50.0, "label_rate_ratios": [1, 2], "encoder_layers": 4,
-                 "conv_adapator_kernal": 1, "final_dim": 256, "use_single_target": True}
+    model_cfg = {
+        **FAIRSEQ_MODEL_DEFAULTS,
+        "label_rate": 50.0,
+        "label_rate_ratios": [1, 2],
+        "encoder_layers": 4,
+        "conv_adapator_kernal": 1,
+        "final_dim": 256,
+        "use_single_target": True,
+    }
     task_cfg = {**FAIRSEQ_TASK_DEFAULTS, "label_rate_ratios": [1, 2]}
     return model_cfg, task_cfg
 
@@ -52,8 +59,9 @@ def write_base_checkpoint(path: Path, seed: int = 0) -> Path:
     model_cfg, task_cfg = _base_configs()
     dictionaries = [SPECIAL_SYMBOLS + [str(label) for label in range(500)]]
     state = tiny_state_dict(model_cfg, task_cfg, dictionaries, seed=seed)
-    return write_fairseq_checkpoint(path, model_cfg=model_cfg, task_cfg=task_cfg, state_dict=state,
-                                    dictionaries_symbols=dictionaries)
+    return write_fairseq_checkpoint(
+        path, model_cfg=model_cfg, task_cfg=task_cfg, state_dict=state, dictionaries_symbols=dictionaries
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,9 +98,11 @@ def _build(implementation: str, checkpoint: Path) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        model = MultiresHubertModel(merge_with_parent(MultiresHubertConfig, loaded.model_cfg),
-                                    merge_with_parent(MultiresHubertPretrainingConfig, loaded.task_cfg),
-                                    loaded.dictionaries_symbols)
+        model = MultiresHubertModel(
+            merge_with_parent(MultiresHubertConfig, loaded.model_cfg),
+            merge_with_parent(MultiresHubertPretrainingConfig, loaded.task_cfg),
+            loaded.dictionaries_symbols,
+        )
     model.load_state_dict(loaded.state_dict, strict=True)
     model.train(False)
     recorded: list[torch.Tensor] = []
@@ -191,15 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.memory_repeats):
             names = IMPLEMENTATIONS if repeat % 2 == 0 else IMPLEMENTATIONS[::-1]
             jobs += [["--worker", name] for name in names]
-        results = [_run_worker([*job, "--checkpoint", str(checkpoint), *shape], args.threads)
-                   for job in tqdm(jobs, desc="workers", unit="process")]
+        results = [
+            _run_worker([*job, "--checkpoint", str(checkpoint), *shape], args.threads)
+            for job in tqdm(jobs, desc="workers", unit="process")
+        ]
 
     speed, memory_runs = results[0], results[1:]
     times = speed["times_s"]
-    memory = {name: [run["peak_delta_mib"] for run in memory_runs if run["implementation"] == name]
-              for name in IMPLEMENTATIONS}
-    print(f"\nMR-HuBERT base (768-d, 4-4-4), random weights, batch {args.batch} x {args.seconds:g} s, CPU, "
-          f"{speed['threads']} thread(s); {args.repeats} alternating forwards per model after a warm-up")
+    memory = {
+        name: [run["peak_delta_mib"] for run in memory_runs if run["implementation"] == name]
+        for name in IMPLEMENTATIONS
+    }
+    print(
+        f"\nMR-HuBERT base (768-d, 4-4-4), random weights, batch {args.batch} x {args.seconds:g} s, CPU, "
+        f"{speed['threads']} thread(s); {args.repeats} alternating forwards per model after a warm-up"
+    )
     print(f"{'':8}{'median (s)':>12}{'min (s)':>10}   {'forwards (s)':<48}{'peak RSS above start (MiB)'}")
     for name in IMPLEMENTATIONS:
         listing = " ".join(f"{t:.2f}" for t in times[name])
@@ -207,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8}{statistics.median(times[name]):>12.2f}{min(times[name]):>10.2f}   {listing:<48}{peaks}")
     speedup = statistics.median(times["s3prl"]) / statistics.median(times["ours"])
     best_speedup = min(times["s3prl"]) / min(times["ours"])
-    print(f"\nspeed: ours is {speedup:.2f}x as fast as s3prl by the medians ({best_speedup:.2f}x by the best runs); "
-          "target >= 1.3x")
+    print(
+        f"\nspeed: ours is {speedup:.2f}x as fast as s3prl by the medians ({best_speedup:.2f}x by the best runs); "
+        "target >= 1.3x"
+    )
     if memory["ours"] and memory["s3prl"]:
         memory_ratio = statistics.median(memory["ours"]) / statistics.median(memory["s3prl"])
         print(f"peak memory: ours uses {memory_ratio:.2f}x s3prl's; target <= 1.0x")

@@ -149,8 +149,14 @@ class DemoSettings:
         return self.root / "leaderboard.html"
 
     def record(self) -> dict:
-        return {"schema": DEMO_SCHEMA, "seed": self.seed, "upstreams": list(self.upstreams), "tasks": list(self.tasks),
-                "profile_seconds": self.profile_seconds, "note": RANDOM_INIT_NOTE}
+        return {
+            "schema": DEMO_SCHEMA,
+            "seed": self.seed,
+            "upstreams": list(self.upstreams),
+            "tasks": list(self.tasks),
+            "profile_seconds": self.profile_seconds,
+            "note": RANDOM_INIT_NOTE,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,15 +231,22 @@ def console_script(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise FileNotFoundError(f"console script {name} not found next to {sys.executable} nor on PATH; install the "
-                            "project into this environment (`make venv`, or `pip install -e .`)")
+    raise FileNotFoundError(
+        f"console script {name} not found next to {sys.executable} nor on PATH; install the "
+        "project into this environment (`make venv`, or `pip install -e .`)"
+    )
 
 
 def subprocess_env(jobs: int) -> dict[str, str]:
     """Environment of the demo's subprocesses: the cores shared among ``jobs`` parallel ones, unbuffered output."""
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
-            "TQDM_MININTERVAL": "5"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONUNBUFFERED": "1",
+        "TQDM_MININTERVAL": "5",
+    }
 
 
 def run_logged(stage: str, command: Sequence[str], log: Path, env: dict[str, str]) -> None:
@@ -269,18 +282,29 @@ class DemoPlan:
     def _prepare_phase(self) -> Phase:
         s = self.settings
         corpus_tasks = [t for t in TASKS if t in s.tasks or t == "asr"]  # asr: CCA reads its alignments
-        chains = [[Stage(f"corpus {task}", lambda t=task: (s.corpus(t) / "manifest.json").is_file(),
-                         lambda t=task: self._build_corpus(t))] for task in corpus_tasks]
-        chains += [[Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(),
-                          lambda u=u: self._write_checkpoint(u))] for u in self.upstreams]
+        chains = [
+            [
+                Stage(
+                    f"corpus {task}",
+                    lambda t=task: (s.corpus(t) / "manifest.json").is_file(),
+                    lambda t=task: self._build_corpus(t),
+                )
+            ]
+            for task in corpus_tasks
+        ]
+        chains += [
+            [Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(), lambda u=u: self._write_checkpoint(u))]
+            for u in self.upstreams
+        ]
         return Phase("prepare", chains)
 
     def _build_corpus(self, task: str) -> None:
         from downstream_probes.corpora import api as corpora
 
         # build_corpus renames a finished folder into place; a leftover without a manifest is an interrupted build.
-        corpora.build_corpus(task, self.settings.corpus(task), seed=self.settings.seed, force=True,
-                             workers=self.settings.jobs)
+        corpora.build_corpus(
+            task, self.settings.corpus(task), seed=self.settings.seed, force=True, workers=self.settings.jobs
+        )
 
     def _write_checkpoint(self, upstream: DemoUpstream) -> None:
         from upstream_mrhubert.tiny import write_tiny_checkpoint
@@ -295,19 +319,34 @@ class DemoPlan:
         for upstream in self.upstreams:
             for task in s.tasks:
                 expdir = s.expdir(upstream, task)
-                chain = [Stage(f"train {upstream.key}/{task}", lambda e=expdir, t=task: is_trained(e, t),
-                               lambda u=upstream, t=task: self._train(u, t))]
+                chain = [
+                    Stage(
+                        f"train {upstream.key}/{task}",
+                        lambda e=expdir, t=task: is_trained(e, t),
+                        lambda u=upstream, t=task: self._train(u, t),
+                    )
+                ]
                 if task in EVALUATED_SEPARATELY:
-                    chain.append(Stage(f"evaluate {upstream.key}/{task}",
-                                       lambda e=expdir, t=task: has_test_metrics(e, t),
-                                       lambda u=upstream, t=task: self._evaluate(u, t)))
+                    chain.append(
+                        Stage(
+                            f"evaluate {upstream.key}/{task}",
+                            lambda e=expdir, t=task: has_test_metrics(e, t),
+                            lambda u=upstream, t=task: self._evaluate(u, t),
+                        )
+                    )
                 chains.append(chain)
         for upstream in self.upstreams:
-            chains.append([Stage(f"cca {upstream.key}",
-                                 lambda u=upstream: (s.analysis(u) / f"cca_{CCA_PROPERTY}.json").is_file(),
-                                 lambda u=upstream: self._cca(u))])
+            chains.append(
+                [
+                    Stage(
+                        f"cca {upstream.key}",
+                        lambda u=upstream: (s.analysis(u) / f"cca_{CCA_PROPERTY}.json").is_file(),
+                        lambda u=upstream: self._cca(u),
+                    )
+                ]
+            )
         # CCA chains are the longest: start them first.
-        chains = chains[-len(self.upstreams):] + chains[:-len(self.upstreams)]
+        chains = chains[-len(self.upstreams) :] + chains[: -len(self.upstreams)]
         return Phase("runs", chains, workers=s.jobs)
 
     def _override(self, task: str) -> str:
@@ -325,24 +364,45 @@ class DemoPlan:
         s = self.settings
         expdir = s.expdir(upstream, task)
         stage = f"train {upstream.key}/{task}"
-        trained = (expdir / "results.json").is_file() and (task in EVALUATED_SEPARATELY
-                                                            or has_test_metrics(expdir, task))
+        trained = (expdir / "results.json").is_file() and (
+            task in EVALUATED_SEPARATELY or has_test_metrics(expdir, task)
+        )
         if not trained:
             if expdir.exists():  # an interrupted (or incomplete) run: four steps, simply start again
                 shutil.rmtree(expdir)
             override = f"{self._override(task)},,{eval_dataloaders_override(task)}"
-            command = [console_script("run_downstream.py"), "-m", "train", "-u", "mrhubert_local",
-                       "-k", str(s.checkpoint(upstream)), "-d", task,
-                       "-c", str(recipes_dir() / "quick" / task / "config.yaml"),
-                       "-p", str(expdir), "-o", override, "--seed", str(s.seed)]
+            command = [
+                console_script("run_downstream.py"),
+                "-m",
+                "train",
+                "-u",
+                "mrhubert_local",
+                "-k",
+                str(s.checkpoint(upstream)),
+                "-d",
+                task,
+                "-c",
+                str(recipes_dir() / "quick" / task / "config.yaml"),
+                "-p",
+                str(expdir),
+                "-o",
+                override,
+                "--seed",
+                str(s.seed),
+            ]
             run_logged(stage, command, s.log(stage), self.env)
         if not (expdir / "layer_weights.json").is_file():
-            run_logged(f"export-weights {upstream.key}/{task}",
-                       [console_script("mrsuperb"), "export-weights", str(expdir)],
-                       s.log(f"export-weights {upstream.key}/{task}"), self.env)
+            run_logged(
+                f"export-weights {upstream.key}/{task}",
+                [console_script("mrsuperb"), "export-weights", str(expdir)],
+                s.log(f"export-weights {upstream.key}/{task}"),
+                self.env,
+            )
         if not is_trained(expdir, task):
-            raise DemoError(f"stage '{stage}' ended without {expdir}/results.json (with the test metrics "
-                            f"{', '.join(required_test_metrics(task))}) and layer_weights.json; see {s.log(stage)}")
+            raise DemoError(
+                f"stage '{stage}' ended without {expdir}/results.json (with the test metrics "
+                f"{', '.join(required_test_metrics(task))}) and layer_weights.json; see {s.log(stage)}"
+            )
 
     def _evaluate(self, upstream: DemoUpstream, task: str) -> None:
         from downstream_probes.probe_sweep import best_checkpoint
@@ -351,21 +411,46 @@ class DemoPlan:
         s = self.settings
         expdir = s.expdir(upstream, task)
         stage = f"evaluate {upstream.key}/{task}"
-        command = [console_script("run_downstream.py"), "-m", "evaluate", "-e", str(best_checkpoint(expdir)),
-                   "-t", TASK_SPECS[task].test_split]
+        command = [
+            console_script("run_downstream.py"),
+            "-m",
+            "evaluate",
+            "-e",
+            str(best_checkpoint(expdir)),
+            "-t",
+            TASK_SPECS[task].test_split,
+        ]
         run_logged(stage, command, s.log(stage), self.env)
         if not has_test_metrics(expdir, task):
             metrics = ", ".join(required_test_metrics(task))
-            raise DemoError(f"stage '{stage}' ended without the test metrics {metrics} in {expdir}/results.json; "
-                            f"see {s.log(stage)}")
+            raise DemoError(
+                f"stage '{stage}' ended without the test metrics {metrics} in {expdir}/results.json; see {s.log(stage)}"
+            )
 
     def _cca(self, upstream: DemoUpstream) -> None:
         s = self.settings
         stage = f"cca {upstream.key}"
-        command = [console_script("mrsuperb"), "cca", "-u", "mrhubert_local", "-k", str(s.checkpoint(upstream)),
-                   "--corpus", str(s.corpus("asr")), "--property", CCA_PROPERTY, "--split", CCA_SPLIT,
-                   "--seed", str(s.seed), "-o", str(s.analysis(upstream)),
-                   "--cache-dir", str(s.root / "cache" / "layer_features"), "--quiet"]
+        command = [
+            console_script("mrsuperb"),
+            "cca",
+            "-u",
+            "mrhubert_local",
+            "-k",
+            str(s.checkpoint(upstream)),
+            "--corpus",
+            str(s.corpus("asr")),
+            "--property",
+            CCA_PROPERTY,
+            "--split",
+            CCA_SPLIT,
+            "--seed",
+            str(s.seed),
+            "-o",
+            str(s.analysis(upstream)),
+            "--cache-dir",
+            str(s.root / "cache" / "layer_features"),
+            "--quiet",
+        ]
         run_logged(stage, command, s.log(stage), self.env)
 
     # -- phase 3: efficiency profile (alone, so that latencies are not disturbed) ------------------------------
@@ -380,8 +465,16 @@ class DemoPlan:
             command += ["-k", f"{upstream.row}={s.checkpoint(upstream)}"]
         if PROFILE_REFERENCE in s.upstreams:
             command += ["--reference", DEMO_UPSTREAMS[PROFILE_REFERENCE].row]
-        command += ["--seconds", f"{s.profile_seconds:g}", "--threads", "1", "--seed", str(s.seed),
-                    "--out", str(s.profile_json)]
+        command += [
+            "--seconds",
+            f"{s.profile_seconds:g}",
+            "--threads",
+            "1",
+            "--seed",
+            str(s.seed),
+            "--out",
+            str(s.profile_json),
+        ]
         run_logged("profile", command, s.log("profile"), {**self.env, "OMP_NUM_THREADS": "1"})
 
     # -- phase 4: the leaderboard (always rendered again: it reflects whatever runs exist) ---------------------
@@ -395,8 +488,14 @@ class DemoPlan:
         s = self.settings
         profile = s.profile_json if s.profile_json.is_file() else None
         for fmt, path in (("md", s.leaderboard_md), ("html", s.leaderboard_html)):
-            write_leaderboard([s.root], fmt, out=path, profile=profile, note=RANDOM_INIT_NOTE,
-                              title="mrsuperb demo leaderboard (tiny random-init models)")
+            write_leaderboard(
+                [s.root],
+                fmt,
+                out=path,
+                profile=profile,
+                note=RANDOM_INIT_NOTE,
+                title="mrsuperb demo leaderboard (tiny random-init models)",
+            )
 
     # -- running ---------------------------------------------------------------------------------------------
 
@@ -448,11 +547,14 @@ def check_or_write_settings(settings: DemoSettings) -> None:
 
     recorded = _read_json(settings.settings_file)
     if recorded is not None and recorded.get("seed") != settings.seed:
-        raise ValueError(f"{settings.root} holds a demo made with seed {recorded.get('seed')}; use --fresh to start "
-                         f"over there, or --out for another folder")
+        raise ValueError(
+            f"{settings.root} holds a demo made with seed {recorded.get('seed')}; use --fresh to start "
+            f"over there, or --out for another folder"
+        )
     if recorded is None and settings.root.is_dir() and any(settings.root.iterdir()):
-        raise ValueError(f"{settings.root} is not empty and holds no demo.json: not a demo folder; choose another "
-                         "--out")
+        raise ValueError(
+            f"{settings.root} is not empty and holds no demo.json: not a demo folder; choose another --out"
+        )
     merged = settings.record()
     if recorded is not None:  # a resumed demo may add upstreams or tasks
         merged["upstreams"] = sorted(set(recorded.get("upstreams", [])) | set(settings.upstreams))
@@ -478,16 +580,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m downstream_probes.demo",
         description="The mrsuperb demo: synthetic corpora, tiny random-init MR-HuBERTs, every SUPERB task trained "
-                    "briefly through run_downstream.py, CCA, efficiency profile, leaderboard. Resumable.",
+        "briefly through run_downstream.py, CCA, efficiency profile, leaderboard. Resumable.",
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"demo folder (default {DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0, help="seed of corpora, checkpoints, training, CCA (default 0)")
-    parser.add_argument("--upstreams", type=_csv, default=DEFAULT_UPSTREAMS,
-                        help=f"comma-separated, among {', '.join(DEMO_UPSTREAMS)} (default "
-                             f"{','.join(DEFAULT_UPSTREAMS)})")
+    parser.add_argument(
+        "--upstreams",
+        type=_csv,
+        default=DEFAULT_UPSTREAMS,
+        help=f"comma-separated, among {', '.join(DEMO_UPSTREAMS)} (default {','.join(DEFAULT_UPSTREAMS)})",
+    )
     parser.add_argument("--tasks", type=_csv, default=TASKS, help=f"comma-separated (default {','.join(TASKS)})")
-    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
-                        help="subprocesses at once (default: 2, or 1 on a single core)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=max(1, min(2, os.cpu_count() or 1)),
+        help="subprocesses at once (default: 2, or 1 on a single core)",
+    )
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="clip length of the profile (default 10)")
     parser.add_argument("--fresh", action="store_true", help="delete the demo folder first and start over")
     parser.add_argument("--plan", action="store_true", help="list the stages (done or to do) and exit")
@@ -497,8 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = DemoSettings(out=Path(args.out), seed=args.seed, upstreams=args.upstreams, tasks=args.tasks,
-                                jobs=args.jobs, profile_seconds=args.profile_seconds)
+        settings = DemoSettings(
+            out=Path(args.out),
+            seed=args.seed,
+            upstreams=args.upstreams,
+            tasks=args.tasks,
+            jobs=args.jobs,
+            profile_seconds=args.profile_seconds,
+        )
         plan = DemoPlan(settings)
         if args.plan:
             for phase in plan.phases:
@@ -511,8 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_or_write_settings(settings)
         start = time.perf_counter()
         pending = len(plan.pending())
-        print(f"mrsuperb demo in {settings.root}: {len(plan.stages)} stages, {len(plan.stages) - pending} already "
-              f"done; {settings.jobs} at a time; logs in {settings.root / 'logs'}")
+        print(
+            f"mrsuperb demo in {settings.root}: {len(plan.stages)} stages, {len(plan.stages) - pending} already "
+            f"done; {settings.jobs} at a time; logs in {settings.root / 'logs'}"
+        )
         print(RANDOM_INIT_NOTE)
         plan.run()
         elapsed = time.perf_counter() - start
@@ -521,8 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print()
     print(settings.leaderboard_md.read_text(encoding="utf-8"))
-    print(f"Demo finished in {elapsed / 60:.1f} min. Leaderboard: {settings.leaderboard_md} and "
-          f"{settings.leaderboard_html} (open it in a browser: figures inline). Profile: {settings.profile_json}.")
+    print(
+        f"Demo finished in {elapsed / 60:.1f} min. Leaderboard: {settings.leaderboard_md} and "
+        f"{settings.leaderboard_html} (open it in a browser: figures inline). Profile: {settings.profile_json}."
+    )
     print(RANDOM_INIT_NOTE)
     return 0
 

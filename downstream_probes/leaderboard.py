@@ -108,7 +108,12 @@ TASK_TITLES = {"asr": "ASR", "sf": "SF", "se": "SE", "ic": "IC", "ks": "KS", "sd
 
 # The paper's Table 2 rows first (HuBERT, MR-HuBERT-base, B4-a, B5-a), then its other analysed ablations.
 PAPER_ROW_ORDER: tuple[str, ...] = (
-    "hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a", "mrhubert_b2a", "mrhubert_b2b",
+    "hubert_base_ls960",
+    "mrhubert_mono_base",
+    "mrhubert_b4a",
+    "mrhubert_b5a",
+    "mrhubert_b2a",
+    "mrhubert_b2b",
 )
 
 
@@ -198,8 +203,9 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
     if not isinstance(data, Mapping) or data.get("schema") != RESULTS_SCHEMA:
         found = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
         raise LeaderboardError(f"{path} is not a results file of schema {RESULTS_SCHEMA} (found {found!r})")
-    missing = [key for key in ("task", "upstream", "layer_selection", "metrics", "test_split", "created")
-               if key not in data]
+    missing = [
+        key for key in ("task", "upstream", "layer_selection", "metrics", "test_split", "created") if key not in data
+    ]
     if missing:
         raise LeaderboardError(f"{path} lacks {', '.join(missing)}; it was not written by run_downstream.py")
     if data["task"] not in TASKS:
@@ -266,8 +272,9 @@ def _row_sort_key(row: str) -> tuple[int, int, str]:
     return (2, 0, row)
 
 
-def build_leaderboard(runs: Sequence[RunRecord], columns: Sequence[Column] = TABLE2_COLUMNS,
-                      sort_by: str | None = None) -> Leaderboard:
+def build_leaderboard(
+    runs: Sequence[RunRecord], columns: Sequence[Column] = TABLE2_COLUMNS, sort_by: str | None = None
+) -> Leaderboard:
     """Choose one run per (row, task), fill the cells and mark the best of each column.
 
     Rows follow the paper (HuBERT, MR-HuBERT-base, B4-a, B5-a, B2-a, B2-b), then the registry, then names
@@ -300,11 +307,16 @@ def build_leaderboard(runs: Sequence[RunRecord], columns: Sequence[Column] = TAB
     if sort_by is not None:
         column = next((c for c in columns if c.key == sort_by), None)
         if column is None:
-            raise LeaderboardError(f"--sort {sort_by!r} is not a column; choose one of "
-                                   f"{', '.join(c.key for c in columns)}")
+            raise LeaderboardError(
+                f"--sort {sort_by!r} is not a column; choose one of {', '.join(c.key for c in columns)}"
+            )
         sign = 1.0 if column.lower_is_better else -1.0
-        rows.sort(key=lambda r: (cells.get((r, column.key)) is None,
-                                 sign * cells[(r, column.key)].value if (r, column.key) in cells else 0.0))
+        rows.sort(
+            key=lambda r: (
+                cells.get((r, column.key)) is None,
+                sign * cells[(r, column.key)].value if (r, column.key) in cells else 0.0,
+            )
+        )
     return Leaderboard(rows=rows, columns=columns, cells=cells, chosen=chosen, ignored=ignored)
 
 
@@ -335,8 +347,13 @@ def _cell_text(cell: Cell, column: Column) -> str:
     return text
 
 
-def render_markdown(board: Leaderboard, base_dir: Path | None = None, profile_markdown: str | None = None,
-                    title: str = DEFAULT_TITLE, note: str | None = None) -> str:
+def render_markdown(
+    board: Leaderboard,
+    base_dir: Path | None = None,
+    profile_markdown: str | None = None,
+    title: str = DEFAULT_TITLE,
+    note: str | None = None,
+) -> str:
     """The table as GitHub Markdown: best bold, "—" for missing cells, ``[n]`` references to a Sources list.
 
     ``note`` (e.g. "random-init models") is printed in bold under the title."""
@@ -357,12 +374,20 @@ def render_markdown(board: Leaderboard, base_dir: Path | None = None, profile_ma
             text = _cell_text(cell, column)
             texts.append(f"**{text}** [{number[id(cell.run)]}]" if cell.best else f"{text} [{number[id(cell.run)]}]")
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
-    lines += ["", f"Bold: best of its column (↑ higher is better, ↓ lower is better). {MISSING}: no run. "
-              "One run per upstream and task: weighted-sum runs before single-layer probes "
-              "(shown with their layer), then the newest.", "", "## Sources", ""]
+    lines += [
+        "",
+        f"Bold: best of its column (↑ higher is better, ↓ lower is better). {MISSING}: no run. "
+        "One run per upstream and task: weighted-sum runs before single-layer probes "
+        "(shown with their layer), then the newest.",
+        "",
+        "## Sources",
+        "",
+    ]
     for i, run in enumerate(sources, start=1):
-        lines.append(f"{i}. `{_relative_path(run.path, base_dir)}`: {TASK_TITLES[run.task]}, {run.row}, "
-                     f"{run.selection_text}, test split {run.test_split}, created {run.created.isoformat()}")
+        lines.append(
+            f"{i}. `{_relative_path(run.path, base_dir)}`: {TASK_TITLES[run.task]}, {run.row}, "
+            f"{run.selection_text}, test split {run.test_split}, created {run.created.isoformat()}"
+        )
     if board.ignored:
         lines += ["", f"{len(board.ignored)} other run(s) of the same upstream and task were not used."]
     if profile_markdown:
@@ -385,8 +410,11 @@ def render_csv(board: Leaderboard, base_dir: Path | None = None) -> str:
             if cell is None:
                 record += ["", "", ""]
             else:
-                record += [column.format(cell.value), "1" if cell.best else "0",
-                           _relative_path(cell.run.path, base_dir)]
+                record += [
+                    column.format(cell.value),
+                    "1" if cell.best else "0",
+                    _relative_path(cell.run.path, base_dir),
+                ]
         writer.writerow(record)
     return buffer.getvalue()
 
@@ -420,7 +448,9 @@ def _read_layer_weights(path: Path) -> tuple[list[str], list[float]]:
         layers = data["layers"]
         return [str(layer["name"]) for layer in layers], [float(layer["weight"]) for layer in layers]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise LeaderboardError(f"{path} is not a layer_weights.json ({error}); re-run mrsuperb export-weights") from None
+        raise LeaderboardError(
+            f"{path} is not a layer_weights.json ({error}); re-run mrsuperb export-weights"
+        ) from None
 
 
 def _cca_files(roots: Iterable[Path]) -> list[Path]:
@@ -437,7 +467,7 @@ def _read_cca(path: Path) -> tuple[str, str, dict[str, float]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise LeaderboardError(f"{path} is not readable JSON ({error})") from None
-    prop = path.stem[len("cca_"):]
+    prop = path.stem[len("cca_") :]
     upstream = path.parent.name
     scores: Any = data
     if isinstance(data, Mapping) and isinstance(data.get("scores"), Mapping):
@@ -465,8 +495,13 @@ def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Fi
     figures: list[Figure] = []
     for row, files in _layer_weight_files(board).items():
         weights = {task: _read_layer_weights(files[task]) for task in TASKS if task in files}
-        figures.append(Figure(f"Learnt layer weights (softmax), {row}",
-                              _png(plot_layer_weight_heatmap(weights, row)), tuple(files[t] for t in weights)))
+        figures.append(
+            Figure(
+                f"Learnt layer weights (softmax), {row}",
+                _png(plot_layer_weight_heatmap(weights, row)),
+                tuple(files[t] for t in weights),
+            )
+        )
     by_property: dict[str, dict[str, dict[str, float]]] = {}
     sources: dict[str, list[Path]] = {}
     for path in _cca_files(search_roots):
@@ -474,8 +509,9 @@ def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Fi
         by_property.setdefault(prop, {})[upstream] = scores
         sources.setdefault(prop, []).append(path)
     for prop in sorted(by_property):
-        figures.append(Figure(f"CCA with {prop} per layer", _png(plot_cca_curves(by_property[prop], prop)),
-                              tuple(sources[prop])))
+        figures.append(
+            Figure(f"CCA with {prop} per layer", _png(plot_cca_curves(by_property[prop], prop)), tuple(sources[prop]))
+        )
     return figures
 
 
@@ -513,20 +549,38 @@ window.addEventListener("load", function () {
 """
 
 
-def render_html(board: Leaderboard, base_dir: Path | None = None, figures: Sequence[Figure] = (),
-                profile_html: str | None = None, title: str = DEFAULT_TITLE, note: str | None = None) -> str:
+def render_html(
+    board: Leaderboard,
+    base_dir: Path | None = None,
+    figures: Sequence[Figure] = (),
+    profile_html: str | None = None,
+    title: str = DEFAULT_TITLE,
+    note: str | None = None,
+) -> str:
     """One self-contained page: the table (links and titles to each results.json), figures inline, profile.
 
     ``note`` (e.g. "random-init models") is shown in a highlighted paragraph under the title."""
     esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
-             f"<style>{_CSS}</style>", f"<script>{_RENDER_CHECK_JS}</script>", "</head>", "<body>",
-             f"<h1>{esc(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_RENDER_CHECK_JS}</script>",
+        "</head>",
+        "<body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
     if note:
         parts.append(f'<p class="banner" id="note">{esc(note)}</p>')
     parts += ['<table id="leaderboard">', "<thead><tr><th>upstream</th>"]
-    parts += [f'<th data-key="{esc(c.key)}" title="{esc(c.task)}: {esc(c.metric)}, '
-              f'{"lower" if c.lower_is_better else "higher"} is better">{esc(c.header)}</th>' for c in board.columns]
+    parts += [
+        f'<th data-key="{esc(c.key)}" title="{esc(c.task)}: {esc(c.metric)}, '
+        f'{"lower" if c.lower_is_better else "higher"} is better">{esc(c.header)}</th>'
+        for c in board.columns
+    ]
     parts.append("</tr></thead><tbody>")
     for row in board.rows:
         parts.append(f'<tr><th scope="row">{esc(row)}</th>')
@@ -539,18 +593,24 @@ def render_html(board: Leaderboard, base_dir: Path | None = None, figures: Seque
             tooltip = f"{source} ({cell.run.selection_text}, created {cell.run.created.isoformat()})"
             css = "value best" if cell.best else "value"
             text = esc(_cell_text(cell, column))
-            parts.append(f'<td class="{css}" data-key="{esc(column.key)}" data-source="{esc(source)}" '
-                         f'title="{esc(tooltip)}"><a href="{esc(source)}">'
-                         + (f"<strong>{text}</strong>" if cell.best else text) + "</a></td>")
+            parts.append(
+                f'<td class="{css}" data-key="{esc(column.key)}" data-source="{esc(source)}" '
+                f'title="{esc(tooltip)}"><a href="{esc(source)}">'
+                + (f"<strong>{text}</strong>" if cell.best else text)
+                + "</a></td>"
+            )
         parts.append("</tr>")
     parts.append("</tbody></table>")
-    parts.append(f'<p class="note">Bold on green: best of its column (↑ higher is better, ↓ lower is better). '
-                 f"{MISSING}: no run for that upstream and task. Hover a value for the results.json it comes from; "
-                 "click to open it. One run per upstream and task: weighted-sum runs before single-layer probes "
-                 "(shown with their layer), then the newest.</p>")
+    parts.append(
+        f'<p class="note">Bold on green: best of its column (↑ higher is better, ↓ lower is better). '
+        f"{MISSING}: no run for that upstream and task. Hover a value for the results.json it comes from; "
+        "click to open it. One run per upstream and task: weighted-sum runs before single-layer probes "
+        "(shown with their layer), then the newest.</p>"
+    )
     if board.ignored:
-        parts.append(f'<p class="note">{len(board.ignored)} other run(s) of the same upstream and task were not '
-                     "used.</p>")
+        parts.append(
+            f'<p class="note">{len(board.ignored)} other run(s) of the same upstream and task were not used.</p>'
+        )
     if profile_html:
         parts += ["<h2>Efficiency profile</h2>", profile_html]
     if figures:
@@ -558,8 +618,10 @@ def render_html(board: Leaderboard, base_dir: Path | None = None, figures: Seque
     for figure in figures:
         data = base64.b64encode(figure.png).decode("ascii")
         source_list = ", ".join(_relative_path(p, base_dir) for p in figure.sources)
-        parts.append(f'<figure><img alt="{esc(figure.title)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{esc(figure.title)}. From: {esc(source_list)}</figcaption></figure>")
+        parts.append(
+            f'<figure><img alt="{esc(figure.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(figure.title)}. From: {esc(source_list)}</figcaption></figure>"
+        )
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"
 
@@ -568,9 +630,15 @@ def render_html(board: Leaderboard, base_dir: Path | None = None, figures: Seque
 # One call for the command line and the demo
 
 
-def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: str | os.PathLike[str] | None = None,
-                      profile: str | os.PathLike[str] | None = None, sort_by: str | None = None,
-                      title: str = DEFAULT_TITLE, note: str | None = None) -> str:
+def write_leaderboard(
+    paths: Sequence[str | os.PathLike[str]],
+    fmt: str,
+    out: str | os.PathLike[str] | None = None,
+    profile: str | os.PathLike[str] | None = None,
+    sort_by: str | None = None,
+    title: str = DEFAULT_TITLE,
+    note: str | None = None,
+) -> str:
     """Render the leaderboard of the runs under ``paths`` and write it atomically to ``out`` (if given).
 
     Returns the rendered text. ``profile`` (a profile.json of ``mrsuperb profile``) adds its table to md and html;
@@ -579,8 +647,9 @@ def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: st
     if fmt not in FORMATS:
         raise LeaderboardError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if profile is not None and fmt == "csv":
-        raise LeaderboardError("--profile is shown in md and html output only; the profile's own JSON holds its "
-                               "numbers for CSV users")
+        raise LeaderboardError(
+            "--profile is shown in md and html output only; the profile's own JSON holds its numbers for CSV users"
+        )
     board = load_leaderboard(paths, sort_by=sort_by)
     # Written files link relative to their own folder; printed tables show paths under the current folder
     # relative to it, others absolute.
@@ -597,16 +666,23 @@ def write_leaderboard(paths: Sequence[str | os.PathLike[str]], fmt: str, out: st
     if fmt == "md":
         from downstream_probes.profiling import profile_markdown
 
-        text = render_markdown(board, base_dir, profile_markdown(profile_data) if profile_data else None,
-                               title=title, note=note)
+        text = render_markdown(
+            board, base_dir, profile_markdown(profile_data) if profile_data else None, title=title, note=note
+        )
     elif fmt == "csv":
         text = render_csv(board, base_dir)
     else:
         from downstream_probes.profiling import profile_html
 
         roots = [Path(p).resolve() for p in paths if Path(p).is_dir()] or [r.path.parent for r in board.chosen.values()]
-        text = render_html(board, base_dir, collect_figures(board, roots),
-                           profile_html(profile_data) if profile_data else None, title=title, note=note)
+        text = render_html(
+            board,
+            base_dir,
+            collect_figures(board, roots),
+            profile_html(profile_data) if profile_data else None,
+            title=title,
+            note=note,
+        )
     if out is not None:
         write_text_atomic(out, text)
     return text

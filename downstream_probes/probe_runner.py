@@ -93,7 +93,9 @@ class ProbeRunner(Runner):
                     f"-l {name}: upstream {self.args.upstream!r} does not expose layer_names; select the layer by index"
                 )
             if name not in names:
-                raise ValueError(f"-l {name}: upstream {self.args.upstream!r} has no layer {name!r}; its layers: {names}")
+                raise ValueError(
+                    f"-l {name}: upstream {self.args.upstream!r} has no layer {name!r}; its layers: {names}"
+                )
             self.args.upstream_layer_selection = names.index(name)
         return super()._get_featurizer()
 
@@ -200,9 +202,10 @@ class ProbeRunner(Runner):
             metrics.update(self._score_diarization(extra))
         step = int(self.init_ckpt.get("Step", 0))
         previous = results_io.read_results(self.args.expdir) or {}
-        same_run = previous.get("task") == (self.spec.task if self.spec else self.args.downstream) and previous.get(
-            "upstream"
-        ) == self.args.upstream
+        same_run = (
+            previous.get("task") == (self.spec.task if self.spec else self.args.downstream)
+            and previous.get("upstream") == self.args.upstream
+        )
         all_metrics = dict(previous.get("metrics", {})) if same_run else {}
         all_metrics[split] = metrics
         results = self._base_results(all_metrics, step)

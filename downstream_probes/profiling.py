@@ -66,15 +66,17 @@ SAMPLE_RATE = 16_000
 OTHER_BLOCK = "other"
 CNN_BLOCK = "cnn"
 DEFAULT_CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"  # fairseq's default
-FLOP_COUNTER_NOTE = ("2 FLOPs per multiply-add, element-wise operations not counted; waveform CNN (cnn block of "
-                     "MR-HuBERT and HuBERT): analytic, out_channels x in_channels/groups x kernel x output frames "
-                     "of each Conv1d layer from conv_feature_layers and the clip length, whatever kernels the "
-                     "implementation runs (ours: Winograd/packed matrix products); positional convolution (in the "
-                     "first transformer block of MR-HuBERT and HuBERT, at 20 ms): analytic, channels x "
-                     "channels/groups x kernel x output frames of the grouped Conv1d on the frames it receives, "
-                     "whatever kernels run (ours: an FFT on long inputs); everything else: "
-                     "torch.utils.flop_counter.FlopCounterMode (matrix products, convolutions and attention, "
-                     "its CPU kernel included)")
+FLOP_COUNTER_NOTE = (
+    "2 FLOPs per multiply-add, element-wise operations not counted; waveform CNN (cnn block of "
+    "MR-HuBERT and HuBERT): analytic, out_channels x in_channels/groups x kernel x output frames "
+    "of each Conv1d layer from conv_feature_layers and the clip length, whatever kernels the "
+    "implementation runs (ours: Winograd/packed matrix products); positional convolution (in the "
+    "first transformer block of MR-HuBERT and HuBERT, at 20 ms): analytic, channels x "
+    "channels/groups x kernel x output frames of the grouped Conv1d on the frames it receives, "
+    "whatever kernels run (ours: an FFT on long inputs); everything else: "
+    "torch.utils.flop_counter.FlopCounterMode (matrix products, convolutions and attention, "
+    "its CPU kernel included)"
+)
 DEFAULT_REFERENCE = "mrhubert_b5a"
 
 
@@ -122,7 +124,7 @@ def level_strides(model_cfg: Mapping[str, Any]) -> list[int]:
     """Samples per frame at each MR-HuBERT level: level 0 from the CNN, then times down/up per (up, down) pair."""
     ratios = [int(r) for r in model_cfg.get("label_rate_ratios") or []]
     strides = [_conv_stride(model_cfg)]
-    for up, down in zip(ratios[0::2], ratios[1::2]):
+    for up, down in zip(ratios[0::2], ratios[1::2], strict=False):
         strides.append(strides[-1] * down // up)
     return strides
 
@@ -131,12 +133,23 @@ def mrhubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Bloc
     """The blocks of an MR-HuBERT in execution order, with their strides (fairseq's module layout)."""
     strides = level_strides(model_cfg)
     levels = len(strides) - 1  # number of encoder (and decoder) blocks
-    paths = {name: _find_module_path(model, name) for name in
-             ("feature_extractor", "encoders", "downsample_modules", "middle_encoder", "upsample_modules", "decoders")}
+    paths = {
+        name: _find_module_path(model, name)
+        for name in (
+            "feature_extractor",
+            "encoders",
+            "downsample_modules",
+            "middle_encoder",
+            "upsample_modules",
+            "decoders",
+        )
+    }
     missing = [name for name, path in paths.items() if path is None]
     if missing:
-        raise ProfileError(f"{type(model).__name__} has no submodule(s) {', '.join(missing)}: not an MR-HuBERT "
-                           "with fairseq's module names")
+        raise ProfileError(
+            f"{type(model).__name__} has no submodule(s) {', '.join(missing)}: not an MR-HuBERT "
+            "with fairseq's module names"
+        )
     blocks = [Block(CNN_BLOCK, paths["feature_extractor"], strides[0])]
     for i in range(levels):
         blocks.append(Block(f"encoders[{i}]", f"{paths['encoders']}.{i}", strides[i]))
@@ -145,8 +158,9 @@ def mrhubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Bloc
     for i in range(levels):
         # Decoder i runs at level levels-1-i, after fairseq's upsample_modules[levels-1-i] (level+1 -> level).
         level = levels - 1 - i
-        blocks.append(Block(f"upsample[{level}]", f"{paths['upsample_modules']}.{level}", strides[level],
-                            strides[level + 1]))
+        blocks.append(
+            Block(f"upsample[{level}]", f"{paths['upsample_modules']}.{level}", strides[level], strides[level + 1])
+        )
         blocks.append(Block(f"decoders[{i}]", f"{paths['decoders']}.{i}", strides[level]))
     return blocks
 
@@ -231,8 +245,9 @@ class LiveTensorMemory(TorchDispatchMode):
 
 
 @contextmanager
-def _block_hooks(model: nn.Module, blocks: Sequence[Block], on_enter: Callable[[str], None],
-                 on_exit: Callable[[str], None]) -> Iterator[None]:
+def _block_hooks(
+    model: nn.Module, blocks: Sequence[Block], on_enter: Callable[[str], None], on_exit: Callable[[str], None]
+) -> Iterator[None]:
     handles = []
     for block in blocks:
         module = model.get_submodule(block.module_path) if block.module_path else model
@@ -260,8 +275,14 @@ def count_parameters(model: nn.Module, blocks: Sequence[Block]) -> dict[str, int
     return counts
 
 
-def _cpu_attention_flops(query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int],
-                         *_args: Any, out_shape: Any = None, **_kwargs: Any) -> int:
+def _cpu_attention_flops(
+    query_shape: Sequence[int],
+    key_shape: Sequence[int],
+    value_shape: Sequence[int],
+    *_args: Any,
+    out_shape: Any = None,
+    **_kwargs: Any,
+) -> int:
     """FLOPs of one fused attention call: the batched products Q·Kᵀ and softmax(Q·Kᵀ)·V, 2 per multiply-add.
 
     Same count as torch's formula for its CUDA attention kernels; the mask and softmax are element-wise.
@@ -297,15 +318,16 @@ def conv_feature_extractor_flops(layers: Sequence[tuple[int, int, int]], num_sam
     for index, (channels, kernel, stride) in enumerate(layers):
         frames = (frames - kernel) // stride + 1
         if frames < 1:
-            raise ProfileError(f"a clip of {num_samples} samples leaves no frame after CNN layer {index} "
-                               f"(kernel {kernel}, stride {stride}); profile a longer clip (--seconds)")
+            raise ProfileError(
+                f"a clip of {num_samples} samples leaves no frame after CNN layer {index} "
+                f"(kernel {kernel}, stride {stride}); profile a longer clip (--seconds)"
+            )
         total += conv1d_flops(in_channels, channels, kernel, frames)
         in_channels = channels
     return total
 
 
-def positional_conv_flops(channels: int, kernel_size: int, groups: int, frames: int,
-                          padding: int | None = None) -> int:
+def positional_conv_flops(channels: int, kernel_size: int, groups: int, frames: int, padding: int | None = None) -> int:
     """FLOPs of wav2vec 2.0's positional convolution on ``frames`` frames: a grouped Conv1d, channels to channels,
     ``padding`` frames on each side (default kernel // 2, as fairseq and transformers pad it).
 
@@ -315,8 +337,10 @@ def positional_conv_flops(channels: int, kernel_size: int, groups: int, frames: 
     padding = kernel_size // 2 if padding is None else padding
     output_frames = frames + 2 * padding - kernel_size + 1
     if output_frames < 1:
-        raise ProfileError(f"a positional convolution of kernel {kernel_size} (padding {padding}) on {frames} frames "
-                           "has no output frame")
+        raise ProfileError(
+            f"a positional convolution of kernel {kernel_size} (padding {padding}) on {frames} frames "
+            "has no output frame"
+        )
     return conv1d_flops(channels, channels, kernel_size, output_frames, groups)
 
 
@@ -345,27 +369,38 @@ def positional_conv_sites(model: nn.Module, family: str | None) -> tuple[Positio
         for path, module in model.named_modules():
             if isinstance(module, PositionalConv):
                 # Padding kernel // 2 on each side, as its direct path (and fairseq) convolves.
-                sites.append(PositionalConvSite(path, module.weight.shape[0], module.kernel_size, module.groups,
-                                                module.kernel_size // 2))
+                sites.append(
+                    PositionalConvSite(
+                        path, module.weight.shape[0], module.kernel_size, module.groups, module.kernel_size // 2
+                    )
+                )
     elif family == "hubert":
         for path, module in model.named_modules():
             conv = getattr(module, "conv", None)
             if path.split(".")[-1] == "pos_conv_embed" and isinstance(conv, nn.Conv1d):
-                sites.append(PositionalConvSite(path, conv.out_channels, conv.kernel_size[0], conv.groups,
-                                                int(conv.padding[0])))
+                sites.append(
+                    PositionalConvSite(path, conv.out_channels, conv.kernel_size[0], conv.groups, int(conv.padding[0]))
+                )
     return tuple(sites)
 
 
 def _owning_block(module_path: str, blocks: Sequence[Block]) -> Block | None:
     """The innermost block whose module contains ``module_path`` (a block of path "" holds the whole model)."""
-    owners = [b for b in blocks if not b.module_path or module_path == b.module_path
-              or module_path.startswith(b.module_path + ".")]
+    owners = [
+        b
+        for b in blocks
+        if not b.module_path or module_path == b.module_path or module_path.startswith(b.module_path + ".")
+    ]
     return max(owners, key=lambda b: len(b.module_path), default=None)
 
 
-def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
-                analytic: Mapping[str, int] | None = None,
-                positional_convs: Sequence[PositionalConvSite] = ()) -> dict[str, int]:
+def count_flops(
+    model: nn.Module,
+    blocks: Sequence[Block],
+    run: Callable[[], Any],
+    analytic: Mapping[str, int] | None = None,
+    positional_convs: Sequence[PositionalConvSite] = (),
+) -> dict[str, int]:
     """FLOPs per block and ``other`` (what the counter saw outside the blocks), from one forward pass.
 
     ``analytic`` gives some blocks' FLOPs computed elsewhere: they replace what the counter saw inside those
@@ -383,10 +418,12 @@ def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any
         def hook(_module: nn.Module, args: tuple) -> None:
             batch, frames = args[0].shape[:2]
             computed[site.module_path] += site.flops(batch, frames)
+
         return hook
 
-    handles = [model.get_submodule(site.module_path).register_forward_pre_hook(record(site))
-               for site in positional_convs]
+    handles = [
+        model.get_submodule(site.module_path).register_forward_pre_hook(record(site)) for site in positional_convs
+    ]
     counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
     try:
         with counter:
@@ -438,14 +475,16 @@ def _medians(rounds: Sequence[tuple[float, dict[str, float]]]) -> tuple[float, d
     return total, medians
 
 
-def measure_latency(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
-                    repeats: int) -> tuple[float, dict[str, float]]:
+def measure_latency(
+    model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any], repeats: int
+) -> tuple[float, dict[str, float]]:
     """Median forward time and median time per block (``other``: total minus the blocks), after a warm-up."""
     return measure_latencies_interleaved([(model, blocks, run)], repeats)[0]
 
 
 def measure_latencies_interleaved(
-    models: Sequence[tuple[nn.Module, Sequence[Block], Callable[[], Any]]], repeats: int,
+    models: Sequence[tuple[nn.Module, Sequence[Block], Callable[[], Any]]],
+    repeats: int,
 ) -> list[tuple[float, dict[str, float]]]:
     """Latencies of several models timed in turns: one warm-up each, then ``repeats`` rounds that run every model
     once. Load from other processes that comes and goes then hits every model alike, so the ratios between them
@@ -459,8 +498,9 @@ def measure_latencies_interleaved(
     return [_medians(r) for r in rounds]
 
 
-def measure_peak_memory(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any],
-                        inputs: Sequence[torch.Tensor]) -> tuple[int, dict[str, int]]:
+def measure_peak_memory(
+    model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any], inputs: Sequence[torch.Tensor]
+) -> tuple[int, dict[str, int]]:
     """Peak bytes of live tensors created during the forward pass, overall and per block."""
     preexisting = [*model.parameters(), *model.buffers(), *inputs]
     tracker = LiveTensorMemory(preexisting)
@@ -522,8 +562,13 @@ def forward_of(profiled: ProfiledModel, waveform: torch.Tensor) -> Callable[[], 
     return run
 
 
-def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int = 3, seed: int = 0,
-                  latency: tuple[float, dict[str, float]] | None = None) -> dict[str, Any]:
+def profile_model(
+    profiled: ProfiledModel,
+    seconds: float = 10.0,
+    repeats: int = 3,
+    seed: int = 0,
+    latency: tuple[float, dict[str, float]] | None = None,
+) -> dict[str, Any]:
     """All measurements for one model, as the JSON-ready dict of one profile entry.
 
     ``latency`` (total, per block) measured elsewhere (:func:`measure_latencies_interleaved`) is used as given.
@@ -534,28 +579,39 @@ def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int =
     model = profiled.module
     blocks = profiled.blocks
     params = count_parameters(model, blocks)
-    flops = count_flops(model, blocks, run, analytic=profiled.analytic_flops(waveform.shape[-1]),
-                        positional_convs=profiled.positional_convs)
+    flops = count_flops(
+        model,
+        blocks,
+        run,
+        analytic=profiled.analytic_flops(waveform.shape[-1]),
+        positional_convs=profiled.positional_convs,
+    )
     latency, block_latency = latency if latency is not None else measure_latency(model, blocks, run, repeats)
     peak, block_peaks = measure_peak_memory(model, blocks, run, [waveform])
 
     block_entries = []
     base_stride = next((b.stride for b in blocks if b.stride is not None), None)
     for block in [*blocks, Block(OTHER_BLOCK, "", base_stride)]:
-        block_entries.append({
-            "name": block.name,
-            "module": block.module_path,
-            "resolution_ms": block.resolution_ms,
-            "input_resolution_ms": None if block.input_stride is None else 1000.0 * block.input_stride / SAMPLE_RATE,
-            "params": params[block.name],
-            "flops": flops[block.name],
-            "latency_s": block_latency[block.name],
-            "peak_memory_bytes": block_peaks.get(block.name),
-        })
+        block_entries.append(
+            {
+                "name": block.name,
+                "module": block.module_path,
+                "resolution_ms": block.resolution_ms,
+                "input_resolution_ms": None
+                if block.input_stride is None
+                else 1000.0 * block.input_stride / SAMPLE_RATE,
+                "params": params[block.name],
+                "flops": flops[block.name],
+                "latency_s": block_latency[block.name],
+                "peak_memory_bytes": block_peaks.get(block.name),
+            }
+        )
     resolutions: dict[float | None, dict[str, Any]] = {}
     for entry in block_entries:
-        group = resolutions.setdefault(entry["resolution_ms"], {"resolution_ms": entry["resolution_ms"], "blocks": [],
-                                                                 "params": 0, "flops": 0, "latency_s": 0.0})
+        group = resolutions.setdefault(
+            entry["resolution_ms"],
+            {"resolution_ms": entry["resolution_ms"], "blocks": [], "params": 0, "flops": 0, "latency_s": 0.0},
+        )
         group["blocks"].append(entry["name"])
         for key in ("params", "flops", "latency_s"):
             group[key] += entry[key]
@@ -575,7 +631,9 @@ def profile_model(profiled: ProfiledModel, seconds: float = 10.0, repeats: int =
             "peak_memory_per_second": peak / seconds,
         },
         "blocks": block_entries,
-        "resolutions": sorted(resolutions.values(), key=lambda g: (g["resolution_ms"] is None, g["resolution_ms"] or 0)),
+        "resolutions": sorted(
+            resolutions.values(), key=lambda g: (g["resolution_ms"] is None, g["resolution_ms"] or 0)
+        ),
     }
 
 
@@ -611,12 +669,16 @@ def _architecture_summary(model_cfg: Mapping[str, Any], family: str) -> dict[str
             sampler="plain conv" if model_cfg.get("use_plain_updownsample") else "conv adapter",
         )
     else:
-        summary.update(resolutions_ms=[1000.0 * _conv_stride(model_cfg) / SAMPLE_RATE],
-                       layers=[int(model_cfg.get("encoder_layers", 12))])
+        summary.update(
+            resolutions_ms=[1000.0 * _conv_stride(model_cfg) / SAMPLE_RATE],
+            layers=[int(model_cfg.get("encoder_layers", 12))],
+        )
     return summary
 
 
-def profiled_from_checkpoint(name: str, path: str | os.PathLike[str], weights_label: str | None = None) -> ProfiledModel:
+def profiled_from_checkpoint(
+    name: str, path: str | os.PathLike[str], weights_label: str | None = None
+) -> ProfiledModel:
     """A model of our families built from a checkpoint file (fairseq or s3prl-converted)."""
     from upstream_mrhubert.checkpoint import load_checkpoint
     from upstream_mrhubert.hub import build_model, checkpoint_family
@@ -624,25 +686,36 @@ def profiled_from_checkpoint(name: str, path: str | os.PathLike[str], weights_la
     loaded = load_checkpoint(path)
     family = checkpoint_family(loaded)
     model = build_model(loaded)
-    return ProfiledModel(name=name, module=model, blocks=blocks_of(model, loaded.model_cfg, family),
-                         weights=weights_label or f"checkpoint {Path(path).name}", family=family,
-                         architecture=_architecture_summary(loaded.model_cfg, family),
-                         conv_layers=conv_feature_layers(loaded.model_cfg),
-                         positional_convs=positional_conv_sites(model, family))
+    return ProfiledModel(
+        name=name,
+        module=model,
+        blocks=blocks_of(model, loaded.model_cfg, family),
+        weights=weights_label or f"checkpoint {Path(path).name}",
+        family=family,
+        architecture=_architecture_summary(loaded.model_cfg, family),
+        conv_layers=conv_feature_layers(loaded.model_cfg),
+        positional_convs=positional_conv_sites(model, family),
+    )
 
 
-def profiled_from_architecture(name: str, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any],
-                               label: str | None = None, seed: int = 0) -> ProfiledModel:
+def profiled_from_architecture(
+    name: str, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], label: str | None = None, seed: int = 0
+) -> ProfiledModel:
     """Random weights of an architecture given as fairseq cfg sections."""
     from upstream_mrhubert.architectures import build_random_model
 
     torch.manual_seed(seed)
     model, family = build_random_model(model_cfg, task_cfg, seed=seed)
-    return ProfiledModel(name=name, module=model, blocks=blocks_of(model, model_cfg, family),
-                         weights=f"random-init (architecture of {label or name})", family=family,
-                         architecture=_architecture_summary(model_cfg, family),
-                         conv_layers=conv_feature_layers(model_cfg),
-                         positional_convs=positional_conv_sites(model, family))
+    return ProfiledModel(
+        name=name,
+        module=model,
+        blocks=blocks_of(model, model_cfg, family),
+        weights=f"random-init (architecture of {label or name})",
+        family=family,
+        architecture=_architecture_summary(model_cfg, family),
+        conv_layers=conv_feature_layers(model_cfg),
+        positional_convs=positional_conv_sites(model, family),
+    )
 
 
 def profiled_upstream(name: str, ckpt: str | None = None, seed: int = 0) -> ProfiledModel:
@@ -673,12 +746,19 @@ def _profiled_foreign_upstream(name: str) -> ProfiledModel:
 
     matches = [ep for ep in entry_points(group="s3prl.upstreams") if ep.name == name]
     if not matches:
-        raise ProfileError(f"unknown upstream {name!r}: not in our registry nor declared by an installed package in "
-                           "entry-point group s3prl.upstreams (`mrsuperb upstreams` lists them)")
+        raise ProfileError(
+            f"unknown upstream {name!r}: not in our registry nor declared by an installed package in "
+            "entry-point group s3prl.upstreams (`mrsuperb upstreams` lists them)"
+        )
     upstream = matches[0].load()()
-    return ProfiledModel(name=name, module=upstream, blocks=[Block("model", "", None)],
-                         weights=f"as provided by {matches[0].value}", family=None,
-                         call=lambda module, wav: module([wav[0]]))
+    return ProfiledModel(
+        name=name,
+        module=upstream,
+        blocks=[Block("model", "", None)],
+        weights=f"as provided by {matches[0].value}",
+        family=None,
+        call=lambda module, wav: module([wav[0]]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -694,18 +774,28 @@ def compare(entries: Sequence[Mapping[str, Any]], reference: str) -> list[dict[s
     for entry in entries:
         if entry["name"] == reference:
             continue
-        out.append({
-            "upstream": entry["name"],
-            "reference": reference,
-            **{f"{key}_ratio": (entry["total"][key] / ref["total"][key]) if ref["total"][key] else None
-               for key in ("params", "flops", "latency_s", "peak_memory_bytes")},
-        })
+        out.append(
+            {
+                "upstream": entry["name"],
+                "reference": reference,
+                **{
+                    f"{key}_ratio": (entry["total"][key] / ref["total"][key]) if ref["total"][key] else None
+                    for key in ("params", "flops", "latency_s", "peak_memory_bytes")
+                },
+            }
+        )
     return out
 
 
-def run_profile(names: Sequence[str], seconds: float = 10.0, repeats: int = 3, seed: int = 0,
-                checkpoints: Mapping[str, str] | None = None, reference: str | None = None,
-                progress: bool = True) -> dict[str, Any]:
+def run_profile(
+    names: Sequence[str],
+    seconds: float = 10.0,
+    repeats: int = 3,
+    seed: int = 0,
+    checkpoints: Mapping[str, str] | None = None,
+    reference: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Profile every upstream in ``names`` (same clip, same settings) and compare them with ``reference``.
 
     All models are built first and held together, so that their latencies are measured in interleaved rounds
@@ -725,10 +815,11 @@ def run_profile(names: Sequence[str], seconds: float = 10.0, repeats: int = 3, s
         waveform = profile_clip(seconds, seed)
         bar.set_postfix_str("latency, models in turn")
         latencies = measure_latencies_interleaved(
-            [(m.module.eval(), m.blocks, forward_of(m, waveform)) for m in models], repeats)
+            [(m.module.eval(), m.blocks, forward_of(m, waveform)) for m in models], repeats
+        )
         bar.update(repeats)
         entries = []
-        for profiled, latency in zip(models, latencies):
+        for profiled, latency in zip(models, latencies, strict=False):
             bar.set_postfix_str(f"FLOPs and memory {profiled.name}")
             entries.append(profile_model(profiled, seconds=seconds, repeats=repeats, seed=seed, latency=latency))
             bar.update(1)
@@ -786,51 +877,94 @@ def _fmt_ms(value: float | None) -> str:
 def _summary_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     ratios = {c["upstream"]: c for c in profile.get("comparisons", [])}
     reference = profile.get("reference")
-    header = ["upstream", "weights", "resolutions (ms)", "params (M)", "GFLOPs per s audio",
-              "CPU ms per s audio", "peak MB per s audio", "FLOPs vs reference", "latency vs reference"]
+    header = [
+        "upstream",
+        "weights",
+        "resolutions (ms)",
+        "params (M)",
+        "GFLOPs per s audio",
+        "CPU ms per s audio",
+        "peak MB per s audio",
+        "FLOPs vs reference",
+        "latency vs reference",
+    ]
     rows = []
     for entry in profile["upstreams"]:
         total = entry["total"]
         ratio = ratios.get(entry["name"])
-        rows.append([
-            entry["name"],
-            entry["weights"],
-            "/".join(_fmt_ms(r) for r in entry.get("architecture", {}).get("resolutions_ms", [])) or "—",
-            f"{total['params'] / 1e6:.2f}",
-            f"{total['flops_per_second'] / 1e9:.3g}",
-            f"{1000 * total['latency_per_second']:.1f}",
-            f"{total['peak_memory_per_second'] / 2**20:.1f}",
-            "1 (reference)" if entry["name"] == reference else (f"{ratio['flops_ratio']:.3f}" if ratio else "—"),
-            "1 (reference)" if entry["name"] == reference else (f"{ratio['latency_s_ratio']:.3f}" if ratio else "—"),
-        ])
+        rows.append(
+            [
+                entry["name"],
+                entry["weights"],
+                "/".join(_fmt_ms(r) for r in entry.get("architecture", {}).get("resolutions_ms", [])) or "—",
+                f"{total['params'] / 1e6:.2f}",
+                f"{total['flops_per_second'] / 1e9:.3g}",
+                f"{1000 * total['latency_per_second']:.1f}",
+                f"{total['peak_memory_per_second'] / 2**20:.1f}",
+                "1 (reference)" if entry["name"] == reference else (f"{ratio['flops_ratio']:.3f}" if ratio else "—"),
+                "1 (reference)"
+                if entry["name"] == reference
+                else (f"{ratio['latency_s_ratio']:.3f}" if ratio else "—"),
+            ]
+        )
     return header, rows
 
 
 def _resolution_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["upstream", "resolution (ms)", "blocks", "params (M)", "GFLOPs per s audio", "share of FLOPs",
-              "CPU ms per s audio"]
+    header = [
+        "upstream",
+        "resolution (ms)",
+        "blocks",
+        "params (M)",
+        "GFLOPs per s audio",
+        "share of FLOPs",
+        "CPU ms per s audio",
+    ]
     rows = []
     seconds = float(profile["seconds"])
     for entry in profile["upstreams"]:
         total_flops = entry["total"]["flops"] or 1
         for group in entry["resolutions"]:
-            rows.append([entry["name"], _fmt_ms(group["resolution_ms"]), ", ".join(group["blocks"]),
-                         f"{group['params'] / 1e6:.2f}", f"{group['flops'] / seconds / 1e9:.3g}",
-                         f"{100 * group['flops'] / total_flops:.1f} %", f"{1000 * group['latency_s'] / seconds:.1f}"])
+            rows.append(
+                [
+                    entry["name"],
+                    _fmt_ms(group["resolution_ms"]),
+                    ", ".join(group["blocks"]),
+                    f"{group['params'] / 1e6:.2f}",
+                    f"{group['flops'] / seconds / 1e9:.3g}",
+                    f"{100 * group['flops'] / total_flops:.1f} %",
+                    f"{1000 * group['latency_s'] / seconds:.1f}",
+                ]
+            )
     return header, rows
 
 
 def _block_rows(profile: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["upstream", "block", "resolution (ms)", "params (M)", "GFLOPs per s audio", "CPU ms per s audio",
-              "peak MB (clip)"]
+    header = [
+        "upstream",
+        "block",
+        "resolution (ms)",
+        "params (M)",
+        "GFLOPs per s audio",
+        "CPU ms per s audio",
+        "peak MB (clip)",
+    ]
     rows = []
     seconds = float(profile["seconds"])
     for entry in profile["upstreams"]:
         for block in entry["blocks"]:
             memory = block.get("peak_memory_bytes")
-            rows.append([entry["name"], block["name"], _fmt_ms(block["resolution_ms"]), f"{block['params'] / 1e6:.2f}",
-                         f"{block['flops'] / seconds / 1e9:.3g}", f"{1000 * block['latency_s'] / seconds:.2f}",
-                         "—" if memory is None else f"{memory / 2**20:.1f}"])
+            rows.append(
+                [
+                    entry["name"],
+                    block["name"],
+                    _fmt_ms(block["resolution_ms"]),
+                    f"{block['params'] / 1e6:.2f}",
+                    f"{block['flops'] / seconds / 1e9:.3g}",
+                    f"{1000 * block['latency_s'] / seconds:.2f}",
+                    "—" if memory is None else f"{memory / 2**20:.1f}",
+                ]
+            )
     return header, rows
 
 
@@ -841,19 +975,21 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
 
 
 def _settings_line(profile: Mapping[str, Any]) -> str:
-    return (f"One {profile['seconds']:g} s clip, batch 1, CPU, {profile['threads']} thread(s), median of "
-            f"{profile['repeats']} runs (upstreams timed in turns); torch {profile['versions']['torch']}. "
-            f"FLOPs: {profile['flop_counter']}. Peak memory: live tensors created by the forward pass "
-            f"(weights excluded). Ratios are against the reference, {profile.get('reference')}.")
+    return (
+        f"One {profile['seconds']:g} s clip, batch 1, CPU, {profile['threads']} thread(s), median of "
+        f"{profile['repeats']} runs (upstreams timed in turns); torch {profile['versions']['torch']}. "
+        f"FLOPs: {profile['flop_counter']}. Peak memory: live tensors created by the forward pass "
+        f"(weights excluded). Ratios are against the reference, {profile.get('reference')}."
+    )
 
 
 def profile_markdown(profile: Mapping[str, Any], blocks: bool = True) -> str:
     """The profile as Markdown: a summary per upstream, then per resolution, then (optionally) per block."""
     lines = ["## Efficiency profile", "", _settings_line(profile), ""]
     lines += _markdown_table(*_summary_rows(profile))
-    lines += ["", "### Per resolution", ""] + _markdown_table(*_resolution_rows(profile))
+    lines += ["", "### Per resolution", "", *_markdown_table(*_resolution_rows(profile))]
     if blocks:
-        lines += ["", "### Per block", ""] + _markdown_table(*_block_rows(profile))
+        lines += ["", "### Per block", "", *_markdown_table(*_block_rows(profile))]
     return "\n".join(lines) + "\n"
 
 
@@ -869,20 +1005,43 @@ def profile_html(profile: Mapping[str, Any]) -> str:
     """The profile tables as an HTML fragment (for the leaderboard page)."""
     import html
 
-    return "\n".join([
-        f'<p class="note">{html.escape(_settings_line(profile))}</p>',
-        _html_table(*_summary_rows(profile), "profile-summary"),
-        "<h3>Per resolution</h3>",
-        _html_table(*_resolution_rows(profile), "profile-resolutions"),
-        "<h3>Per block</h3>",
-        _html_table(*_block_rows(profile), "profile-blocks"),
-    ])
+    return "\n".join(
+        [
+            f'<p class="note">{html.escape(_settings_line(profile))}</p>',
+            _html_table(*_summary_rows(profile), "profile-summary"),
+            "<h3>Per resolution</h3>",
+            _html_table(*_resolution_rows(profile), "profile-resolutions"),
+            "<h3>Per block</h3>",
+            _html_table(*_block_rows(profile), "profile-blocks"),
+        ]
+    )
 
 
 __all__ = [
-    "Block", "LiveTensorMemory", "PositionalConvSite", "ProfileError", "ProfiledModel", "blocks_of", "compare",
-    "conv1d_flops", "conv_feature_extractor_flops", "conv_feature_layers", "count_flops", "count_parameters",
-    "level_strides", "measure_latency", "measure_peak_memory", "positional_conv_flops", "positional_conv_sites",
-    "profile_html", "profile_markdown", "profile_model", "profiled_from_architecture", "profiled_from_checkpoint",
-    "profiled_upstream", "read_profile", "run_profile", "write_profile",
+    "Block",
+    "LiveTensorMemory",
+    "PositionalConvSite",
+    "ProfileError",
+    "ProfiledModel",
+    "blocks_of",
+    "compare",
+    "conv1d_flops",
+    "conv_feature_extractor_flops",
+    "conv_feature_layers",
+    "count_flops",
+    "count_parameters",
+    "level_strides",
+    "measure_latency",
+    "measure_peak_memory",
+    "positional_conv_flops",
+    "positional_conv_sites",
+    "profile_html",
+    "profile_markdown",
+    "profile_model",
+    "profiled_from_architecture",
+    "profiled_from_checkpoint",
+    "profiled_upstream",
+    "read_profile",
+    "run_profile",
+    "write_profile",
 ]

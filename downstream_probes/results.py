@@ -8,6 +8,7 @@ is (re)built from that log at the end of ``train`` and merged with each ``evalua
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -87,10 +88,8 @@ class ScalarTap:
         self.scalars: dict[str, float] = {}
 
     def add_scalar(self, tag: str, scalar_value, global_step=None, *args, **kwargs):
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             self.scalars[tag] = float(scalar_value)
-        except (TypeError, ValueError):
-            pass
         return self._writer.add_scalar(tag, scalar_value, global_step, *args, **kwargs)
 
     def __getattr__(self, name: str):
@@ -156,7 +155,20 @@ def best_training_step(
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result depends on."""
     versions = {"python": platform.python_version()}
-    for package in ("mrsuperb", "s3prl", "torch", "torchaudio", "numpy", "scipy", "soundfile", "pyannote.metrics", "pesq", "pystoi", "asteroid", "editdistance"):
+    for package in (
+        "mrsuperb",
+        "s3prl",
+        "torch",
+        "torchaudio",
+        "numpy",
+        "scipy",
+        "soundfile",
+        "pyannote.metrics",
+        "pesq",
+        "pystoi",
+        "asteroid",
+        "editdistance",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

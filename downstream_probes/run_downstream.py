@@ -47,11 +47,11 @@ def _set_option(argv: list[str], names: Sequence[str], value: str | None) -> lis
     """Replace (value) or remove (None) the option named by any of ``names``."""
     found = _find_option(argv, names)
     if found is None:
-        return argv if value is None else argv + [names[0], value]
+        return argv if value is None else [*argv, names[0], value]
     index, _ = found
     width = 1 if "=" in argv[index] else 2
     rest = argv[:index] + argv[index + width :]
-    return rest if value is None else rest[:index] + [names[0], value] + rest[index:]
+    return rest if value is None else [*rest[:index], names[0], value, *rest[index:]]
 
 
 def extract_layer_name(argv: Sequence[str]) -> tuple[list[str], str | None]:

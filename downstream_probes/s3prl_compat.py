@@ -102,7 +102,7 @@ def soundfile_load(
     num_frames: int = -1,
     normalize: bool = True,
     channels_first: bool = True,
-    format: str | None = None,  # noqa: A002 - torchaudio's parameter name
+    format: str | None = None,
     buffer_size: int = 4096,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, int]:
@@ -124,7 +124,9 @@ def soundfile_load(
 
 
 @_mark
-def soundfile_info(uri, format: str | None = None, buffer_size: int = 4096, backend: str | None = None) -> AudioMetaData:  # noqa: A002
+def soundfile_info(
+    uri, format: str | None = None, buffer_size: int = 4096, backend: str | None = None
+) -> AudioMetaData:
     """``torchaudio.info`` through soundfile."""
     info = soundfile.info(_audio_path(uri))
     return AudioMetaData(
@@ -142,7 +144,7 @@ def soundfile_save(
     src: torch.Tensor,
     sample_rate: int,
     channels_first: bool = True,
-    format: str | None = None,  # noqa: A002
+    format: str | None = None,
     encoding: str | None = None,
     bits_per_sample: int | None = None,
     buffer_size: int = 4096,
@@ -285,7 +287,9 @@ def provide_catalyst_sampler() -> None:
         pass
 
     for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
-        module = sys.modules.get(name) or types.ModuleType(name, "mrsuperb stand-in (see downstream_probes.s3prl_compat)")
+        module = sys.modules.get(name) or types.ModuleType(
+            name, "mrsuperb stand-in (see downstream_probes.s3prl_compat)"
+        )
         sys.modules[name] = module
     sys.modules["catalyst"].data = sys.modules["catalyst.data"]
     sys.modules["catalyst.data"].sampler = sys.modules["catalyst.data.sampler"]
@@ -449,7 +453,7 @@ def stop_every_rank_at_total_steps() -> None:
     original_tqdm = runner_module.tqdm
     overall_bars: list = []
 
-    class tqdm(original_tqdm):  # noqa: N801 - s3prl calls it by this name (and uses tqdm.write)
+    class tqdm(original_tqdm):
         """tqdm that remembers the runner's ``overall`` step bar."""
 
         def __init__(self, *args, **kwargs):
@@ -630,4 +634,3 @@ def apply_all() -> None:
         fix()
     for fix in RUNNER_FIXES:
         fix()
-

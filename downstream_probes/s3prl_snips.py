@@ -56,7 +56,7 @@ class SnipsDataset(Dataset):
             files += labelled
 
         tokens = [tokenizer.encode(transcripts[wav.stem]) for wav in files]
-        ordered = sorted(zip(files, tokens), key=lambda item: len(item[1]), reverse=not ascending)
+        ordered = sorted(zip(files, tokens, strict=False), key=lambda item: len(item[1]), reverse=not ascending)
         self.file_list = [wav for wav, _ in ordered]
         self.text = [token_ids for _, token_ids in ordered]
 
@@ -64,7 +64,7 @@ class SnipsDataset(Dataset):
         if self.bucket_size > 1:
             start = max(0, min(len(self.file_list) - self.bucket_size, index))
             end = start + self.bucket_size
-            return list(zip(self.file_list[start:end], self.text[start:end]))
+            return list(zip(self.file_list[start:end], self.text[start:end], strict=False))
         return self.file_list[index], self.text[index]
 
     def __len__(self):

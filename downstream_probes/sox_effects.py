@@ -189,7 +189,7 @@ def apply_effects_file(
     effects: Sequence[Effect],
     normalize: bool = True,
     channels_first: bool = True,
-    format: str | None = None,  # noqa: A002 - torchaudio's parameter name
+    format: str | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Read an audio file with soundfile and apply a SoX effect chain; float32 samples in [-1, 1]."""
     if not Path(path).is_file():
@@ -200,4 +200,4 @@ def apply_effects_file(
     return (out if channels_first else out.T.contiguous()), sample_rate
 
 
-__all__ = ["apply_effects_file", "apply_effects_tensor", "effect_names", "UnsupportedSoxEffectError"]
+__all__ = ["UnsupportedSoxEffectError", "apply_effects_file", "apply_effects_tensor", "effect_names"]

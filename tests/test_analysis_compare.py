@@ -19,14 +19,14 @@ def write_run(root: Path, upstream: str, weights, cca_word, wer) -> None:
     root.mkdir(parents=True)
     (root / "layer_weights.json").write_text(json.dumps({
         "upstream": upstream, "task": "asr", "checkpoint": "c.ckpt", "step": 10,
-        "layers": [{"name": n, "weight": w, "raw": 0.0} for n, w in zip(LAYERS, weights)],
+        "layers": [{"name": n, "weight": w, "raw": 0.0} for n, w in zip(LAYERS, weights, strict=False)],
     }))  # fmt: skip
-    (root / "cca_word.json").write_text(json.dumps(dict(zip(LAYERS, cca_word))))
+    (root / "cca_word.json").write_text(json.dumps(dict(zip(LAYERS, cca_word, strict=False))))
     (root / "provenance_cca_word.json").write_text(json.dumps({"upstream": {"name": upstream}}))
     (root / "sweep.json").write_text(json.dumps({
         "schema": "mrsuperb.probe_sweep/1", "upstream": upstream, "task": "asr", "test_split": "test-clean",
         "primary_metric": "wer", "lower_is_better": True,
-        "layers": [{"name": n, "metrics": {"test-clean": {"wer": e, "cer": 0.1}}} for n, e in zip(LAYERS, wer)],
+        "layers": [{"name": n, "metrics": {"test-clean": {"wer": e, "cer": 0.1}}} for n, e in zip(LAYERS, wer, strict=False)],
     }))  # fmt: skip
 
 

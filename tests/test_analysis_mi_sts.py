@@ -32,8 +32,11 @@ def test_mi_is_high_for_label_clusters_and_low_for_noise():
     train_labels, eval_labels = rng.integers(0, 10, 600), rng.integers(0, 10, 300)
     centres = rng.standard_normal((10, 8)) * 5
     informative = mutual_information_score(
-        clustered(rng, train_labels, 0.3, centres), clustered(rng, eval_labels, 0.3, centres), eval_labels,
-        n_clusters=20, seed=0,
+        clustered(rng, train_labels, 0.3, centres),
+        clustered(rng, eval_labels, 0.3, centres),
+        eval_labels,
+        n_clusters=20,
+        seed=0,
     )
     noise = mutual_information_score(
         rng.standard_normal((600, 8)), rng.standard_normal((300, 8)), eval_labels, n_clusters=20

@@ -25,6 +25,7 @@ def _one_blas_thread():
     with threadpool_limits(limits=1):
         yield
 
+
 # ----------------------------------------------------------------------------- the math, stated plainly
 
 
@@ -83,7 +84,7 @@ def paired_views(rng, n, dx, dy, latent=6, offset=(3.0, -1.0)):
     return x, y
 
 
-@pytest.mark.parametrize("dx,dy", [(24, 10), (10, 24), (16, 16)])
+@pytest.mark.parametrize(("dx", "dy"), [(24, 10), (10, 24), (16, 16)])
 def test_pwcca_equals_the_plain_numpy_statement(dx, dy):
     x, y = paired_views(np.random.default_rng(dx * 100 + dy), 900, dx, dy)
     train, held = slice(0, 700), slice(700, None)
@@ -153,7 +154,7 @@ def test_scoring_ways_agree_when_a_canonical_direction_is_exactly_uncorrelated(m
     np.testing.assert_allclose(fit.proj_x @ (sxx + 1e-10 * np.eye(20)) @ fit.proj_x.T, np.eye(6), atol=1e-9)
 
 
-@pytest.mark.parametrize("dx,dy", [(24, 10), (10, 24)])
+@pytest.mark.parametrize(("dx", "dy"), [(24, 10), (10, 24)])
 def test_cholesky_and_eigenbasis_whitening_of_the_larger_view_agree(monkeypatch, dx, dy):
     x, y = paired_views(np.random.default_rng(dx + dy), 900, dx, dy)
     train, held = slice(0, 700), slice(700, None)

@@ -56,8 +56,10 @@ def test_fairseq_round_trip(tmp_path: Path) -> None:
     assert loaded.task_cfg["label_rate_ratios"] == [1, 2]
     assert torch.equal(loaded.state_dict["layer_norm.weight"], torch.arange(4.0))
     # fairseq dictionaries start with the four special symbols
-    assert loaded.dictionaries_symbols == [["<s>", "<pad>", "</s>", "<unk>", "10", "11", "12"],
-                                           ["<s>", "<pad>", "</s>", "<unk>", "20", "21"]]
+    assert loaded.dictionaries_symbols == [
+        ["<s>", "<pad>", "</s>", "<unk>", "10", "11", "12"],
+        ["<s>", "<pad>", "</s>", "<unk>", "20", "21"],
+    ]
 
 
 def test_converted_round_trip(tmp_path: Path) -> None:
@@ -72,9 +74,14 @@ def test_converted_round_trip(tmp_path: Path) -> None:
 def test_legacy_args_and_numpy_meters_load(tmp_path: Path, namespace_allowed_globally: bool) -> None:
     """Also when argparse.Namespace is on torch's global allow-list (s3prl_compat puts it there)."""
     path = tmp_path / "legacy.pt"
-    torch.save({"args": argparse.Namespace(arch="hubert", encoder_layers=2, normalize=False),
-                "model": {"w": torch.ones(2)},
-                "extra_state": {"loss": np.float64(1.5), "hist": np.arange(3)}}, path)
+    torch.save(
+        {
+            "args": argparse.Namespace(arch="hubert", encoder_layers=2, normalize=False),
+            "model": {"w": torch.ones(2)},
+            "extra_state": {"loss": np.float64(1.5), "hist": np.arange(3)},
+        },
+        path,
+    )
     before = list(torch.serialization.get_safe_globals())
     if namespace_allowed_globally:
         torch.serialization.add_safe_globals([argparse.Namespace])
@@ -132,6 +139,7 @@ def test_missing_file_and_wrong_layout(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(pickle.PicklingError):
-        write_fairseq_checkpoint(tmp_path / "x.pt", model_cfg={"bad": lambda: 0}, task_cfg={},
-                                 state_dict={}, dictionaries_symbols=[])
+        write_fairseq_checkpoint(
+            tmp_path / "x.pt", model_cfg={"bad": lambda: 0}, task_cfg={}, state_dict={}, dictionaries_symbols=[]
+        )
     assert list(tmp_path.iterdir()) == []

@@ -21,13 +21,14 @@ from downstream_probes.cli import main as cli_main
 from downstream_probes.corpora import (
     TASKS,
     CorpusError,
+    api,
     build_corpus,
     default_utterances,
     load_manifest,
     minimum_utterances,
     s3prl_overrides,
+    text,
 )
-from downstream_probes.corpora import api, text
 from downstream_probes.corpora.alignments import read_textgrid
 from downstream_probes.corpora.espeak import SynthesisRequest, Voice, synthesize_many
 from downstream_probes.corpora.phones import ARPABET_PHONES, to_arpabet
@@ -72,7 +73,9 @@ def _expert(task: str, root: Path, expdir: Path):
     config = yaml.safe_load((recipes_dir() / "quick" / task / "config.yaml").read_text())["downstream_expert"]
     _merge(config, s3prl_overrides(root))
     module = importlib.import_module(f"s3prl.downstream.{EXPERT_MODULES[task]}.expert")
-    return module.DownstreamExpert(upstream_dim=8, upstream_rate=320, downstream_expert=copy.deepcopy(config), expdir=str(expdir))
+    return module.DownstreamExpert(
+        upstream_dim=8, upstream_rate=320, downstream_expert=copy.deepcopy(config), expdir=str(expdir)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ def test_textgrids_lie_inside_the_audio_and_in_order(corpus):
         words, phones = grid.tier("words"), grid.tier("phones")
         for tier in (words, phones):  # contiguous cover of [0, xmax], every interval non-empty
             assert tier.intervals[0].start == 0 and tier.intervals[-1].end == grid.xmax
-            assert all(a.end == b.start for a, b in zip(tier.intervals, tier.intervals[1:]))
+            assert all(a.end == b.start for a, b in zip(tier.intervals, tier.intervals[1:], strict=False))
             assert all(i.start < i.end for i in tier.intervals)
         assert [w.label for w in words.labelled()] == transcripts[path.stem].lower().split()
         assert words.intervals[0].label == "" and words.intervals[-1].label == ""  # leading/trailing silence
@@ -142,7 +145,7 @@ def test_asr_librispeech_loads_with_s3prl(corpus, tmp_path):
         loader = expert.get_dataloader("train" if split == "train-clean-100" else split)
         names = []
         for wavs, labels, filenames in loader:
-            for wav, label, name in zip(wavs, labels, filenames):
+            for wav, label, name in zip(wavs, labels, filenames, strict=False):
                 assert wav.ndim == 1 and wav.shape[0] > 16000 * 0.5
                 decoded = expert.dictionary.string(label).replace(" ", "").replace("|", " ").strip()
                 assert decoded == transcripts[name]
@@ -162,7 +165,7 @@ def test_sf_snips_loads_with_s3prl(corpus, tmp_path):
     for split in ("train", "dev", "test"):
         seen = 0
         for wavs, tokens, files in expert.get_dataloader(split):
-            for wav, token_ids, name in zip(wavs, tokens, files):
+            for wav, token_ids, name in zip(wavs, tokens, files, strict=False):
                 assert wav.ndim == 1 and wav.shape[0] > 8000
                 assert tokenizer.unk_idx not in token_ids.tolist()
                 decoded = tokenizer.decode(token_ids.tolist())
@@ -177,7 +180,16 @@ def test_sf_snips_loads_with_s3prl(corpus, tmp_path):
         assert seen > 0
     # the stock SUPERB speaker lists select our files
     speakers = load_manifest(root)["splits"]
-    assert set(speakers["train"]["speakers"]) <= {"Ivy", "Joanna", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli"}
+    assert set(speakers["train"]["speakers"]) <= {
+        "Ivy",
+        "Joanna",
+        "Joey",
+        "Justin",
+        "Kendra",
+        "Kimberly",
+        "Matthew",
+        "Salli",
+    }
     assert set(speakers["test"]["speakers"]) <= {"Brian", "Emma", "Raveena", "Russell"}
 
 
@@ -187,14 +199,19 @@ def test_ic_fluent_commands_loads_with_s3prl(corpus, tmp_path):
     assert expert.values_per_slot == [6, 14, 4]  # every FSC value is in the train split
     for split in ("train", "dev", "test"):
         dataframe = {"train": expert.train_df, "dev": expert.valid_df, "test": expert.test_df}[split]
-        truth = {Path(p).stem: row for p, row in zip(dataframe["path"], dataframe.itertuples())}
+        truth = {Path(p).stem: row for p, row in zip(dataframe["path"], dataframe.itertuples(), strict=False)}
         count = 0
         for wavs, labels, names in expert.get_dataloader(split):
-            for wav, label, name in zip(wavs, labels, names):
+            for wav, label, name in zip(wavs, labels, names, strict=False):
                 assert wav.ndim == 1 and label.shape == (3,)
                 row = truth[name]
-                assert [expert.Sy_intent[slot][int(i)] for slot, i in zip(("action", "object", "location"), label)] == [
-                    row.action, row.object, row.location
+                assert [
+                    expert.Sy_intent[slot][int(i)]
+                    for slot, i in zip(("action", "object", "location"), label, strict=False)
+                ] == [
+                    row.action,
+                    row.object,
+                    row.location,
                 ]
                 count += 1
         assert count == len(dataframe)
@@ -212,7 +229,11 @@ def test_ks_speech_commands_loads_with_s3prl(corpus, tmp_path):
     for wavs, labels, names in expert.get_dataloader("train"):
         assert all(w.shape == (16000,) for w in wavs) and all(0 <= l < 12 for l in labels)
         break
-    test_items = [(wav, classes[label]) for wavs, labels, _ in expert.get_dataloader("test") for wav, label in zip(wavs, labels)]
+    test_items = [
+        (wav, classes[label])
+        for wavs, labels, _ in expert.get_dataloader("test")
+        for wav, label in zip(wavs, labels, strict=False)
+    ]
     assert all(wav.shape == (16000,) for wav, _ in test_items)
     assert "_silence_" in {label for _, label in test_items}
     for speaker in load_manifest(root)["splits"]["valid"]["speakers"]:
@@ -226,9 +247,14 @@ def test_se_voicebank_loads_with_s3prl(corpus, tmp_path):
     expert = _expert("se", root, tmp_path)
     for split in ("train", "dev", "test"):
         batch = next(iter(expert.get_dataloader(split)))
-        source_wav_list, names, source_attr, source_wav, target_attr, target_wav_list, feat_length, wav_length = batch
+        _source_wav_list, _names, source_attr, source_wav, target_attr, target_wav_list, _feat_length, _wav_length = (
+            batch
+        )
         assert source_wav.shape == target_wav_list[0].shape
-        assert source_attr["magnitude"].shape[-1] == 257 and target_attr["magnitude"][0].shape == source_attr["magnitude"].shape
+        assert (
+            source_attr["magnitude"].shape[-1] == 257
+            and target_attr["magnitude"][0].shape == source_attr["magnitude"].shape
+        )
         noisy, clean = source_wav[0].numpy(), target_wav_list[0][0].numpy()
         residual = noisy - clean
         snr = 10 * np.log10(np.sum(clean**2) / np.sum(residual**2))
@@ -245,7 +271,7 @@ def test_sd_kaldi_mixtures_load_with_s3prl(corpus, tmp_path):
     assert all(label.shape[1] == 2 for label in labels)
     overlapped = 0
     for wavs, labels, lengths, rec in expert.get_dataloader("test"):
-        for wav, label in zip(wavs, labels):
+        for wav, label in zip(wavs, labels, strict=False):
             assert abs(wav.shape[0] / 320 - label.shape[0]) <= 1
             overlapped += int(np.sum(label.sum(axis=1) == 2))
             assert label[:, 0].any() and label[:, 1].any()
@@ -336,7 +362,9 @@ def test_manifest_and_overrides_describe_the_corpus(corpus):
         manifest = load_manifest(root)
         assert manifest["task"] == task and manifest["seed"] == 0 and manifest["utterances"] == default_utterances(task)
         assert manifest["sample_rate"] == 16000 and manifest["synthesizer"]["engine"] == "espeak-ng"
-        assert manifest["duration_seconds"] == pytest.approx(sum(s["seconds"] for s in manifest["splits"].values()), abs=0.01)
+        assert manifest["duration_seconds"] == pytest.approx(
+            sum(s["seconds"] for s in manifest["splits"].values()), abs=0.01
+        )
         assert all(s in manifest["speakers"] for split in manifest["splits"].values() for s in split["speakers"])
         overrides = s3prl_overrides(root)
         for dotted in manifest["s3prl"]["path_keys"]:

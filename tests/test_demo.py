@@ -12,8 +12,9 @@ from downstream_probes import demo
 
 
 def plan_for(tmp_path: Path, **changes) -> demo.DemoPlan:
-    settings = demo.DemoSettings(out=tmp_path / "demo", **{"upstreams": ("mono_base",), "tasks": ("ic", "sd"),
-                                                            **changes})
+    settings = demo.DemoSettings(
+        out=tmp_path / "demo", **{"upstreams": ("mono_base",), "tasks": ("ic", "sd"), **changes}
+    )
     return demo.DemoPlan(settings)
 
 
@@ -23,9 +24,16 @@ def names(plan: demo.DemoPlan, done: bool | None = None) -> list[str]:
 
 def write_results(expdir: Path, task: str, test_metrics: dict[str, float], weights: bool = True) -> None:
     expdir.mkdir(parents=True, exist_ok=True)
-    (expdir / "results.json").write_text(json.dumps(
-        {"schema": "mrsuperb.results/1", "task": task, "test_split": "test",
-         "metrics": {"dev": {"acc": 0.5}, "test": test_metrics}}))
+    (expdir / "results.json").write_text(
+        json.dumps(
+            {
+                "schema": "mrsuperb.results/1",
+                "task": task,
+                "test_split": "test",
+                "metrics": {"dev": {"acc": 0.5}, "test": test_metrics},
+            }
+        )
+    )
     if weights:
         (expdir / "layer_weights.json").write_text("{}")
 
@@ -34,9 +42,18 @@ def test_plan_lists_every_stage_in_order(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
     # asr's corpus is built whatever the tasks: the CCA reads its alignments. SD alone is evaluated separately
     # (its DER comes from -m evaluate); the other tasks evaluate the test split while training.
-    assert names(plan) == ["corpus asr", "corpus ic", "corpus sd", "checkpoint mono_base", "cca mono_base",
-                           "train mono_base/ic", "train mono_base/sd", "evaluate mono_base/sd", "profile",
-                           "leaderboard"]
+    assert names(plan) == [
+        "corpus asr",
+        "corpus ic",
+        "corpus sd",
+        "checkpoint mono_base",
+        "cca mono_base",
+        "train mono_base/ic",
+        "train mono_base/sd",
+        "evaluate mono_base/sd",
+        "profile",
+        "leaderboard",
+    ]
     assert [p.name for p in plan.phases] == ["prepare", "runs", "profile", "leaderboard"]
     assert [p.workers for p in plan.phases] == [1, 2, 1, 1]
     assert names(plan, done=True) == []
@@ -54,8 +71,13 @@ def test_resume_skips_exactly_the_stages_whose_outputs_exist(tmp_path: Path) -> 
     s.checkpoint(upstream).write_bytes(b"x")
     write_results(s.expdir(upstream, "ic"), "ic", {"acc": 0.25})
     write_results(s.expdir(upstream, "sd"), "sd", {"frame_acc": 0.5})  # trained, DER not evaluated yet
-    assert names(plan, done=True) == ["corpus asr", "corpus ic", "checkpoint mono_base", "train mono_base/ic",
-                                      "train mono_base/sd"]
+    assert names(plan, done=True) == [
+        "corpus asr",
+        "corpus ic",
+        "checkpoint mono_base",
+        "train mono_base/ic",
+        "train mono_base/sd",
+    ]
     write_results(s.expdir(upstream, "sd"), "sd", {"frame_acc": 0.5, "der": 0.3})
     assert "evaluate mono_base/sd" in names(plan, done=True)
     # Without its test metrics (or without layer_weights.json) a training run is redone.
@@ -84,15 +106,20 @@ def test_chains_run_in_order_and_a_failure_stops_the_demo(tmp_path: Path) -> Non
             log.append(name)
             if fail:
                 raise demo.DemoError(f"{name} failed")
+
         return demo.Stage(name, lambda: done, run)
 
-    plan.phases = [demo.Phase("a", [[stage("a1"), stage("a2", done=True), stage("a3")]]),
-                   demo.Phase("b", [[stage("b1"), stage("b2")], [stage("c1")]], workers=2)]
+    plan.phases = [
+        demo.Phase("a", [[stage("a1"), stage("a2", done=True), stage("a3")]]),
+        demo.Phase("b", [[stage("b1"), stage("b2")], [stage("c1")]], workers=2),
+    ]
     plan.run(progress=False)
     assert log[:2] == ["a1", "a3"] and sorted(log[2:]) == ["b1", "b2", "c1"] and log.index("b1") < log.index("b2")
     log.clear()
-    plan.phases = [demo.Phase("x", [[stage("x1", fail=True), stage("x2")]], workers=2),
-                   demo.Phase("y", [[stage("y1")]])]
+    plan.phases = [
+        demo.Phase("x", [[stage("x1", fail=True), stage("x2")]], workers=2),
+        demo.Phase("y", [[stage("y1")]]),
+    ]
     with pytest.raises(demo.DemoError, match="x1 failed"):
         plan.run(progress=False)
     assert log == ["x1"]

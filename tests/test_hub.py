@@ -47,11 +47,11 @@ def _point_release_at(monkeypatch: pytest.MonkeyPatch, name: str, url: str) -> N
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
     requests: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         type(self).requests.append(self.path)
         super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Keep the test output clean."""
 
 
@@ -62,9 +62,7 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     served.mkdir()
     requests: list[str] = []
     handler = type("Handler", (_CountingHandler,), {"requests": requests})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *args: handler(*args, directory=str(served))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *args: handler(*args, directory=str(served)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -192,7 +190,9 @@ def test_converted_checkpoints_load_too(tmp_path: Path) -> None:
     assert mrsuperb(["convert", str(fairseq_file), str(converted)]) == 0
     from_fairseq, from_converted = hub.mrhubert_local(ckpt=str(fairseq_file)), hub.mrhubert_local(ckpt=str(converted))
     assert from_converted.layer_names == from_fairseq.layer_names
-    for (name, ours), theirs in zip(from_fairseq.state_dict().items(), from_converted.state_dict().values()):
+    for (name, ours), theirs in zip(
+        from_fairseq.state_dict().items(), from_converted.state_dict().values(), strict=False
+    ):
         assert ours.equal(theirs), name
 
 

@@ -21,16 +21,34 @@ from downstream_probes.cli import main as mrsuperb
 # Fixtures: results.json files in the shared schema
 
 
-def write_results(root: Path, upstream: str, task: str, metrics: dict[str, float], *, mode: str = "weighted_sum",
-                  layer: str = "T7", created: str = "2024-05-01T10:00:00+00:00", name: str | None = None) -> Path:
+def write_results(
+    root: Path,
+    upstream: str,
+    task: str,
+    metrics: dict[str, float],
+    *,
+    mode: str = "weighted_sum",
+    layer: str = "T7",
+    created: str = "2024-05-01T10:00:00+00:00",
+    name: str | None = None,
+) -> Path:
     test_split = {"asr": "test-clean", "sd": "test", "se": "test", "sf": "test", "ic": "test", "ks": "test"}[task]
     folder = root / (name or f"{upstream}_{task}_{mode}")
     folder.mkdir(parents=True, exist_ok=True)
     selection = {"mode": "weighted_sum"} if mode == "weighted_sum" else {"mode": "single", "layer": layer, "index": 7}
     payload = {
-        "schema": "mrsuperb.results/1", "task": task, "upstream": upstream, "layer_selection": selection,
-        "metrics": {"dev": {k: v for k, v in metrics.items()}, test_split: metrics}, "test_split": test_split,
-        "best_step": 10, "config": {}, "seed": 0, "versions": {}, "expdir": str(folder), "created": created,
+        "schema": "mrsuperb.results/1",
+        "task": task,
+        "upstream": upstream,
+        "layer_selection": selection,
+        "metrics": {"dev": dict(metrics.items()), test_split: metrics},
+        "test_split": test_split,
+        "best_step": 10,
+        "config": {},
+        "seed": 0,
+        "versions": {},
+        "expdir": str(folder),
+        "created": created,
     }
     path = folder / "results.json"
     path.write_text(json.dumps(payload))
@@ -47,9 +65,14 @@ PAPER_TABLE2 = {
 
 def write_paper_runs(root: Path, skip: set[tuple[str, str]] = frozenset()) -> None:
     for upstream, (wer, f1, cer, stoi, pesq, ic, ks, der) in PAPER_TABLE2.items():
-        per_task = {"asr": {"wer": wer, "cer": 2.0}, "sf": {"slot_type_f1": f1, "slot_value_cer": cer},
-                    "se": {"stoi": stoi, "pesq": pesq, "si_sdr": 10.0}, "ic": {"acc": ic}, "ks": {"acc": ks},
-                    "sd": {"der": der, "frame_acc": 1 - der}}
+        per_task = {
+            "asr": {"wer": wer, "cer": 2.0},
+            "sf": {"slot_type_f1": f1, "slot_value_cer": cer},
+            "se": {"stoi": stoi, "pesq": pesq, "si_sdr": 10.0},
+            "ic": {"acc": ic},
+            "ks": {"acc": ks},
+            "sd": {"der": der, "frame_acc": 1 - der},
+        }
         for task, metrics in per_task.items():
             if (upstream, task) not in skip:
                 write_results(root, upstream, task, metrics)
@@ -68,11 +91,21 @@ def test_rows_follow_the_paper_then_sort_by_a_column(tmp_path: Path) -> None:
     write_results(tmp_path, "zz_other_upstream", "asr", {"wer": 9.0})
     write_results(tmp_path, "hubert_base_ls960", "asr", {"wer": 6.34})
     board = lb.load_leaderboard([tmp_path])
-    assert board.rows == ["hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a",
-                          "zz_other_upstream"]
+    assert board.rows == [
+        "hubert_base_ls960",
+        "mrhubert_mono_base",
+        "mrhubert_b4a",
+        "mrhubert_b5a",
+        "zz_other_upstream",
+    ]
     by_wer = lb.load_leaderboard([tmp_path], sort_by="asr_wer")
-    assert by_wer.rows == ["mrhubert_b5a", "mrhubert_mono_base", "hubert_base_ls960", "mrhubert_b4a",
-                           "zz_other_upstream"]
+    assert by_wer.rows == [
+        "mrhubert_b5a",
+        "mrhubert_mono_base",
+        "hubert_base_ls960",
+        "mrhubert_b4a",
+        "zz_other_upstream",
+    ]
     by_ks = lb.load_leaderboard([tmp_path], sort_by="ks_acc")  # higher is better; rows without KS last
     assert by_ks.rows[:3] == ["mrhubert_b4a", "mrhubert_b5a", "mrhubert_mono_base"]
     assert set(by_ks.rows[3:]) == {"hubert_base_ls960", "zz_other_upstream"}
@@ -81,8 +114,7 @@ def test_rows_follow_the_paper_then_sort_by_a_column(tmp_path: Path) -> None:
 def test_best_is_marked_per_column_in_the_direction_of_better(tmp_path: Path) -> None:
     write_paper_runs(tmp_path)
     board = lb.load_leaderboard([tmp_path])
-    best = {c.key: sorted(r for r in board.rows if board.cell(r, c) and board.cell(r, c).best)
-            for c in board.columns}
+    best = {c.key: sorted(r for r in board.rows if board.cell(r, c) and board.cell(r, c).best) for c in board.columns}
     assert best["asr_wer"] == ["mrhubert_b5a"]  # lowest WER
     assert best["sf_cer"] == ["mrhubert_b4a", "mrhubert_mono_base"]  # lowest CER, a tie: both marked
     assert best["sf_f1"] == ["mrhubert_b4a", "mrhubert_mono_base"]  # highest F1, tied
@@ -122,10 +154,12 @@ def test_units_follow_each_metric_not_its_value(tmp_path: Path) -> None:
 def test_run_choice_prefers_weighted_sum_then_newest(tmp_path: Path) -> None:
     old = write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 7.0}, created="2024-01-01T00:00:00Z", name="old")
     new = write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 8.0}, created="2024-02-01T00:00:00Z", name="new")
-    write_results(tmp_path, "mrhubert_b4a", "asr", {"wer": 3.0}, mode="single", created="2024-03-01T00:00:00Z",
-                  name="probe")
-    probe_only = write_results(tmp_path, "mrhubert_b5a", "asr", {"wer": 4.0}, mode="single", layer="T9",
-                               name="probe_b5a")
+    write_results(
+        tmp_path, "mrhubert_b4a", "asr", {"wer": 3.0}, mode="single", created="2024-03-01T00:00:00Z", name="probe"
+    )
+    probe_only = write_results(
+        tmp_path, "mrhubert_b5a", "asr", {"wer": 4.0}, mode="single", layer="T9", name="probe_b5a"
+    )
     board = lb.load_leaderboard([tmp_path])
     chosen = board.cell("mrhubert_b4a", column("asr_wer"))
     assert chosen.run.path == new.resolve() and chosen.value == 8.0  # newest weighted sum, not the better old one
@@ -214,8 +248,13 @@ class _PageReader(HTMLParser):
         if tag in ("td", "th"):
             self._text = []
         if tag == "td":
-            self._current = {"class": attributes.get("class", ""), "title": attributes.get("title", ""),
-                             "key": attributes.get("data-key"), "strong": False, "href": None}
+            self._current = {
+                "class": attributes.get("class", ""),
+                "title": attributes.get("title", ""),
+                "key": attributes.get("data-key"),
+                "strong": False,
+                "href": None,
+            }
         if tag == "strong" and getattr(self, "_current", None):
             self._current["strong"] = True
         if tag == "a" and getattr(self, "_current", None):
@@ -252,9 +291,19 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
         folder = runs / f"mrhubert_b5a_{task}_weighted_sum"
         weights = [1.0 / (1 + abs(i - 8)) for i in range(len(names))]
         total = sum(weights)
-        (folder / "layer_weights.json").write_text(json.dumps({
-            "upstream": "mrhubert_b5a", "task": task, "checkpoint": str(folder / "dev-best.ckpt"), "step": 10,
-            "layers": [{"name": n, "weight": w / total, "raw": w} for n, w in zip(names, weights)]}))
+        (folder / "layer_weights.json").write_text(
+            json.dumps(
+                {
+                    "upstream": "mrhubert_b5a",
+                    "task": task,
+                    "checkpoint": str(folder / "dev-best.ckpt"),
+                    "step": 10,
+                    "layers": [
+                        {"name": n, "weight": w / total, "raw": w} for n, w in zip(names, weights, strict=False)
+                    ],
+                }
+            )
+        )
     for upstream in ("mrhubert_b5a", "mrhubert_mono_base"):
         (runs / "cca" / upstream).mkdir(parents=True)
         (runs / "cca" / upstream / "cca_phone.json").write_text(json.dumps({n: 0.05 * i for i, n in enumerate(names)}))
@@ -262,10 +311,22 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     lb.write_leaderboard([runs], "html", out=page)
 
     completed = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--dump-dom", f"{page.as_uri()}#render-check"],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            f"{page.as_uri()}#render-check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     reader = _PageReader()
@@ -276,15 +337,20 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     # Two figures (a heatmap for b5a, the CCA curves), both decoded by the browser with a real size.
     assert len(report["images"]) == 2
     assert all(img["complete"] and img["width"] > 100 and img["height"] > 100 for img in report["images"])
-    assert {img["alt"] for img in report["images"]} == {"Learnt layer weights (softmax), mrhubert_b5a",
-                                                       "CCA with phone per layer"}
+    assert {img["alt"] for img in report["images"]} == {
+        "Learnt layer weights (softmax), mrhubert_b5a",
+        "CCA with phone per layer",
+    }
     # What a reader sees in the table.
     assert reader.cells[("mrhubert_b5a", "asr_wer")]["text"] == "5.82"
     assert reader.cells[("mrhubert_b5a", "asr_wer")]["strong"]
     assert "best" in reader.cells[("mrhubert_b5a", "asr_wer")]["class"]
     assert not reader.cells[("mrhubert_b4a", "asr_wer")]["strong"]
     assert reader.cells[("mrhubert_b4a", "se_stoi")]["text"] == lb.MISSING
-    assert reader.cells[("mrhubert_b4a", "ks_acc")]["text"] == "96.70" and reader.cells[("mrhubert_b4a", "ks_acc")]["strong"]
+    assert (
+        reader.cells[("mrhubert_b4a", "ks_acc")]["text"] == "96.70"
+        and reader.cells[("mrhubert_b4a", "ks_acc")]["strong"]
+    )
     # Every value links to its results.json, whose content matches the cell.
     for (row, key), cell in reader.cells.items():
         if cell["text"] == lb.MISSING:

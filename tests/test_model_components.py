@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ def test_packed_convolution_matches_conv1d(kernel: int, stride: int, extra: int)
         out = _packed_conv(x, _ConvMatrices.of(conv))
     assert out.shape == (length // stride, 20)
     torch.testing.assert_close(out[: expected.size(0)], expected, rtol=0, atol=1e-5)
-    assert not out[expected.size(0):].any()  # rows past the last full window are zero
+    assert not out[expected.size(0) :].any()  # rows past the last full window are zero
 
 
 @pytest.mark.parametrize("mode", ["default", "layer_norm"])
@@ -90,7 +89,9 @@ def test_key_translation_round_trip() -> None:
         fairseq = fairseq_keys.to_fairseq(ours, extractor_mode=model.config.extractor_mode)
         assert "encoders.0.layers.0.self_attn.q_proj.weight" in fairseq
         assert "encoders.0.pos_conv.0.weight_g" in fairseq and "feature_extractor.conv_layers.0.0.weight" in fairseq
-        back = fairseq_keys.from_fairseq({**fairseq, "mask_emb": torch.zeros(1), "final_projs.0.weight": torch.zeros(1)})
+        back = fairseq_keys.from_fairseq(
+            {**fairseq, "mask_emb": torch.zeros(1), "final_projs.0.weight": torch.zeros(1)}
+        )
         assert back.keys() == ours.keys()
         for key in ours:
             torch.testing.assert_close(back[key], ours[key], rtol=1e-6, atol=1e-6)
@@ -106,7 +107,7 @@ def test_gradient_path_gives_the_same_states() -> None:
     assert with_grad[-1].features.requires_grad
     with torch.no_grad():
         without = model(waveforms, mask)
-    for a, b in zip(with_grad, without):
+    for a, b in zip(with_grad, without, strict=False):
         torch.testing.assert_close(a.features.detach(), b.features, rtol=0, atol=1e-5)
 
 

@@ -9,7 +9,6 @@ s3prl's two upsamplers are swapped into fairseq's order (s3prl indexes ``upsampl
 
 from __future__ import annotations
 
-
 import warnings
 from pathlib import Path
 
@@ -36,15 +35,52 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 BASE_NAMES = ["T0", "T1", "T2", "T3", "T4", "D0", "T5", "T6", "T7", "T8", "U0", "T9", "T10", "T11", "T12"]
 EXPECTED_NAMES = {
     "base_2res": BASE_NAMES,
-    "large_2res": [f"T{i}" for i in range(9)] + ["D0"] + [f"T{i}" for i in range(9, 17)] + ["U0"]
+    "large_2res": [f"T{i}" for i in range(9)]
+    + ["D0"]
+    + [f"T{i}" for i in range(9, 17)]
+    + ["U0"]
     + [f"T{i}" for i in range(17, 25)],
     "single_prediction": BASE_NAMES,
     "plain_samplers": BASE_NAMES,
     "mono_resolution": BASE_NAMES,
-    "3res_32223": ["T0", "T1", "T2", "T3", "D0", "T4", "T5", "D1", "T6", "T7", "U0", "T8", "T9", "T10", "U1", "T11",
-                   "T12"],
-    "3res_22422": ["T0", "T1", "T2", "D0", "T3", "T4", "D1", "T5", "T6", "T7", "T8", "U0", "T9", "T10", "U1", "T11",
-                   "T12"],
+    "3res_32223": [
+        "T0",
+        "T1",
+        "T2",
+        "T3",
+        "D0",
+        "T4",
+        "T5",
+        "D1",
+        "T6",
+        "T7",
+        "U0",
+        "T8",
+        "T9",
+        "T10",
+        "U1",
+        "T11",
+        "T12",
+    ],
+    "3res_22422": [
+        "T0",
+        "T1",
+        "T2",
+        "D0",
+        "T3",
+        "T4",
+        "D1",
+        "T5",
+        "T6",
+        "T7",
+        "T8",
+        "U0",
+        "T9",
+        "T10",
+        "U1",
+        "T11",
+        "T12",
+    ],
     "single_block": [f"T{i}" for i in range(13)],
 }
 
@@ -69,6 +105,8 @@ def _padded(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def _s3prl_model(loaded: LoadedCheckpoint, *, fairseq_order: bool = True) -> nn.Module:
     from s3prl.upstream.multires_hubert.hubert_model import (
         MultiresHubertConfig as S3prlConfig,
+    )
+    from s3prl.upstream.multires_hubert.hubert_model import (
         MultiresHubertModel,
         MultiresHubertPretrainingConfig,
     )
@@ -76,17 +114,23 @@ def _s3prl_model(loaded: LoadedCheckpoint, *, fairseq_order: bool = True) -> nn.
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's old weight_norm API in s3prl
-        model = MultiresHubertModel(merge_with_parent(S3prlConfig, loaded.model_cfg),
-                                    merge_with_parent(MultiresHubertPretrainingConfig, loaded.task_cfg),
-                                    loaded.dictionaries_symbols)
+        model = MultiresHubertModel(
+            merge_with_parent(S3prlConfig, loaded.model_cfg),
+            merge_with_parent(MultiresHubertPretrainingConfig, loaded.task_cfg),
+            loaded.dictionaries_symbols,
+        )
     model.load_state_dict(loaded.state_dict, strict=True)
     if fairseq_order:
         model.upsample_modules = nn.ModuleList(reversed(list(model.upsample_modules)))
     return model.train(False)
 
 
-def _s3prl_states(model: nn.Module, wavs: list[torch.Tensor], *, normalize: bool,
-                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _s3prl_states(
+    model: nn.Module,
+    wavs: list[torch.Tensor],
+    *,
+    normalize: bool,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Layer inputs and block outputs in execution order, as s3prl's expert hooks them, and the final mask."""
     recorded: list[torch.Tensor] = []
     handles = []
@@ -118,7 +162,7 @@ def _run(model: MultiresHubert, wavs: list[torch.Tensor], **kwargs: bool) -> lis
 def _max_difference(ours: list[LayerState], reference: list[torch.Tensor]) -> dict[str, float]:
     assert len(ours) == len(reference)
     differences = {}
-    for state, expected in zip(ours, reference):
+    for state, expected in zip(ours, reference, strict=False):
         frames = state.features.size(1)
         assert expected.size(1) - frames in (0, 1)  # s3prl's layer inputs keep the pad-to-even frame
         differences[state.name] = float((state.features - expected[:, :frames]).abs().max())
@@ -150,7 +194,7 @@ def test_s3prl_upsampler_order_differs_for_three_resolutions(checkpoints: dict[s
     differences = _max_difference(_run(MultiresHubert.from_checkpoint(loaded), wavs), s3prl_order)
     names = EXPECTED_NAMES["3res_22422"]
     assert max(differences[name] for name in names[: names.index("U0")]) <= TOLERANCE
-    assert min(differences[name] for name in names[names.index("U0"):]) > 1e-3
+    assert min(differences[name] for name in names[names.index("U0") :]) > 1e-3
 
 
 def test_pre_residual_changes_only_the_decoders(checkpoints: dict[str, Path]) -> None:
@@ -160,7 +204,7 @@ def test_pre_residual_changes_only_the_decoders(checkpoints: dict[str, Path]) ->
         pre = _run(_ours(checkpoints[preset], pre_residual=True), wavs)
         assert [s.name for s in pre] == [s.name for s in post] == EXPECTED_NAMES[preset]
         first_decoder = EXPECTED_NAMES[preset].index("U0")
-        for index, (a, b) in enumerate(zip(post, pre)):
+        for index, (a, b) in enumerate(zip(post, pre, strict=False)):
             if index < first_decoder:
                 assert torch.equal(a.features, b.features), a.name
             else:
@@ -170,8 +214,28 @@ def test_pre_residual_changes_only_the_decoders(checkpoints: dict[str, Path]) ->
 
 def test_block_output_names_and_values(checkpoints: dict[str, Path]) -> None:
     model = _ours(checkpoints["3res_22422"])
-    expected = ["T0", "T1", "T2", "D0", "T3", "T4", "D1", "T5", "T6", "T7", "T8", "T8+res", "U0", "T9", "T10",
-                "T10+res", "U1", "T11", "T12", "T12+res"]
+    expected = [
+        "T0",
+        "T1",
+        "T2",
+        "D0",
+        "T3",
+        "T4",
+        "D1",
+        "T5",
+        "T6",
+        "T7",
+        "T8",
+        "T8+res",
+        "U0",
+        "T9",
+        "T10",
+        "T10+res",
+        "U1",
+        "T11",
+        "T12",
+        "T12+res",
+    ]
     assert model.layer_names(include_block_outputs=True) == expected
     assert model.layer_names() == EXPECTED_NAMES["3res_22422"]
     states = {s.name: s for s in _run(model, _waveforms(), include_block_outputs=True)}
@@ -191,9 +255,11 @@ def test_block_output_names_and_values(checkpoints: dict[str, Path]) -> None:
     ("preset", "strides"),
     [
         ("base_2res", {"T0": 320, "T4": 320, "D0": 640, "T8": 640, "U0": 320, "T12": 320}),
-        ("3res_22422", {"T2": 320, "D0": 640, "T4": 640, "D1": 1280, "T8": 1280, "U0": 640, "T10": 640, "U1": 320,
-                        "T12": 320}),
-        ("mono_resolution", {name: 320 for name in BASE_NAMES}),
+        (
+            "3res_22422",
+            {"T2": 320, "D0": 640, "T4": 640, "D1": 1280, "T8": 1280, "U0": 640, "T10": 640, "U1": 320, "T12": 320},
+        ),
+        ("mono_resolution", dict.fromkeys(BASE_NAMES, 320)),
     ],
 )
 def test_native_strides(checkpoints: dict[str, Path], preset: str, strides: dict[str, int]) -> None:
@@ -212,19 +278,24 @@ def test_without_padding_mask(checkpoints: dict[str, Path]) -> None:
     with torch.no_grad():
         no_mask = model(wav[0][None])
     assert all(state.padding_mask is None for state in no_mask)
-    for a, b in zip(unmasked, no_mask):
+    for a, b in zip(unmasked, no_mask, strict=False):
         torch.testing.assert_close(a.features, b.features, rtol=0, atol=1e-5)
 
 
 def test_sampler_kernel_is_read_from_the_weights(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     loaded = load_checkpoint(checkpoints["base_2res"])
     model_cfg = {k: v for k, v in loaded.model_cfg.items() if k != "conv_adapator_kernal"}  # fairseq default: 7
-    path = write_fairseq_checkpoint(tmp_path / "k.pt", model_cfg=model_cfg, task_cfg=loaded.task_cfg,
-                                    state_dict=loaded.state_dict, dictionaries_symbols=loaded.dictionaries_symbols)
+    path = write_fairseq_checkpoint(
+        tmp_path / "k.pt",
+        model_cfg=model_cfg,
+        task_cfg=loaded.task_cfg,
+        state_dict=loaded.state_dict,
+        dictionaries_symbols=loaded.dictionaries_symbols,
+    )
     model = _ours(path)
     assert MultiresHubertConfig.from_fairseq(model_cfg).sampler_kernel_size == 7
     assert model.config.sampler_kernel_size == 1
-    for a, b in zip(_run(model, _waveforms()), _run(_ours(checkpoints["base_2res"]), _waveforms())):
+    for a, b in zip(_run(model, _waveforms()), _run(_ours(checkpoints["base_2res"]), _waveforms()), strict=False):
         assert torch.equal(a.features, b.features)
 
 
@@ -236,7 +307,7 @@ def test_fairseq_state_dict_round_trip(checkpoints: dict[str, Path]) -> None:
         assert set(exported) == {key for key in loaded.state_dict if not is_training_only(key)}
         config = MultiresHubertConfig.from_fairseq(loaded.model_cfg, loaded.task_cfg)
         again = MultiresHubert.from_fairseq_state_dict(config, exported)
-        for a, b in zip(_run(model, _waveforms()), _run(again, _waveforms())):
+        for a, b in zip(_run(model, _waveforms()), _run(again, _waveforms()), strict=False):
             torch.testing.assert_close(a.features, b.features, rtol=0, atol=1e-5)
 
 
@@ -279,9 +350,13 @@ def test_block_without_layers_matches_s3prl(tmp_path: Path) -> None:
     model_cfg, task_cfg = tiny_config("base_2res")
     model_cfg["override_encoder_layers"] = "[4,0,4]"
     dictionaries = tiny_dictionaries(model_cfg)
-    path = write_fairseq_checkpoint(tmp_path / "empty_middle.pt", model_cfg=model_cfg, task_cfg=task_cfg,
-                                    state_dict=tiny_state_dict(model_cfg, task_cfg, dictionaries),
-                                    dictionaries_symbols=dictionaries)
+    path = write_fairseq_checkpoint(
+        tmp_path / "empty_middle.pt",
+        model_cfg=model_cfg,
+        task_cfg=task_cfg,
+        state_dict=tiny_state_dict(model_cfg, task_cfg, dictionaries),
+        dictionaries_symbols=dictionaries,
+    )
     loaded = load_checkpoint(path)
     wavs = _waveforms()
     reference, _ = _s3prl_states(_s3prl_model(loaded), wavs, normalize=False)

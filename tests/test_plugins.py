@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from importlib import metadata
 from pathlib import Path
 
@@ -131,7 +130,9 @@ def test_entry_point_upstream_trains_a_task(tiny_ic_run) -> None:
     assert (tiny_ic_run.expdir / f"states-{tiny_ic_run.steps}.ckpt").is_file()
 
 
-def test_upstreams_command_lists_package_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_upstreams_command_lists_package_and_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     from downstream_probes import cli
 
     make_fake_distribution(tmp_path, "toy-listed-pkg", "toy_listed_hub", "toy_listed")

@@ -95,8 +95,12 @@ def test_cnn_flops_are_computed_not_counted_by_kernel() -> None:
     assert by_hand == 14_672
     assert profiling.conv_feature_extractor_flops(layers, 400) == by_hand
     assert profiling.conv1d_flops(8, 6, 3, 10, groups=2) == 2 * 6 * 4 * 3 * 10
-    convs = torch.nn.Sequential(*(torch.nn.Conv1d(c_in, c_out, k, stride=s, bias=False)
-                                  for c_in, (c_out, k, s) in zip([1, 4, 6], layers)))
+    convs = torch.nn.Sequential(
+        *(
+            torch.nn.Conv1d(c_in, c_out, k, stride=s, bias=False)
+            for c_in, (c_out, k, s) in zip([1, 4, 6], layers, strict=False)
+        )
+    )
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         convs(torch.zeros(1, 1, 400))
@@ -127,8 +131,10 @@ POS_CONV_BY_HAND = 2 * 32 * (32 // 4) * 16 * (FRAMES + 1)  # channels 32, groups
 def test_positional_conv_flops_match_a_hand_computation(measured, hubert_measured) -> None:
     """2 x multiply-adds of the grouped Conv1d (out x in/groups x kernel x output frames), added to the transformer
     layers of the block that runs it: encoders[0] for MR-HuBERT, the encoder for HuBERT; the same for both."""
-    assert (ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()["conv_pos"],
-            ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()["conv_pos_groups"]) == (16, 4)
+    assert (
+        ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()["conv_pos"],
+        ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()["conv_pos_groups"],
+    ) == (16, 4)
     assert POS_CONV_BY_HAND == 860_160
     assert profiling.positional_conv_flops(32, 16, 4, FRAMES) == POS_CONV_BY_HAND
     assert profiling.positional_conv_flops(8, 3, 2, 10) == 2 * 8 * 4 * 3 * 10  # odd kernel: T output frames
@@ -144,16 +150,18 @@ def test_positional_conv_flops_match_a_hand_computation(measured, hubert_measure
         profiled, entry = measured[name]
         assert [s.module_path for s in profiled.positional_convs] == ["encoders.0.pos_conv"], name
         first_layers = entry["architecture"]["layers"][0]
-        assert block(entry, "encoders[0]")["flops"] == \
-            first_layers * transformer_layer_flops(FRAMES) + POS_CONV_BY_HAND, name
+        assert (
+            block(entry, "encoders[0]")["flops"] == first_layers * transformer_layer_flops(FRAMES) + POS_CONV_BY_HAND
+        ), name
     hubert, hubert_entry = hubert_measured
     assert [s.module_path for s in hubert.positional_convs] == ["hubert.encoder.pos_conv_embed"]
     assert block(hubert_entry, "encoder")["flops"] == 2 * transformer_layer_flops(FRAMES) + POS_CONV_BY_HAND
 
 
 @pytest.mark.parametrize("fft_block", [32, 64])
-def test_positional_conv_flops_are_the_same_through_the_fft(measured, monkeypatch: pytest.MonkeyPatch,
-                                                            fft_block: int) -> None:
+def test_positional_conv_flops_are_the_same_through_the_fft(
+    measured, monkeypatch: pytest.MonkeyPatch, fft_block: int
+) -> None:
     """The same tiny model through the FFT (overlap-save) and through the direct convolution: torch's counter sees
     different FLOPs (the FFTs are invisible to it), the profile the same, the direct convolution's."""
     from upstream_mrhubert.components import PositionalConv
@@ -181,8 +189,11 @@ def test_breakdown_adds_up_to_the_totals(measured) -> None:
         blocks = entry["blocks"]
         assert blocks[-1]["name"] == profiling.OTHER_BLOCK
         assert sum(b["flops"] for b in blocks) == entry["total"]["flops"]
-        assert sum(b["params"] for b in blocks) == entry["total"]["params"] == \
-            sum(p.numel() for p in profiled.module.parameters())
+        assert (
+            sum(b["params"] for b in blocks)
+            == entry["total"]["params"]
+            == sum(p.numel() for p in profiled.module.parameters())
+        )
         assert sum(g["flops"] for g in entry["resolutions"]) == entry["total"]["flops"]
         assert sum(g["params"] for g in entry["resolutions"]) == entry["total"]["params"]
         assert sorted(n for g in entry["resolutions"] for n in g["blocks"]) == sorted(b["name"] for b in blocks)
@@ -193,8 +204,10 @@ def test_breakdown_adds_up_to_the_totals(measured) -> None:
 def test_random_weights_are_labelled(measured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in NAMES:
         assert measured[name][1]["weights"] == f"random-init (architecture of {name})"
-    profile = {**_profile_of(measured), "comparisons": profiling.compare([e for _, e in measured.values()],
-                                                                          "mrhubert_b5a")}
+    profile = {
+        **_profile_of(measured),
+        "comparisons": profiling.compare([e for _, e in measured.values()], "mrhubert_b5a"),
+    }
     table = profiling.profile_markdown(profile)
     assert table.count("random-init (architecture of") == len(NAMES)
     # A registered name without its checkpoint in the cache folder: random weights of the registered architecture.
@@ -205,10 +218,22 @@ def test_random_weights_are_labelled(measured, tmp_path: Path, monkeypatch: pyte
 
 
 def _profile_of(measured) -> dict:
-    return {"schema": profiling.PROFILE_SCHEMA, "created": "2024-01-01T00:00:00+00:00", "seconds": SECONDS,
-            "sample_rate": profiling.SAMPLE_RATE, "batch_size": 1, "repeats": 1, "seed": 0, "threads": 1,
-            "machine": {}, "versions": {"torch": torch.__version__}, "flop_counter": profiling.FLOP_COUNTER_NOTE,
-            "reference": "mrhubert_b5a", "upstreams": [entry for _, entry in measured.values()], "comparisons": []}
+    return {
+        "schema": profiling.PROFILE_SCHEMA,
+        "created": "2024-01-01T00:00:00+00:00",
+        "seconds": SECONDS,
+        "sample_rate": profiling.SAMPLE_RATE,
+        "batch_size": 1,
+        "repeats": 1,
+        "seed": 0,
+        "threads": 1,
+        "machine": {},
+        "versions": {"torch": torch.__version__},
+        "flop_counter": profiling.FLOP_COUNTER_NOTE,
+        "reference": "mrhubert_b5a",
+        "upstreams": [entry for _, entry in measured.values()],
+        "comparisons": [],
+    }
 
 
 def test_profile_json_is_written_atomically(measured, tmp_path: Path) -> None:
@@ -250,8 +275,24 @@ def test_command_line_profiles_checkpoints_and_compares(tmp_path: Path, capsys) 
     two_res = write_tiny_checkpoint(tmp_path / "two_res.pt", "base_2res", seed=0)
     one_res = write_tiny_checkpoint(tmp_path / "one_res.pt", "mono_resolution", seed=0)
     out = tmp_path / "profile.json"
-    argv = ["profile", "-u", "two", "one", "-k", f"two={two_res}", "-k", f"one={one_res}", "--reference", "one",
-            "--seconds", "1", "--repeats", "2", "--out", str(out)]
+    argv = [
+        "profile",
+        "-u",
+        "two",
+        "one",
+        "-k",
+        f"two={two_res}",
+        "-k",
+        f"one={one_res}",
+        "--reference",
+        "one",
+        "--seconds",
+        "1",
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert mrsuperb(argv) == 0
     profile = profiling.read_profile(out)
     assert [e["name"] for e in profile["upstreams"]] == ["two", "one"] and profile["reference"] == "one"

@@ -35,15 +35,36 @@ def reproduce():
 
 
 def data_arguments(root: Path) -> list[str]:
-    return ["--librispeech", str(root / "LibriSpeech"), "--alignments", str(root / "alignments"),
-            "--snips", str(root / "SNIPS"), "--fsc", str(root / "fsc"),
-            "--speech-commands", str(root / "sc"), "--speech-commands-test", str(root / "sc_test"),
-            "--voicebank", str(root / "voicebank"), "--sd", str(root / "sd")]
+    return [
+        "--librispeech",
+        str(root / "LibriSpeech"),
+        "--alignments",
+        str(root / "alignments"),
+        "--snips",
+        str(root / "SNIPS"),
+        "--fsc",
+        str(root / "fsc"),
+        "--speech-commands",
+        str(root / "sc"),
+        "--speech-commands-test",
+        str(root / "sc_test"),
+        "--voicebank",
+        str(root / "voicebank"),
+        "--sd",
+        str(root / "sd"),
+    ]
 
 
 def dry_run(reproduce, capsys, out: Path, *extra: str) -> list[str]:
-    argv = ["--checkpoints", str(out.parent / "ckpt"), "--out", str(out), "--dry-run",
-            *data_arguments(Path("/data")), *extra]
+    argv = [
+        "--checkpoints",
+        str(out.parent / "ckpt"),
+        "--out",
+        str(out),
+        "--dry-run",
+        *data_arguments(Path("/data")),
+        *extra,
+    ]
     assert reproduce.main(argv) == 0
     return capsys.readouterr().out.splitlines()
 
@@ -85,8 +106,17 @@ def test_finished_steps_are_skipped(reproduce, tmp_path: Path, capsys) -> None:
 
 
 def test_tasks_without_their_dataset_are_skipped(reproduce, tmp_path: Path, capsys) -> None:
-    argv = ["--checkpoints", str(tmp_path), "--out", str(tmp_path / "out"), "--dry-run",
-            "--fsc", "/data/fsc", "--upstreams", "mrhubert_b4a"]
+    argv = [
+        "--checkpoints",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+        "--dry-run",
+        "--fsc",
+        "/data/fsc",
+        "--upstreams",
+        "mrhubert_b4a",
+    ]
     assert reproduce.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line for line in lines if " -m train " in line] == [line for line in lines if " -d ic " in line]
@@ -94,16 +124,23 @@ def test_tasks_without_their_dataset_are_skipped(reproduce, tmp_path: Path, caps
 
 
 def test_missing_checkpoints_are_one_clear_error(reproduce, tmp_path: Path, capsys) -> None:
-    assert reproduce.main(["--checkpoints", str(tmp_path), "--fsc", "/data/fsc", "--upstreams", "mrhubert_b5a",
-                           "--cca-only"]) == 2
+    assert (
+        reproduce.main(
+            ["--checkpoints", str(tmp_path), "--fsc", "/data/fsc", "--upstreams", "mrhubert_b5a", "--cca-only"]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert "b5-a.pt" in error and "https://dl.fbaipublicfiles.com/mrhubert/b5-a/b5-a.pt" in error
 
 
 def test_len_for_bucket_lists_lengths_and_transcripts(reproduce, tmp_path: Path) -> None:
     libri = tmp_path / "LibriSpeech"
-    for split, (speaker, samples) in {"train-clean-100": ("19", 1600), "dev-clean": ("84", 3200),
-                                      "test-clean": ("61", 800)}.items():
+    for split, (speaker, samples) in {
+        "train-clean-100": ("19", 1600),
+        "dev-clean": ("84", 3200),
+        "test-clean": ("61", 800),
+    }.items():
         chapter = libri / split / speaker / "7"
         chapter.mkdir(parents=True)
         soundfile.write(chapter / f"{speaker}-7-0000.flac", np.zeros(samples, dtype=np.float32), 16000)
@@ -111,6 +148,5 @@ def test_len_for_bucket_lists_lengths_and_transcripts(reproduce, tmp_path: Path)
     out = reproduce.write_len_for_bucket(libri, tmp_path / "len_for_bucket")
     with open(out / "dev-clean.csv", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows == [["", "file_path", "length", "label"], ["0", "dev-clean/84/7/84-7-0000.flac", "3200",
-                                                           "HELLO WORLD"]]
+    assert rows == [["", "file_path", "length", "label"], ["0", "dev-clean/84/7/84-7-0000.flac", "3200", "HELLO WORLD"]]
     assert sorted(p.name for p in out.iterdir()) == ["dev-clean.csv", "test-clean.csv", "train-clean-100.csv"]

@@ -65,8 +65,23 @@ def quick_config(task: str) -> str:
 
 
 def train_argv(task: str, ckpt: Path, expdir: Path, override: str, *extra: str) -> list[str]:
-    return ["-m", "train", "-u", "mrhubert_local", "-k", str(ckpt), "-d", task, "-c", quick_config(task),
-            "-p", str(expdir), "-o", override, *extra]
+    return [
+        "-m",
+        "train",
+        "-u",
+        "mrhubert_local",
+        "-k",
+        str(ckpt),
+        "-d",
+        task,
+        "-c",
+        quick_config(task),
+        "-p",
+        str(expdir),
+        "-o",
+        override,
+        *extra,
+    ]
 
 
 def read_results(expdir: Path) -> dict:
@@ -102,8 +117,10 @@ def test_task_trains_and_evaluates(task: str, workspace: Path, tiny_ckpt: Path, 
             assert 0.0 <= test_metrics[key] <= 1.0
     assert results["metrics"][dev_split] == trained["metrics"][dev_split]  # evaluate merges, keeps training's
     if task == "sd":
-        assert (expdir / "scoring" / f"hyp_{results['evaluated_checkpoints']['test']['der_threshold']}_"
-                f"{results['evaluated_checkpoints']['test']['der_median_filter']}.rttm").is_file()
+        assert (
+            expdir / "scoring" / f"hyp_{results['evaluated_checkpoints']['test']['der_threshold']}_"
+            f"{results['evaluated_checkpoints']['test']['der_median_filter']}.rttm"
+        ).is_file()
         assert test_metrics["der"] >= 0.0
 
 
@@ -135,9 +152,17 @@ def _subprocess_env() -> dict[str, str]:
 
 def test_two_cpu_processes_under_torchrun(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
     expdir = workspace / "exp_ic_ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "downstream_probes.run_downstream",
-               *train_argv("ic", tiny_ckpt, expdir, corpus_overrides("ic"))]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "downstream_probes.run_downstream",
+        *train_argv("ic", tiny_ckpt, expdir, corpus_overrides("ic")),
+    ]
     done = subprocess.run(command, env=_subprocess_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = torch.load(expdir / "states-4.ckpt", map_location="cpu")
@@ -147,10 +172,11 @@ def test_two_cpu_processes_under_torchrun(workspace: Path, tiny_ckpt: Path, corp
 
 def test_killed_run_resumes_from_its_last_checkpoint(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
     expdir = workspace / "exp_ic_resume"
-    endless = corpus_overrides("ic") + ",,config.runner.total_steps=100000,,config.runner.save_step=3" \
+    endless = (
+        corpus_overrides("ic") + ",,config.runner.total_steps=100000,,config.runner.save_step=3"
         ",,config.runner.eval_step=4,,config.runner.eval_dataloaders=['dev']"
-    command = [sys.executable, "-m", "downstream_probes.run_downstream",
-               *train_argv("ic", tiny_ckpt, expdir, endless)]
+    )
+    command = [sys.executable, "-m", "downstream_probes.run_downstream", *train_argv("ic", tiny_ckpt, expdir, endless)]
     process = subprocess.Popen(command, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -168,9 +194,22 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace: Path, tiny_ckpt:
 
     target = last + 6  # s3prl saves only at multiples of save_step (3)
     resumed = subprocess.run(
-        [sys.executable, "-m", "downstream_probes.run_downstream", "-m", "train", "-a", "-p", str(expdir),
-         "-o", f"config.runner.total_steps={target}"],
-        env=_subprocess_env(), capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "downstream_probes.run_downstream",
+            "-m",
+            "train",
+            "-a",
+            "-p",
+            str(expdir),
+            "-o",
+            f"config.runner.total_steps={target}",
+        ],
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resume from {expdir}/states-{last}.ckpt" in resumed.stdout + resumed.stderr
@@ -185,8 +224,23 @@ def test_probe_sweep_records_each_layer(workspace: Path, tiny_ckpt: Path, corpus
     from downstream_probes import cli
 
     sweep_dir = workspace / "sweep_ic"
-    argv = ["probe-sweep", "-u", "mrhubert_local", "-k", str(tiny_ckpt), "-d", "ic", "-c", quick_config("ic"),
-            "-o", corpus_overrides("ic"), "-p", str(sweep_dir), "--layers", "T0,U0"]
+    argv = [
+        "probe-sweep",
+        "-u",
+        "mrhubert_local",
+        "-k",
+        str(tiny_ckpt),
+        "-d",
+        "ic",
+        "-c",
+        quick_config("ic"),
+        "-o",
+        corpus_overrides("ic"),
+        "-p",
+        str(sweep_dir),
+        "--layers",
+        "T0,U0",
+    ]
     assert cli.main(argv) == 0
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
     assert [(layer["name"], layer["index"]) for layer in sweep["layers"]] == [("T0", 0), ("U0", 10)]

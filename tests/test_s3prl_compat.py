@@ -253,7 +253,12 @@ def test_ddp_on_cpu_drops_device_ids_and_evaluates_locally(tmp_path: Path) -> No
 def test_translate_local_rank() -> None:
     assert s3prl_compat.translate_local_rank(["-m", "train", "--local-rank=1"], {}) == ["-m", "train", "--local_rank=1"]
     assert s3prl_compat.translate_local_rank(["--local-rank", "2"], {}) == ["--local_rank", "2"]
-    assert s3prl_compat.translate_local_rank(["-m", "train"], {"LOCAL_RANK": "1"}) == ["-m", "train", "--local_rank", "1"]
+    assert s3prl_compat.translate_local_rank(["-m", "train"], {"LOCAL_RANK": "1"}) == [
+        "-m",
+        "train",
+        "--local_rank",
+        "1",
+    ]
     assert s3prl_compat.translate_local_rank(["--local_rank", "0"], {"LOCAL_RANK": "1"}) == ["--local_rank", "0"]
     assert s3prl_compat.translate_local_rank(["-m", "train"], {}) == ["-m", "train"]
 

@@ -40,7 +40,16 @@ def hubert_upstream(tmp_path_factory: pytest.TempPathFactory) -> S3prlUpstream:
         ([[0.0] * 16000], "waveform 0 .*list.*torch"),
     ],
     ids=[
-        "empty-batch", "tensor-batch", "stereo", "stereo-transposed", "empty-wav", "short", "nan", "inf", "int", "list"
+        "empty-batch",
+        "tensor-batch",
+        "stereo",
+        "stereo-transposed",
+        "empty-wav",
+        "short",
+        "nan",
+        "inf",
+        "int",
+        "list",
     ],
 )
 def test_bad_input_gets_one_clear_error(hubert_upstream: S3prlUpstream, wavs: object, expected: str) -> None:
@@ -174,7 +183,7 @@ def test_mrhubert_states_at_20ms_equal_s3prl(
 
     assert upstream.layer_names == upstream.model.layer_names() == names.split()
     assert len(ours) == len(reference)
-    for name, mine, theirs in zip(upstream.layer_names, ours, reference):
+    for name, mine, theirs in zip(upstream.layer_names, ours, reference, strict=False):
         assert mine.shape == theirs.shape, name
         assert (mine - theirs).abs().max().item() <= 1e-4, name
 
@@ -184,9 +193,15 @@ def test_native_states_keep_their_rate(mrhubert_checkpoints: dict[str, tuple[Pat
     wavs = [torch.randn(16000)]
     with torch.no_grad():
         native = {state.name: state for state in upstream.native_states(wavs)}
-        aligned = dict(zip(upstream.layer_names, upstream(wavs)["hidden_states"]))
+        aligned = dict(zip(upstream.layer_names, upstream(wavs)["hidden_states"], strict=False))
     assert [native[name].stride for name in ("T0", "D0", "D1", "T7", "U0", "U1", "T12")] == [
-        320, 640, 1280, 1280, 640, 320, 320
+        320,
+        640,
+        1280,
+        1280,
+        640,
+        320,
+        320,
     ]
     assert native["T0"].features.shape[1] == 49 and native["D1"].features.shape[1] <= 13
     frames = aligned["T0"].shape[1]
@@ -207,7 +222,7 @@ def test_block_outputs_and_pre_residual_options(
     with torch.no_grad():
         plain, extended = default(wavs)["hidden_states"], with_blocks(wavs)["hidden_states"]
     assert len(extended) == len(with_blocks.layer_names) == len(plain) + 2
-    for name, state in zip(default.layer_names, plain):
+    for name, state in zip(default.layer_names, plain, strict=False):
         torch.testing.assert_close(extended[with_blocks.layer_names.index(name)], state)
 
     pre_residual = mrhubert_local(ckpt=fairseq_file, pre_residual=True).eval()

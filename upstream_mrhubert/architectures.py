@@ -52,8 +52,10 @@ def block_layer_counts(model_cfg: Mapping[str, Any]) -> list[int]:
     if override:
         counts = _parse_int_list(override)
         if len(counts) != 2 * levels + 1:
-            raise ValueError(f"override_encoder_layers {override} has {len(counts)} entries; "
-                             f"{2 * levels + 1} expected for label_rate_ratios {ratios}")
+            raise ValueError(
+                f"override_encoder_layers {override} has {len(counts)} entries; "
+                f"{2 * levels + 1} expected for label_rate_ratios {ratios}"
+            )
         encoders = counts[:levels]
         middle = counts[levels]
         decoders = [counts[len(counts) - 1 - i] for i in range(levels)]
@@ -92,7 +94,7 @@ class Architecture:
         for _, _, s in parse_conv_feature_layers(self.conv_feature_layers or CONV_FEATURE_LAYERS):
             stride *= s
         strides = [stride]
-        for up, down in zip(self.label_rate_ratios[0::2], self.label_rate_ratios[1::2]):
+        for up, down in zip(self.label_rate_ratios[0::2], self.label_rate_ratios[1::2], strict=False):
             strides.append(strides[-1] * down // up)
         return [1000.0 * s / 16000 for s in strides]
 
@@ -146,7 +148,7 @@ class Architecture:
         """``override_encoder_layers`` from per-block counts: encoders, middle, then decoders in reverse
         (fairseq gives decoder i the entry len-1-i)."""
         levels = self.num_resolutions - 1
-        encoders, middle, decoders = self.layers[:levels], self.layers[levels], self.layers[levels + 1:]
+        encoders, middle, decoders = self.layers[:levels], self.layers[levels], self.layers[levels + 1 :]
         return [*encoders, middle, *reversed(decoders)]
 
     def task_cfg(self) -> dict[str, Any]:
@@ -164,42 +166,92 @@ class Architecture:
             cfg["label_rate_ratios"] = list(self.label_rate_ratios)
         return cfg
 
-    def scaled(self, *, embed_dim: int, ffn_dim: int, heads: int, conv_channels: int = 32,
-               conv_pos: int = 16, conv_pos_groups: int = 4, layers: tuple[int, ...] | None = None) -> Architecture:
+    def scaled(
+        self,
+        *,
+        embed_dim: int,
+        ffn_dim: int,
+        heads: int,
+        conv_channels: int = 32,
+        conv_pos: int = 16,
+        conv_pos_groups: int = 4,
+        layers: tuple[int, ...] | None = None,
+    ) -> Architecture:
         """The same layout (resolutions, layer counts, sampler) with small widths: a tiny look-alike."""
         conv = f"[({conv_channels},10,5)] + [({conv_channels},3,2)] * 4 + [({conv_channels},2,2)] * 2"
-        return replace(self, embed_dim=embed_dim, ffn_dim=ffn_dim, heads=heads, conv_feature_layers=conv,
-                       conv_pos=conv_pos, conv_pos_groups=conv_pos_groups, layers=layers or self.layers)
+        return replace(
+            self,
+            embed_dim=embed_dim,
+            ffn_dim=ffn_dim,
+            heads=heads,
+            conv_feature_layers=conv,
+            conv_pos=conv_pos,
+            conv_pos_groups=conv_pos_groups,
+            layers=layers or self.layers,
+        )
 
 
 def _mr(name: str, description: str, **fields: Any) -> Architecture:
     return Architecture(name=name, family="mrhubert", description=description, **fields)
 
 
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    _mr("mrhubert_mono_base", "base, 2 resolutions (20/40 ms), 4-4-4"),
-    _mr("mrhubert_mono_large", "large, 2 resolutions (20/40 ms), 8-8-8", size="large", layers=(8, 8, 8)),
-    _mr("mrhubert_b1a", "base, 2 resolutions, 2-4-6", layers=(2, 4, 6)),
-    _mr("mrhubert_b1b", "base, 2 resolutions, 5-2-5", layers=(5, 2, 5)),
-    _mr("mrhubert_b1c", "base, 2 resolutions, 6-4-2", layers=(6, 4, 2)),
-    _mr("mrhubert_b2a", "base, 3 resolutions (20/40/80 ms), 3-2-2-2-3", label_rate_ratios=(1, 2, 1, 2),
-        layers=(3, 2, 2, 2, 3)),
-    _mr("mrhubert_b2b", "base, 3 resolutions (20/40/80 ms), 2-2-4-2-2", label_rate_ratios=(1, 2, 1, 2),
-        layers=(2, 2, 4, 2, 2)),
-    _mr("mrhubert_b2c", "base, 3 resolutions (20/40/80 ms), 2-2-2-2-2", label_rate_ratios=(1, 2, 1, 2),
-        layers=(2, 2, 2, 2, 2)),
-    _mr("mrhubert_b3a", "base, 2 resolutions, plain conv sampling, 4-4-4", plain_sampling=True),
-    _mr("mrhubert_b4a", "base, 2 resolutions, single target (no low-resolution loss), 4-4-4",
-        single_prediction=True, confirmed=False),
-    _mr("mrhubert_b4b", "base, 2 resolutions, plain conv sampling, single target, 4-4-4", plain_sampling=True,
-        single_prediction=True, confirmed=False),
-    _mr("mrhubert_b5a", "base, mono-resolution 20 ms (sampling ratio 1), 4-4-4", label_rate_ratios=(1, 1),
-        confirmed=False),
-    _mr("mrhubert_b6a", "base, 2 resolutions, 3-3-3", layers=(3, 3, 3), confirmed=False),
-    _mr("mrhubert_b6b", "base, mono-resolution 20 ms (sampling ratio 1), 3-3-3", label_rate_ratios=(1, 1),
-        layers=(3, 3, 3), confirmed=False),
-    Architecture("hubert_base_ls960", "hubert", "HuBERT base, 12 layers at 20 ms", layers=(12,)),
-)}
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        _mr("mrhubert_mono_base", "base, 2 resolutions (20/40 ms), 4-4-4"),
+        _mr("mrhubert_mono_large", "large, 2 resolutions (20/40 ms), 8-8-8", size="large", layers=(8, 8, 8)),
+        _mr("mrhubert_b1a", "base, 2 resolutions, 2-4-6", layers=(2, 4, 6)),
+        _mr("mrhubert_b1b", "base, 2 resolutions, 5-2-5", layers=(5, 2, 5)),
+        _mr("mrhubert_b1c", "base, 2 resolutions, 6-4-2", layers=(6, 4, 2)),
+        _mr(
+            "mrhubert_b2a",
+            "base, 3 resolutions (20/40/80 ms), 3-2-2-2-3",
+            label_rate_ratios=(1, 2, 1, 2),
+            layers=(3, 2, 2, 2, 3),
+        ),
+        _mr(
+            "mrhubert_b2b",
+            "base, 3 resolutions (20/40/80 ms), 2-2-4-2-2",
+            label_rate_ratios=(1, 2, 1, 2),
+            layers=(2, 2, 4, 2, 2),
+        ),
+        _mr(
+            "mrhubert_b2c",
+            "base, 3 resolutions (20/40/80 ms), 2-2-2-2-2",
+            label_rate_ratios=(1, 2, 1, 2),
+            layers=(2, 2, 2, 2, 2),
+        ),
+        _mr("mrhubert_b3a", "base, 2 resolutions, plain conv sampling, 4-4-4", plain_sampling=True),
+        _mr(
+            "mrhubert_b4a",
+            "base, 2 resolutions, single target (no low-resolution loss), 4-4-4",
+            single_prediction=True,
+            confirmed=False,
+        ),
+        _mr(
+            "mrhubert_b4b",
+            "base, 2 resolutions, plain conv sampling, single target, 4-4-4",
+            plain_sampling=True,
+            single_prediction=True,
+            confirmed=False,
+        ),
+        _mr(
+            "mrhubert_b5a",
+            "base, mono-resolution 20 ms (sampling ratio 1), 4-4-4",
+            label_rate_ratios=(1, 1),
+            confirmed=False,
+        ),
+        _mr("mrhubert_b6a", "base, 2 resolutions, 3-3-3", layers=(3, 3, 3), confirmed=False),
+        _mr(
+            "mrhubert_b6b",
+            "base, mono-resolution 20 ms (sampling ratio 1), 3-3-3",
+            label_rate_ratios=(1, 1),
+            layers=(3, 3, 3),
+            confirmed=False,
+        ),
+        Architecture("hubert_base_ls960", "hubert", "HuBERT base, 12 layers at 20 ms", layers=(12,)),
+    )
+}
 
 
 def architecture(name: str) -> Architecture:

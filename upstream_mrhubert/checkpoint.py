@@ -66,10 +66,18 @@ class FairseqDictionary(_InertRecord):
         specials = ["<s>", "<pad>", "</s>", "<unk>"]
         all_symbols = specials + [s for s in symbols if s not in specials]
         dictionary.__dict__.update(
-            bos_word="<s>", unk_word="<unk>", pad_word="<pad>", eos_word="</s>",
-            symbols=all_symbols, count=[1] * len(all_symbols),
+            bos_word="<s>",
+            unk_word="<unk>",
+            pad_word="<pad>",
+            eos_word="</s>",
+            symbols=all_symbols,
+            count=[1] * len(all_symbols),
             indices={s: i for i, s in enumerate(all_symbols)},
-            bos_index=0, pad_index=1, eos_index=2, unk_index=3, nspecial=4,
+            bos_index=0,
+            pad_index=1,
+            eos_index=2,
+            unk_index=3,
+            nspecial=4,
         )
         return dictionary
 
@@ -110,11 +118,15 @@ def _numpy_allow_list() -> list[tuple[Any, str]]:
     allowed: list[tuple[Any, str]] = []
     core = getattr(np, "_core", None) or np.core
     for module_path in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(core.multiarray.scalar, f"{module_path}.scalar"),
-                    (core.multiarray._reconstruct, f"{module_path}._reconstruct")]
+        allowed += [
+            (core.multiarray.scalar, f"{module_path}.scalar"),
+            (core.multiarray._reconstruct, f"{module_path}._reconstruct"),
+        ]
     allowed += [(np.dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray")]
-    allowed += [(type(np.dtype(name)), f"numpy.dtypes.{type(np.dtype(name)).__name__}")
-                for name in ("float64", "float32", "int64", "int32", "bool")]
+    allowed += [
+        (type(np.dtype(name)), f"numpy.dtypes.{type(np.dtype(name)).__name__}")
+        for name in ("float64", "float32", "int64", "int32", "bool")
+    ]
     return allowed
 
 
@@ -164,8 +176,10 @@ def _read_restricted_pickle(path: Path) -> Any:
                 "never contain and which could run code when unpickled. Nothing from the file was executed. "
                 "Only load checkpoints from sources you trust."
             ) from None
-        raise CheckpointError(f"{path} is corrupt or not a torch checkpoint ({_first_line(error)}); "
-                              "download it again or point to another file") from None
+        raise CheckpointError(
+            f"{path} is corrupt or not a torch checkpoint ({_first_line(error)}); "
+            "download it again or point to another file"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
         raise CheckpointError(
             f"{path} is truncated, corrupt or not a torch checkpoint ({type(error).__name__}: {_first_line(error)}); "
@@ -253,7 +267,7 @@ class _FairseqPathPickler(pickle._Pickler):
             super().save_global(obj, name)
             return
         module_path, class_name = fairseq_path.rsplit(".", 1)
-        self.write(pickle.GLOBAL + f"{module_path}\n{class_name}\n".encode("utf-8"))
+        self.write(pickle.GLOBAL + f"{module_path}\n{class_name}\n".encode())
         self.memoize(obj)
 
 
@@ -301,8 +315,14 @@ def write_fairseq_checkpoint(
         },
         "model": OrderedDict((key, value.detach().cpu().contiguous()) for key, value in state_dict.items()),
         "criterion": None,
-        "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",
-                               "lr_scheduler_state": {"best": None}, "num_updates": 0}],
+        "optimizer_history": [
+            {
+                "criterion_name": "HubertCriterion",
+                "optimizer_name": "FairseqAdam",
+                "lr_scheduler_state": {"best": None},
+                "num_updates": 0,
+            }
+        ],
         "task_state": {"dictionaries": dictionaries},
         "extra_state": {"epoch": 1, "metrics": {}},
     }

@@ -56,8 +56,13 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x)
 
 
-def normalize_over_(x: torch.Tensor, dims: Sequence[int], weight: torch.Tensor | None,
-                    bias: torch.Tensor | None, eps: float = LAYER_NORM_EPS) -> torch.Tensor:
+def normalize_over_(
+    x: torch.Tensor,
+    dims: Sequence[int],
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float = LAYER_NORM_EPS,
+) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) over ``dims`` (biased variance), then the per-channel affine on the last
     dimension; in place when no gradient is needed. The samplers' GroupNorm(1, C) on [B, T, C] is dims (1, 2)."""
     var, mean = torch.var_mean(x, dim=tuple(dims), keepdim=True, correction=0)
@@ -83,14 +88,18 @@ class FeatureConvLayer(nn.Module):
     each frame (``layer_norm`` mode); ``None``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, *,
-                 norm: str | None, bias: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, *, norm: str | None, bias: bool
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
         nn.init.kaiming_normal_(self.conv.weight)
         self.norm_type = norm
-        self.norm = nn.LayerNorm(out_channels) if norm == "layer" else (
-            nn.GroupNorm(out_channels, out_channels) if norm == "group" else None)
+        self.norm = (
+            nn.LayerNorm(out_channels)
+            if norm == "layer"
+            else (nn.GroupNorm(out_channels, out_channels) if norm == "group" else None)
+        )
 
     @property
     def kernel_size(self) -> int:
@@ -109,8 +118,9 @@ class FeatureConvLayer(nn.Module):
         if self.norm_type == "group":
             x = self.norm(x)
         elif self.norm_type == "layer":
-            x = F.layer_norm(x.transpose(1, 2), (x.size(1),), self.norm.weight, self.norm.bias,
-                             self.norm.eps).transpose(1, 2)
+            x = F.layer_norm(
+                x.transpose(1, 2), (x.size(1),), self.norm.weight, self.norm.bias, self.norm.eps
+            ).transpose(1, 2)
         return F.gelu(x)
 
 
@@ -131,7 +141,7 @@ class _ConvMatrices:
         winograd = None
         # Winograd only pays with wide layers; 16 keeps the tiny test models on this path too.
         if use_winograd and kernel == 3 and stride == 2 and channels >= 16:
-            w0, w2 = weight[:channels], weight[2 * channels:]
+            w0, w2 = weight[:channels], weight[2 * channels :]
             winograd = torch.stack([w0, (w0 + w2) * 0.5, (w0 - w2) * 0.5, -w2])
         return cls(kernel, stride, weight, conv.bias, winograd)
 
@@ -156,8 +166,9 @@ class _Workspace:
         return buffer[:size].view(shape)
 
 
-def _packed_conv(x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor | None = None,
-                 workspace: _Workspace | None = None) -> torch.Tensor:
+def _packed_conv(
+    x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor | None = None, workspace: _Workspace | None = None
+) -> torch.Tensor:
     """Conv1d without padding over the rows of a channels-last sequence x [N, C_in] -> [N // stride, C_out]
     (into ``out`` when given; temporaries from ``workspace`` when given).
 
@@ -169,15 +180,17 @@ def _packed_conv(x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor | None 
         out = x.new_empty(rows // conv.stride, conv.weight.size(1))
     frames = (rows - conv.kernel) // conv.stride + 1 if rows >= conv.kernel else 0
     if conv.winograd is not None and frames >= 3:
-        _winograd_k3_s2(x, conv.winograd, conv.weight[channels:2 * channels], out[:frames],
-                        workspace or _Workspace(x))
+        _winograd_k3_s2(
+            x, conv.winograd, conv.weight[channels : 2 * channels], out[:frames], workspace or _Workspace(x)
+        )
     elif frames > 0:
         target = out[:frames]
         for start in range(0, conv.kernel, conv.stride):
             taps = min(conv.stride, conv.kernel - start)
-            inputs = x.as_strided((frames, taps * channels), (conv.stride * channels, 1),
-                                  x.storage_offset() + start * channels)
-            part = conv.weight[start * channels:(start + taps) * channels]
+            inputs = x.as_strided(
+                (frames, taps * channels), (conv.stride * channels, 1), x.storage_offset() + start * channels
+            )
+            part = conv.weight[start * channels : (start + taps) * channels]
             if start == 0:
                 torch.mm(inputs, part, out=target)
             else:
@@ -188,8 +201,9 @@ def _packed_conv(x: torch.Tensor, conv: _ConvMatrices, out: torch.Tensor | None 
     return out
 
 
-def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tensor, out: torch.Tensor,
-                    workspace: _Workspace) -> None:
+def _winograd_k3_s2(
+    x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tensor, out: torch.Tensor, workspace: _Workspace
+) -> None:
     """Kernel-3, stride-2 convolution (four of the CNN's seven layers) with 7 instead of 9 matrix products per
     3 output frames: Winograd's minimal filtering F(3, 2) on the even input rows, plain products on the odd ones.
 
@@ -201,7 +215,7 @@ def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tenso
     """
     frames, channels = out.size(0), x.size(1)
     tiles = frames // 3
-    torch.mm(x[1:2 * frames:2], w1, out=out)  # odd rows, every output
+    torch.mm(x[1 : 2 * frames : 2], w1, out=out)  # odd rows, every output
     even = x.as_strided((tiles, 4, channels), (6 * channels, 2 * channels, 1), x.storage_offset())
     transformed = workspace.get("winograd_inputs", 4, tiles, channels)
     torch.sub(even[:, 0], even[:, 2], out=transformed[0])
@@ -212,9 +226,9 @@ def _winograd_k3_s2(x: torch.Tensor, even_filters: torch.Tensor, w1: torch.Tenso
     combine = torch.tensor(_WINOGRAD_OUTPUT, dtype=x.dtype, device=x.device)
     tile_outputs = workspace.get("winograd_outputs", 3, tiles, out.size(1))
     torch.mm(combine, products.view(4, -1), out=tile_outputs.view(3, -1))
-    out[:3 * tiles].view(tiles, 3, -1).add_(tile_outputs.transpose(0, 1))
+    out[: 3 * tiles].view(tiles, 3, -1).add_(tile_outputs.transpose(0, 1))
     for t in range(3 * tiles, frames):
-        out[t:t + 1].addmm_(x[2 * t:2 * t + 1], even_filters[0]).addmm_(x[2 * t + 2:2 * t + 3], -even_filters[3])
+        out[t : t + 1].addmm_(x[2 * t : 2 * t + 1], even_filters[0]).addmm_(x[2 * t + 2 : 2 * t + 3], -even_filters[3])
 
 
 class FeatureExtractor(nn.Module):
@@ -234,8 +248,15 @@ class FeatureExtractor(nn.Module):
     layers run instead (same results up to rounding).
     """
 
-    def __init__(self, layers: Sequence[tuple[int, int, int]], *, mode: str = "default", bias: bool = False,
-                 chunk_bytes: int = 16 * 2**20, winograd: bool = True) -> None:
+    def __init__(
+        self,
+        layers: Sequence[tuple[int, int, int]],
+        *,
+        mode: str = "default",
+        bias: bool = False,
+        chunk_bytes: int = 16 * 2**20,
+        winograd: bool = True,
+    ) -> None:
         super().__init__()
         if mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
@@ -269,8 +290,10 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         if waveforms.size(-1) < self.receptive_field:
-            raise ValueError(f"waveforms of {waveforms.size(-1)} samples are shorter than the CNN's receptive field "
-                             f"({self.receptive_field} samples): there is no frame to compute")
+            raise ValueError(
+                f"waveforms of {waveforms.size(-1)} samples are shorter than the CNN's receptive field "
+                f"({self.receptive_field} samples): there is no frame to compute"
+            )
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             x = waveforms.unsqueeze(1)
             for layer in self.conv_layers:
@@ -341,12 +364,15 @@ class FeatureExtractor(nn.Module):
         workspace = _Workspace(waveforms)
         for start in range(0, frames, valid):
             count = min(valid, frames - start)
-            windows = padded.as_strided((batch, first_rows, first.kernel_size), (padded_length, first.stride, 1),
-                                        padded.storage_offset() + start * hop)
+            windows = padded.as_strided(
+                (batch, first_rows, first.kernel_size),
+                (padded_length, first.stride, 1),
+                padded.storage_offset() + start * hop,
+            )
             x = workspace.get("map0", batch, first_rows, channels)
             inputs = workspace.get("windows", batch, first_rows, first_weight.size(1))
-            inputs[..., :first.kernel_size] = windows
-            inputs[..., first.kernel_size:] = 1.0  # the bias row of the weights
+            inputs[..., : first.kernel_size] = windows
+            inputs[..., first.kernel_size :] = 1.0  # the bias row of the weights
             torch.bmm(inputs, first_weight.expand(batch, -1, -1), out=x)
             x = x.view(batch * first_rows, channels)
             for index, layer in enumerate(layers):
@@ -356,7 +382,7 @@ class FeatureExtractor(nn.Module):
                 if layer.norm_type == "layer":
                     x = F.layer_norm(x, (x.size(-1),), layer.norm.weight, layer.norm.bias, layer.norm.eps)
                 x = torch.ops.aten.gelu_(x)
-            out[:, start:start + count] = x.view(batch, region, -1)[:, :count]
+            out[:, start : start + count] = x.view(batch, region, -1)[:, :count]
         return out
 
 
@@ -393,8 +419,9 @@ class PositionalConv(nn.Module):
         return gelu(embedding)
 
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
-        embedding = F.conv1d(x.transpose(1, 2), self.weight, self.bias, padding=self.kernel_size // 2,
-                             groups=self.groups)
+        embedding = F.conv1d(
+            x.transpose(1, 2), self.weight, self.bias, padding=self.kernel_size // 2, groups=self.groups
+        )
         if self.kernel_size % 2 == 0:
             embedding = embedding[:, :, :-1]
         return embedding.transpose(1, 2)
@@ -410,9 +437,11 @@ class PositionalConv(nn.Module):
             useful = size - taps + 1
             blocks = math.ceil(frames / useful)
             bins = size // 2 + 1
-            cost = (2 * bins * taps * channels * group_width  # weight spectra
-                    + 4 * batch * blocks * bins * channels * group_width  # complex channel mixing
-                    + 5 * batch * blocks * size * math.log2(size) * channels)  # forward and inverse FFTs
+            cost = (
+                2 * bins * taps * channels * group_width  # weight spectra
+                + 4 * batch * blocks * bins * channels * group_width  # complex channel mixing
+                + 5 * batch * blocks * size * math.log2(size) * channels
+            )  # forward and inverse FFTs
             if cost < best_cost:
                 best, best_cost = size, cost
             if useful >= frames:
@@ -427,8 +456,9 @@ class PositionalConv(nn.Module):
         blocks = math.ceil(frames / useful)
         bins = size // 2 + 1
         # Conjugate spectra of the weights, as [bins * groups, in, out] complex matrices.
-        angles = (2 * math.pi / size) * torch.outer(torch.arange(bins, dtype=torch.float64),
-                                                     torch.arange(taps, dtype=torch.float64))
+        angles = (2 * math.pi / size) * torch.outer(
+            torch.arange(bins, dtype=torch.float64), torch.arange(taps, dtype=torch.float64)
+        )
         basis = torch.cat([torch.cos(angles), torch.sin(angles)]).to(x.dtype)  # [2 * bins, k]
         taps_first = self.weight.view(groups, width, width, taps).permute(3, 0, 2, 1).reshape(taps, -1)
         spectra = basis @ taps_first  # [2 * bins, (g, in, out)]: real parts, then imaginary parts
@@ -441,8 +471,9 @@ class PositionalConv(nn.Module):
         spectrum = torch.fft.rfft(windows, dim=2)  # [B, blocks, bins, C]
         spectrum = spectrum.view(batch * blocks, bins, groups, width).permute(1, 2, 0, 3)
         mixed = torch.bmm(spectrum.reshape(bins * groups, batch * blocks, width), mixing)
-        mixed = mixed.view(bins, groups, batch, blocks, width).permute(2, 3, 0, 1, 4).reshape(batch, blocks, bins,
-                                                                                              channels)
+        mixed = (
+            mixed.view(bins, groups, batch, blocks, width).permute(2, 3, 0, 1, 4).reshape(batch, blocks, bins, channels)
+        )
         embedding = torch.fft.irfft(mixed, n=size, dim=2)[:, :, :useful].reshape(batch, blocks * useful, channels)
         return embedding[:, :frames] + self.bias
 
@@ -476,8 +507,9 @@ class TransformerLayer(nn.Module):
     Pre-LN (``layer_norm_first``, large models): x = x + attn(LN(x)); x = x + ffn(LN(x)).
     """
 
-    def __init__(self, embed_dim: int, ffn_dim: int, num_heads: int, *, layer_norm_first: bool,
-                 activation_fn: str = "gelu") -> None:
+    def __init__(
+        self, embed_dim: int, ffn_dim: int, num_heads: int, *, layer_norm_first: bool, activation_fn: str = "gelu"
+    ) -> None:
         super().__init__()
         self.layer_norm_first = layer_norm_first
         self.self_attn = SelfAttention(embed_dim, num_heads)
@@ -512,22 +544,35 @@ class TransformerBlock(nn.Module):
     Returns the input of every layer and the block output, all [B, T, D] for the T input frames.
     """
 
-    def __init__(self, num_layers: int, embed_dim: int, ffn_dim: int, num_heads: int, *, layer_norm_first: bool,
-                 activation_fn: str = "gelu", pos_conv: PositionalConv | None = None,
-                 required_seq_len_multiple: int = 1) -> None:
+    def __init__(
+        self,
+        num_layers: int,
+        embed_dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        *,
+        layer_norm_first: bool,
+        activation_fn: str = "gelu",
+        pos_conv: PositionalConv | None = None,
+        required_seq_len_multiple: int = 1,
+    ) -> None:
         super().__init__()
         self.pos_conv = pos_conv
         self.layers = nn.ModuleList(
-            TransformerLayer(embed_dim, ffn_dim, num_heads, layer_norm_first=layer_norm_first,
-                             activation_fn=activation_fn)
+            TransformerLayer(
+                embed_dim, ffn_dim, num_heads, layer_norm_first=layer_norm_first, activation_fn=activation_fn
+            )
             for _ in range(num_layers)
         )
         self.layer_norm_first = layer_norm_first
         self.layer_norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
         self.required_seq_len_multiple = max(1, required_seq_len_multiple)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         if padding_mask is not None and not bool(padding_mask.any()):
             padding_mask = None  # nothing padded: same result, cheaper attention
         if padding_mask is not None:
@@ -584,9 +629,9 @@ class SamplerConv(nn.Module):
         """Kernel size 1 (the released models) as one matrix product, channels last."""
         weight = self.weight[:, :, 0]  # conv: [C_out, C_in]; transposed conv: [C_in, C_out]
         if not self.transposed:
-            return x[:, ::self.stride] @ weight.T
+            return x[:, :: self.stride] @ weight.T
         out = x.new_zeros(x.size(0), x.size(1) * self.stride, x.size(2))
-        out[:, ::self.stride] = x @ weight
+        out[:, :: self.stride] = x @ weight
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -630,12 +675,15 @@ class ConvAdapter(nn.Module):
         self.upsample_conv = SamplerConv(channels, kernel_size, up, transposed=True)
         self.downsample_conv = SamplerConv(channels, kernel_size, down, transposed=False)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         repeated = x.repeat_interleave(self.up, dim=1) if self.up > 1 else x
         upsampled = _scaled_sum(self.upsample_conv(x), repeated)
-        downsampled = _scaled_sum(self.downsample_conv(upsampled), upsampled[:, ::self.down])
-        out = _scaled_sum(downsampled, repeated[:, ::self.down])
+        downsampled = _scaled_sum(self.downsample_conv(upsampled), upsampled[:, :: self.down])
+        out = _scaled_sum(downsampled, repeated[:, :: self.down])
         return out, _resample_mask(padding_mask, self.up, self.down, out.size(1))
 
 
@@ -647,9 +695,12 @@ class ConvDownsampler(nn.Module):
         self.down = down
         self.downsample_conv = SamplerConv(channels, kernel_size, down, transposed=False)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = _scaled_sum(self.downsample_conv(x), x[:, ::self.down])
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = _scaled_sum(self.downsample_conv(x), x[:, :: self.down])
         return out, _resample_mask(padding_mask, 1, self.down, out.size(1))
 
 
@@ -661,8 +712,11 @@ class ConvUpsampler(nn.Module):
         self.up = up
         self.upsample_conv = SamplerConv(channels, kernel_size, up, transposed=True)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         repeated = x.repeat_interleave(self.up, dim=1) if self.up > 1 else x
         out = _scaled_sum(self.upsample_conv(x), repeated)
         return out, _resample_mask(padding_mask, self.up, 1, out.size(1))

@@ -192,7 +192,9 @@ class MultiresHubertConfig:
     sample_rate: int = 16000
 
     @classmethod
-    def from_fairseq(cls, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any] | None = None) -> MultiresHubertConfig:
+    def from_fairseq(
+        cls, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any] | None = None
+    ) -> MultiresHubertConfig:
         """Read fairseq's cfg sections; unknown keys are ignored, missing ones take fairseq's defaults."""
         cfg = {**FAIRSEQ_MODEL_DEFAULTS, **{k: v for k, v in model_cfg.items() if v is not None}}
         task = {**FAIRSEQ_TASK_DEFAULTS, **{k: v for k, v in (task_cfg or {}).items() if v is not None}}
@@ -214,7 +216,7 @@ class MultiresHubertConfig:
                 f"model config label_rate_ratios={list(flat_ratios)} must be (upsample, downsample) pairs of "
                 "positive integers, e.g. [1, 2] for 20/40 ms or [1, 2, 1, 2] for 20/40/80 ms"
             )
-        ratios = tuple(zip(flat_ratios[0::2], flat_ratios[1::2]))
+        ratios = tuple(zip(flat_ratios[0::2], flat_ratios[1::2], strict=False))
         layer_counts = cls._layer_counts(cfg, levels=len(ratios))
 
         config = cls(

@@ -59,4 +59,3 @@ def download_file(url: str, target: Path, *, timeout_s: float = 60.0) -> Path:
     finally:
         part.unlink(missing_ok=True)
     return target
-

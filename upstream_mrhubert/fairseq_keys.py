@@ -79,7 +79,7 @@ def from_fairseq(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
             converted[key] = value
 
     for target, parts in grouped.items():
-        if target.endswith(".qkv_proj.weight") or target.endswith(".qkv_proj.bias"):
+        if target.endswith((".qkv_proj.weight", ".qkv_proj.bias")):
             missing = [p for p in _QKV if p not in parts]
             if missing:  # leave the pieces under their fairseq names: the strict load then names what is missing
                 prefix, _, suffix = target.rpartition(".qkv_proj.")
@@ -113,7 +113,7 @@ def to_fairseq(state_dict: Mapping[str, torch.Tensor], *, extractor_mode: str) -
         elif match := re.fullmatch(r"(.+\.pos_conv)\.bias", key):
             converted[f"{match[1]}.0.bias"] = value
         elif match := re.fullmatch(r"(.+\.self_attn)\.qkv_proj\.(weight|bias)", key):
-            for name, part in zip(_QKV, value.chunk(3, dim=0)):
+            for name, part in zip(_QKV, value.chunk(3, dim=0), strict=False):
                 converted[f"{match[1]}.{name}_proj.{match[2]}"] = part.clone()
         elif match := re.fullmatch(r"(.+_modules\.\d+\.(?:upsample|downsample)_conv)\.weight", key):
             converted[f"{match[1]}.0.weight"] = value

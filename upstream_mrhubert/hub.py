@@ -70,7 +70,7 @@ def _checked_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def checkpoint_family(loaded: LoadedCheckpoint) -> str:
-    """"mrhubert" or "hubert": by fairseq's registered model name, else by the parameter names."""
+    """ "mrhubert" or "hubert": by fairseq's registered model name, else by the parameter names."""
     if loaded.model_name == "multires_hubert":
         return "mrhubert"
     if loaded.model_name == "hubert":

@@ -149,9 +149,9 @@ def _fairseq_to_transformers_key(key: str, *, layer_norm_extractor: bool, pos_co
     elif key.startswith("layer_norm."):
         return "feature_projection." + key
     elif key.startswith("post_extract_proj."):
-        return "feature_projection.projection." + key[len("post_extract_proj."):]
+        return "feature_projection.projection." + key[len("post_extract_proj.") :]
     elif key.startswith("encoder.pos_conv.0."):
-        return pos_conv_names[key[len("encoder.pos_conv.0."):]]
+        return pos_conv_names[key[len("encoder.pos_conv.0.") :]]
     elif key.startswith("encoder.layer_norm."):
         return key
     elif key.startswith("encoder.layers."):
@@ -166,7 +166,7 @@ def _fairseq_to_transformers_key(key: str, *, layer_norm_extractor: bool, pos_co
             ("final_layer_norm.", "final_layer_norm."),
         ):
             if name.startswith(fairseq_name):
-                return f"{prefix}.{ours}{name[len(fairseq_name):]}"
+                return f"{prefix}.{ours}{name[len(fairseq_name) :]}"
     raise CheckpointError(f"unexpected parameter {key!r} in a HuBERT checkpoint")
 
 
@@ -187,8 +187,9 @@ def transformers_state_dict(
     """A fairseq ``hubert`` state dict renamed for ``model`` (pre-training-only parameters dropped)."""
     pos_conv_names = _pos_conv_names(model)
     mapped = {
-        _fairseq_to_transformers_key(key, layer_norm_extractor=layer_norm_extractor, pos_conv_names=pos_conv_names):
-            value
+        _fairseq_to_transformers_key(
+            key, layer_norm_extractor=layer_norm_extractor, pos_conv_names=pos_conv_names
+        ): value
         for key, value in state_dict.items()
         if not key.startswith(_PRETRAINING_ONLY_PREFIXES)
     }
@@ -215,7 +216,7 @@ class HubertBaseline(nn.Module):
         super().__init__()
         self.hubert = HubertModel(config)
         self.normalize_waveform = normalize_waveform
-        self.conv_layers = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride))
+        self.conv_layers = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride, strict=False))
         self.stride = math.prod(config.conv_stride)
         self.pre_layer_norm = bool(config.do_stable_layer_norm)
 

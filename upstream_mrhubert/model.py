@@ -64,8 +64,11 @@ def frame_padding_mask(sample_mask: torch.Tensor, frames: int) -> torch.Tensor:
     return sample_mask[:, :usable].reshape(batch, frames, -1).all(dim=-1)
 
 
-def _align_sum(x: torch.Tensor, mask: torch.Tensor | None, residual: torch.Tensor,
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _align_sum(
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    residual: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """fairseq's ``align_size_sum``: crop both to the shorter length and add; the mask follows ``x``."""
     frames = min(x.size(1), residual.size(1))
     return x[:, :frames] + residual[:, :frames], (mask[:, :frames] if mask is not None else None)
@@ -82,20 +85,29 @@ class MultiresHubert(nn.Module):
         dim = config.embed_dim
         levels = config.num_levels
 
-        self.feature_extractor = FeatureExtractor(config.conv_feature_layers, mode=config.extractor_mode,
-                                                  bias=config.conv_bias)
+        self.feature_extractor = FeatureExtractor(
+            config.conv_feature_layers, mode=config.extractor_mode, bias=config.conv_bias
+        )
         self.layer_norm = nn.LayerNorm(config.conv_channels, eps=LAYER_NORM_EPS)
         self.post_extract_proj = nn.Linear(config.conv_channels, dim) if config.conv_channels != dim else None
 
         def block(num_layers: int, with_pos_conv: bool) -> TransformerBlock:
             pos_conv = PositionalConv(dim, config.conv_pos, config.conv_pos_groups) if with_pos_conv else None
-            return TransformerBlock(num_layers, dim, config.ffn_dim, config.num_heads,
-                                    layer_norm_first=config.layer_norm_first, activation_fn=config.activation_fn,
-                                    pos_conv=pos_conv, required_seq_len_multiple=config.required_seq_len_multiple)
+            return TransformerBlock(
+                num_layers,
+                dim,
+                config.ffn_dim,
+                config.num_heads,
+                layer_norm_first=config.layer_norm_first,
+                activation_fn=config.activation_fn,
+                pos_conv=pos_conv,
+                required_seq_len_multiple=config.required_seq_len_multiple,
+            )
 
         def sampler(up: int, down: int, direction: str) -> nn.Module:
-            return make_sampler(dim, config.sampler_kernel_size, up, down, plain=config.use_plain_updownsample,
-                                direction=direction)
+            return make_sampler(
+                dim, config.sampler_kernel_size, up, down, plain=config.use_plain_updownsample, direction=direction
+            )
 
         self.encoders = nn.ModuleList(block(n, with_pos_conv=i == 0) for i, n in enumerate(config.encoder_layer_counts))
         self.downsample_modules = nn.ModuleList(sampler(up, down, "down") for up, down in config.label_rate_ratios)
@@ -109,8 +121,9 @@ class MultiresHubert(nn.Module):
     # Construction
 
     @classmethod
-    def from_config(cls, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any] | None = None, *,
-                    pre_residual: bool = False) -> MultiresHubert:
+    def from_config(
+        cls, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any] | None = None, *, pre_residual: bool = False
+    ) -> MultiresHubert:
         """A randomly initialised model of the configuration in fairseq's cfg sections."""
         return cls(MultiresHubertConfig.from_fairseq(model_cfg, task_cfg), pre_residual=pre_residual)
 
@@ -118,12 +131,19 @@ class MultiresHubert(nn.Module):
     def from_checkpoint(cls, loaded: LoadedCheckpoint, *, pre_residual: bool = False) -> MultiresHubert:
         """The model of a loaded fairseq (or s3prl-converted) MR-HuBERT checkpoint, in eval mode."""
         config = MultiresHubertConfig.from_fairseq(loaded.model_cfg, loaded.task_cfg)
-        return cls.from_fairseq_state_dict(config, loaded.state_dict, pre_residual=pre_residual,
-                                           source=loaded.path or "the checkpoint")
+        return cls.from_fairseq_state_dict(
+            config, loaded.state_dict, pre_residual=pre_residual, source=loaded.path or "the checkpoint"
+        )
 
     @classmethod
-    def from_fairseq_state_dict(cls, config: MultiresHubertConfig, state_dict: Mapping[str, torch.Tensor], *,
-                                pre_residual: bool = False, source: str = "the state dict") -> MultiresHubert:
+    def from_fairseq_state_dict(
+        cls,
+        config: MultiresHubertConfig,
+        state_dict: Mapping[str, torch.Tensor],
+        *,
+        pre_residual: bool = False,
+        source: str = "the state dict",
+    ) -> MultiresHubert:
         """Build from fairseq-named weights: every inference parameter must be present, nothing else but the
         pre-training heads (:data:`fairseq_keys.TRAINING_ONLY_PATTERNS`) may be. The samplers' kernel size is read
         from their weights (released yamls say 1, fairseq's dataclass default is 7)."""
@@ -134,14 +154,19 @@ class MultiresHubert(nn.Module):
         model.load_fairseq_state_dict(state_dict, source=source)
         return model.eval()
 
-    def load_fairseq_state_dict(self, state_dict: Mapping[str, torch.Tensor], *, source: str = "the state dict") -> None:
+    def load_fairseq_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], *, source: str = "the state dict"
+    ) -> None:
         """Load fairseq-named weights strictly (pre-training heads ignored), with one clear error on mismatch."""
         ours = fairseq_keys.from_fairseq(state_dict)
         expected = self.state_dict()
         missing = sorted(set(expected) - set(ours))
         unexpected = sorted(set(ours) - set(expected))
-        wrong_shape = [f"{key}: {tuple(ours[key].shape)} in the file, {tuple(expected[key].shape)} expected"
-                       for key in sorted(set(ours) & set(expected)) if ours[key].shape != expected[key].shape]
+        wrong_shape = [
+            f"{key}: {tuple(ours[key].shape)} in the file, {tuple(expected[key].shape)} expected"
+            for key in sorted(set(ours) & set(expected))
+            if ours[key].shape != expected[key].shape
+        ]
         if missing or unexpected or wrong_shape:
             problems = []
             if missing:
@@ -175,8 +200,9 @@ class MultiresHubert(nn.Module):
     # ------------------------------------------------------------------------------------------------------------
     # Forward
 
-    def forward(self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
-                include_block_outputs: bool = False) -> list[LayerState]:
+    def forward(
+        self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None, *, include_block_outputs: bool = False
+    ) -> list[LayerState]:
         """All named states for 16 kHz ``waveforms`` [B, L] (``padding_mask`` [B, L], True = padding).
 
         Every state is at its own rate (``LayerState.stride``) with the padding mask at that rate (None when no
@@ -198,8 +224,13 @@ class MultiresHubert(nn.Module):
         names = iter(self._block_names)
         states: list[LayerState] = []
 
-        def record(block_names: BlockNames, layer_inputs: list[torch.Tensor], output: torch.Tensor,
-                   block_mask: torch.Tensor | None, stride: int) -> None:
+        def record(
+            block_names: BlockNames,
+            layer_inputs: list[torch.Tensor],
+            output: torch.Tensor,
+            block_mask: torch.Tensor | None,
+            stride: int,
+        ) -> None:
             for name, state in zip(block_names.layer_inputs, layer_inputs, strict=True):
                 states.append(LayerState(name, state, block_mask, stride))
             states.append(LayerState(block_names.output, output, block_mask, stride))
@@ -243,11 +274,14 @@ def _sampler_kernel_size(state_dict: Mapping[str, torch.Tensor], source: str) ->
     sizes = {
         int(value.shape[-1])
         for key, value in state_dict.items()
-        if (key.startswith("downsample_modules.") or key.startswith("upsample_modules."))
-        and key.endswith("_conv.0.weight") and value.dim() == 3
+        if (key.startswith(("downsample_modules.", "upsample_modules.")))
+        and key.endswith("_conv.0.weight")
+        and value.dim() == 3
     }
     if len(sizes) > 1:
-        raise CheckpointError(f"{source}: the sampling modules' convolutions have different kernel sizes {sorted(sizes)}")
+        raise CheckpointError(
+            f"{source}: the sampling modules' convolutions have different kernel sizes {sorted(sizes)}"
+        )
     return sizes.pop() if sizes else None
 
 

@@ -28,7 +28,7 @@ class ReleasedCheckpoint:
         """File name inside the cache folder: the release's own file name, unique across the registry."""
         # Several releases share a base name (mono_xlarge/v1.pt); prefix the folder to keep them apart.
         folder, base = self.url.rsplit("/", 2)[-2:]
-        return base if base.startswith(folder) or base.startswith("mrhubert_") else f"{folder}_{base}"
+        return base if base.startswith((folder, "mrhubert_")) else f"{folder}_{base}"
 
 
 def _mrhubert(tag: str, path: str, description: str, paper_name: str | None = None) -> ReleasedCheckpoint:
@@ -47,10 +47,15 @@ def _ablation(tag: str, description: str, paper_name: str | None = None) -> Rele
 
 
 RELEASED_CHECKPOINTS: tuple[ReleasedCheckpoint, ...] = (
-    _mrhubert("mono_base", "mono_base/mrhubert_mono_base.pt",
-              "base, LibriSpeech 960h, 2 resolutions (20/40 ms), 4-4-4 layers", "MR-HuBERT-base (mono-base)"),
-    _mrhubert("mono_large", "mono_large/mrhubert_mono_large.pt",
-              "large, Libri-Light 60kh, 2 resolutions, 8-8-8 layers"),
+    _mrhubert(
+        "mono_base",
+        "mono_base/mrhubert_mono_base.pt",
+        "base, LibriSpeech 960h, 2 resolutions (20/40 ms), 4-4-4 layers",
+        "MR-HuBERT-base (mono-base)",
+    ),
+    _mrhubert(
+        "mono_large", "mono_large/mrhubert_mono_large.pt", "large, Libri-Light 60kh, 2 resolutions, 8-8-8 layers"
+    ),
     _mrhubert("multi_base", "multi_base/multi_base.pt", "multilingual base, VoxPopuli 100kh"),
     _mrhubert("multi_large_400k", "multi_large/multi_large_400k.pt", "multilingual large, 400k steps"),
     _mrhubert("multi_large_600k", "multi_large/multi_large_600k.pt", "multilingual large, 600k steps"),
@@ -71,7 +76,10 @@ RELEASED_CHECKPOINTS: tuple[ReleasedCheckpoint, ...] = (
     _ablation("b7c", "base, EnCodec 50 Hz and 25 Hz units"),
     _ablation("b7d", "base, EnCodec 50 Hz units, streams 0 and 1"),
     _ablation("b8a", "large, no audio normalisation"),
-    *(_ablation(f"b8{letter}", "large, Libri-Light 60kh (see the MR-HuBERT paper, Table B.8)") for letter in "bcdefghij"),
+    *(
+        _ablation(f"b8{letter}", "large, Libri-Light 60kh (see the MR-HuBERT paper, Table B.8)")
+        for letter in "bcdefghij"
+    ),
     _mrhubert("multi_large_simple", "multi_large_simple/multi_large_simple.pt", "multilingual large, simple sampling"),
     _mrhubert("mono_xlarge_v1", "mono_xlarge/v1.pt", "xlarge, Libri-Light, labels from HuBERT base"),
     _mrhubert("mono_xlarge_v2", "mono_xlarge/v2.pt", "xlarge, Libri-Light, labels from HuBERT large"),

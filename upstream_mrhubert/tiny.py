@@ -37,15 +37,28 @@ SPECIAL_SYMBOLS = ["<s>", "<pad>", "</s>", "<unk>"]
 # preset -> fields that differ from the tiny base configuration
 _PRESETS: dict[str, dict[str, Any]] = {
     "base_2res": {},
-    "large_2res": {"encoder_layers": 8, "layer_norm_first": True, "extractor_mode": "layer_norm",
-                   "normalize": True, "dropout": 0.0, "attention_dropout": 0.0, "feature_grad_mult": 1.0},
+    "large_2res": {
+        "encoder_layers": 8,
+        "layer_norm_first": True,
+        "extractor_mode": "layer_norm",
+        "normalize": True,
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "feature_grad_mult": 1.0,
+    },
     "single_prediction": {"use_single_prediction": True},
     "plain_samplers": {"use_plain_updownsample": True, "conv_adapator_kernal": 3},
     "mono_resolution": {"label_rate_ratios": [1, 1]},
-    "3res_32223": {"label_rate_ratios": [1, 2, 1, 2], "override_encoder_layers": "[3,2,2,2,3]",
-                   "conv_adapator_kernal": 3},
-    "3res_22422": {"label_rate_ratios": [1, 2, 1, 2], "override_encoder_layers": "[2,2,4,2,2]",
-                   "use_single_target": False},
+    "3res_32223": {
+        "label_rate_ratios": [1, 2, 1, 2],
+        "override_encoder_layers": "[3,2,2,2,3]",
+        "conv_adapator_kernal": 3,
+    },
+    "3res_22422": {
+        "label_rate_ratios": [1, 2, 1, 2],
+        "override_encoder_layers": "[2,2,4,2,2]",
+        "use_single_target": False,
+    },
     "single_block": {"label_rate_ratios": [], "encoder_layers": 12},
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
@@ -81,8 +94,13 @@ def tiny_config(preset: str = "base_2res", *, dim: int = 32) -> tuple[dict[str, 
         "feature_grad_mult": 0.1,
         "mask_prob": 0.8,
     }
-    task_cfg: dict[str, Any] = {**FAIRSEQ_TASK_DEFAULTS, "label_rate": 50.0, "labels": ["km"],
-                                "max_sample_size": 250000, "min_sample_size": 32000}
+    task_cfg: dict[str, Any] = {
+        **FAIRSEQ_TASK_DEFAULTS,
+        "label_rate": 50.0,
+        "labels": ["km"],
+        "max_sample_size": 250000,
+        "min_sample_size": 32000,
+    }
     for key, value in changes.items():
         (task_cfg if key in _TASK_FIELDS else model_cfg)[key] = value
     task_cfg["label_rate_ratios"] = list(model_cfg["label_rate_ratios"])
@@ -97,8 +115,9 @@ def tiny_dictionaries(model_cfg: dict[str, Any]) -> list[list[str]]:
     return [SPECIAL_SYMBOLS + [str(label) for label in range(TINY_LABELS + i)] for i in range(count)]
 
 
-def tiny_state_dict(model_cfg: dict[str, Any], task_cfg: dict[str, Any], dictionaries_symbols: list[list[str]],
-                    *, seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_state_dict(
+    model_cfg: dict[str, Any], task_cfg: dict[str, Any], dictionaries_symbols: list[list[str]], *, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random weights under fairseq's keys, pre-training heads included; every norm has a random affine and the
     positional conv a genuine weight-norm pair (g, v)."""
     generator = torch.Generator().manual_seed(seed)
@@ -134,11 +153,13 @@ def tiny_state_dict(model_cfg: dict[str, Any], task_cfg: dict[str, Any], diction
     return state
 
 
-def write_tiny_checkpoint(path: str | os.PathLike[str], preset: str = "base_2res", seed: int = 0, *,
-                          dim: int = 32) -> Path:
+def write_tiny_checkpoint(
+    path: str | os.PathLike[str], preset: str = "base_2res", seed: int = 0, *, dim: int = 32
+) -> Path:
     """Write a tiny random MR-HuBERT of ``preset`` as a real fairseq checkpoint file and return its path."""
     model_cfg, task_cfg = tiny_config(preset, dim=dim)
     dictionaries = tiny_dictionaries(model_cfg)
     state = tiny_state_dict(model_cfg, task_cfg, dictionaries, seed=seed)
-    return write_fairseq_checkpoint(path, model_cfg=model_cfg, task_cfg=task_cfg, state_dict=state,
-                                    dictionaries_symbols=dictionaries)
+    return write_fairseq_checkpoint(
+        path, model_cfg=model_cfg, task_cfg=task_cfg, state_dict=state, dictionaries_symbols=dictionaries
+    )

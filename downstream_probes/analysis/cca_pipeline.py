@@ -19,6 +19,7 @@ dropped, as in the reference. Everything random is drawn from ``seed``. Writes `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -121,7 +122,7 @@ def run_cca(
         "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
         "embeddings": str(settings.embeddings) if settings.embeddings else None, "stable": settings.stable,
         "sign_convention": settings.sign_convention, "samples_per_layer": samples,
-        "layer_strides": dict(zip(cached.layer_names, cached.meta["strides"])), "cache_entry": str(cached.folder),
+        "layer_strides": dict(zip(cached.layer_names, cached.meta["strides"], strict=False)), "cache_entry": str(cached.folder),
         "scores": scores, "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
@@ -207,10 +208,8 @@ def _versions() -> dict[str, str]:
 
     versions = {}
     for package in ("mrsuperb", "numpy", "scipy", "torch", "s3prl"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 

@@ -91,7 +91,7 @@ def read_source(path: Path) -> LayerScores:
             return LayerScores("weights", str(data["upstream"]), task, f"weights:{task}", scores, str(path))
         if path.name == "sweep.json":
             return _read_sweep(path, data)
-        prop = path.stem[len("cca_"):]
+        prop = path.stem[len("cca_") :]
         if not isinstance(data, Mapping) or not all(isinstance(v, (int, float)) for v in data.values()):
             raise CompareInputError(f"{path} does not map layer names to CCA scores")
         provenance = path.with_name(f"provenance_cca_{prop}.json")

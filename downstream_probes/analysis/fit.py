@@ -69,7 +69,7 @@ class ImplicitRows:
         projected[:, self.n_good :] = rows @ self.weak
         return projected
 
-    def flipped(self, flip: np.ndarray) -> "ImplicitRows":
+    def flipped(self, flip: np.ndarray) -> ImplicitRows:
         return replace(self, good=self.good * flip[: self.n_good], weak=self.weak * flip[self.n_good :])
 
 
@@ -188,7 +188,7 @@ class TrainedCovariance:
         return self.blocks["y"]
 
     @classmethod
-    def from_scatter(cls, scatter: JointScatter, dx: int, *, stable: bool = False) -> "TrainedCovariance":
+    def from_scatter(cls, scatter: JointScatter, dx: int, *, stable: bool = False) -> TrainedCovariance:
         return cls(scatter.covariance(), dx, stable=stable)
 
     def kept_dims(self, view: str, epsilon: float) -> np.ndarray:
@@ -264,7 +264,10 @@ class TrainedCovariance:
         small_matrix = (vectors.T * scales) @ small_whitening.eigvecs.T
         big_matrix = None if big == "x" else big_rows.matrix()
         _, flip = _canonical_signs(small_matrix if small == "y" else big_matrix)
-        matrices = {small: small_matrix * flip[:, None], big: None if big_matrix is None else big_matrix * flip[:, None]}
+        matrices = {
+            small: small_matrix * flip[:, None],
+            big: None if big_matrix is None else big_matrix * flip[:, None],
+        }
         return PWCCAProjection(
             dims["x"], dims["y"], singular_values, epsilon_x, epsilon_y,
             x_matrix=matrices["x"], y_matrix=matrices["y"],
@@ -310,9 +313,7 @@ def _solve_lower(factor: np.ndarray, rhs: np.ndarray, *, transposed: bool = Fals
     """``L^-1 rhs`` (or ``L^-T rhs``) for a lower-triangular ``L``."""
     if rhs.shape[1] == 0:
         return np.zeros((factor.shape[0], 0))
-    return scipy.linalg.solve_triangular(
-        factor, rhs, lower=True, trans="T" if transposed else "N", check_finite=False
-    )
+    return scipy.linalg.solve_triangular(factor, rhs, lower=True, trans="T" if transposed else "N", check_finite=False)
 
 
 def _canonical_signs(proj_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

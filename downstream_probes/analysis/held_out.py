@@ -92,9 +92,7 @@ class HeldOutPart:
         else:
             projected, acts = self._project_in_chunks(projection, weight_views)
         px, py = projected["x"], projected["y"]
-        corr = np.einsum("ij,ij->j", px, py) / np.sqrt(
-            np.einsum("ij,ij->j", px, px) * np.einsum("ij,ij->j", py, py)
-        )
+        corr = np.einsum("ij,ij->j", px, py) / np.sqrt(np.einsum("ij,ij->j", px, px) * np.einsum("ij,ij->j", py, py))
         scores = []
         for name in weight_views:
             dims = projection.dims(name)

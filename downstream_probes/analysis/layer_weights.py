@@ -115,7 +115,7 @@ def read_layer_weights(
         "step": int(checkpoint.get("Step", 0)),
         "layers": [
             {"name": str(name), "weight": float(weight), "raw": float(value)}
-            for name, weight, value in zip(names, weights, raw)
+            for name, weight, value in zip(names, weights, raw, strict=False)
         ],
     }
 
@@ -152,7 +152,7 @@ def _names_from_upstream(args: Any) -> list[str] | None:
         return upstream_layer_names(
             args.upstream, getattr(args, "upstream_ckpt", None), getattr(args, "upstream_model_config", None)
         )
-    except Exception as error:  # noqa: BLE001 - any failure to rebuild the upstream means "names unknown"
+    except Exception as error:
         LOGGER.warning("could not build upstream %r to read its layer names (%s)", args.upstream, error)
         return None
 

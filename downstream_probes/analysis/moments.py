@@ -32,9 +32,7 @@ class View:
     """One view, ``(samples, dims)``: a dense array read in float64 chunks, or a sparse CSR matrix."""
 
     def __init__(self, data: np.ndarray | scipy.sparse.spmatrix, *, detect_sparse: bool = True) -> None:
-        if scipy.sparse.issparse(data):
-            self.data = scipy.sparse.csr_matrix(data, dtype=np.float64)
-        elif detect_sparse and data.size and _density(data) <= SPARSE_DENSITY:
+        if scipy.sparse.issparse(data) or (detect_sparse and data.size and _density(data) <= SPARSE_DENSITY):
             self.data = scipy.sparse.csr_matrix(data, dtype=np.float64)
         else:
             self.data = data
@@ -88,7 +86,7 @@ class JointScatter:
     cross: np.ndarray
 
     @classmethod
-    def total(cls, parts: "list[JointScatter]") -> "JointScatter":
+    def total(cls, parts: list[JointScatter]) -> JointScatter:
         """The scatter of the union of disjoint row sets (same shift), summed in place."""
         sum_z, cross = parts[0].sum_z.copy(), parts[0].cross.copy()
         for part in parts[1:]:
@@ -96,7 +94,7 @@ class JointScatter:
             cross += part.cross
         return cls(sum(part.count for part in parts), parts[0].shift, sum_z, cross)
 
-    def without(self, *parts: "JointScatter") -> "JointScatter":
+    def without(self, *parts: JointScatter) -> JointScatter:
         """The scatter of these rows minus those of ``parts`` (disjoint subsets of them), in one new array."""
         sum_z, cross = self.sum_z.copy(), self.cross.copy()
         for part in parts:

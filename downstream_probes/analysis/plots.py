@@ -58,7 +58,7 @@ def plot_layer_weight_heatmap(weights_by_task: Mapping[str, tuple[Sequence[str],
     grid = np.full((len(layers), len(tasks)), np.nan)
     for column, task in enumerate(tasks):
         names, weights = weights_by_task[task]
-        for name, weight in zip(names, weights):
+        for name, weight in zip(names, weights, strict=False):
             grid[layers.index(name), column] = weight
     figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(tasks), 0.9 + 0.32 * len(layers)))
     image = axis.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=0.0)

@@ -203,9 +203,7 @@ def _run_trial(
 
     def held_out(split: int) -> HeldOutPart:
         mean = scatters[split].mean()
-        return HeldOutPart(
-            x, y, splits[split], mean[:dx], mean[dx:], scatter=scatters[split], chunk_rows=chunk_rows
-        )
+        return HeldOutPart(x, y, splits[split], mean[:dx], mean[dx:], scatter=scatters[split], chunk_rows=chunk_rows)
 
     dev_part = held_out(dev)
     dev_scores = np.array([dev_part.score(fit, mean_score) for fit in fits])

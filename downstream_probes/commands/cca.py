@@ -21,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         seed=args.seed,
         sampling=SamplingSettings(
-            max_per_phone=args.max_per_phone, n_words=args.words, max_per_word=args.max_per_word,
+            max_per_phone=args.max_per_phone,
+            n_words=args.words,
+            max_per_word=args.max_per_word,
             n_utterances=args.utterances,
         ),  # fmt: skip
         embeddings=embeddings,
@@ -76,10 +78,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out-dir", help="output folder (default: analysis/UPSTREAM)")
     parser.add_argument("--layers", help="comma-separated layer names (default: every layer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the CCA splits (default 0)")
-    parser.add_argument("--stable", action="store_true",
-                        help="drop linearly dependent dimensions first (one-hot labels: see docs/analysis.md)")
-    parser.add_argument("--sign-convention", default="canonical", choices=["canonical", "lapack"],
-                        help="signs of the canonical pairs (lapack: bit-compatible with the reference, slower)")
+    parser.add_argument(
+        "--stable",
+        action="store_true",
+        help="drop linearly dependent dimensions first (one-hot labels: see docs/analysis.md)",
+    )
+    parser.add_argument(
+        "--sign-convention",
+        default="canonical",
+        choices=["canonical", "lapack"],
+        help="signs of the canonical pairs (lapack: bit-compatible with the reference, slower)",
+    )
     parser.add_argument("--max-per-phone", type=int, default=200, help="segments per phone (default 200)")
     parser.add_argument("--words", type=int, default=500, help="most frequent words kept (default 500)")
     parser.add_argument("--max-per-word", type=int, default=15, help="segments per word (default 15)")

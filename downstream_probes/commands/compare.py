@@ -39,8 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Spearman, Kendall and top-k agreement of layer rankings (weights, CCA, single-layer probes)",
         description=__doc__,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="folders (searched for layer_weights.json, cca_*.json, sweep.json) or such files")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="folders (searched for layer_weights.json, cca_*.json, sweep.json) or such files",
+    )
     parser.add_argument("-k", "--top-k", type=int, default=3, help="size of the top-layer sets compared (default 3)")
     parser.add_argument("-o", "--output", help="write the comparisons as JSON here")
     parser.add_argument("--plot-dir", help="write layer-weight heatmaps and CCA curves here")

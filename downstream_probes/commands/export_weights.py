@@ -31,7 +31,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "expdirs", nargs="+", metavar="EXPDIR", help="s3prl experiment folders (-p) or checkpoint files"
     )
     parser.add_argument("-o", "--out-dir", help="write the files here (default: next to each checkpoint)")
-    parser.add_argument(
-        "--no-resolve", action="store_true", help="do not rebuild the upstream to read its layer names"
-    )
+    parser.add_argument("--no-resolve", action="store_true", help="do not rebuild the upstream to read its layer names")
     parser.set_defaults(handler=run)

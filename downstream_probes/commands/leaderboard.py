@@ -13,16 +13,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "leaderboard",
         help="SUPERB table (paper Table 2) from results.json files",
         description="Rows are upstreams, columns the paper's Table 2 metrics; best per column marked, missing cells "
-                    "shown as '—', every cell traceable to its results.json. When several runs exist for one "
-                    "upstream and task: weighted-sum before single-layer probes, then the newest 'created'.",
+        "shown as '—', every cell traceable to its results.json. When several runs exist for one "
+        "upstream and task: weighted-sum before single-layer probes, then the newest 'created'.",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUNS",
-                        help="results.json files, or folders searched recursively for them")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUNS", help="results.json files, or folders searched recursively for them"
+    )
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default: md)")
     parser.add_argument("--out", help="write here (atomically) instead of only printing")
     parser.add_argument("--profile", help="profile.json of `mrsuperb profile`, shown under the table (md, html)")
-    parser.add_argument("--sort", choices=[c.key for c in TABLE2_COLUMNS],
-                        help="order rows by this column, best first (default: the paper's row order)")
+    parser.add_argument(
+        "--sort",
+        choices=[c.key for c in TABLE2_COLUMNS],
+        help="order rows by this column, best first (default: the paper's row order)",
+    )
     parser.add_argument("--quiet", action="store_true", help="with --out: do not also print the result")
     parser.set_defaults(handler=run)
 

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
     parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
     parser.add_argument("-c", "--config", help="downstream config (default: recipes/superb/TASK/config.yaml)")
-    parser.add_argument("-o", "--override", help="s3prl overrides, e.g. \"config.downstream_expert.datarc.x=...\"")
+    parser.add_argument("-o", "--override", help='s3prl overrides, e.g. "config.downstream_expert.datarc.x=..."')
     parser.add_argument("-p", "--sweep_dir", required=True, help="folder for the per-layer runs and sweep.json")
     parser.add_argument("--layers", help="comma-separated layer names (default: every layer)")
     parser.add_argument("--no-evaluate", action="store_true", help="train only; skip the test-split evaluation")

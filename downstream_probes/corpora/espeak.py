@@ -134,9 +134,7 @@ class Synthesis:
 
     def shifted(self, lead: int, trail: int) -> Synthesis:
         """The same speech with ``lead`` zero samples before and ``trail`` after; timings move with it."""
-        audio = np.concatenate(
-            [np.zeros(lead, dtype=np.int16), self.audio, np.zeros(trail, dtype=np.int16)]
-        )
+        audio = np.concatenate([np.zeros(lead, dtype=np.int16), self.audio, np.zeros(trail, dtype=np.int16)])
         return dataclasses.replace(
             self,
             audio=audio,
@@ -353,8 +351,11 @@ def _to_synthesis(
 
     word_index_of: dict[int, int] = {}
     for group, members in enumerate(group_words):
-        own = [i for i, (event, _, _) in enumerate(spans)
-               if not event.phoneme.startswith("_") and group_of_position.get(event.text_position) == group]
+        own = [
+            i
+            for i, (event, _, _) in enumerate(spans)
+            if not event.phoneme.startswith("_") and group_of_position.get(event.text_position) == group
+        ]
         if len(own) < len(members):
             raise SynthesisError(
                 f"espeak-ng produced {len(own)} phonemes for the {len(members)} word(s) "
@@ -365,7 +366,7 @@ def _to_synthesis(
         else:
             counts = _split_counts(len(own), [count_phonemes(words[m]) for m in members])
         cursor = 0
-        for member, count in zip(members, counts):
+        for member, count in zip(members, counts, strict=False):
             for i in own[cursor : cursor + count]:
                 word_index_of[i] = member
             cursor += count

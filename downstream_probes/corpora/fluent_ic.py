@@ -99,7 +99,9 @@ def _intents_for(split: str, count: int, rng: np.random.Generator) -> list[text.
 def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
     sizes = allocate(ctx.utterances, FRACTIONS, _minimum())
     per_split = {
-        split: speaker_count(sizes[split], per_speaker=8, least=2 if split == "train" else 1, most=30 if split == "train" else 10)
+        split: speaker_count(
+            sizes[split], per_speaker=8, least=2 if split == "train" else 1, most=30 if split == "train" else 10
+        )
         for split in SPLITS
     }
     rng = ctx.rng("speakers")
@@ -117,8 +119,12 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
                 name = _file_id(rng)
                 utt_rng = ctx.rng("utterance", speaker, name)
                 phrasing = intent.phrasings[int(utt_rng.integers(len(intent.phrasings)))]
-                request = SynthesisRequest(phrasing.upper(), utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31)))
-                plan.append(_Utterance(split, speaker, f"wavs/speakers/{speaker}/{name}.wav", phrasing, intent, request))
+                request = SynthesisRequest(
+                    phrasing.upper(), utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31))
+                )
+                plan.append(
+                    _Utterance(split, speaker, f"wavs/speakers/{speaker}/{name}.wav", phrasing, intent, request)
+                )
     return plan, voice_of
 
 
@@ -127,7 +133,9 @@ def _csv_text(rows: list[_Utterance]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["", "path", "speakerId", "transcription", *SLOTS])
     for index, u in enumerate(rows):
-        writer.writerow([index, u.path, u.speaker, u.transcription, u.intent.action, u.intent.object, u.intent.location])
+        writer.writerow(
+            [index, u.path, u.speaker, u.transcription, u.intent.action, u.intent.object, u.intent.location]
+        )
     return buffer.getvalue()
 
 
@@ -135,7 +143,9 @@ def build(ctx: BuildContext) -> TaskResult:
     plan, voice_of = _plan(ctx)
     root = ctx.work / ROOT
     summaries = {split: SplitSummary() for split in SPLITS}
-    for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "ic: Fluent Speech Commands")):
+    for utterance, synthesis in zip(
+        plan, ctx.synthesize([u.request for u in plan], "ic: Fluent Speech Commands"), strict=False
+    ):
         finished = finish(synthesis, ctx.rng("finish", utterance.path))
         write_audio(root / utterance.path, finished.audio)
         summaries[utterance.split].add(utterance.speaker, finished.num_samples)

@@ -109,7 +109,9 @@ class Segment:
     end: int
 
 
-def mix_turns(turns: list[Synthesis], speakers: list[str], rng: np.random.Generator) -> tuple[np.ndarray, list[Segment]]:
+def mix_turns(
+    turns: list[Synthesis], speakers: list[str], rng: np.random.Generator
+) -> tuple[np.ndarray, list[Segment]]:
     """Place the speech of each turn (trimmed to its first..last phoneme) on one timeline; return int16 audio and
     the turn segments."""
     pieces, starts = [], []
@@ -127,13 +129,16 @@ def mix_turns(turns: list[Synthesis], speakers: list[str], rng: np.random.Genera
                 cursor = max(cursor, starts[-2] + pieces[-2].shape[0])
         starts.append(cursor)
         pieces.append(speech)
-    total = max(s + p.shape[0] for s, p in zip(starts, pieces)) + int(rng.uniform(*EDGE) * SAMPLE_RATE)
+    total = max(s + p.shape[0] for s, p in zip(starts, pieces, strict=False)) + int(rng.uniform(*EDGE) * SAMPLE_RATE)
     mixture = np.zeros(total)
-    for start, piece in zip(starts, pieces):
+    for start, piece in zip(starts, pieces, strict=False):
         mixture[start : start + piece.shape[0]] += piece
     mixture *= 10 ** (-3.0 / 20) / (float(np.max(np.abs(mixture))) or 1.0)
     mixture += rng.standard_normal(total) * 10 ** (-66 / 20)
-    segments = [Segment(speaker, start, start + piece.shape[0]) for speaker, start, piece in zip(speakers, starts, pieces)]
+    segments = [
+        Segment(speaker, start, start + piece.shape[0])
+        for speaker, start, piece in zip(speakers, starts, pieces, strict=False)
+    ]
     return to_int16(mixture), segments
 
 
@@ -151,7 +156,7 @@ def build(ctx: BuildContext) -> TaskResult:
     summaries = {split: SplitSummary() for split in SPLITS}
     files = {split: {name: [] for name in ("wav.scp", "segments", "utt2spk", "reco2dur", "rttm")} for split in SPLITS}
     speaker_utts: dict[str, dict[str, list[str]]] = {split: {} for split in SPLITS}
-    overlap = {split: 0 for split in SPLITS}
+    overlap = dict.fromkeys(SPLITS, 0)
     for rec in recordings:
         turns = [next(results) for _ in rec.turns]
         audio, segments = mix_turns(turns, [t.speaker for t in rec.turns], ctx.rng("mix", rec.recording))
@@ -194,7 +199,9 @@ def build(ctx: BuildContext) -> TaskResult:
         layout={"audio": "wav", "wav_scp_paths": "absolute"},
         extra={
             "overlap_ratio": {
-                split: round(overlap[split] / SAMPLE_RATE / summaries[split].seconds, 4) if summaries[split].seconds else 0.0
+                split: round(overlap[split] / SAMPLE_RATE / summaries[split].seconds, 4)
+                if summaries[split].seconds
+                else 0.0
                 for split in SPLITS
             },
             "recording_speakers": NUM_SPEAKERS,

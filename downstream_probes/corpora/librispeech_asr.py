@@ -89,8 +89,10 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
         for count in counts:
             speaker, voice = str(int(ids[speaker_index])), voices[speaker_index]
             voice_of[speaker] = voice
-            chapters = [str(int(c)) for c in chapter_ids[2 * speaker_index : 2 * speaker_index + (2 if count > 12 else 1)]]
-            for chapter, chapter_count in zip(chapters, spread(count, len(chapters))):
+            chapters = [
+                str(int(c)) for c in chapter_ids[2 * speaker_index : 2 * speaker_index + (2 if count > 12 else 1)]
+            ]
+            for chapter, chapter_count in zip(chapters, spread(count, len(chapters)), strict=False):
                 for number in range(chapter_count):
                     utt_id = f"{speaker}-{chapter}-{number:04d}"
                     utt_rng = ctx.rng("utterance", utt_id)
@@ -102,7 +104,7 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
 
 
 def _char_counts(transcripts: list[str]) -> Counter:
-    counts: Counter = Counter({symbol: 0 for symbol in CHAR_SYMBOLS})
+    counts: Counter = Counter(dict.fromkeys(CHAR_SYMBOLS, 0))
     for transcript in transcripts:
         counts.update(transcript.replace(" ", "|") + "|")
     return counts
@@ -115,11 +117,13 @@ def build(ctx: BuildContext) -> TaskResult:
     lengths: dict[str, list[tuple[str, int]]] = defaultdict(list)
     transcripts: dict[Path, list[str]] = defaultdict(list)
     speaker_seconds: dict[str, float] = defaultdict(float)
-    for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "asr: LibriSpeech")):
+    for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "asr: LibriSpeech"), strict=False):
         finished = finish(synthesis, ctx.rng("finish", utterance.utt_id))
         relative = utterance.folder / f"{utterance.utt_id}.flac"
         write_audio(root / LIBRI_ROOT / relative, finished.audio, "FLAC")
-        write_textgrid(root / ALIGNMENT_DIR / utterance.folder / f"{utterance.utt_id}.TextGrid", textgrid_from_synthesis(finished))
+        write_textgrid(
+            root / ALIGNMENT_DIR / utterance.folder / f"{utterance.utt_id}.TextGrid", textgrid_from_synthesis(finished)
+        )
         transcripts[utterance.folder].append(f"{utterance.utt_id} {utterance.text}")
         lengths[utterance.split].append((relative.as_posix(), finished.num_samples))
         summaries[utterance.split].add(utterance.speaker, finished.num_samples)
@@ -142,7 +146,9 @@ def build(ctx: BuildContext) -> TaskResult:
         for speaker in sorted(summaries[split].speakers, key=int):
             seconds = speaker_seconds[speaker]
             sex = "F" if voice_of[speaker].gender == "female" else "M"
-            speaker_lines.append(f"{speaker:<5}| {sex} | {split:<17}| {seconds / 60:5.2f} | {voice_of[speaker].espeak_name}")
+            speaker_lines.append(
+                f"{speaker:<5}| {sex} | {split:<17}| {seconds / 60:5.2f} | {voice_of[speaker].espeak_name}"
+            )
     write_lines(root / LIBRI_ROOT / "SPEAKERS.TXT", speaker_lines)
 
     return TaskResult(

@@ -60,9 +60,7 @@ def _babble(samples: int, rng: np.random.Generator, speech: Sequence[np.ndarray]
     return mixture
 
 
-def make_noise(
-    kind: str, samples: int, rng: np.random.Generator, speech: Sequence[np.ndarray] = ()
-) -> np.ndarray:
+def make_noise(kind: str, samples: int, rng: np.random.Generator, speech: Sequence[np.ndarray] = ()) -> np.ndarray:
     """``samples`` of noise ``kind`` at unit RMS."""
     if kind == "white":
         signal = rng.standard_normal(samples)

@@ -80,14 +80,22 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
     plan = []
     for split in SPLITS:
         number = 0
-        for (speaker, _), count in zip(chosen[split], spread(sizes[split], len(chosen[split]))):
+        for (speaker, _), count in zip(chosen[split], spread(sizes[split], len(chosen[split])), strict=False):
             for _ in range(count):
                 utt_id = f"{speaker}-snips-{split}-{number}"
                 utt_rng = ctx.rng("utterance", utt_id)
                 intent = text.SNIPS_INTENTS[number % len(text.SNIPS_INTENTS)] if split == "train" else None
                 sentence = text.snips_sentence(utt_rng, intent)
                 voice = utterance_voice(voice_of[speaker], utt_rng)
-                plan.append(_Utterance(split, speaker, utt_id, sentence, SynthesisRequest(sentence.text, voice, int(utt_rng.integers(2**31)))))
+                plan.append(
+                    _Utterance(
+                        split,
+                        speaker,
+                        utt_id,
+                        sentence,
+                        SynthesisRequest(sentence.text, voice, int(utt_rng.integers(2**31))),
+                    )
+                )
                 number += 1
     return plan, voice_of
 
@@ -101,7 +109,7 @@ def build(ctx: BuildContext) -> TaskResult:
     plan, voice_of = _plan(ctx)
     root = ctx.work / ROOT
     summaries = {split: SplitSummary() for split in SPLITS}
-    for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "sf: SNIPS")):
+    for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "sf: SNIPS"), strict=False):
         finished = finish(synthesis, ctx.rng("finish", utterance.utt_id))
         write_audio(root / utterance.split / f"{utterance.utt_id}.wav", finished.audio)
         summaries[utterance.split].add(utterance.speaker, finished.num_samples)
@@ -127,7 +135,11 @@ def build(ctx: BuildContext) -> TaskResult:
                 "valid_speakers": speakers["valid"],
                 "test_speakers": speakers["test"],
             },
-            "text": {"mode": "character-slot", "vocab_file": f"{ROOT}/character.txt", "slots_file": f"{ROOT}/slots.txt"},
+            "text": {
+                "mode": "character-slot",
+                "vocab_file": f"{ROOT}/character.txt",
+                "slots_file": f"{ROOT}/slots.txt",
+            },
         },
         path_keys=["corpus.path", "text.vocab_file", "text.slots_file"],
         layout={"root": ROOT},

@@ -118,7 +118,9 @@ def _plan(ctx: BuildContext) -> tuple[list[_Clip], dict[str, Voice]]:
                 word = next(words)
                 utt_rng = ctx.rng("clip", speaker, len(clips))
                 label = word if word in text.SPEECH_COMMANDS_KEYWORDS else UNKNOWN
-                request = SynthesisRequest(word.upper(), utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31)))
+                request = SynthesisRequest(
+                    word.upper(), utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31))
+                )
                 clips.append(_Clip(split, speaker, word, label, request))
     return clips, voice_of
 
@@ -150,7 +152,9 @@ def build(ctx: BuildContext) -> TaskResult:
     babble_rng = ctx.rng("babble")
     babble_voices = draw_voices(babble_rng, [None] * 4)
     babble_requests = [
-        SynthesisRequest(" ".join(text.asr_sentence(babble_rng) for _ in range(3)), voice, int(babble_rng.integers(2**31)))
+        SynthesisRequest(
+            " ".join(text.asr_sentence(babble_rng) for _ in range(3)), voice, int(babble_rng.integers(2**31))
+        )
         for voice in babble_voices
     ]
     requests = [c.request for c in clips] + babble_requests

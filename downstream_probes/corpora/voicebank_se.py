@@ -91,17 +91,19 @@ def _plan(ctx: BuildContext) -> tuple[list[_Pair], dict[str, Voice]]:
     }
     rng = ctx.rng("speakers")
     ordered = [name for split in SPLITS for name in names[split]]
-    voice_of = dict(zip(ordered, draw_voices(rng, [SPEAKER_GENDERS.get(name) for name in ordered])))
+    voice_of = dict(zip(ordered, draw_voices(rng, [SPEAKER_GENDERS.get(name) for name in ordered]), strict=False))
     pairs = []
     for split in SPLITS:
-        for speaker, count in zip(names[split], spread(sizes[split], len(names[split]))):
+        for speaker, count in zip(names[split], spread(sizes[split], len(names[split])), strict=False):
             for number in range(1, count + 1):
                 utt_id = f"{speaker}_{number:03d}"
                 utt_rng = ctx.rng("utterance", utt_id)
                 sentence = text.asr_sentence(utt_rng)
                 noise = NOISES[split][int(utt_rng.integers(len(NOISES[split])))]
                 snr = SNRS[split][int(utt_rng.integers(len(SNRS[split])))]
-                request = SynthesisRequest(sentence, utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31)))
+                request = SynthesisRequest(
+                    sentence, utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31))
+                )
                 pairs.append(_Pair(split, speaker, utt_id, noise, snr, request))
     return pairs, voice_of
 
@@ -141,7 +143,7 @@ def build(ctx: BuildContext) -> TaskResult:
     summaries = {split: SplitSummary() for split in SPLITS}
     logs: dict[str, list[str]] = {"train": [], "test": []}
     scp: dict[tuple[str, str], list[str]] = {(split, kind): [] for split in SPLITS for kind in ("clean", "noisy")}
-    for pair, synthesis in zip(pairs, results):
+    for pair, synthesis in zip(pairs, results, strict=False):
         finished = finish(synthesis, ctx.rng("finish", pair.utt_id))
         clean = to_float(finished.audio)
         active = slice(finished.words[0].start, finished.words[-1].end)
@@ -171,6 +173,9 @@ def build(ctx: BuildContext) -> TaskResult:
         s3prl={"loaderrc": {f"{split}_dir": f"{PREPARED_ROOT}/{split}" for split in SPLITS}},
         path_keys=[f"loaderrc.{split}_dir" for split in SPLITS],
         layout={"raw_root": RAW_ROOT, "prepared_root": PREPARED_ROOT},
-        extra={"snrs": {split: list(SNRS[split]) for split in SPLITS}, "noises": {s: list(NOISES[s]) for s in SPLITS},
-               "wav_scp_paths": "absolute"},  # fmt: skip
+        extra={
+            "snrs": {split: list(SNRS[split]) for split in SPLITS},
+            "noises": {s: list(NOISES[s]) for s in SPLITS},
+            "wav_scp_paths": "absolute",
+        },  # fmt: skip
     )

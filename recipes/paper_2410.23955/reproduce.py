@@ -73,8 +73,12 @@ def data_overrides(task: str, args: argparse.Namespace, bucket_dir: Path | None)
     if task == "ks" and args.speech_commands:
         if not args.speech_commands_test:
             raise ReproduceError("--speech-commands needs --speech-commands-test (speech_commands_test_set_v0.01)")
-        return {"datarc": {"speech_commands_root": str(args.speech_commands),
-                           "speech_commands_test_root": str(args.speech_commands_test)}}
+        return {
+            "datarc": {
+                "speech_commands_root": str(args.speech_commands),
+                "speech_commands_test_root": str(args.speech_commands_test),
+            }
+        }
     if task == "se" and args.voicebank:
         return {"loaderrc": {f"{split}_dir": str(args.voicebank / split) for split in ("train", "dev", "test")}}
     if task == "sd" and args.sd:
@@ -94,15 +98,23 @@ def check_dataset_layout(task: str, args: argparse.Namespace) -> None:
     elif task == "ks":
         required = [args.speech_commands / "_background_noise_", args.speech_commands_test]
     elif task == "se":
-        required = [args.voicebank / split / kind / "wav.scp" for split in ("train", "dev", "test")
-                    for kind in ("noisy", "clean")]
+        required = [
+            args.voicebank / split / kind / "wav.scp"
+            for split in ("train", "dev", "test")
+            for kind in ("noisy", "clean")
+        ]
     elif task == "sd":
-        required = [args.sd / split / name for split in ("train", "dev", "test")
-                    for name in ("wav.scp", "segments", "utt2spk", "rttm")]
+        required = [
+            args.sd / split / name
+            for split in ("train", "dev", "test")
+            for name in ("wav.scp", "segments", "utt2spk", "rttm")
+        ]
     missing = [path for path in required if not path.exists()]
     if missing:
-        raise ReproduceError(f"{task}: dataset incomplete, missing {', '.join(map(str, missing[:4]))}"
-                             f"{' ...' if len(missing) > 4 else ''}; see docs/tasks.md for the expected layout")
+        raise ReproduceError(
+            f"{task}: dataset incomplete, missing {', '.join(map(str, missing[:4]))}"
+            f"{' ...' if len(missing) > 4 else ''}; see docs/tasks.md for the expected layout"
+        )
 
 
 def write_len_for_bucket(libri_root: Path, out_dir: Path) -> Path:
@@ -127,8 +139,14 @@ def write_len_for_bucket(libri_root: Path, out_dir: Path) -> Path:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["", "file_path", "length", "label"])
         for index, flac in enumerate(sorted((libri_root / split).rglob("*.flac"))):
-            writer.writerow([index, flac.relative_to(libri_root).as_posix(), soundfile.info(str(flac)).frames,
-                             transcripts.get(flac.stem, "")])
+            writer.writerow(
+                [
+                    index,
+                    flac.relative_to(libri_root).as_posix(),
+                    soundfile.info(str(flac)).frames,
+                    transcripts.get(flac.stem, ""),
+                ]
+            )
         write_text_atomic(target, buffer.getvalue())
     return out_dir
 
@@ -206,55 +224,152 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
         if not args.dry_run:
             check_dataset_layout(task, args)
     if "asr" in tasks and args.len_for_bucket is None:
-        steps.append(Step("len_for_bucket", lambda: all((bucket_dir / f"{s}.csv").is_file() for s in ASR_SPLITS),
-                          lambda: [sys.executable, __file__, "--write-len-for-bucket", str(args.librispeech),
-                                   str(bucket_dir)]))
+        steps.append(
+            Step(
+                "len_for_bucket",
+                lambda: all((bucket_dir / f"{s}.csv").is_file() for s in ASR_SPLITS),
+                lambda: [sys.executable, __file__, "--write-len-for-bucket", str(args.librispeech), str(bucket_dir)],
+            )
+        )
     for upstream in args.upstreams:
         for task in tasks:
             expdir = out / "runs" / upstream / task
             override = override_option(data_overrides(task, args, bucket_dir))
             config = (args.config_dir or recipes_dir() / "superb") / task / "config.yaml"
-            steps.append(Step(
-                f"train {upstream}/{task}", lambda e=expdir: training_finished(e),
-                lambda u=upstream, t=task, e=expdir, o=override, c=config: [
-                    run_downstream, "-m", "train", "-a", "-u", u, "-d", t, "-c", str(c), "-p", str(e), "-o", o,
-                    "--seed", str(args.seed), *(["--device", args.device] if args.device else [])]))
-            steps.append(Step(
-                f"evaluate {upstream}/{task}", lambda e=expdir, t=task: has_test_metrics(e, t),
-                lambda e=expdir, t=task: [run_downstream, "-m", "evaluate", "-e",
-                                          f"{e}/<best dev checkpoint>" if args.dry_run else str(best_checkpoint(e)),
-                                          "-t", TASK_SPECS[t].test_split,
-                                          *(["--device", args.device] if args.device else [])]))
-            steps.append(Step(
-                f"export-weights {upstream}/{task}", lambda e=expdir: (e / "layer_weights.json").is_file(),
-                lambda e=expdir: [mrsuperb, "export-weights", str(e)]))
+            steps.append(
+                Step(
+                    f"train {upstream}/{task}",
+                    lambda e=expdir: training_finished(e),
+                    lambda u=upstream, t=task, e=expdir, o=override, c=config: [
+                        run_downstream,
+                        "-m",
+                        "train",
+                        "-a",
+                        "-u",
+                        u,
+                        "-d",
+                        t,
+                        "-c",
+                        str(c),
+                        "-p",
+                        str(e),
+                        "-o",
+                        o,
+                        "--seed",
+                        str(args.seed),
+                        *(["--device", args.device] if args.device else []),
+                    ],
+                )
+            )
+            steps.append(
+                Step(
+                    f"evaluate {upstream}/{task}",
+                    lambda e=expdir, t=task: has_test_metrics(e, t),
+                    lambda e=expdir, t=task: [
+                        run_downstream,
+                        "-m",
+                        "evaluate",
+                        "-e",
+                        f"{e}/<best dev checkpoint>" if args.dry_run else str(best_checkpoint(e)),
+                        "-t",
+                        TASK_SPECS[t].test_split,
+                        *(["--device", args.device] if args.device else []),
+                    ],
+                )
+            )
+            steps.append(
+                Step(
+                    f"export-weights {upstream}/{task}",
+                    lambda e=expdir: (e / "layer_weights.json").is_file(),
+                    lambda e=expdir: [mrsuperb, "export-weights", str(e)],
+                )
+            )
     if args.librispeech and args.alignments:
         for upstream in [*args.upstreams, *args.cca_only]:
             for prop in args.cca_properties:
                 folder = out / "analysis" / upstream
-                steps.append(Step(
-                    f"cca {upstream}/{prop}", lambda f=folder, p=prop: (f / f"cca_{p}.json").is_file(),
-                    lambda u=upstream, f=folder, p=prop: [
-                        mrsuperb, "cca", "-u", u, "--corpus", str(args.librispeech), "--alignments",
-                        str(args.alignments), "--split", args.cca_split, "--property", p, "--seed", str(args.seed),
-                        "-o", str(f), "--quiet"]))
+                steps.append(
+                    Step(
+                        f"cca {upstream}/{prop}",
+                        lambda f=folder, p=prop: (f / f"cca_{p}.json").is_file(),
+                        lambda u=upstream, f=folder, p=prop: [
+                            mrsuperb,
+                            "cca",
+                            "-u",
+                            u,
+                            "--corpus",
+                            str(args.librispeech),
+                            "--alignments",
+                            str(args.alignments),
+                            "--split",
+                            args.cca_split,
+                            "--property",
+                            p,
+                            "--seed",
+                            str(args.seed),
+                            "-o",
+                            str(f),
+                            "--quiet",
+                        ],
+                    )
+                )
     profile = out / "profile.json"
-    steps.append(Step("profile", profile.is_file,
-                      lambda: [mrsuperb, "profile", "-u", *args.upstreams, *args.cca_only, "--threads", "1",
-                               "--out", str(profile)]))
+    steps.append(
+        Step(
+            "profile",
+            profile.is_file,
+            lambda: [
+                mrsuperb,
+                "profile",
+                "-u",
+                *args.upstreams,
+                *args.cca_only,
+                "--threads",
+                "1",
+                "--out",
+                str(profile),
+            ],
+        )
+    )
 
     def existing(*folders: Path) -> list[str]:
         # Folders are looked up when the step runs: the analysis folder exists only when CCA ran.
         return [str(f) for f in folders if f.is_dir()] or [str(folders[0])]
 
-    steps.append(Step("compare", lambda: False,
-                      lambda: [mrsuperb, "compare", *existing(out / "runs", out / "analysis"),
-                               "-o", str(out / "compare.json"), "--plot-dir", str(out / "figures")]))
+    steps.append(
+        Step(
+            "compare",
+            lambda: False,
+            lambda: [
+                mrsuperb,
+                "compare",
+                *existing(out / "runs", out / "analysis"),
+                "-o",
+                str(out / "compare.json"),
+                "--plot-dir",
+                str(out / "figures"),
+            ],
+        )
+    )
     for fmt in ("md", "html"):
-        steps.append(Step(f"leaderboard {fmt}", lambda: False,
-                          lambda f=fmt: [mrsuperb, "leaderboard", *existing(out / "runs", out / "analysis"),
-                                         "--format", f, "--profile", str(profile),
-                                         "--out", str(out / f"leaderboard.{f}"), "--quiet"]))
+        steps.append(
+            Step(
+                f"leaderboard {fmt}",
+                lambda: False,
+                lambda f=fmt: [
+                    mrsuperb,
+                    "leaderboard",
+                    *existing(out / "runs", out / "analysis"),
+                    "--format",
+                    f,
+                    "--profile",
+                    str(profile),
+                    "--out",
+                    str(out / f"leaderboard.{f}"),
+                    "--quiet",
+                ],
+            )
+        )
     return steps
 
 
@@ -273,10 +388,15 @@ def check_checkpoints(folder: Path, upstreams: Sequence[str]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--checkpoints", type=Path, required=True,
-                        help="folder holding the released checkpoints under their release file names")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        required=True,
+        help="folder holding the released checkpoints under their release file names",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs") / "paper_2410.23955")
     parser.add_argument("--librispeech", type=Path, help="LibriSpeech/ root")
     parser.add_argument("--len-for-bucket", type=Path, help="existing s3prl len_for_bucket/ folder")
@@ -288,19 +408,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voicebank", type=Path)
     parser.add_argument("--sd", type=Path)
     parser.add_argument("--upstreams", nargs="+", default=list(TABLE2_UPSTREAMS))
-    parser.add_argument("--cca-only", nargs="*", default=list(FIG2A_EXTRA_UPSTREAMS),
-                        help="upstreams analysed with CCA (Fig. 2a) but not trained (default: B2-a, B2-b)")
+    parser.add_argument(
+        "--cca-only",
+        nargs="*",
+        default=list(FIG2A_EXTRA_UPSTREAMS),
+        help="upstreams analysed with CCA (Fig. 2a) but not trained (default: B2-a, B2-b)",
+    )
     parser.add_argument("--cca-properties", nargs="+", default=["word"], help="default: word (Fig. 2a)")
     parser.add_argument("--cca-split", default="dev-clean", help="LibriSpeech split of the CCA (default dev-clean)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--config-dir", type=Path,
-                        help="folder of <task>/config.yaml (default recipes/superb: SUPERB's hyperparameters; "
-                             "recipes/quick for a smoke test of this script)")
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        help="folder of <task>/config.yaml (default recipes/superb: SUPERB's hyperparameters; "
+        "recipes/quick for a smoke test of this script)",
+    )
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("--write-len-for-bucket", nargs=2, type=Path, metavar=("LIBRI_ROOT", "OUT_DIR"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--write-len-for-bucket", nargs=2, type=Path, metavar=("LIBRI_ROOT", "OUT_DIR"), help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -310,8 +438,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.write_len_for_bucket:
             write_len_for_bucket(*args.write_len_for_bucket)
             return 0
-        for option in ("checkpoints", "librispeech", "len_for_bucket", "alignments", "snips", "fsc", "speech_commands",
-                       "speech_commands_test", "voicebank", "sd", "config_dir"):
+        for option in (
+            "checkpoints",
+            "librispeech",
+            "len_for_bucket",
+            "alignments",
+            "snips",
+            "fsc",
+            "speech_commands",
+            "speech_commands_test",
+            "voicebank",
+            "sd",
+            "config_dir",
+        ):
             if getattr(args, option) is not None:  # absolute: the paths go into configs and logs
                 setattr(args, option, getattr(args, option).expanduser().resolve())
         if not args.dry_run:
