@@ -1,13 +1,24 @@
-"""Run an upstream over utterances once and keep what the analyses need, per layer, cached on disk.
+"""Run an upstream over utterances once and keep what every analysis needs, per layer, cached on disk.
 
-What is kept (float32, one ``.npy`` per layer): for ``segments``, the mean-pooled phone and word segments (both
-from one pass); for ``frames``, every frame of every chosen utterance with the matching log-mel frames.
-States are taken at their own frame rate when the upstream offers ``native_states`` (our MR-HuBERT upstreams:
-40 ms states stay 40 ms), else s3prl's ``hidden_states`` at ``get_downsample_rates``.
+One pass over the utterances serves every property: each utterance's states are computed once, and from them
+(float32, one ``.npy`` per kind and layer):
+
+* ``<kind>_layer_NNN.npy``: mean-pooled spans of each kind (``phone``, ``word``, ``utterance``...), written straight
+  into memory-mapped files;
+* ``layer_NNN.npy``: every frame of the chosen frame-level utterances, with the 10 ms log-mel frames of the same
+  utterances (``mel.npy``) and, per layer, the mel row matching each frame (``mel_index_layer_NNN.npy``);
+* ``cnn_layer_NNN.npy`` (with ``cnn_mel_index_layer_NNN.npy``): the waveform CNN's layers C1..C7 of the same
+  utterances, averaged over windows that make each output frame see what a mel frame sees (paper Fig. 4).
+
+State rate (``STATE_RATES``): ``"20ms"`` (default) takes s3prl's ``hidden_states``, every state brought to 20 ms the
+way s3prl's featurizer sees it (lower-resolution states repeated), so that CCA ranks the very vectors the learnt
+layer weights combine; ``"native"`` takes each state at its own rate when the upstream offers ``native_states``
+(MR-HuBERT's 40 ms states stay 40 ms).
 
 The cache entry's key hashes everything that changes its content: upstream name, checkpoint content (SHA-256),
-upstream options, the corpus files (names and sizes), split, sampling settings, seed and this module's format
-version. Entries are written to a temporary folder and renamed into place, so an interrupted run leaves none.
+upstream options, state rate, the corpus files (names and sizes), split, sampling settings, seed, what is kept and
+this module's format version. Entries are written to a temporary folder and renamed into place, so an interrupted
+run leaves none.
 """
 
 from __future__ import annotations
@@ -23,20 +34,23 @@ from pathlib import Path
 
 import numpy as np
 
-from downstream_probes.analysis.mel import frames_at_stride, log_mel
+from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_mel
+from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CACHE_ENV = "MRSUPERB_CACHE"
 
 
 @dataclass(frozen=True)
 class LayerOutput:
-    """One state of one utterance: ``features`` (frames, dims) and samples per frame."""
+    """One state of one utterance: ``features`` (frames, dims), samples per frame and, for CNN layers, the input
+    samples one frame sees (0 when not a CNN layer)."""
 
     name: str
     features: np.ndarray
     stride: int
+    receptive_field: int = 0
 
 
 # (waveform float32 1-D) -> states in layer order
@@ -92,9 +106,17 @@ class CachedLayers:
     def layer_names(self) -> list[str]:
         return list(self.meta["layer_names"])
 
+    @property
+    def cnn_names(self) -> list[str]:
+        return list(self.meta.get("cnn_names", []))
+
     def layer(self, name: str, kind: str = "") -> np.ndarray:
         index = self.layer_names.index(name)
         return np.load(self.folder / f"{kind}layer_{index:03d}.npy", mmap_mode="r")
+
+    def cnn_layer(self, name: str, kind: str = "") -> np.ndarray:
+        index = self.cnn_names.index(name)
+        return np.load(self.folder / f"{kind}cnn_layer_{index:03d}.npy", mmap_mode="r")
 
     def array(self, name: str) -> np.ndarray:
         return np.load(self.folder / f"{name}.npy", mmap_mode="r")
@@ -121,37 +143,84 @@ def load_or_build(cache_dir: Path, key: str, build: Callable[[Path], dict]) -> C
     return CachedLayers(final, json.loads((final / "meta.json").read_text(encoding="utf-8")))
 
 
-def build_segment_layers(
+# --------------------------------------------------------------------------------------------- CNN windows
+
+
+def cnn_window(stride: int, receptive_field: int) -> tuple[int, int, int]:
+    """How a CNN layer's frames are averaged to match the mel frames (the reference's per-layer transform).
+
+    A layer with ``stride`` samples per frame and a ``receptive_field`` shorter than the mel window (400 samples)
+    averages ``kernel = (400 - receptive_field) / stride + 1`` consecutive frames, so that each average sees one
+    window's worth of samples, every ``160 / stride`` frames (10 ms). A layer at 20 ms or slower (C7) is kept
+    as is and compared with every ``stride / 160``-th mel frame. Returns ``(kernel, step, mel_stride)``; for the
+    wav2vec 2.0 CNN: C1 (79, 32, 160), C2 (39, 16, 160), ..., C6 (2, 1, 160), C7 (1, 1, 320).
+    """
+    if stride <= HOP:
+        if HOP % stride:
+            raise ValueError(f"a CNN stride of {stride} samples does not divide the 10 ms mel hop ({HOP} samples)")
+        return max((WINDOW - receptive_field) // stride + 1, 1), HOP // stride, HOP
+    return 1, 1, stride
+
+
+def average_windows(features: np.ndarray, kernel: int, step: int) -> np.ndarray:
+    """Mean over windows of ``kernel`` frames every ``step`` frames: ``((T - kernel) // step + 1, dims)`` float32."""
+    if kernel == 1 and step == 1:
+        return np.ascontiguousarray(features, dtype=np.float32)
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).T.unsqueeze(0)
+    return torch.nn.functional.avg_pool1d(x, kernel, step)[0].T.contiguous().numpy()
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def build_layers(
     extract: Extractor,
     utterances: Sequence[Utterance],
-    spans: dict[str, Sequence[Segment]],
     folder: Path,
     *,
+    spans: dict[str, Sequence[Segment]] | None = None,
+    frame_utterances: Sequence[int] = (),
+    cnn: Extractor | None = None,
     middle_third: Sequence[str] = ("phone",),
     progress: bool = True,
+    description: str = "extracting",
 ) -> dict:
-    """Pool every span kind (e.g. ``{"phone": [...], "word": [...]}``) for every layer in one pass.
-
-    Writes ``<kind>_layer_NNN.npy`` (segments, dims) per kind and layer; returns the metadata.
-    """
-    by_utterance: dict[str, dict[int, list[int]]] = {kind: {} for kind in spans}
+    """One pass over every utterance that any span or the frame level needs: pool every span kind
+    (``{"phone": [...], "word": [...]}``) for every layer, and keep all frames (and CNN layers, with ``cnn``) of
+    ``frame_utterances``. Returns the metadata (layer names, strides, labels, counts)."""
+    spans = dict(spans or {})
+    rows_of: dict[str, dict[int, list[int]]] = {kind: {} for kind in spans}
     for kind, segments in spans.items():
         for row, segment in enumerate(segments):
-            by_utterance[kind].setdefault(segment.utterance, []).append(row)
-    needed = sorted({u for rows in by_utterance.values() for u in rows})
-    pooled: dict[str, list[np.ndarray]] | None = None
+            rows_of[kind].setdefault(segment.utterance, []).append(row)
+    frame_set = {int(i) for i in frame_utterances}
+    needed = sorted({u for rows in rows_of.values() for u in rows} | frame_set)
+    if not needed:
+        raise ValueError("nothing to extract: the sample is empty")
+    pooled: dict[str, list[np.ndarray]] = {}
+    frames = _FrameWriter(folder, "") if frame_set else None
+    cnn_frames = _FrameWriter(folder, "cnn_") if frame_set and cnn is not None else None
     names: list[str] = []
     strides: list[int] = []
-    for index in _progress(needed, progress, "pooling segments"):
-        states = extract(read_audio(utterances[index].audio))
-        if pooled is None:
+    for index in _progress(needed, progress, description):
+        audio = read_audio(utterances[index].audio)
+        states = extract(audio)
+        if not names:
             names, strides = [s.name for s in states], [s.stride for s in states]
             pooled = {
-                kind: [np.zeros((len(spans[kind]), s.features.shape[1]), dtype=np.float32) for s in states]
+                kind: [
+                    np.lib.format.open_memmap(
+                        folder / f"{kind}_layer_{layer:03d}.npy", mode="w+", dtype=np.float32,
+                        shape=(len(spans[kind]), s.features.shape[1]),
+                    )
+                    for layer, s in enumerate(states)
+                ]
                 for kind in spans
-            }
-        for kind, rows_of in by_utterance.items():
-            rows = rows_of.get(index, [])
+            }  # fmt: skip
+        for kind, rows_by_utterance in rows_of.items():
+            rows = rows_by_utterance.get(index, [])
             if not rows:
                 continue
             times = [(spans[kind][r].start, spans[kind][r].end) for r in rows]
@@ -159,63 +228,85 @@ def build_segment_layers(
                 pooled[kind][layer][rows] = pool_segments(
                     state.features, state.stride / 16_000, times, middle_third=kind in middle_third
                 )
-    if pooled is None:
-        raise ValueError("no segments to pool: the sample is empty")
-    for kind, layers in pooled.items():
-        for layer, array in enumerate(layers):
-            np.save(folder / f"{kind}_layer_{layer:03d}.npy", array)
-    return {
+        if index in frame_set:
+            mel = log_mel(audio).astype(np.float32)
+            mel_offset = frames.add_mel(mel)  # type: ignore[union-attr]
+            frames.add(states, mel_offset, len(mel))  # type: ignore[union-attr]
+            if cnn_frames is not None and cnn is not None:
+                averaged = []
+                for state in cnn(audio):
+                    kernel, step, mel_stride = cnn_window(state.stride, state.receptive_field)
+                    averaged.append(LayerOutput(state.name, average_windows(state.features, kernel, step), mel_stride))
+                cnn_frames.add(averaged, mel_offset, len(mel))
+    for layers in pooled.values():
+        for array in layers:
+            array.flush()
+    meta: dict = {
         "layer_names": names,
         "strides": strides,
         "labels": {kind: [s.label for s in segments] for kind, segments in spans.items()},
+        "segments": {kind: len(segments) for kind, segments in spans.items()},
         "utterances": [utterances[i].utt_id for i in needed],
     }
+    if frames is not None:
+        meta.update(frames.finish())
+        meta["frame_utterances"] = [utterances[i].utt_id for i in sorted(frame_set)]
+    if cnn_frames is not None:
+        cnn_meta = cnn_frames.finish()
+        meta.update({"cnn_names": cnn_meta["names"], "cnn_frames": cnn_meta["frames"]})
+    return meta
 
 
-def build_frame_layers(
-    extract: Extractor, utterances: Sequence[Utterance], chosen: np.ndarray, folder: Path, *, progress: bool = True
-) -> dict:
-    """Every frame of the chosen utterances per layer (``layer_NNN.npy``), the 10 ms log-mel frames of the same
-    utterances (``mel.npy``) and, per layer, the mel row matching each of its frames (``mel_index_layer_NNN.npy``: every
-    ``stride / 160``-th mel frame of the utterance, as :func:`mel.frames_at_stride`). Frames are appended
-    utterance by utterance to files on disk, so memory stays at one utterance."""
-    writers: list = []
-    mel_parts: list[np.ndarray] = []
-    mel_rows: list[list[np.ndarray]] = []
-    names: list[str] = []
-    strides: list[int] = []
-    counts: list[int] = []
-    mel_offset = 0
-    for index in _progress(chosen.tolist(), progress, "frames"):
-        audio = read_audio(utterances[index].audio)
-        states = extract(audio)
-        mel = log_mel(audio).astype(np.float32)
-        if not writers:
-            names, strides = [s.name for s in states], [s.stride for s in states]
-            writers = [open(folder / f"layer_{layer:03d}.f32", "wb") for layer in range(len(states))]
-            counts = [0] * len(states)
-            mel_rows = [[] for _ in states]
+class _FrameWriter:
+    """Appends each layer's frames to a raw file (memory stays at one utterance), then turns them into ``.npy``."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder, self.prefix = folder, prefix
+        self.writers: list = []
+        self.names: list[str] = []
+        self.counts: list[int] = []
+        self.mel_rows: list[list[np.ndarray]] = []
+        self.mel_parts: list[np.ndarray] = []
+        self.mel_frames = 0
+
+    def add_mel(self, mel: np.ndarray) -> int:
+        offset = self.mel_frames
+        self.mel_parts.append(mel)
+        self.mel_frames += len(mel)
+        return offset
+
+    def add(self, states: Sequence[LayerOutput], mel_offset: int, mel_frames: int) -> None:
+        if not self.writers:
+            self.names = [s.name for s in states]
+            self.writers = [open(self._path(layer, ".f32"), "wb") for layer in range(len(states))]  # noqa: SIM115
+            self.counts = [0] * len(states)
+            self.mel_rows = [[] for _ in states]
         for layer, state in enumerate(states):
-            writers[layer].write(np.ascontiguousarray(state.features, dtype=np.float32).tobytes())
-            counts[layer] += len(state.features)
-            rows = frames_at_stride(np.arange(len(mel))[:, None], state.stride, len(state.features))[:, 0]
-            mel_rows[layer].append(mel_offset + rows)
-        mel_parts.append(mel)
-        mel_offset += len(mel)
-    for writer in writers:
-        writer.close()
-    dims = []
-    for layer, count in enumerate(counts):
-        raw_path = folder / f"layer_{layer:03d}.f32"
-        raw = np.memmap(raw_path, dtype=np.float32, mode="r")
-        dims.append(raw.size // count)
-        _copy_to_npy(raw.reshape(count, -1), folder / f"layer_{layer:03d}.npy")
-        del raw
-        raw_path.unlink()
-        np.save(folder / f"mel_index_layer_{layer:03d}.npy", np.concatenate(mel_rows[layer]).astype(np.int64))
-    np.save(folder / "mel.npy", np.concatenate(mel_parts))
-    return {"layer_names": names, "strides": strides, "frames": counts, "dims": dims,
-            "utterances": [utterances[i].utt_id for i in chosen.tolist()]}  # fmt: skip
+            n = len(state.features)
+            rows = frames_at_stride(np.arange(mel_frames)[:, None], state.stride, n)[:, 0]
+            self.writers[layer].write(np.ascontiguousarray(state.features, dtype=np.float32).tobytes())
+            self.counts[layer] += n
+            self.mel_rows[layer].append(mel_offset + rows)
+
+    def _path(self, layer: int, suffix: str, kind: str = "") -> Path:
+        return self.folder / f"{kind}{self.prefix}layer_{layer:03d}{suffix}"
+
+    def finish(self) -> dict:
+        for writer in self.writers:
+            writer.close()
+        dims = []
+        for layer, count in enumerate(self.counts):
+            raw_path = self._path(layer, ".f32")
+            raw = np.memmap(raw_path, dtype=np.float32, mode="r")
+            dims.append(raw.size // count)
+            _copy_to_npy(raw.reshape(count, -1), self._path(layer, ".npy"))
+            del raw
+            raw_path.unlink()
+            np.save(self._path(layer, ".npy", "mel_index_"), np.concatenate(self.mel_rows[layer]).astype(np.int64))
+        if self.prefix == "":
+            np.save(self.folder / "mel.npy", np.concatenate(self.mel_parts))
+            return {"frames": self.counts, "dims": dims}
+        return {"names": self.names, "frames": self.counts}
 
 
 def _copy_to_npy(source: np.ndarray, path: Path, rows: int = 65536) -> None:
@@ -227,18 +318,55 @@ def _copy_to_npy(source: np.ndarray, path: Path, rows: int = 65536) -> None:
     del target
 
 
-def upstream_extractor(upstream) -> Extractor:
-    """An :data:`Extractor` over an s3prl-style upstream module (``native_states`` preferred, else
-    ``hidden_states`` at ``get_downsample_rates``; names from ``layer_names``, else indices)."""
+# Compatibility forms of build_layers for one kind of entry.
+def build_segment_layers(
+    extract: Extractor,
+    utterances: Sequence[Utterance],
+    spans: dict[str, Sequence[Segment]],
+    folder: Path,
+    *,
+    middle_third: Sequence[str] = ("phone",),
+    progress: bool = True,
+) -> dict:
+    """Pool every span kind for every layer in one pass (``<kind>_layer_NNN.npy``)."""
+    return build_layers(extract, utterances, folder, spans=spans, middle_third=middle_third, progress=progress)
+
+
+def build_frame_layers(
+    extract: Extractor,
+    utterances: Sequence[Utterance],
+    chosen: np.ndarray,
+    folder: Path,
+    *,
+    cnn: Extractor | None = None,
+    progress: bool = True,
+) -> dict:
+    """Every frame of the chosen utterances per layer, with their mel frames (see :func:`build_layers`)."""
+    return build_layers(extract, utterances, folder, frame_utterances=chosen.tolist(), cnn=cnn, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------- upstreams
+
+
+def upstream_extractor(upstream, state_rate: str = DEFAULT_STATE_RATE) -> Extractor:
+    """An :data:`Extractor` over an s3prl-style upstream module.
+
+    ``state_rate="20ms"``: s3prl's ``hidden_states`` at ``get_downsample_rates`` (what the featurizer weights);
+    ``"native"``: ``native_states`` when the upstream has them (else the same as 20 ms). Names come from
+    ``layer_names``, else indices.
+    """
     import torch
 
+    if state_rate not in STATE_RATES:
+        raise ValueError(f"unknown state rate {state_rate!r}; choose one of {', '.join(STATE_RATES)}")
     upstream.eval()
     names = list(getattr(upstream, "layer_names", None) or [])
+    native = state_rate == "native" and hasattr(upstream, "native_states")
 
     def extract(audio: np.ndarray) -> list[LayerOutput]:
         wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         with torch.inference_mode():
-            if hasattr(upstream, "native_states"):
+            if native:
                 return [
                     LayerOutput(state.name, state.features[0].float().numpy(), int(state.stride))
                     for state in upstream.native_states([wav])
@@ -250,6 +378,45 @@ def upstream_extractor(upstream) -> Extractor:
                 LayerOutput(names[i] if len(names) == len(hidden) else str(i), state[0].float().numpy(), stride)
                 for i, state in enumerate(hidden)
             ]
+
+    return extract
+
+
+def cnn_extractor(upstream) -> Extractor | None:
+    """The waveform CNN's layers C1..C7 of our upstreams (MR-HuBERT and the HuBERT baseline), each with its
+    cumulative stride and receptive field in samples; None when the upstream's CNN is not reachable."""
+    import torch
+
+    model = getattr(upstream, "model", None)
+    if model is None:
+        return None
+    if hasattr(model, "feature_extractor") and hasattr(model.feature_extractor, "conv_layers"):
+        layers = list(model.feature_extractor.conv_layers)
+        normalize = bool(getattr(getattr(model, "config", None), "normalize", False))
+    elif hasattr(model, "hubert"):
+        layers = list(model.hubert.feature_extractor.conv_layers)
+        normalize = bool(getattr(model, "normalize_waveform", False))
+    else:
+        return None
+
+    def geometry(layer) -> tuple[int, int]:
+        conv = layer.conv
+        return int(conv.kernel_size[0]), int(conv.stride[0])
+
+    def extract(audio: np.ndarray) -> list[LayerOutput]:
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
+        with torch.inference_mode():
+            if normalize:
+                x = torch.nn.functional.layer_norm(x, x.shape[-1:])
+            x = x.unsqueeze(1)
+            outputs, field, jump = [], 1, 1
+            for index, layer in enumerate(layers):
+                x = layer(x)
+                kernel, stride = geometry(layer)
+                field += (kernel - 1) * jump
+                jump *= stride
+                outputs.append(LayerOutput(f"C{index + 1}", x[0].T.float().numpy(), jump, field))
+        return outputs
 
     return extract
 

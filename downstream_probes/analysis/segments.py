@@ -5,18 +5,22 @@ TextGrid per utterance (``<corpus>/alignments/<split>/**/<utt>.TextGrid``, tiers
 layout ``mrsuperb corpus asr`` writes; ``--alignments`` may point elsewhere.
 
 Samples, as the reference draws them (seeded here): phone level, every phone with at most 200 segments each;
-word level, the 500 most frequent words with at most 15 segments each; frame level, 500 whole utterances.
+word level, the first 500 words of a ranking made from ANOTHER split's counts (the reference's ``word.lst`` ranks
+LibriSpeech 960h's training words) with at most 15 segments each from the analysed split; frame level, 500 whole
+utterances. The MI analysis also needs a training sample: ``randint(lo, hi)`` segments of each label drawn from a
+training split (the reference's ranges: phones 3000..7000, words 600..1200, each capped by what the split has).
 
 Pooling (reference): a segment ``[t0, t1]`` covers the frames ``floor(t0 / s) .. ceil(t1 / s)`` of a state with
-frame period ``s``; phones keep the middle third (``floor((n + 1) / 3)`` frames dropped at each end); a segment
-keeps at least one frame, clipped to the utterance; its vector is the mean over those frames.
+frame period ``s``, plain floating-point floor and ceil as the reference computes them; phones keep the middle third
+(``floor((n + 1) / 3)`` frames dropped at each end); a segment keeps at least one frame, clipped to the utterance;
+its vector is the mean over those frames.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +79,7 @@ def list_utterances(
             f"(looked for {corpus}/LibriSpeech/{split} and {corpus}/{split}); "
             "give the folder written by `mrsuperb corpus asr` or a LibriSpeech root"
         )
-    alignment_root = Path(alignments) / split if alignments is not None else corpus / "alignments" / split
-    if alignments is not None and not alignment_root.is_dir():
-        alignment_root = Path(alignments)
+    alignment_root = alignment_folder(corpus, split, alignments)
     audio = sorted(p for p in audio_root.rglob("*") if p.suffix in AUDIO_SUFFIXES)
     if not audio:
         raise CorpusLayoutError(f"no .flac or .wav files under {audio_root}")
@@ -95,6 +97,39 @@ def list_utterances(
             )
         utterances.append(Utterance(path.stem, path, grid))
     return utterances
+
+
+def alignment_folder(corpus: str | Path, split: str, alignments: str | Path | None = None) -> Path:
+    """Where the TextGrids of ``split`` live: ``ALIGNMENTS/<split>`` (or ``ALIGNMENTS`` itself when it has no such
+    subfolder), by default ``CORPUS/alignments/<split>``."""
+    if alignments is None:
+        return Path(corpus) / "alignments" / split
+    folder = Path(alignments) / split
+    return folder if folder.is_dir() else Path(alignments)
+
+
+def training_splits(corpus: str | Path, alignments: str | Path | None = None, prefix: str = "train") -> list[str]:
+    """The aligned splits whose names start with ``prefix``, sorted: ``train`` gives LibriSpeech's 960 h
+    (train-clean-100, train-clean-360, train-other-500, the reference's word ranking), ``train-clean`` its
+    460 h (the reference's MI training data); a synthetic corpus has train-clean-100 only."""
+    root = Path(alignments) if alignments is not None else Path(corpus) / "alignments"
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix)) if root.is_dir() else []
+    if not found:
+        raise CorpusLayoutError(
+            f"no aligned split starting with {prefix!r} under {root}; name the split(s) explicitly "
+            "(e.g. --word-counts-split train-clean-100) or give --word-list FILE"
+        )
+    return found
+
+
+def resolve_splits(corpus: str | Path, spec: str, alignments: str | Path | None = None) -> list[str]:
+    """A split option's value: comma-separated split names, each either present under the alignments or a prefix
+    (``train``, ``train-clean``) that :func:`training_splits` expands."""
+    root = Path(alignments) if alignments is not None else Path(corpus) / "alignments"
+    splits: list[str] = []
+    for name in (part.strip() for part in spec.split(",") if part.strip()):
+        splits += [name] if (root / name).is_dir() else training_splits(corpus, alignments, name)
+    return splits
 
 
 def read_segments(utterances: Sequence[Utterance], tier: str) -> list[Segment]:
@@ -117,10 +152,12 @@ def read_segments(utterances: Sequence[Utterance], tier: str) -> list[Segment]:
 
 
 def _normalise(label: str, tier: str) -> str:
+    """Phones lose their stress digit (39 ARPAbet classes); words stay as the alignment spells them, because the
+    reference looks them up case-sensitively in the embedding files."""
     label = label.strip()
     if tier == "phones":
         return label.rstrip("012").upper() if label.lower() not in SILENCE_LABELS else label.lower()
-    return label.lower()
+    return label if label.lower() not in SILENCE_LABELS else label.lower()
 
 
 def sample_phones(segments: Sequence[Segment], rng: np.random.Generator, max_per_phone: int) -> list[Segment]:
@@ -128,13 +165,81 @@ def sample_phones(segments: Sequence[Segment], rng: np.random.Generator, max_per
     return _cap_per_label(segments, sorted({s.label for s in segments}), rng, max_per_phone)
 
 
+def rank_words(labels: Iterable[str]) -> list[str]:
+    """Words by decreasing count (ties alphabetical: the reference's order among ties is its files' glob order)."""
+    counts = Counter(labels)
+    return sorted(counts, key=lambda word: (-counts[word], word))
+
+
+def read_word_list(path: str | Path) -> list[str]:
+    """A ranked word list, one word a line (the reference's ``word.lst``); ``<unk>`` and blank lines are dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusLayoutError(f"word list {path} not found (one word a line, most frequent first: word.lst)")
+    words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    words = [word for word in words if word and word != "<unk>"]
+    if not words:
+        raise CorpusLayoutError(f"word list {path} holds no words")
+    return words
+
+
 def sample_words(
-    segments: Sequence[Segment], rng: np.random.Generator, n_words: int, max_per_word: int
+    segments: Sequence[Segment],
+    rng: np.random.Generator,
+    n_words: int,
+    max_per_word: int,
+    ranking: Sequence[str] | None = None,
 ) -> list[Segment]:
-    """At most ``max_per_word`` segments of each of the ``n_words`` most frequent words (ties: alphabetical)."""
-    counts = Counter(s.label for s in segments)
-    words = sorted(counts, key=lambda word: (-counts[word], word))[:n_words]
-    return _cap_per_label(segments, words, rng, max_per_word)
+    """At most ``max_per_word`` segments of each of the first ``n_words`` words of ``ranking``.
+
+    ``ranking`` is the vocabulary in rank order (:func:`rank_words` of a training split, or :func:`read_word_list`);
+    None ranks the words of ``segments`` themselves. Ranked words that ``segments`` lacks are skipped (the
+    reference would stop with a KeyError), so fewer than ``n_words`` words can come back.
+    """
+    words = list(ranking) if ranking is not None else rank_words(s.label for s in segments)
+    present = {s.label for s in segments}
+    return _cap_per_label(segments, [word for word in words[:n_words] if word in present], rng, max_per_word)
+
+
+def sample_training_segments(
+    segments: Sequence[Segment], labels: Sequence[str], rng: np.random.Generator, low: int, high: int
+) -> list[Segment]:
+    """The MI training sample: for each of ``labels``, ``randint(min(low, n), min(high, n))`` of its ``n``
+    segments (inclusive bounds, as the reference's ``random.randint``), drawn without replacement."""
+    by_label: dict[str, list[Segment]] = defaultdict(list)
+    for segment in segments:
+        by_label[segment.label].append(segment)
+    chosen = []
+    for label in labels:
+        pool = by_label.get(label, [])
+        if not pool:
+            continue
+        size = int(rng.integers(min(low, len(pool)), min(high, len(pool)) + 1))
+        picks = rng.choice(len(pool), size=size, replace=False)
+        chosen.extend(pool[i] for i in sorted(picks))
+    return sorted(chosen, key=lambda s: (s.utterance, s.start, s.label))
+
+
+def read_alignment_labels(alignment_root: str | Path, tier: str) -> list[str]:
+    """Every labelled (non-silence) interval of ``tier`` in the TextGrids under ``alignment_root``, in file order:
+    what a ranking by counts needs, without the audio."""
+    root = Path(alignment_root)
+    grids = sorted(root.rglob("*.TextGrid")) if root.is_dir() else []
+    if not grids:
+        raise CorpusLayoutError(f"no TextGrid alignments under {root}")
+    labels = []
+    for grid in grids:
+        try:
+            intervals = read_textgrid(grid).tier(tier).intervals
+        except KeyError as error:
+            raise CorpusLayoutError(f"{grid}: {error.args[0]}") from None
+        except TextGridError as error:
+            raise CorpusLayoutError(str(error)) from None
+        for interval in intervals:
+            label = _normalise(interval.label, tier)
+            if label not in SILENCE_LABELS and interval.end > interval.start:
+                labels.append(label)
+    return labels
 
 
 def sample_utterances(n_available: int, rng: np.random.Generator, n_utterances: int) -> np.ndarray:
@@ -158,8 +263,8 @@ def frame_span(
     start: float, end: float, frame_seconds: float, n_frames: int, *, middle_third: bool = False
 ) -> tuple[int, int]:
     """The frames ``[first, last)`` of a state with ``n_frames`` frames of ``frame_seconds`` covering a segment."""
-    first = int(math.floor(start / frame_seconds + 1e-9))
-    last = int(math.ceil(end / frame_seconds - 1e-9))
+    first = int(math.floor(start / frame_seconds))
+    last = int(math.ceil(end / frame_seconds))
     if middle_third:
         trim = (last - first + 1) // 3
         first, last = first + trim, last - trim

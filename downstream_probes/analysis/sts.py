@@ -1,16 +1,26 @@
 """Spoken semantic textual similarity (STS): do utterance representations rank sentence pairs as people do?
 
-Each utterance is mean-pooled over time into one vector; a pair's model similarity is the cosine of its two
-vectors; the score is Spearman's rho between model similarities and human judgements (Pasad et al. 2023, after
-the spoken STS benchmark).
+Each utterance is mean-pooled over time into one vector. In the spoken STS corpus (Merkx et al.) every side of a
+sentence pair is read by 4 speakers; as in the reference (``mean=True``, the Merkx et al. set-up), a pair's model
+similarity is the MEAN of the cosines of its 4 x 4 = 16 speaker combinations (side a by speaker i, side b by
+speaker j), and the score is Spearman's rho between these and the human similarities across pairs.
+
+:func:`read_spoken_sts` reads the corpus layout (``sts.jsonl`` rows with the published dataset's fields, see
+:mod:`downstream_probes.corpora.spoken_sts`); :func:`spoken_sts_pair_score` scores one layer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+
+METADATA = "sts.jsonl"
+FIELDS = ("task", "subtask", "pair_id", "speaker_id", "audio_a", "audio_b", "similarity")
 
 
 class STSInputError(ValueError):
@@ -51,6 +61,78 @@ def spoken_sts_score(
     pooled = {utterance: mean_pool(representations[utterance]) for a, b, _ in pairs for utterance in (a, b)}
     similarities = [cosine_similarity(pooled[a], pooled[b]) for a, b, _ in pairs]
     judgements = np.asarray([float(score) for _, _, score in pairs])
+    if np.ptp(judgements) == 0.0:
+        raise STSInputError("every human judgement is the same: Spearman's rho is undefined")
+    return float(spearmanr(similarities, judgements).statistic)
+
+
+@dataclass(frozen=True)
+class STSPair:
+    """One sentence pair: its key (``task_subtask_pairid``, the reference's), the recordings of each side (one per
+    speaker) and the human similarity."""
+
+    key: str
+    audio_a: tuple[Path, ...]
+    audio_b: tuple[Path, ...]
+    similarity: float
+
+
+def read_spoken_sts(root: str | Path) -> list[STSPair]:
+    """The pairs of a spoken STS corpus folder (``root/sts.jsonl``, audio paths relative to ``root``), in file order.
+
+    Rows of one pair must agree on the similarity; every audio file must exist.
+    """
+    root = Path(root)
+    path = root / METADATA
+    if not path.is_file():
+        raise STSInputError(
+            f"{path} not found: a spoken STS corpus has an {METADATA} of rows with the fields {', '.join(FIELDS)} "
+            "(build one with `mrsuperb corpus sts --out DIR`)"
+        )
+    sides: dict[str, tuple[list[Path], list[Path]]] = {}
+    similarity: dict[str, float] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise STSInputError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+        missing = [field for field in FIELDS if field not in row]
+        if missing:
+            raise STSInputError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+        key = f"{row['task']}_{row['subtask']}_{row['pair_id']}"
+        score = float(row["similarity"])
+        if similarity.setdefault(key, score) != score:
+            raise STSInputError(f"{path}:{number}: pair {key} has similarity {score}, an earlier row {similarity[key]}")
+        a, b = sides.setdefault(key, ([], []))
+        for side, target in (("audio_a", a), ("audio_b", b)):
+            audio = root / row[side]
+            if not audio.is_file():
+                raise STSInputError(f"{path}:{number}: {side} {audio} not found")
+            target.append(audio)
+    if not sides:
+        raise STSInputError(f"{path} holds no rows")
+    return [STSPair(key, tuple(a), tuple(b), similarity[key]) for key, (a, b) in sides.items()]
+
+
+def spoken_sts_pair_score(vectors: Mapping[Path, np.ndarray], pairs: Sequence[STSPair]) -> float:
+    """Spearman's rho between each pair's mean cosine over its speaker combinations and the human similarity.
+
+    ``vectors`` maps each recording to its mean-pooled ``(dims,)`` vector (or its ``(frames, dims)`` states).
+    """
+    if len(pairs) < 3:
+        raise STSInputError(f"spoken STS needs at least 3 judged pairs, got {len(pairs)}")
+    pooled = {path: mean_pool(vector) for path, vector in vectors.items()}
+    similarities = []
+    for pair in pairs:
+        missing = [str(p) for p in (*pair.audio_a, *pair.audio_b) if p not in pooled]
+        if missing:
+            raise STSInputError(f"no representation for {missing[0]} (pair {pair.key})")
+        similarities.append(
+            np.mean([cosine_similarity(pooled[a], pooled[b]) for a in pair.audio_a for b in pair.audio_b])
+        )
+    judgements = np.asarray([pair.similarity for pair in pairs])
     if np.ptp(judgements) == 0.0:
         raise STSInputError("every human judgement is the same: Spearman's rho is undefined")
     return float(spearmanr(similarities, judgements).statistic)

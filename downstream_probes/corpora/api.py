@@ -1,7 +1,8 @@
 """Build synthetic SUPERB corpora: ``build_corpus(task, out_dir, utterances=None, seed=0, force=False)``.
 
 Tasks (``TASKS``): ``asr`` (LibriSpeech), ``sf`` (Audio SNIPS), ``ic`` (Fluent Speech Commands), ``ks`` (Speech
-Commands v0.01), ``se`` (VoiceBank-DEMAND), ``sd`` (two-speaker Kaldi mixtures); ``all`` builds each into
+Commands v0.01), ``se`` (VoiceBank-DEMAND), ``sd`` (two-speaker Kaldi mixtures), ``sts`` (spoken STS sentence pairs
+for the layer-wise analysis, no s3prl task); ``all`` builds each into
 ``out_dir/<task>/``. Each corpus is written in the on-disk layout that s3prl 0.4.18's downstream expert for the task
 reads (see the task modules' docstrings) plus ``manifest.json``::
 
@@ -37,10 +38,12 @@ from downstream_probes.corpora import (
     librispeech_asr,
     snips_sf,
     speech_commands_ks,
+    spoken_sts,
     voicebank_se,
 )
 from downstream_probes.corpora.common import BuildContext, CorpusError, TaskResult
 from downstream_probes.corpora.espeak import SAMPLE_RATE, espeak_version
+from downstream_probes.tasks import TASK_NAMES
 
 SCHEMA = "mrsuperb.corpus/1"
 MANIFEST = "manifest.json"
@@ -51,8 +54,11 @@ _BUILDERS: dict[str, ModuleType] = {
     "ks": speech_commands_ks,
     "se": voicebank_se,
     "sd": kaldi_sd,
+    "sts": spoken_sts,
 }
-TASKS: tuple[str, ...] = tuple(_BUILDERS)
+# The SUPERB tasks in Table 2's order (one corpus module each), then the analysis-only corpora.
+TASKS: tuple[str, ...] = (*TASK_NAMES, *(name for name in _BUILDERS if name not in TASK_NAMES))
+assert set(TASK_NAMES) <= set(_BUILDERS), "every task of downstream_probes.tasks needs a corpus builder"
 ALL = "all"
 
 
