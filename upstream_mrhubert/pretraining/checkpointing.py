@@ -1,0 +1,79 @@
+"""What a run leaves in ``OUT/checkpoints/``: fairseq checkpoints for every reader, one resume file for ``-a``.
+
+``checkpoint_last.pt`` / ``checkpoint_best.pt`` are real fairseq MR-HuBERT checkpoints (``cfg``, ``model`` with the
+pre-training heads, ``task_state`` with the label ``Dictionary``), written by the project's one fairseq writer, so
+``mrhubert_local`` loads them and ``mrsuperb convert`` turns them into s3prl's format. "best" is the lowest
+validation loss.
+
+``resume.pt`` holds what continuing needs and fairseq's file has no place for in our writer: the step, the model
+and optimizer (and fp16 scaler) states, the best validation loss and the logged history. It is written first and
+``checkpoint_last.pt`` right after, each atomically; a resumed run reads only ``resume.pt`` and rewrites the
+fairseq file at its next save.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from upstream_mrhubert.atomic_io import write_bytes_atomic
+from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+from upstream_mrhubert.pretraining.config import PretrainConfig
+from upstream_mrhubert.pretraining.heads import dictionary_symbols
+from upstream_mrhubert.pretraining.network import MaskedPredictionModel
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "checkpoint_last.pt"
+BEST = "checkpoint_best.pt"
+RESUME = "resume.pt"
+
+
+@dataclass
+class ResumeState:
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any] | None
+    best_valid: float | None
+    history: list[dict[str, Any]]
+    valid_history: list[dict[str, Any]]
+    config: dict[str, Any]
+
+
+def write_fairseq(path: Path, model: MaskedPredictionModel, config: PretrainConfig, clusters: int) -> Path:
+    """``model`` as a fairseq MR-HuBERT checkpoint (heads included)."""
+    model_cfg, task_cfg = config.fairseq_cfg()
+    return write_fairseq_checkpoint(
+        path,
+        model_cfg=model_cfg,
+        task_cfg=task_cfg,
+        state_dict=model.fairseq_state_dict(),
+        dictionaries_symbols=[dictionary_symbols(clusters)],
+    )
+
+
+def save(out: Path, state: ResumeState, model: MaskedPredictionModel, clusters: int, *, best: bool) -> None:
+    """``resume.pt``, then ``checkpoint_last.pt`` (and ``checkpoint_best.pt`` when ``best``)."""
+    folder = out / CHECKPOINT_DIR
+    buffer = io.BytesIO()
+    torch.save(state.__dict__, buffer)
+    write_bytes_atomic(folder / RESUME, buffer.getvalue())
+    write_fairseq(folder / LAST, model, model.config, clusters)
+    if best:
+        write_fairseq(folder / BEST, model, model.config, clusters)
+
+
+def load_resume(out: Path) -> ResumeState | None:
+    """The saved state of the run in ``out``, or None when it has none."""
+    path = out / CHECKPOINT_DIR / RESUME
+    if not path.is_file():
+        return None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} cannot be read ({error}); remove it to start the run again") from None
+    return ResumeState(**raw)

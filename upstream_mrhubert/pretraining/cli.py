@@ -1,0 +1,61 @@
+"""``mrsuperb pretrain --config RECIPE --corpus DIR --out DIR [--max-steps N] [-a]``: MR-HuBERT masked prediction.
+
+Runs alone or under ``torchrun --nproc_per_node N -m downstream_probes.cli pretrain ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> int:
+    from upstream_mrhubert.pretraining.config import load_recipe
+    from upstream_mrhubert.pretraining.trainer import train
+
+    config = load_recipe(args.config)
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ValueError(f"--max-steps {args.max_steps}: give at least 1")
+        config = config.with_overrides(optim={"max_steps": args.max_steps})
+    results = train(
+        config,
+        args.corpus,
+        args.out,
+        resume=args.resume,
+        recipe=str(args.config),
+        device=args.device,
+        progress=not args.quiet,
+    )
+    last = results["history"][-1] if results["history"] else {}
+    valid = results["valid_history"][-1] if results["valid_history"] else {}
+    if last:
+        print(
+            f"step {results['steps_done']}: train loss {last['loss']:.3f} bits, masked accuracy {last['acc_m_0']:.3f}"
+        )
+    if valid:
+        print(
+            f"valid loss {valid['loss']:.3f} bits, masked accuracy {valid['acc_m_0']:.3f} "
+            f"(majority-cluster baseline {results['targets']['majority_baseline_valid']:.3f})"
+        )
+    print(f"checkpoints in {args.out}/checkpoints, results in {args.out}/results.json")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="pretrain MR-HuBERT (HuBERT-style masked prediction) on a corpus, with the paper's ablations",
+        description=__doc__,
+    )
+    parser.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/pretrain/toy_mono_base.yaml")
+    parser.add_argument("--corpus", required=True, help="folder with LibriSpeech/<split>/ (mrsuperb corpus asr)")
+    parser.add_argument("--out", required=True, help="the run's folder (results.json, checkpoints/, tensorboard/)")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="override optim.max_steps (the run's length and its schedule's)"
+    )
+    parser.add_argument(
+        "-a", "--auto-resume", dest="resume", action="store_true", help="resume the run in --out from its last save"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
