@@ -29,12 +29,8 @@ def _one_blas_thread():
 # ----------------------------------------------------------------------------- the math, stated plainly
 
 
-def plain_pwcca(x_train, y_train, x_eval, y_eval, eps_x, eps_y, *, fix_signs=False):
-    """The reference's PWCCA in plain NumPy, views laid out (dims, samples) as it does.
-
-    ``fix_signs`` applies our canonical sign convention to the SVD's pairs (largest |entry| of each Py row
-    positive); without it the signs are whatever numpy's SVD returns, as in the reference.
-    """
+def plain_projections(x_train, y_train, eps_x, eps_y):
+    """The reference's trained PWCCA in plain NumPy: ``Px[:n]``, ``Py[:n]`` and the kept columns of both views."""
     v1, v2 = x_train.T.astype(np.float64), y_train.T.astype(np.float64)
     n1 = v1.shape[0]
     cov = np.cov(v1, v2)
@@ -55,7 +51,17 @@ def plain_pwcca(x_train, y_train, x_eval, y_eval, eps_x, eps_y, *, fix_signs=Fal
     u, _, vh = np.linalg.svd(root_x @ sxy @ root_y)
     proj_x, proj_y = u.T @ root_x, vh @ root_y
     n = min(len(proj_x), len(proj_y))
-    proj_x, proj_y = proj_x[:n], proj_y[:n]
+    return proj_x[:n], proj_y[:n], keep_x, keep_y
+
+
+def plain_pwcca(x_train, y_train, x_eval, y_eval, eps_x, eps_y, *, fix_signs=False):
+    """The reference's PWCCA in plain NumPy, views laid out (dims, samples) as it does.
+
+    ``fix_signs`` applies our canonical sign convention to the SVD's pairs (largest |entry| of each Py row
+    positive); without it the signs are whatever numpy's SVD returns, as in the reference.
+    """
+    proj_x, proj_y, keep_x, keep_y = plain_projections(x_train, y_train, eps_x, eps_y)
+    n = len(proj_x)
     if fix_signs:
         signs = np.sign(proj_y[np.arange(n), np.argmax(np.abs(proj_y), axis=1)])
         proj_x, proj_y = proj_x * signs[:, None], proj_y * signs[:, None]
@@ -152,6 +158,46 @@ def test_scoring_ways_agree_when_a_canonical_direction_is_exactly_uncorrelated(m
     # a valid set of canonical directions: orthonormal under the regularised training covariance of x
     sxx = pwcca_module.TrainedCovariance.from_scatter(joint_scatter(xv, yv, train, np.zeros(26)), 20).sxx
     np.testing.assert_allclose(fit.proj_x @ (sxx + 1e-10 * np.eye(20)) @ fit.proj_x.T, np.eye(6), atol=1e-9)
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(20, 6), (6, 20)])
+def test_lapack_signs_with_an_exactly_uncorrelated_direction_take_numpys_partner(dx, dy):
+    """A zero singular value: its partner in the larger view is numpy's SVD's own vector (any unit vector of a
+    15-dimensional complement, so the reference's is arbitrary too), mapped back through ``Sxx^-1/2``; the other
+    directions' partners come from ``u = W v / s`` and equal the reference's, signs included."""
+    rng = np.random.default_rng(14)
+    x, y = paired_views(rng, 1200, dx, dy)
+    small, big = (y, x) if dy < dx else (x, y)
+    train = np.arange(900)
+    centred = big[train] - big[train].mean(axis=0)
+    last = small[train, -1] - small[train, -1].mean()
+    small[train, -1] = last - centred @ np.linalg.lstsq(centred, last, rcond=None)[0] + 2.0  # uncorrelated
+    covariance = pwcca_module.TrainedCovariance.from_scatter(
+        joint_scatter(View(x), View(y), train, np.zeros(dx + dy)), dx
+    )
+    fit = covariance.fit(1e-10, 1e-10, "lapack")
+    big_rows, big_cov = (fit.x_rows, covariance.sxx) if dy < dx else (fit.y_rows, covariance.syy)
+    assert big_rows.n_good == 5 and big_rows.weak.shape[1] == 1
+    proj_x, proj_y, _, _ = plain_projections(x[train], y[train], 1e-10, 1e-10)
+    np.testing.assert_allclose(fit.proj_x[:5], proj_x[:5], atol=1e-6 * np.abs(proj_x).max())
+    np.testing.assert_allclose(fit.proj_y[:5], proj_y[:5], atol=1e-6 * np.abs(proj_y).max())
+    big_proj = big_rows.matrix()  # (directions, dims)
+    regularised = big_cov + 1e-10 * np.eye(len(big_cov))
+    np.testing.assert_allclose(big_proj @ regularised @ big_proj.T, np.eye(6), atol=1e-9)
+
+
+def test_covariance_blocks_are_the_blocks_of_the_joint_covariance():
+    rng = np.random.default_rng(15)
+    labels = rng.integers(0, 30, 400)
+    x, y = View(rng.standard_normal((400, 9)) + 4.0), View(np.eye(30)[labels])
+    assert y.sparse
+    scatter = joint_scatter(x, y, np.arange(400), np.concatenate([x.reference_shift(np.arange(400)), np.zeros(30)]))
+    joint = scatter.covariance()
+    for block, expected in zip(
+        scatter.covariance_blocks(9), (joint[:9, :9], joint[9:, 9:], joint[:9, 9:]), strict=True
+    ):
+        np.testing.assert_array_equal(block, expected)
+    np.testing.assert_allclose(joint, np.cov(np.hstack([x.dense_rows(np.arange(400)), y.dense_rows(np.arange(400))]).T))
 
 
 @pytest.mark.parametrize(("dx", "dy"), [(24, 10), (10, 24)])

@@ -143,9 +143,6 @@ class _Whitening:
         scales[kept] = 1.0 / np.sqrt(shifted[kept])
         return scales
 
-    def inverse_sqrt(self, epsilon: float) -> np.ndarray:
-        return (self.eigvecs * self.inverse_sqrt_scales(epsilon)) @ self.eigvecs.T
-
 
 @dataclass(frozen=True)
 class _WhitenedCross:
@@ -165,15 +162,28 @@ class TrainedCovariance:
     """Rescaled covariance blocks of one train part, with the decompositions shared by every epsilon."""
 
     def __init__(self, joint_cov: np.ndarray, dx: int, *, stable: bool = False) -> None:
-        sxx = joint_cov[:dx, :dx]
-        syy = joint_cov[dx:, dx:]
+        blocks = (joint_cov[:dx, :dx], joint_cov[dx:, dx:], joint_cov[:dx, dx:])
+        self._rescale(*(np.array(block) for block in blocks), stable=stable)
+
+    @classmethod
+    def from_scatter(cls, scatter: JointScatter, dx: int, *, stable: bool = False) -> TrainedCovariance:
+        """From a train part's scatter, its covariance blocks built directly (the joint matrix is never formed)."""
+        covariance = cls.__new__(cls)
+        covariance._rescale(*scatter.covariance_blocks(dx), stable=stable)
+        return covariance
+
+    def _rescale(self, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray, *, stable: bool) -> None:
+        """Take the three covariance blocks (new arrays, rescaled in place) and rescale them as the reference."""
         xmax = float(np.max(np.abs(sxx)))
         ymax = float(np.max(np.abs(syy)))
         if xmax == 0.0 or ymax == 0.0:
             view = "x" if xmax == 0.0 else "y"
             raise CCAInputError(f"view {view} is constant on the training samples: there is nothing to correlate")
-        self.blocks = {"x": sxx / xmax, "y": syy / ymax}
-        self.sxy = joint_cov[:dx, dx:] / np.sqrt(xmax * ymax)
+        sxx /= xmax
+        syy /= ymax
+        sxy /= np.sqrt(xmax * ymax)
+        self.blocks = {"x": sxx, "y": syy}
+        self.sxy = sxy
         self.stable = stable
         self._whitenings: dict[tuple[str, bytes], _Whitening] = {}
         self._crosses: dict[tuple, np.ndarray] = {}
@@ -187,10 +197,6 @@ class TrainedCovariance:
     def syy(self) -> np.ndarray:
         return self.blocks["y"]
 
-    @classmethod
-    def from_scatter(cls, scatter: JointScatter, dx: int, *, stable: bool = False) -> TrainedCovariance:
-        return cls(scatter.covariance(), dx, stable=stable)
-
     def kept_dims(self, view: str, epsilon: float) -> np.ndarray:
         """Columns whose rescaled variance reaches epsilon (and, when stable, a linearly independent subset)."""
         cov = self.blocks[view]
@@ -202,7 +208,8 @@ class TrainedCovariance:
     def whitening(self, view: str, dims: np.ndarray) -> _Whitening:
         key = (view, dims.tobytes())
         if key not in self._whitenings:
-            eigvals, eigvecs = np.linalg.eigh(_submatrix(self.blocks[view], dims, dims))
+            block = _submatrix(self.blocks[view], dims, dims)
+            eigvals, eigvecs = scipy.linalg.eigh(block, check_finite=False, driver="evd")
             self._whitenings[key] = _Whitening(dims, eigvals, eigvecs)
         return self._whitenings[key]
 
@@ -246,42 +253,87 @@ class TrainedCovariance:
         dims = {"x": self.kept_dims("x", epsilon_x), "y": self.kept_dims("y", epsilon_y)}
         if len(dims["x"]) == 0 or len(dims["y"]) == 0:
             raise np.linalg.LinAlgError("every dimension of a view has variance below epsilon")
-        if sign_convention == "lapack":
-            wx, wy = self.whitening("x", dims["x"]), self.whitening("y", dims["y"])
-            proj_x, proj_y, corr = self._fit_lapack(wx, wy, epsilon_x, epsilon_y)
-            return PWCCAProjection(dims["x"], dims["y"], corr, epsilon_x, epsilon_y, x_matrix=proj_x, y_matrix=proj_y)
         epsilons = {"x": epsilon_x, "y": epsilon_y}
         small, big = ("y", "x") if len(dims["y"]) <= len(dims["x"]) else ("x", "y")
         small_whitening = self.whitening(small, dims[small])
         scales = small_whitening.inverse_sqrt_scales(epsilons[small])
-        big_side = self.whitened_cross(big, dims[big], epsilons[big], small_whitening)
-        vectors, singular_values = _gram_eigenvectors(scales[:, None] * big_side.gram * scales[None, :])
-        n_good = int(np.sum(~_weak(singular_values)))
-        weak = _weak_completion(big_side.whitened * scales, vectors, singular_values, n_good)
-        big_rows = ImplicitRows(
-            big_side.through, scales, vectors[:, :n_good] / singular_values[:n_good], big_side.to_view(weak)
-        )
+        if sign_convention == "lapack":
+            through, vectors, singular_values, big_weak = self._lapack_directions(
+                small, big, dims, epsilons, small_whitening, scales
+            )
+        else:
+            big_side = self.whitened_cross(big, dims[big], epsilons[big], small_whitening)
+            gram = big_side.gram * scales
+            gram *= scales[:, None]
+            vectors, singular_values = _gram_eigenvectors(gram)
+            n_good = int(np.sum(~_weak(singular_values)))
+            big_weak = big_side.to_view(_weak_completion(big_side.whitened, scales, vectors, singular_values, n_good))
+            through = big_side.through
+        n_good = len(singular_values) - big_weak.shape[1]
         small_matrix = (vectors.T * scales) @ small_whitening.eigvecs.T
-        big_matrix = None if big == "x" else big_rows.matrix()
-        _, flip = _canonical_signs(small_matrix if small == "y" else big_matrix)
-        matrices = {
-            small: small_matrix * flip[:, None],
-            big: None if big_matrix is None else big_matrix * flip[:, None],
-        }
+        good = vectors[:, :n_good] / singular_values[:n_good]
+        big_rows = ImplicitRows(through, scales, good, big_weak)
+        matrices = {small: small_matrix, big: None if big == "x" else big_rows.matrix()}
+        if sign_convention != "lapack":  # canonical signs, read off Py
+            flip = _canonical_signs(matrices["y"])
+            for matrix in matrices.values():
+                if matrix is not None:
+                    matrix *= flip[:, None]
+            big_rows = big_rows.flipped(flip)
         return PWCCAProjection(
             dims["x"], dims["y"], singular_values, epsilon_x, epsilon_y,
-            x_matrix=matrices["x"], y_matrix=matrices["y"],
-            **{f"{big}_rows": big_rows.flipped(flip)},
+            x_matrix=matrices["x"], y_matrix=matrices["y"], **{f"{big}_rows": big_rows},
         )  # fmt: skip
 
-    def _fit_lapack(self, wx: _Whitening, wy: _Whitening, epsilon_x: float, epsilon_y: float):
-        """The reference's own steps: numpy's SVD of ``Sxx^-1/2 Sxy Syy^-1/2``."""
-        invsqrt_x = wx.inverse_sqrt(epsilon_x)
-        invsqrt_y = wy.inverse_sqrt(epsilon_y)
-        arr = invsqrt_x @ (_submatrix(self.sxy, wx.dims, wy.dims) @ invsqrt_y)
-        u, s, vh = np.linalg.svd(arr, full_matrices=False)
-        n = min(len(wx.dims), len(wy.dims))
-        return u[:, :n].T @ invsqrt_x, vh[:n] @ invsqrt_y, np.abs(s[:n])
+    def _lapack_directions(
+        self,
+        small: str,
+        big: str,
+        dims: dict[str, np.ndarray],
+        epsilons: dict[str, float],
+        small_whitening: _Whitening,
+        small_scales: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The reference's own decomposition: numpy's SVD of ``Sxx^-1/2 Sxy Syy^-1/2`` (x rows, its signs).
+
+        The matrix is assembled from both eigenbases (``E_x D_x (E_x^T Sxy E_y) D_y E_y^T``, the middle factor
+        shared by every epsilon); the larger view's singular vectors are only used for the weak directions, the
+        others follow from ``u = W v / s`` through the same shared ``through`` factor as the canonical route.
+        Returns ``through``, the small view's singular vectors in its eigenbasis, the singular values and the
+        weak directions' projection columns of the larger view.
+        """
+        big_whitening = self.whitening(big, dims[big])
+        big_scales = big_whitening.inverse_sqrt_scales(epsilons[big])
+        middle = self.eigen_cross(big, big_whitening, small_whitening)  # E_b^T S_bs E_s
+        scaled = big_scales[:, None] * middle * small_scales
+        symmetric = big_whitening.eigvecs @ (scaled @ small_whitening.eigvecs.T)  # (big dims, small dims)
+        if big == "x":
+            big_vectors, singular_values, small_rows = np.linalg.svd(symmetric, full_matrices=False)
+            small_vectors = small_rows.T
+        else:
+            small_vectors, singular_values, big_rows = np.linalg.svd(symmetric.T, full_matrices=False)
+            big_vectors = big_rows.T
+        weak = _weak(singular_values)
+        vectors = small_whitening.eigvecs.T @ small_vectors
+        big_weak = big_whitening.eigvecs @ (big_scales[:, None] * (big_whitening.eigvecs.T @ big_vectors[:, weak]))
+        through = self.eigen_through(big, big_whitening, small_whitening, epsilons[big], big_scales)
+        return through, vectors, np.abs(singular_values), big_weak
+
+    def eigen_cross(self, view: str, own: _Whitening, other: _Whitening) -> np.ndarray:
+        """``E_v^T S_vo E_o``: the cross-covariance in both views' eigenbases (shared by every epsilon)."""
+        key = ("eigen", view, own.dims.tobytes(), other.dims.tobytes())
+        if key not in self._crosses:
+            self._crosses[key] = own.eigvecs.T @ self.cross(view, own.dims, other)
+        return self._crosses[key]
+
+    def eigen_through(
+        self, view: str, own: _Whitening, other: _Whitening, epsilon: float, scales: np.ndarray
+    ) -> np.ndarray:
+        """``pinv(S_v + eps I) S_vo E_o`` from the eigenbasis (``scales``: ``own``'s inverse square roots)."""
+        key = ("through", view, own.dims.tobytes(), other.dims.tobytes(), epsilon)
+        if key not in self._crosses:
+            self._crosses[key] = own.eigvecs @ ((scales**2)[:, None] * self.eigen_cross(view, own, other))
+        return self._crosses[key]
 
 
 def _submatrix(matrix: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -316,11 +368,11 @@ def _solve_lower(factor: np.ndarray, rhs: np.ndarray, *, transposed: bool = Fals
     return scipy.linalg.solve_triangular(factor, rhs, lower=True, trans="T" if transposed else "N", check_finite=False)
 
 
-def _canonical_signs(proj_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flip each canonical pair so that the largest |entry| of its ``Py`` row is positive; returns the flips."""
+def _canonical_signs(proj_y: np.ndarray) -> np.ndarray:
+    """The flip of each canonical pair that makes the largest |entry| of its ``Py`` row positive."""
     flip = np.sign(proj_y[np.arange(len(proj_y)), np.argmax(np.abs(proj_y), axis=1)])
     flip[flip == 0] = 1.0
-    return proj_y * flip[:, None], flip
+    return flip
 
 
 def _weak(singular_values: np.ndarray) -> np.ndarray:
@@ -328,23 +380,28 @@ def _weak(singular_values: np.ndarray) -> np.ndarray:
     return singular_values <= 1e-6 * max(float(singular_values[0]), np.finfo(float).tiny)
 
 
-def _weak_completion(matrix: np.ndarray, vectors: np.ndarray, singular_values: np.ndarray, n_good: int) -> np.ndarray:
-    """Orthonormal partner vectors for the weak directions, orthogonal to the good partners ``matrix v / s``.
+def _weak_completion(
+    matrix: np.ndarray, column_scales: np.ndarray, vectors: np.ndarray, singular_values: np.ndarray, n_good: int
+) -> np.ndarray:
+    """Orthonormal partner vectors for the weak directions, orthogonal to the good partners ``M v / s``, where
+    ``M = matrix * column_scales`` (never formed).
 
-    The good partners span ``matrix V_g``, whose projector is ``matrix V_g S_g^-2 V_g^T matrix^T``: the weak
-    vectors are orthogonalised against them without forming them.
+    The good partners span ``M V_g``, whose projector is ``M V_g S_g^-2 V_g^T M^T``: the weak vectors are
+    orthogonalised against them without forming them.
     """
     k = vectors.shape[1] - n_good
     if k == 0:
         return np.zeros((matrix.shape[0], 0))
     good = vectors[:, :n_good] / singular_values[:n_good] ** 2
-    rest = matrix @ vectors[:, n_good:]
+    rest = matrix @ (column_scales[:, None] * vectors[:, n_good:])
     rest = rest / np.maximum(np.linalg.norm(rest, axis=0), np.finfo(float).tiny)
     for _ in range(2):  # project out the good partners twice ("twice is enough" for Gram-Schmidt)
-        rest = rest - matrix @ (good @ (vectors[:, :n_good].T @ (matrix.T @ rest)))
+        back = column_scales[:, None] * (matrix.T @ rest)
+        rest = rest - matrix @ (column_scales[:, None] * (good @ (vectors[:, :n_good].T @ back)))
     if np.min(np.linalg.norm(rest, axis=0)) > 1e-3:
         return np.linalg.qr(rest)[0]
-    return _partner_vectors(matrix, vectors, singular_values)[:, n_good:]  # a remainder vanished
+    # a remainder vanished: complete the basis from the full partner vectors
+    return _partner_vectors(matrix * column_scales, vectors, singular_values)[:, n_good:]
 
 
 def _gram_eigenvectors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -112,6 +112,25 @@ class JointScatter:
         cov *= 0.5 / (self.count - ddof)
         return cov
 
+    def covariance_blocks(self, dx: int, ddof: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The blocks ``xx``, ``yy``, ``xy`` of :meth:`covariance` (new arrays), without the joint matrix.
+
+        The scatter is symmetric by construction (Gram products and their transposes), so the blocks equal
+        those of the symmetrised :meth:`covariance`.
+        """
+        centred_mean = self.sum_z / self.count
+        scale = 1.0 / (self.count - ddof)
+        blocks = []
+        for rows, columns in ((slice(None, dx), slice(None, dx)), (slice(dx, None), slice(dx, None))):
+            block = self.count * np.outer(centred_mean[rows], centred_mean[columns])
+            np.subtract(self.cross[rows, columns], block, out=block)
+            block *= scale
+            blocks.append(block)
+        xy = self.count * np.outer(centred_mean[:dx], centred_mean[dx:])
+        np.subtract(self.cross[:dx, dx:], xy, out=xy)
+        xy *= scale
+        return blocks[0], blocks[1], xy
+
     def centred_cross(self) -> np.ndarray:
         """``sum((z - mean)^T (z - mean))`` over the rows (a new array)."""
         centred_mean = self.sum_z / self.count
