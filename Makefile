@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test lint demo venv clean
 
 venv: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy upstream_mrhubert
+
 demo: $(STAMP)
-	$(PY) -m downstream_probes.demo
+	$(PY) -m downstream_probes.pipelines.demo
 
 clean:
 	rm -rf $(VENV) runs

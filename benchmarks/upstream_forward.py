@@ -1,17 +1,26 @@
-"""Forward speed and peak memory: our MR-HuBERT vs s3prl's ``MultiresHubertModel``, side by side.
+"""Forward speed, efficiency and peak memory: our MR-HuBERT (fp32, its opt-in paths, bf16) vs s3prl's, side by side.
 
-Both models load the same base-size random weights (768-dim, 4-4-4 layers, 12 heads, FFN 3072, the standard
-512-channel CNN) from one fairseq-format file and run on CPU under ``torch.no_grad()`` on a batch of 4 x 8 s with
-an all-False padding mask (what s3prl's expert passes). s3prl's states are collected with forward hooks as its
-expert does (every layer input and block output); ours are returned by ``forward``.
+Every model loads the same base-size random weights (768-dim, 4-4-4 layers, 12 heads, FFN 3072, the standard
+512-channel CNN) from one fairseq-format file and runs under ``torch.no_grad()`` with an all-False padding mask
+(what s3prl's expert passes). s3prl's states are collected with forward hooks as its expert does; ours are
+returned by ``forward``. Variants:
 
-Speed: one worker process holds both models, runs one warm-up forward of each, then ``--repeats`` timed forwards
-of each, alternating (ours first on even rounds, s3prl first on odd ones) so that load from other processes falls
-on both alike; the ratio of the medians is reported (and of the best runs). Memory: each model in fresh worker
-processes (neither inherits the other's allocator state): the peak resident memory is reset
-(``/proc/self/clear_refs``) after loading, and the peak RSS of the first forward above the RSS before it is reported.
+* ``s3prl fp32``: s3prl's ``MultiresHubertModel``, the reference of every ratio;
+* ``ours fp32``: the default path (plain modules);
+* ``ours streamed``: the opt-in streamed CNN (upstream option ``cnn_segment_frames``, 50 frames = 1 s);
+* ``ours bf16``: the default path under ``torch.autocast("cpu", torch.bfloat16)`` (upstream option ``precision``).
 
-    python benchmarks/upstream_forward.py [--repeats 5] [--memory-repeats 2] [--threads N] [--batch 4] [--seconds 8]
+Speed: for each thread count (1 and torch's default) and each batch shape (4 x 8 s, 1 x 10 s) one worker process
+holds every variant, runs one warm-up forward of each, then ``--repeats`` rounds in which every variant runs once,
+the order rotating from round to round, together with a 4096 x 4096 matrix product in fp32 and in bf16 (the
+machine's peak under the same load). Medians are compared. FLOPs come from torch's flop counter on one forward;
+GFLOP/s = FLOPs / median time, shown as a share of the fp32 and the bf16 product peak. The bf16 variant's relative
+error per state (||bf16 - fp32|| / ||fp32||) is printed too. Memory: each variant in fresh worker processes,
+peak resident memory of its first forward above the resident memory before it (``/proc/self/clear_refs``).
+On CUDA (when a GPU is present) ours in fp32, bf16 and fp16 against s3prl's fp32 at batch 8 x 15 s, with peak CUDA
+memory.
+
+    python benchmarks/upstream_forward.py [--repeats 5] [--threads 1 0] [--shapes 4x8 1x10] [--memory-repeats 1]
 """
 
 from __future__ import annotations
@@ -26,13 +35,21 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 SAMPLE_RATE = 16000
-IMPLEMENTATIONS = ("ours", "s3prl")
+VARIANTS = ("s3prl fp32", "ours fp32", "ours streamed", "ours bf16")
+REFERENCE = "s3prl fp32"
+PEAKS = ("matmul fp32", "matmul bf16")
+STREAMED_SEGMENT_FRAMES = 50  # 1 s of audio per CNN segment
+MATMUL_SIZE = 2048  # 17 GFLOP: a second or two at one loaded thread, long enough to reach the peak
+PROBE_SIZE = 512  # the quick check whether bf16 products are native on this CPU
+ERROR_SECONDS = 1.0  # the clip that measures bf16's error where bf16 is too slow to time
+CUDA_VARIANTS = ("s3prl fp32", "ours fp32", "ours bf16", "ours fp16")
 
 
 def _base_configs() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -53,8 +70,8 @@ def _base_configs() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def write_base_checkpoint(path: Path, seed: int = 0) -> Path:
-    from upstream_mrhubert.checkpoint import write_fairseq_checkpoint
-    from upstream_mrhubert.tiny import SPECIAL_SYMBOLS, tiny_state_dict
+    from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+    from upstream_mrhubert.testing.tiny import SPECIAL_SYMBOLS, tiny_state_dict
 
     model_cfg, task_cfg = _base_configs()
     dictionaries = [SPECIAL_SYMBOLS + [str(label) for label in range(500)]]
@@ -65,30 +82,31 @@ def write_base_checkpoint(path: Path, seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Workers (separate processes)
+# Models
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(rf"{field}:\s+(\d+)", status.read())[1])
+Forward = Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]
 
 
-def _reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
+def _ours(checkpoint: Path, device: str) -> Any:
+    from upstream_mrhubert.checkpoints.io import load_checkpoint
+    from upstream_mrhubert.model import MultiresHubert
+
+    return MultiresHubert.from_checkpoint(load_checkpoint(checkpoint)).to(device)
 
 
-def _build(implementation: str, checkpoint: Path) -> Any:
-    """A callable (waveforms, padding_mask) -> list of all hidden states, for either implementation."""
-    from upstream_mrhubert.checkpoint import load_checkpoint
+def _ours_forward(model: Any, *, precision: str = "fp32", segment_frames: int | None = None) -> Forward:
+    from upstream_mrhubert.precision import autocast
 
-    loaded = load_checkpoint(checkpoint)
-    if implementation == "ours":
-        from upstream_mrhubert.model import MultiresHubert
+    def run(wavs: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        model.cnn_segment_frames = segment_frames
+        with autocast(precision, wavs.device):
+            return [state.features for state in model(wavs, mask)]
 
-        model = MultiresHubert.from_checkpoint(loaded)
-        return lambda wavs, mask: [state.features for state in model(wavs, mask)]
+    return run
 
+
+def _s3prl_forward(checkpoint: Path, device: str) -> Forward:
     from s3prl.upstream.multires_hubert.hubert_model import (
         MultiresHubertConfig,
         MultiresHubertModel,
@@ -96,6 +114,9 @@ def _build(implementation: str, checkpoint: Path) -> Any:
     )
     from s3prl.upstream.utils import merge_with_parent
 
+    from upstream_mrhubert.checkpoints.io import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = MultiresHubertModel(
@@ -105,6 +126,7 @@ def _build(implementation: str, checkpoint: Path) -> Any:
         )
     model.load_state_dict(loaded.state_dict, strict=True)
     model.train(False)
+    model.to(device)
     recorded: list[torch.Tensor] = []
     for block in [*model.encoders, model.middle_encoder, *model.decoders]:
         for layer in block.layers:
@@ -119,51 +141,155 @@ def _build(implementation: str, checkpoint: Path) -> Any:
     return run
 
 
-def _input(batch: int, seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _forwards(checkpoint: Path, variants: tuple[str, ...], device: str = "cpu") -> dict[str, Forward]:
+    ours = _ours(checkpoint, device) if any(v.startswith("ours") for v in variants) else None
+    built: dict[str, Forward] = {}
+    for variant in variants:
+        if variant == "s3prl fp32":
+            built[variant] = _s3prl_forward(checkpoint, device)
+        elif variant == "ours streamed":
+            built[variant] = _ours_forward(ours, segment_frames=STREAMED_SEGMENT_FRAMES)
+        else:
+            built[variant] = _ours_forward(ours, precision=variant.split()[1])
+    return built
+
+
+def _input(batch: int, seconds: float, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     wavs = 0.1 * torch.randn(batch, int(seconds * SAMPLE_RATE), generator=generator)
-    return wavs, torch.zeros_like(wavs, dtype=torch.bool)
+    return wavs.to(device), torch.zeros_like(wavs, dtype=torch.bool).to(device)
 
 
-def speed_worker(checkpoint: Path, batch: int, seconds: float, repeats: int) -> dict[str, Any]:
-    """Both models in one process, one warm-up each, then ``repeats`` alternating timed forwards."""
-    models = {name: _build(name, checkpoint) for name in IMPLEMENTATIONS}
+def _matmul(dtype: torch.dtype) -> Callable[[], None]:
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE).to(dtype)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE).to(dtype)
+    return lambda: torch.mm(a, b)
+
+
+def bf16_probe() -> dict[str, float]:
+    """GFLOP/s of a 512 x 512 product in fp32 and bf16 (best of 3): CPUs without AVX512-BF16/AMX emulate bf16
+    products, tens of times slower than fp32, and timing a bf16 forward there would take tens of minutes."""
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(PROBE_SIZE, PROBE_SIZE).to(dtype), torch.randn(PROBE_SIZE, PROBE_SIZE).to(dtype)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * PROBE_SIZE**3 / best / 1e9
+    return rates
+
+
+def _count_flops(forward: Forward, wavs: torch.Tensor, mask: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        forward(wavs, mask)
+    return int(counter.get_total_flops())
+
+
+def _relative_errors(reference: list[torch.Tensor], other: list[torch.Tensor]) -> list[float]:
+    return [float((b.float() - a).norm() / a.norm()) for a, b in zip(reference, other, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Workers (separate processes)
+
+
+def speed_worker(checkpoint: Path, batch: int, seconds: float, repeats: int, threads: int) -> dict[str, Any]:
+    """Every variant and both matrix products in one process: a warm-up, then ``repeats`` rotating rounds
+    (bf16 only where the CPU has native bf16 products; its error is measured either way)."""
+    if threads:
+        torch.set_num_threads(threads)
+    probe = bf16_probe()
+    native_bf16 = probe["bf16"] > probe["fp32"]
+    forwards = _forwards(checkpoint, VARIANTS)
     wavs, mask = _input(batch, seconds)
-    times: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
+    timed = [name for name in VARIANTS if native_bf16 or "bf16" not in name]
+    items: dict[str, Callable[[], Any]] = {name: (lambda f=forwards[name]: f(wavs, mask)) for name in timed}
+    items["matmul fp32"] = _matmul(torch.float32)
+    if native_bf16:
+        items["matmul bf16"] = _matmul(torch.bfloat16)
+    names = list(items)
+    times: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
-        for model in models.values():
-            model(wavs, mask)  # warm-up
+        flops = _count_flops(forwards["ours fp32"], wavs, mask)
+        short = (wavs, mask) if native_bf16 else _input(1, ERROR_SECONDS)
+        exact = forwards["ours fp32"](*short)
+        errors = _relative_errors(exact, forwards["ours bf16"](*short))
+        del exact
+        for item in items.values():
+            item()  # warm-up
         for repeat in range(repeats):
-            order = IMPLEMENTATIONS if repeat % 2 == 0 else IMPLEMENTATIONS[::-1]
-            for name in order:
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                states = models[name](wavs, mask)
+                result = items[name]()
                 times[name].append(time.perf_counter() - start)
-                del states
-    return {"times_s": times, "threads": torch.get_num_threads()}
+                del result
+    return {
+        "times_s": times,
+        "threads": torch.get_num_threads(),
+        "flops": flops,
+        "bf16_errors": errors,
+        "bf16_probe_gflops": probe,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
-def memory_worker(implementation: str, checkpoint: Path, batch: int, seconds: float) -> dict[str, Any]:
-    """One model in a fresh process: peak RSS of its first forward above the RSS before it.
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        match = re.search(rf"{field}:\s+(\d+)", status.read())
+    assert match is not None
+    return int(match[1])
 
-    The first forward, because after any earlier one the C allocator keeps freed blocks resident (so a later peak
-    would partly hide inside the baseline, and more so for the model with smaller blocks)."""
-    model = _build(implementation, checkpoint)
+
+def memory_worker(variant: str, checkpoint: Path, batch: int, seconds: float) -> dict[str, Any]:
+    """One variant in a fresh process: peak RSS of its first forward above the RSS before it (after any later
+    forward the C allocator keeps freed blocks resident, hiding part of the peak in the baseline)."""
+    forward = _forwards(checkpoint, (variant,))[variant]
     wavs, mask = _input(batch, seconds)
     with torch.no_grad():
         baseline = _status_kib("VmRSS")
-        _reset_peak_rss()
-        states = model(wavs, mask)
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        states = forward(wavs, mask)
         peak = _status_kib("VmHWM")
         del states
-    return {"implementation": implementation, "peak_delta_mib": (peak - baseline) / 1024}
+    return {"variant": variant, "peak_delta_mib": (peak - baseline) / 1024}
+
+
+def cuda_worker(checkpoint: Path, batch: int, seconds: float, repeats: int) -> dict[str, Any]:
+    """Ours in fp32/bf16/fp16 against s3prl's fp32 on the GPU, rotating rounds, peak CUDA memory per variant."""
+    forwards = _forwards(checkpoint, CUDA_VARIANTS, device="cuda")
+    wavs, mask = _input(batch, seconds, device="cuda")
+    times: dict[str, list[float]] = {name: [] for name in CUDA_VARIANTS}
+    memory: dict[str, float] = {}
+    with torch.no_grad():
+        for name, forward in forwards.items():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            forward(wavs, mask)
+            torch.cuda.synchronize()
+            memory[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        for repeat in range(repeats):
+            shift = repeat % len(CUDA_VARIANTS)
+            for name in CUDA_VARIANTS[shift:] + CUDA_VARIANTS[:shift]:
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                forwards[name](wavs, mask)
+                torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    return {"times_s": times, "peak_cuda_mib": memory, "device": torch.cuda.get_device_name()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Driver
 
 
-def _run_worker(arguments: list[str], threads: int | None) -> dict[str, Any]:
+def _run_worker(arguments: list[str], threads: int) -> dict[str, Any]:
     command = [sys.executable, __file__, *arguments]
     environment = dict(os.environ)
     if threads:
@@ -174,62 +300,124 @@ def _run_worker(arguments: list[str], threads: int | None) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _parse_shape(text: str) -> tuple[int, float]:
+    batch, _, seconds = text.partition("x")
+    return int(batch), float(seconds)
+
+
+def _print_speed(shape: str, result: dict[str, Any]) -> None:
+    times = {name: statistics.median(values) for name, values in result["times_s"].items()}
+    flops = result["flops"]
+    peak = {name: 2 * MATMUL_SIZE**3 / times[name] / 1e9 for name in PEAKS if name in times}
+    probe = result["bf16_probe_gflops"]
+    bf16_peak = f"bf16 {peak['matmul bf16']:.0f} GFLOP/s" if "matmul bf16" in peak else "bf16 not native here"
+    print(
+        f"\n{shape} s, {result['threads']} thread(s): {flops / 1e9:.0f} GFLOP per forward (torch's flop counter); "
+        f"matrix-product peak ({MATMUL_SIZE}^2) fp32 {peak['matmul fp32']:.0f} GFLOP/s, {bf16_peak}"
+    )
+    print(f"{'':16}{'median s':>9}{'min s':>8}{'vs s3prl':>10}{'GFLOP/s':>9}{'% fp32 peak':>13}{'% bf16 peak':>13}")
+    for name in VARIANTS:
+        if name not in times:
+            estimate = flops / (probe["bf16"] * 1e9)
+            print(
+                f"{name:16}  not timed: CPU capability {result['cpu_capability']} has no native bf16 products "
+                f"({PROBE_SIZE}^2 probe: bf16 {probe['bf16']:.1f} vs fp32 {probe['fp32']:.1f} GFLOP/s; "
+                f"about {estimate:.0f} s per forward)"
+            )
+            continue
+        achieved = flops / times[name] / 1e9
+        bf16_share = f"{100 * achieved / peak['matmul bf16']:>12.0f}%" if "matmul bf16" in peak else f"{'-':>13}"
+        print(
+            f"{name:16}{times[name]:>9.2f}{min(result['times_s'][name]):>8.2f}{times[REFERENCE] / times[name]:>9.2f}x"
+            f"{achieved:>9.0f}{100 * achieved / peak['matmul fp32']:>12.0f}%{bf16_share}"
+        )
+    errors = result["bf16_errors"]
+    clip = "this input" if "ours bf16" in times else f"a 1 x {ERROR_SECONDS:g} s clip"
+    print(
+        f"ours bf16 relative error per state on {clip}: median {statistics.median(errors):.2e}, "
+        f"max {max(errors):.2e} over {len(errors)} states"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="alternating timed forwards per model")
-    parser.add_argument("--memory-repeats", type=int, default=2, help="fresh worker processes per model for memory")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's default)")
-    parser.add_argument("--worker", choices=("speed", *IMPLEMENTATIONS), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5, help="rotating rounds of timed forwards")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="thread counts; 0 = torch's default")
+    parser.add_argument("--shapes", nargs="+", default=["4x8", "1x10"], help="BATCHxSECONDS")
+    parser.add_argument("--memory-repeats", type=int, default=1, help="fresh processes per variant and shape")
+    parser.add_argument("--cuda-shape", default="8x15")
+    parser.add_argument("--worker", choices=("speed", "memory", "cuda"), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.worker == "speed":
-        print(json.dumps(speed_worker(args.checkpoint, args.batch, args.seconds, args.repeats)))
-        return 0
     if args.worker:
-        print(json.dumps(memory_worker(args.worker, args.checkpoint, args.batch, args.seconds)))
+        batch, seconds = _parse_shape(args.shape)
+        if args.worker == "speed":
+            result = speed_worker(args.checkpoint, batch, seconds, args.repeats, args.worker_threads)
+        elif args.worker == "memory":
+            result = memory_worker(args.variant, args.checkpoint, batch, seconds)
+        else:
+            result = cuda_worker(args.checkpoint, batch, seconds, args.repeats)
+        print(json.dumps(result))
         return 0
 
     from tqdm import tqdm
 
-    shape = ["--batch", str(args.batch), "--seconds", str(args.seconds)]
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = write_base_checkpoint(Path(folder) / "mrhubert_base_random.pt")
-        jobs = [["--worker", "speed", "--repeats", str(args.repeats)]]
+        common = ["--checkpoint", str(checkpoint), "--repeats", str(args.repeats)]
+        jobs: list[tuple[str, list[str], int]] = []
+        for threads in args.threads:
+            for shape in args.shapes:
+                jobs.append(
+                    ("speed", ["--worker", "speed", "--shape", shape, "--worker-threads", str(threads)], threads)
+                )
+        probe = bf16_probe()
+        memory_variants = tuple(v for v in VARIANTS if probe["bf16"] > probe["fp32"] or "bf16" not in v)
         for repeat in range(args.memory_repeats):
-            names = IMPLEMENTATIONS if repeat % 2 == 0 else IMPLEMENTATIONS[::-1]
-            jobs += [["--worker", name] for name in names]
+            for shape in args.shapes:
+                order = memory_variants if repeat % 2 == 0 else memory_variants[::-1]
+                jobs += [("memory", ["--worker", "memory", "--variant", v, "--shape", shape], 0) for v in order]
         results = [
-            _run_worker([*job, "--checkpoint", str(checkpoint), *shape], args.threads)
-            for job in tqdm(jobs, desc="workers", unit="process")
+            (kind, job, _run_worker([*job, *common], threads))
+            for kind, job, threads in tqdm(jobs, desc="workers", unit="process")
         ]
+        cuda = None
+        if torch.cuda.is_available():
+            cuda = _run_worker(["--worker", "cuda", "--shape", args.cuda_shape, *common], 0)
 
-    speed, memory_runs = results[0], results[1:]
-    times = speed["times_s"]
-    memory = {
-        name: [run["peak_delta_mib"] for run in memory_runs if run["implementation"] == name]
-        for name in IMPLEMENTATIONS
-    }
     print(
-        f"\nMR-HuBERT base (768-d, 4-4-4), random weights, batch {args.batch} x {args.seconds:g} s, CPU, "
-        f"{speed['threads']} thread(s); {args.repeats} alternating forwards per model after a warm-up"
+        "\nMR-HuBERT base (768-d, 4-4-4), random weights, CPU "
+        f"({os.cpu_count()} logical cores, torch {torch.__version__}); {args.repeats} rotating rounds after a "
+        "warm-up, medians; ratios are s3prl fp32's median time / the variant's"
     )
-    print(f"{'':8}{'median (s)':>12}{'min (s)':>10}   {'forwards (s)':<48}{'peak RSS above start (MiB)'}")
-    for name in IMPLEMENTATIONS:
-        listing = " ".join(f"{t:.2f}" for t in times[name])
-        peaks = " ".join(f"{m:.0f}" for m in memory[name])
-        print(f"{name:8}{statistics.median(times[name]):>12.2f}{min(times[name]):>10.2f}   {listing:<48}{peaks}")
-    speedup = statistics.median(times["s3prl"]) / statistics.median(times["ours"])
-    best_speedup = min(times["s3prl"]) / min(times["ours"])
-    print(
-        f"\nspeed: ours is {speedup:.2f}x as fast as s3prl by the medians ({best_speedup:.2f}x by the best runs); "
-        "target >= 1.3x"
-    )
-    if memory["ours"] and memory["s3prl"]:
-        memory_ratio = statistics.median(memory["ours"]) / statistics.median(memory["s3prl"])
-        print(f"peak memory: ours uses {memory_ratio:.2f}x s3prl's; target <= 1.0x")
+    for kind, job, result in results:
+        if kind == "speed":
+            _print_speed(job[job.index("--shape") + 1], result)
+    print(f"\npeak RSS of the first forward above the RSS before it (MiB), {args.memory_repeats} process(es) each")
+    print(f"{'':16}" + "".join(f"{shape + ' s':>12}" for shape in args.shapes))
+    for variant in memory_variants:
+        cells = []
+        for shape in args.shapes:
+            peaks = [
+                r["peak_delta_mib"]
+                for kind, job, r in results
+                if kind == "memory" and r["variant"] == variant and job[job.index("--shape") + 1] == shape
+            ]
+            cells.append(f"{statistics.median(peaks):>12.0f}")
+        print(f"{variant:16}" + "".join(cells))
+    if cuda is None:
+        print("\nCUDA: no GPU on this machine; the CUDA section (fp32/bf16/fp16 at batch 8 x 15 s) was skipped")
+    else:
+        times = {name: statistics.median(values) for name, values in cuda["times_s"].items()}
+        print(f"\nCUDA ({cuda['device']}), batch {args.cuda_shape} s")
+        print(f"{'':16}{'median s':>9}{'vs s3prl':>10}{'peak MiB':>10}")
+        for name in CUDA_VARIANTS:
+            ratio = times["s3prl fp32"] / times[name]
+            print(f"{name:16}{times[name]:>9.3f}{ratio:>9.2f}x{cuda['peak_cuda_mib'][name]:>10.0f}")
     return 0
 
 

@@ -64,9 +64,9 @@ def tiny_ic_run(tmp_path_factory: pytest.TempPathFactory) -> TinyIcRun:
     third-party plugin takes. Evaluated on dev and test at step 2, so the run has results.json, dev-best.ckpt,
     states-2.ckpt and layer_weights.json. Tests must treat the directory as read-only.
     """
-    from downstream_probes import run_downstream
     from downstream_probes.paths import recipes_dir
-    from upstream_mrhubert.tiny import write_tiny_checkpoint
+    from downstream_probes.s3prl import run_downstream
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
     steps = 2
     root = tmp_path_factory.mktemp("tiny_ic_run")

@@ -35,7 +35,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from upstream_mrhubert.tiny import write_tiny_checkpoint
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", "base_2res", seed=0)
 
@@ -57,7 +57,10 @@ def test_cca_command_scores_every_layer_and_reuses_its_cache(corpus, tiny_checkp
     assert (tmp_path / "out" / "cca_phone.png").stat().st_size > 1000
     provenance = json.loads((tmp_path / "out" / "provenance_cca_phone.json").read_text())
     assert provenance["upstream"]["name"] == "mrhubert_local" and provenance["seed"] == 0
-    assert provenance["layer_strides"]["D0"] == 640 and provenance["layer_strides"]["T0"] == 320
+    assert provenance["upstream"]["identity"] == "mrhubert_local:tiny"
+    # default state rate: the 20 ms vectors s3prl's featurizer weights (D0 repeated), recorded
+    assert provenance["state_rate"] == "20ms" and set(provenance["layer_strides"].values()) == {320}
+    assert provenance["word_ranking"] == f"counts in {SPLIT}"
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(entries) == 1
     # same inputs, same numbers; the second run reads the cached layers (no new entry)
@@ -65,11 +68,20 @@ def test_cca_command_scores_every_layer_and_reuses_its_cache(corpus, tiny_checkp
                 "--layers", "D0,T12", "--threads", "1") == 0  # fmt: skip
     assert json.loads((tmp_path / "again" / "cca_phone.json").read_text()) == {k: scores[k] for k in ("D0", "T12")}
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == entries
+    # native rate: D0 at 40 ms, its own cache entry, another score for D0 (the 20 ms one repeats its frames)
+    assert _cca(corpus, tiny_checkpoint, tmp_path / "native", tmp_path / "cache", "--property", "phone",
+                "--layers", "T0,D0", "--state-rate", "native") == 0  # fmt: skip
+    native = json.loads((tmp_path / "native" / "provenance_cca_phone.json").read_text())
+    assert native["state_rate"] == "native" and native["layer_strides"]["D0"] == 640
+    assert native["scores"]["T0"] == scores["T0"] and native["scores"]["D0"] != scores["D0"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2
 
     assert _cca(corpus, tiny_checkpoint, tmp_path / "out", tmp_path / "cache", "--property", "mel",
                 "--layers", "T0,D0,T12") == 0  # fmt: skip
     mel = json.loads((tmp_path / "out" / "cca_mel.json").read_text())
-    assert list(mel) == ["T0", "D0", "T12"] and all(0.0 < s < 1.0 for s in mel.values())
+    # the waveform CNN's C1..C7 first (paper Fig. 4), then the asked layers
+    assert list(mel) == [f"C{i}" for i in range(1, 8)] + ["T0", "D0", "T12"]
+    assert all(0.0 < s < 1.0 for s in mel.values())
     assert "T12" in capsys.readouterr().out
 
 
@@ -133,6 +145,9 @@ def test_planted_phone_signal_ranks_its_layer_first(corpus, tmp_path):
 def test_bad_input_gives_one_clear_error(corpus, tiny_checkpoint, tmp_path, capsys):
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "syllable") == 2
     assert "unknown property 'syllable'; choose one of mel, phone, word, glove, agwe" in capsys.readouterr().err
+    assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "word",
+                "--word-counts-split", "train-other-500") == 2  # fmt: skip
+    assert "no aligned split starting with 'train-other-500'" in capsys.readouterr().err
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "agwe") == 2
     assert "--property agwe needs --embeddings FILE" in capsys.readouterr().err
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "phone",
@@ -149,6 +164,30 @@ def test_bad_input_gives_one_clear_error(corpus, tiny_checkpoint, tmp_path, caps
     assert "no alignment for" in (err := capsys.readouterr().err) and victim.name in err
     with pytest.raises(segments.CorpusLayoutError, match="no audio for split 'nope'"):
         run_cca(lambda a: [], {"name": "x"}, corpus, tmp_path / "o", CCARunSettings(prop="mel", split="nope"))
+
+
+def test_word_sample_is_ranked_by_the_training_split(corpus, tmp_path):
+    """Analysing dev-clean, the words come from train-clean-100's ranking (the corpus's training split, the
+    default), or from a word list file; each with all its dev-clean segments up to the cap."""
+    from downstream_probes.analysis.analyze import AnalysisSettings, _word_ranking
+
+    dev = segments.read_segments(segments.list_utterances(corpus, "dev-clean"), "words")
+    train_ranking = segments.rank_words(
+        segments.read_alignment_labels(corpus / "alignments" / "train-clean-100", "words")
+    )
+    ranking, source = _word_ranking(corpus, AnalysisSettings(split="dev-clean"))
+    assert ranking == train_ranking and source == "counts in train-clean-100"
+    expected = [w for w in train_ranking[:5] if w in {s.label for s in dev}]
+    assert expected != segments.rank_words(s.label for s in dev)[: len(expected)]  # the corpus tells them apart
+    sample = segments.sample_words(dev, np.random.default_rng(0), 5, 15, ranking)
+    assert {s.label for s in sample} == set(expected)
+    assert len(sample) == sum(min(15, sum(s.label == w for s in dev)) for w in expected)
+
+    (tmp_path / "word.lst").write_text("\n".join(["<unk>", *reversed(expected)]) + "\n")
+    ranking, source = _word_ranking(corpus, AnalysisSettings(word_list=tmp_path / "word.lst"))
+    assert ranking == list(reversed(expected)) and source.startswith("word list")
+    ranking, source = _word_ranking(corpus, AnalysisSettings(split="dev-clean", word_counts_split=None))
+    assert ranking is None and source == "counts in dev-clean"
 
 
 def test_pooling_follows_the_reference_frame_spans():
@@ -182,8 +221,8 @@ def test_embedding_file_reader(tmp_path):
     from downstream_probes.analysis.embeddings import EmbeddingFileError, read_embeddings
 
     (tmp_path / "e.txt").write_text("2 3\nHello 1 2 3\nworld 4 5 6\n")
-    vectors = read_embeddings(tmp_path / "e.txt", {"hello"})
-    assert list(vectors) == ["hello"] and vectors["hello"].tolist() == [1.0, 2.0, 3.0]
+    vectors = read_embeddings(tmp_path / "e.txt", {"Hello", "world"})
+    assert list(vectors) == ["Hello", "world"] and vectors["Hello"].tolist() == [1.0, 2.0, 3.0]
     (tmp_path / "bad.txt").write_text("a 1 2\nb 1\n")
     with pytest.raises(EmbeddingFileError, match="bad.txt:2: 1 values, the first line had 2"):
         read_embeddings(tmp_path / "bad.txt")

@@ -86,7 +86,7 @@ def test_spoken_sts_is_spearman_of_cosines_of_mean_pooled_utterances():
     assert spoken_sts_score(reps, pairs) == pytest.approx(expected)
     # representations that order the pairs exactly as the judgements do score 1
     aligned = {}
-    for index, (a, b, score) in enumerate(pairs[:4]):
+    for _index, (a, b, score) in enumerate(pairs[:4]):
         angle = (5.0 - score) / 5.0 * np.pi / 2
         aligned[a], aligned[b] = np.array([1.0, 0.0]), np.array([np.cos(angle), np.sin(angle)])
     assert spoken_sts_score(aligned, pairs[:4]) == pytest.approx(1.0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from upstream_mrhubert.checkpoint import (
+from upstream_mrhubert.checkpoints.io import (
     CheckpointError,
     FairseqDictionary,
     load_checkpoint,

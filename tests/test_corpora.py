@@ -16,7 +16,6 @@ import pytest
 import soundfile
 import yaml
 
-from downstream_probes import s3prl_compat
 from downstream_probes.cli import main as cli_main
 from downstream_probes.corpora import (
     TASKS,
@@ -34,6 +33,7 @@ from downstream_probes.corpora.espeak import SynthesisRequest, Voice, synthesize
 from downstream_probes.corpora.phones import ARPABET_PHONES, to_arpabet
 from downstream_probes.corpora.speech_commands_ks import hash_percentage
 from downstream_probes.paths import recipes_dir
+from downstream_probes.s3prl import compat as s3prl_compat
 
 EXPERT_MODULES = {
     "asr": "asr",
@@ -69,7 +69,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _expert(task: str, root: Path, expdir: Path):
     """s3prl's downstream expert for ``task``, configured by our quick recipe plus the corpus's overrides."""
-    s3prl_compat.apply_all()
+    s3prl_compat.apply()
     config = yaml.safe_load((recipes_dir() / "quick" / task / "config.yaml").read_text())["downstream_expert"]
     _merge(config, s3prl_overrides(root))
     module = importlib.import_module(f"s3prl.downstream.{EXPERT_MODULES[task]}.expert")
@@ -226,7 +226,7 @@ def test_ks_speech_commands_loads_with_s3prl(corpus, tmp_path):
     train_labels = Counter(label for label, _ in expert.train_dataset.data)
     assert set(train_labels) == set(classes)  # 10 keywords, _unknown_, _silence_ (background noise)
     assert len(expert.dev_dataset.data) > 6  # the hash rule put our valid speakers in dev
-    for wavs, labels, names in expert.get_dataloader("train"):
+    for wavs, labels, _names in expert.get_dataloader("train"):
         assert all(w.shape == (16000,) for w in wavs) and all(0 <= l < 12 for l in labels)
         break
     test_items = [
@@ -267,10 +267,10 @@ def test_se_voicebank_loads_with_s3prl(corpus, tmp_path):
 def test_sd_kaldi_mixtures_load_with_s3prl(corpus, tmp_path):
     root = corpus("sd")
     expert = _expert("sd", root, tmp_path)
-    wavs, labels, lengths, _ = next(iter(expert.get_dataloader("train")))
+    wavs, labels, _lengths, _ = next(iter(expert.get_dataloader("train")))
     assert all(label.shape[1] == 2 for label in labels)
     overlapped = 0
-    for wavs, labels, lengths, rec in expert.get_dataloader("test"):
+    for wavs, labels, _lengths, _rec in expert.get_dataloader("test"):
         for wav, label in zip(wavs, labels, strict=False):
             assert abs(wav.shape[0] / 320 - label.shape[0]) <= 1
             overlapped += int(np.sum(label.sum(axis=1) == 2))

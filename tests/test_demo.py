@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from downstream_probes import demo
+from downstream_probes.pipelines import demo
+from downstream_probes.pipelines.stages import StageError
 
 
 def plan_for(tmp_path: Path, **changes) -> demo.DemoPlan:
@@ -128,7 +129,7 @@ def test_chains_run_in_order_and_a_failure_stops_the_demo(tmp_path: Path) -> Non
 def test_a_failing_subprocess_names_its_stage_and_log(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "boom.log"
     command = [sys.executable, "-c", "import sys; print('something broke'); sys.exit(3)"]
-    with pytest.raises(demo.DemoError, match=r"stage 'boom' failed \(exit status 3\)") as caught:
+    with pytest.raises(StageError, match=r"stage 'boom' failed \(exit status 3\)") as caught:
         demo.run_logged("boom", command, log, demo.subprocess_env(2))
     assert str(log) in str(caught.value) and "something broke" in str(caught.value)
     assert log.read_text().startswith("$ ")

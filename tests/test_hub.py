@@ -13,15 +13,17 @@ import threading
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from downstream_probes.cli import main as mrsuperb
-from upstream_mrhubert import hub, registry
-from upstream_mrhubert.checkpoint import CheckpointError, load_checkpoint
-from upstream_mrhubert.download import CKPT_DIR_ENV, CheckpointUnavailableError
-from upstream_mrhubert.tiny import write_tiny_checkpoint
-from upstream_mrhubert.tiny_hubert import write_tiny_hubert_checkpoint
+from upstream_mrhubert import hub
+from upstream_mrhubert.checkpoints import registry
+from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV, CheckpointUnavailableError
+from upstream_mrhubert.checkpoints.io import CheckpointError, load_checkpoint
+from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+from upstream_mrhubert.testing.tiny_hubert import write_tiny_hubert_checkpoint
 
 HUBERT = "hubert_base_ls960"
 CLOSED_PORT_URL = "http://127.0.0.1:9/hubert/hubert_base_ls960.pt"  # port 9 (discard) is closed: refused at once
@@ -45,7 +47,7 @@ def _point_release_at(monkeypatch: pytest.MonkeyPatch, name: str, url: str) -> N
 
 
 class _CountingHandler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         type(self).requests.append(self.path)

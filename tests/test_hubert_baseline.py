@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from downstream_probes.cli import main as mrsuperb
-from upstream_mrhubert.checkpoint import CheckpointError, load_checkpoint
+from upstream_mrhubert.checkpoints.io import CheckpointError, load_checkpoint
+from upstream_mrhubert.config import parse_conv_feature_layers
 from upstream_mrhubert.hub import hubert_base_ls960
-from upstream_mrhubert.hubert_baseline import HubertBaseline, parse_conv_feature_layers
-from upstream_mrhubert.tiny_hubert import write_tiny_hubert_checkpoint
+from upstream_mrhubert.hubert_baseline import HubertBaseline
+from upstream_mrhubert.testing.tiny_hubert import write_tiny_hubert_checkpoint
 
 VARIANTS = {
     "base": {},  # post-LN, GroupNorm extractor

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from downstream_probes import leaderboard as lb
 from downstream_probes.cli import main as mrsuperb
+from downstream_probes.reports import leaderboard as lb
 
 # --------------------------------------------------------------------------------------------------------------
 # Fixtures: results.json files in the shared schema

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upstream_mrhubert import fairseq_keys
-from upstream_mrhubert.components import (
-    FeatureExtractor,
-    PositionalConv,
-    SamplerConv,
-    _ConvMatrices,
-    _packed_conv,
-)
-from upstream_mrhubert.model import MultiresHubert, frame_padding_mask, normalize_waveforms
-from upstream_mrhubert.tiny import tiny_config
+from upstream_mrhubert.checkpoints import keys as fairseq_keys
+from upstream_mrhubert.checkpoints.io import CheckpointError
+from upstream_mrhubert.components import FeatureExtractor, PositionalConv, SamplerConv
+from upstream_mrhubert.config import MultiresHubertConfig
+from upstream_mrhubert.model import MultiresHubert, Regularization, frame_padding_mask, normalize_waveforms
+from upstream_mrhubert.testing.tiny import tiny_config
 
 STANDARD_CNN = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
 
@@ -24,37 +22,27 @@ STANDARD_CNN = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (2, 2), (4, 2), (5, 3), (3, 1)])
-@pytest.mark.parametrize("extra", [0, 3, 5, 10, 11, 98])
-def test_packed_convolution_matches_conv1d(kernel: int, stride: int, extra: int) -> None:
-    length = kernel + extra
-    conv = nn.Conv1d(24, 20, kernel, stride=stride, bias=True)
-    x = torch.randn(length, 24)
-    with torch.no_grad():
-        expected = conv(x.T[None])[0].T
-        out = _packed_conv(x, _ConvMatrices.of(conv))
-    assert out.shape == (length // stride, 20)
-    torch.testing.assert_close(out[: expected.size(0)], expected, rtol=0, atol=1e-5)
-    assert not out[expected.size(0) :].any()  # rows past the last full window are zero
-
-
 @pytest.mark.parametrize("mode", ["default", "layer_norm"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_streamed_feature_extractor_matches_reference_path(mode: str, bias: bool) -> None:
-    """The inference path (segments, packed batch, folded GroupNorm, Winograd) against plain Conv1d/GroupNorm."""
-    extractor = FeatureExtractor(STANDARD_CNN, mode=mode, bias=bias, chunk_bytes=64 * 1024)  # many segments
+def test_feature_extractor_against_torch_functional(mode: str, bias: bool) -> None:
+    extractor = FeatureExtractor(STANDARD_CNN, mode=mode, bias=bias)
     with torch.no_grad():
         for parameter in extractor.parameters():
             if parameter.dim() == 1:
                 parameter.normal_(0.0, 0.5)
-    waveforms = torch.randn(3, 9000) + 0.3  # an offset, so the GroupNorm mean matters
-    for length in (400, 719, 9000):
-        expected = extractor(waveforms[:, :length])  # parameters require grad: the reference path
-        with torch.no_grad():
-            streamed = extractor(waveforms[:, :length])
-        assert streamed.shape == expected.shape == (3, extractor.output_length(length), 32)
-        torch.testing.assert_close(streamed, expected.detach(), rtol=0, atol=2e-5)
-    with pytest.raises(ValueError, match="receptive field"), torch.no_grad():
+        waveforms = torch.randn(3, 9000) + 0.3  # an offset, so the GroupNorm mean matters
+        x = waveforms[:, None]
+        for index, layer in enumerate(extractor.conv_layers):
+            x = F.conv1d(x, layer.conv.weight, layer.conv.bias, stride=layer.stride)
+            if mode == "layer_norm":
+                x = F.layer_norm(x.transpose(1, 2), (x.size(1),), layer.norm.weight, layer.norm.bias).transpose(1, 2)
+            elif index == 0:
+                x = F.group_norm(x, x.size(1), layer.norm.weight, layer.norm.bias)
+            x = F.gelu(x)
+        out = extractor(waveforms)
+    assert out.shape == (3, extractor.output_length(9000), 32)
+    torch.testing.assert_close(out, x.transpose(1, 2), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="receptive field"):
         extractor(waveforms[:, :399])
 
 
@@ -98,7 +86,7 @@ def test_key_translation_round_trip() -> None:
 
 
 def test_gradient_path_gives_the_same_states() -> None:
-    """With gradients enabled every in-place shortcut is off and the CNN runs its reference layers."""
+    """With gradients enabled the positional weight is folded per call; the states are the same."""
     model = MultiresHubert.from_config(*tiny_config("base_2res")).eval()
     waveforms = torch.randn(2, 6000)
     mask = torch.zeros_like(waveforms, dtype=torch.bool)
@@ -127,19 +115,110 @@ def test_frame_padding_mask_follows_fairseq() -> None:
     assert frame_padding_mask(mask, 3).tolist() == [[False, False, True]]
 
 
-@pytest.mark.parametrize(("taps", "frames", "block"), [(16, 300, 64), (15, 301, 64), (16, 50, 32), (32, 700, 256)])
-def test_positional_convolution_by_fft_matches_direct(taps: int, frames: int, block: int) -> None:
-    conv = PositionalConv(64, taps, 4)
+def test_positional_convolution_is_torchs_weight_normed_conv() -> None:
+    ours = PositionalConv(64, 16, 4)
+    reference = nn.utils.parametrizations.weight_norm(nn.Conv1d(64, 64, 16, padding=8, groups=4), dim=2)
     with torch.no_grad():
-        conv.bias.normal_()
-        x = torch.randn(2, frames, 64)
-        torch.testing.assert_close(conv._by_fft(x, block), conv._direct(x), rtol=0, atol=2e-5)
+        ours.weight_g.uniform_(0.5, 2.0)
+        ours.bias.normal_()
+        reference.parametrizations.weight.original0.copy_(ours.weight_g)
+        reference.parametrizations.weight.original1.copy_(ours.weight_v)
+        reference.bias.copy_(ours.bias)
+    x = torch.randn(2, 50, 64)
+    expected = F.gelu(reference(x.transpose(1, 2))[:, :, :-1]).transpose(1, 2)  # SamePad: even kernel
+    torch.testing.assert_close(ours(x), expected, rtol=0, atol=1e-6)
+    ours(x).sum().backward()  # gradients reach weight norm's two parameters
+    assert ours.weight_g.grad is not None and ours.weight_v.grad is not None
 
 
-def test_positional_convolution_uses_the_fft_only_where_it_pays() -> None:
-    base = PositionalConv(768, 128, 16)
-    assert base._fft_block(batch=4, frames=399) == 256  # 8 s of audio: the FFT path
-    assert base._fft_block(batch=1, frames=25) is None  # half a second: direct
-    x = torch.randn(4, 399, 768)
-    with torch.no_grad():  # forward takes the FFT path here
-        torch.testing.assert_close(base(x), F.gelu(base._direct(x)), rtol=0, atol=1e-5)
+def test_positional_convolution_folds_its_weight_once_without_gradients() -> None:
+    conv = PositionalConv(32, 8, 4)
+    with torch.no_grad():
+        first = conv.weight()
+        assert conv.weight() is first  # not recomputed per call
+        conv.weight_g.mul_(2.0)  # an optimiser step or a load changes the parameters in place
+        second = conv.weight()
+    assert second is not first
+    torch.testing.assert_close(second, 2.0 * first)
+
+
+def test_positional_convolution_state_dict_holds_the_folded_weight() -> None:
+    conv = PositionalConv(32, 8, 4)
+    state = conv.state_dict()
+    assert sorted(state) == ["bias", "weight"]
+    with torch.no_grad():
+        torch.testing.assert_close(state["weight"], conv.weight())
+    other = PositionalConv(32, 8, 4)
+    other.load_state_dict(state, strict=True)
+    x = torch.randn(1, 20, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), conv(x), rtol=0, atol=1e-6)
+
+
+def _with_dropouts(regularization: Regularization) -> MultiresHubert:
+    torch.manual_seed(0)
+    model_cfg, task_cfg = tiny_config("base_2res")
+    return MultiresHubert(MultiresHubertConfig.from_fairseq(model_cfg, task_cfg), regularization=regularization)
+
+
+def test_dropouts_act_only_in_training() -> None:
+    plain = _with_dropouts(Regularization(0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
+    noisy = _with_dropouts(Regularization(0.3, 0.3, 0.3, 0.0, 0.3, 0.3))
+    waveforms = torch.randn(2, 4000)
+    with torch.no_grad():
+        expected = [state.features for state in plain.eval()(waveforms)]
+        for state, reference in zip(noisy.eval()(waveforms), expected, strict=True):
+            torch.testing.assert_close(state.features, reference, rtol=0, atol=0)
+        for state, reference in zip(plain.train()(waveforms), expected, strict=True):  # no dropout: same in train
+            torch.testing.assert_close(state.features, reference, rtol=0, atol=1e-6)
+        trained = noisy.train()(waveforms)
+    assert not torch.allclose(trained[-1].features, expected[-1])
+
+
+def test_layerdrop_skips_layers_in_training() -> None:
+    model = _with_dropouts(Regularization(0.0, 0.0, 0.0, 1.0, 0.0, 0.0)).train()  # every layer skipped
+    with torch.no_grad():
+        states = {state.name: state.features for state in model(torch.randn(1, 4000))}
+    torch.testing.assert_close(states["T1"], states["T0"])  # T1 = T0 when layer 0 is skipped
+    model.eval()
+    with torch.no_grad():
+        states = {state.name: state.features for state in model(torch.randn(1, 4000))}
+    assert not torch.allclose(states["T1"], states["T0"])
+
+
+def test_regularization_from_fairseq_cfg() -> None:
+    read = Regularization.from_fairseq({"dropout": 0.2, "encoder_layerdrop": "0.05", "attention_dropout": None})
+    assert read == replace(Regularization(), dropout=0.2, encoder_layerdrop=0.05)
+    with pytest.raises(CheckpointError, match="activation_dropout"):
+        Regularization.from_fairseq({"activation_dropout": 1.5})
+    model = MultiresHubert.from_config({**tiny_config("base_2res")[0], "dropout": 0.25})
+    assert model.regularization.dropout == 0.25
+    assert model.encoders[0].layers[0].dropout.p == 0.25
+
+
+def test_encode_gives_fairseqs_resolution_outputs() -> None:
+    """encode's outputs are the named states after the residual sums, highest resolution first, and masked
+    positions follow the samplers like the padding mask."""
+    for preset, last_states in (("base_2res", ["T12+res", "T8+res"]), ("3res_32223", ["T12+res", "T10+res", "T7+res"])):
+        model = MultiresHubert.from_config(*tiny_config(preset)).eval()
+        waveforms = torch.randn(2, 8000)
+        padding = torch.zeros_like(waveforms, dtype=torch.bool)
+        padding[1, 5000:] = True
+        with torch.no_grad():
+            features = model.conv_features(waveforms, padding)
+            frame_mask = model.frame_padding_mask(padding, features.size(1))
+            masked = torch.zeros(2, features.size(1), dtype=torch.bool)
+            masked[:, 3:9] = True
+            out = model.encode(
+                model.project_features(features), frame_mask, mask_indices=masked, include_block_outputs=True
+            )
+            states = {state.name: state for state in out.states}
+            assert [state.name for state in out.states] == model.layer_names(include_block_outputs=True)
+            assert len(out.resolution_outputs) == model.config.num_resolutions
+            for output, padding_mask, indices, name in zip(
+                out.resolution_outputs, out.padding_masks, out.mask_indices, last_states, strict=True
+            ):
+                torch.testing.assert_close(output, states[name].features, rtol=0, atol=0)
+                assert padding_mask is not None and padding_mask.shape == output.shape[:2]
+                assert indices is not None and indices.shape[0] == 2 and indices.shape[1] >= output.size(1) - 1
+                assert indices.any()

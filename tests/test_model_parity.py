@@ -18,12 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from upstream_mrhubert.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, write_fairseq_checkpoint
+from upstream_mrhubert.checkpoints.io import (
+    CheckpointError,
+    LoadedCheckpoint,
+    load_checkpoint,
+    write_fairseq_checkpoint,
+)
+from upstream_mrhubert.checkpoints.keys import is_training_only
 from upstream_mrhubert.config import MultiresHubertConfig
-from upstream_mrhubert.fairseq_keys import is_training_only
 from upstream_mrhubert.layer_names import LayerState
 from upstream_mrhubert.model import MultiresHubert
-from upstream_mrhubert.tiny import PRESETS, tiny_config, write_tiny_checkpoint
+from upstream_mrhubert.testing.tiny import PRESETS, tiny_config, write_tiny_checkpoint
 
 TOLERANCE = 1e-4
 LENGTHS = (16000, 12345, 9000)  # a padded batch: three utterances of different lengths
@@ -345,7 +350,7 @@ def test_config_parsing() -> None:
 def test_block_without_layers_matches_s3prl(tmp_path: Path) -> None:
     """fairseq builds a block with 0 layers (override_encoder_layers "[4,0,4]"): its output (the LayerNorm of the
     downsampled frames) is the only state after the downsampling, so it takes the name D0."""
-    from upstream_mrhubert.tiny import tiny_dictionaries, tiny_state_dict
+    from upstream_mrhubert.testing.tiny import tiny_dictionaries, tiny_state_dict
 
     model_cfg, task_cfg = tiny_config("base_2res")
     model_cfg["override_encoder_layers"] = "[4,0,4]"

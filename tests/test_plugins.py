@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from downstream_probes import plugins, s3prl_compat
+from downstream_probes.s3prl import compat as s3prl_compat
+from downstream_probes.s3prl import plugins
 
-s3prl_compat.apply_all()
+s3prl_compat.apply()
 
 import s3prl.hub  # noqa: E402
 
@@ -103,7 +104,7 @@ def test_registration_is_lazy_and_idempotent(tmp_path: Path, monkeypatch: pytest
 
 
 def test_run_downstream_lists_a_plugin_from_dist_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from downstream_probes import run_downstream
+    from downstream_probes.s3prl import run_downstream
 
     make_fake_distribution(tmp_path, "toy-probe-pkg", "toy_probe_hub", "toy_probe")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -143,7 +144,7 @@ def test_upstreams_command_lists_package_and_checkpoint(
     assert rows["toy_listed"]["package"] == "toy-listed-pkg" and rows["toy_listed"]["checkpoint"] == "unknown"
     assert rows["mrhubert_local"]["checkpoint"] == "local (-k PATH)"
     assert rows["mrhubert_b4a"]["checkpoint"] == "download" and rows["mrhubert_b4a"]["detail"].endswith("b4-a.pt")
-    from upstream_mrhubert import registry
+    from upstream_mrhubert.checkpoints import registry
 
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / registry.CHECKPOINTS_BY_NAME["mrhubert_b4a"].filename).write_bytes(b"x")

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from downstream_probes import profiling
 from downstream_probes.cli import main as mrsuperb
+from downstream_probes.reports import profile as profiling
 from upstream_mrhubert.architectures import ARCHITECTURES
 
 WIDTHS = {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "conv_channels": 16}
@@ -270,7 +270,7 @@ def test_upstreams_are_timed_in_turns() -> None:
 
 
 def test_command_line_profiles_checkpoints_and_compares(tmp_path: Path, capsys) -> None:
-    from upstream_mrhubert.tiny import write_tiny_checkpoint
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
     two_res = write_tiny_checkpoint(tmp_path / "two_res.pt", "base_2res", seed=0)
     one_res = write_tiny_checkpoint(tmp_path / "one_res.pt", "mono_resolution", seed=0)

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from downstream_probes import run_downstream
 from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
-from downstream_probes.probe_sweep import best_checkpoint
-from downstream_probes.results import SCHEMA, TASKS
-from upstream_mrhubert.tiny import write_tiny_checkpoint
+from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.sweep import best_checkpoint
+from downstream_probes.tasks import SCHEMA, TASKS
+from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 EXPECTED_TEST_METRICS = {
     "asr": {"wer", "cer"},
@@ -160,7 +160,7 @@ def test_two_cpu_processes_under_torchrun(workspace: Path, tiny_ckpt: Path, corp
         "--nproc_per_node",
         "2",
         "-m",
-        "downstream_probes.run_downstream",
+        "downstream_probes.s3prl.run_downstream",
         *train_argv("ic", tiny_ckpt, expdir, corpus_overrides("ic")),
     ]
     done = subprocess.run(command, env=_subprocess_env(), capture_output=True, text=True, timeout=240)
@@ -176,7 +176,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace: Path, tiny_ckpt:
         corpus_overrides("ic") + ",,config.runner.total_steps=100000,,config.runner.save_step=3"
         ",,config.runner.eval_step=4,,config.runner.eval_dataloaders=['dev']"
     )
-    command = [sys.executable, "-m", "downstream_probes.run_downstream", *train_argv("ic", tiny_ckpt, expdir, endless)]
+    command = [
+        sys.executable,
+        "-m",
+        "downstream_probes.s3prl.run_downstream",
+        *train_argv("ic", tiny_ckpt, expdir, endless),
+    ]
     process = subprocess.Popen(command, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -197,7 +202,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace: Path, tiny_ckpt:
         [
             sys.executable,
             "-m",
-            "downstream_probes.run_downstream",
+            "downstream_probes.s3prl.run_downstream",
             "-m",
             "train",
             "-a",

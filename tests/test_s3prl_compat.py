@@ -1,4 +1,4 @@
-"""Each compatibility fix of downstream_probes.s3prl_compat, exercised against the real libraries."""
+"""Each compatibility fix of downstream_probes.s3prl.compat, exercised against the real libraries."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 import soundfile
 import torch
 
-from downstream_probes import s3prl_compat, sox_effects
+from downstream_probes.s3prl import compat as s3prl_compat
+from downstream_probes.s3prl.compat import sox_effects
 
-s3prl_compat.apply_all()
+s3prl_compat.apply()
 
 import torchaudio  # noqa: E402
 
@@ -276,8 +277,8 @@ def test_apply_all_is_idempotent() -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     load, ddp = torchaudio.load, DistributedDataParallel
-    s3prl_compat.apply_all()
-    s3prl_compat.apply_all()
+    s3prl_compat.apply()
+    s3prl_compat.apply()
     import torch.nn.parallel
 
     assert torchaudio.load is load and torch.nn.parallel.DistributedDataParallel is ddp

@@ -10,8 +10,8 @@ import torch
 from downstream_probes.cli import main as mrsuperb
 from upstream_mrhubert.hub import hubert_base_ls960, mrhubert_local
 from upstream_mrhubert.layer_names import LayerState
-from upstream_mrhubert.tiny import write_tiny_checkpoint
-from upstream_mrhubert.tiny_hubert import write_tiny_hubert_checkpoint
+from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+from upstream_mrhubert.testing.tiny_hubert import write_tiny_hubert_checkpoint
 from upstream_mrhubert.upstream import S3prlUpstream, WaveformError, align_to_output_rate
 
 

@@ -6,7 +6,7 @@ checkpoint: for the efficiency profile (``mrsuperb profile``), for tiny look-ali
 
 Sources: fairseq's ``examples/mr_hubert/config/pretrain/mrhubert_{base_librispeech,large_librilight}.yaml`` (the
 shared hyperparameters), its README (layer counts of the B.1/B.2 ablations), arXiv 2410.23955 Table 1 (mono-base,
-B2-a, B2-b, B4-a, B5-a) and the MR-HuBERT paper's ablation list as summarised in :mod:`upstream_mrhubert.registry`.
+B2-a, B2-b, B4-a, B5-a) and the MR-HuBERT paper's ablation list as summarised in :mod:`upstream_mrhubert.checkpoints.registry`.
 Fields that change only the pre-training heads (``use_single_prediction``) do not change the inference network.
 
 Unconfirmed (marked ``confirmed=False``; the released checkpoint's own cfg wins whenever it is on disk):
@@ -25,42 +25,25 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from upstream_mrhubert.config import (
+    DEFAULT_CONV_FEATURE_LAYERS,
     FAIRSEQ_HUBERT_TASK_DEFAULTS,
     FAIRSEQ_PRETRAINING_DEFAULTS,
     FAIRSEQ_TASK_DEFAULTS,
+    parse_conv_feature_layers,
+    parse_int_list,
 )
-from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
-
-CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
-
-
-def _parse_int_list(text: str) -> list[int]:
-    """``"[3,2,2,2,3]"`` -> [3, 2, 2, 2, 3], without eval."""
-    body = text.strip().removeprefix("[").removesuffix("]")
-    try:
-        return [int(part) for part in body.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"expected a list of integers like '[3,2,2,2,3]', got {text!r}") from None
+from upstream_mrhubert.config import block_layer_counts as config_layer_counts
 
 
 def block_layer_counts(model_cfg: Mapping[str, Any]) -> list[int]:
-    """Transformer layers per block in execution order (encoders..., middle, decoders...), fairseq's rule:
-    ``override_encoder_layers`` when given (decoders take it reversed), else ``encoder_layers`` everywhere."""
-    ratios = list(model_cfg.get("label_rate_ratios") or [])
-    levels = len(ratios) // 2
-    override = str(model_cfg.get("override_encoder_layers") or "")
-    if override:
-        counts = _parse_int_list(override)
-        if len(counts) != 2 * levels + 1:
-            raise ValueError(
-                f"override_encoder_layers {override} has {len(counts)} entries; "
-                f"{2 * levels + 1} expected for label_rate_ratios {ratios}"
-            )
-        encoders = counts[:levels]
-        middle = counts[levels]
-        decoders = [counts[len(counts) - 1 - i] for i in range(levels)]
-        return [*encoders, middle, *decoders]
-    return [int(model_cfg.get("encoder_layers", 12))] * (2 * levels + 1)
+    """Transformer layers per block in execution order for a fairseq ``cfg["model"]`` (see
+    :func:`upstream_mrhubert.config.block_layer_counts`)."""
+    levels = len(parse_int_list(model_cfg.get("label_rate_ratios") or [], "label_rate_ratios")) // 2
+    return list(
+        config_layer_counts(
+            model_cfg.get("encoder_layers", 12), model_cfg.get("override_encoder_layers"), levels=levels
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -91,7 +74,7 @@ class Architecture:
     @property
     def resolutions_ms(self) -> list[float]:
         stride = 1
-        for _, _, s in parse_conv_feature_layers(self.conv_feature_layers or CONV_FEATURE_LAYERS):
+        for _, _, s in parse_conv_feature_layers(self.conv_feature_layers or DEFAULT_CONV_FEATURE_LAYERS):
             stride *= s
         strides = [stride]
         for up, down in zip(self.label_rate_ratios[0::2], self.label_rate_ratios[1::2], strict=False):
@@ -111,7 +94,7 @@ class Architecture:
             "activation_fn": "gelu",
             "layer_type": "transformer",
             "layer_norm_first": large,
-            "conv_feature_layers": self.conv_feature_layers or CONV_FEATURE_LAYERS,
+            "conv_feature_layers": self.conv_feature_layers or DEFAULT_CONV_FEATURE_LAYERS,
             "conv_bias": False,
             "conv_pos": self.conv_pos or 128,
             "conv_pos_groups": self.conv_pos_groups or 16,

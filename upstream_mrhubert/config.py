@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from upstream_mrhubert.checkpoint import CheckpointError
-from upstream_mrhubert.hubert_baseline import parse_conv_feature_layers
+from upstream_mrhubert.checkpoints.io import CheckpointError
 
+# fairseq's default waveform CNN (every released base and large model): 7 layers, 20 ms frames.
 DEFAULT_CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
 # Fields of fairseq's HubertConfig that only pre-training reads (masking, dropout, the prediction heads' options,
@@ -122,7 +122,38 @@ FAIRSEQ_TASK_DEFAULTS: dict[str, Any] = {
 ACTIVATIONS = ("gelu", "gelu_fast", "gelu_accurate", "relu", "tanh", "linear")
 
 
-def _parse_int_list(value: Any, field_name: str) -> tuple[int, ...]:
+def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
+    """Parse fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
+
+    Only list/tuple literals of integers, ``+`` between lists and ``*`` by an integer are accepted.
+    """
+
+    def evaluate(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return evaluate(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Tuple):
+            return tuple(evaluate(element) for element in node.elts)
+        if isinstance(node, ast.List):
+            return [evaluate(element) for element in node.elts]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return evaluate(node.left) + evaluate(node.right)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            return evaluate(node.left) * evaluate(node.right)
+        raise ValueError(f"unsupported element {ast.dump(node)}")
+
+    try:
+        layers = evaluate(ast.parse(spec, mode="eval"))
+        parsed = [tuple(int(value) for value in layer) for layer in layers]
+    except (SyntaxError, ValueError, TypeError) as error:
+        raise CheckpointError(f"cannot read conv_feature_layers {spec!r}: {error}") from None
+    if not parsed or any(len(layer) != 3 for layer in parsed):
+        raise CheckpointError(f"conv_feature_layers {spec!r} is not a list of (dim, kernel, stride)")
+    return parsed  # type: ignore[return-value]
+
+
+def parse_int_list(value: Any, field_name: str) -> tuple[int, ...]:
     """A list of integers given as a list/tuple or as its text (``"[1, 2]"``), parsed without eval."""
     if isinstance(value, str):
         text = value.strip()
@@ -163,6 +194,26 @@ def _as_int(value: Any, field_name: str) -> int:
     return number
 
 
+def block_layer_counts(encoder_layers: Any, override_encoder_layers: Any, *, levels: int) -> tuple[int, ...]:
+    """Transformer layers per block in execution order (encoders..., middle, decoders...), by fairseq's rule.
+
+    With ``override_encoder_layers`` (odd length ``2 * levels + 1``, e.g. ``"[3,2,2,2,3]"``) encoders[i] get ov[i],
+    the middle ov[levels] and decoders[i] ov[len-1-i] (reversed; symmetric configurations are unaffected);
+    otherwise every block has ``encoder_layers``.
+    """
+    override = parse_int_list(override_encoder_layers or "", "override_encoder_layers")
+    if not override:
+        return (_as_int(encoder_layers, "encoder_layers"),) * (2 * levels + 1)
+    if len(override) != 2 * levels + 1:
+        raise CheckpointError(
+            f"model config override_encoder_layers={list(override)} has {len(override)} entries, but "
+            f"{levels} sampling level(s) in label_rate_ratios need {2 * levels + 1}"
+        )
+    encoders = override[:levels]
+    decoders = tuple(override[len(override) - 1 - i] for i in range(levels))
+    return (*encoders, override[levels], *decoders)
+
+
 @dataclass(frozen=True)
 class MultiresHubertConfig:
     """Everything the inference network depends on.
@@ -176,7 +227,9 @@ class MultiresHubertConfig:
     label_rate_ratios: tuple[tuple[int, int], ...] = ((1, 2),)
     layer_counts: tuple[int, ...] = (2, 2, 2)
     extractor_mode: str = "default"  # "default": GroupNorm in conv 0 only; "layer_norm": LayerNorm in every conv
-    conv_feature_layers: tuple[tuple[int, int, int], ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+    conv_feature_layers: tuple[tuple[int, int, int], ...] = tuple(
+        parse_conv_feature_layers(DEFAULT_CONV_FEATURE_LAYERS)
+    )
     conv_bias: bool = False
     embed_dim: int = 768
     ffn_dim: int = 3072
@@ -210,14 +263,14 @@ class MultiresHubertConfig:
         if cfg["extractor_mode"] not in ("default", "layer_norm"):
             raise CheckpointError(f"extractor_mode {cfg['extractor_mode']!r} is not 'default' or 'layer_norm'")
 
-        flat_ratios = _parse_int_list(cfg["label_rate_ratios"], "label_rate_ratios")
+        flat_ratios = parse_int_list(cfg["label_rate_ratios"], "label_rate_ratios")
         if len(flat_ratios) % 2 or any(r <= 0 for r in flat_ratios):
             raise CheckpointError(
                 f"model config label_rate_ratios={list(flat_ratios)} must be (upsample, downsample) pairs of "
                 "positive integers, e.g. [1, 2] for 20/40 ms or [1, 2, 1, 2] for 20/40/80 ms"
             )
         ratios = tuple(zip(flat_ratios[0::2], flat_ratios[1::2], strict=False))
-        layer_counts = cls._layer_counts(cfg, levels=len(ratios))
+        layer_counts = block_layer_counts(cfg["encoder_layers"], cfg["override_encoder_layers"], levels=len(ratios))
 
         config = cls(
             label_rate_ratios=ratios,
@@ -240,22 +293,6 @@ class MultiresHubertConfig:
         )
         config.validate()
         return config
-
-    @staticmethod
-    def _layer_counts(cfg: Mapping[str, Any], *, levels: int) -> tuple[int, ...]:
-        """fairseq's rule: with ``override_encoder_layers`` (odd length 2*levels+1) encoders[i] get ov[i], the
-        middle ov[levels], decoders[i] ov[len-1-i]; otherwise every block has ``encoder_layers``."""
-        override = _parse_int_list(cfg["override_encoder_layers"] or "", "override_encoder_layers")
-        if not override:
-            return (_as_int(cfg["encoder_layers"], "encoder_layers"),) * (2 * levels + 1)
-        if len(override) != 2 * levels + 1:
-            raise CheckpointError(
-                f"model config override_encoder_layers={list(override)} has {len(override)} entries, but "
-                f"{levels} sampling level(s) in label_rate_ratios need {2 * levels + 1}"
-            )
-        encoders = override[:levels]
-        decoders = tuple(override[len(override) - 1 - i] for i in range(levels))
-        return (*encoders, override[levels], *decoders)
 
     def validate(self) -> None:
         """Reject configurations the network cannot be built from, naming the field."""

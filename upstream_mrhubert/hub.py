@@ -1,4 +1,4 @@
-"""Entry points for every upstream name in :mod:`upstream_mrhubert.registry` (s3prl's ``-u NAME``).
+"""Entry points for every upstream name in :mod:`upstream_mrhubert.checkpoints.registry` (s3prl's ``-u NAME``).
 
 Each name is a function ``f(ckpt=None, model_config=None, refresh=False, **options) -> nn.Module`` (s3prl's hub
 signature; the runner calls it with ``-k``, ``-g`` and ``-r``). The functions are generated from the registry, so
@@ -11,8 +11,11 @@ Where the checkpoint comes from, first match wins:
 Offline, the error names the URL and the folder to put the file in.
 
 Options (keyword arguments, or a YAML mapping given as ``model_config``, s3prl's ``-g``; keywords win):
-``pre_residual`` (MR-HuBERT only: add the residual before each decoder, arXiv 2410.23955 Appendix C) and
-``include_block_outputs`` (also expose the block outputs after the residual sums).
+``pre_residual`` (MR-HuBERT only: add the residual before each decoder, arXiv 2410.23955 Appendix C),
+``include_block_outputs`` (also expose the block outputs after the residual sums), ``precision`` (``fp32``, the
+default, ``bf16`` or ``fp16`` on CUDA: the forward under autocast, :mod:`upstream_mrhubert.precision`) and
+``cnn_segment_frames`` (MR-HuBERT only: run the CNN that many 20 ms frames at a time, for long audio in less
+memory, :mod:`upstream_mrhubert.streamed_cnn`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,19 @@ from urllib.parse import urlparse
 import yaml
 from torch import nn
 
-from upstream_mrhubert import registry
-from upstream_mrhubert.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
-from upstream_mrhubert.download import CKPT_DIR_ENV, checkpoint_dir, download_file
+from upstream_mrhubert.checkpoints import registry
+from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV, checkpoint_dir, download_file
+from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint, load_checkpoint
 from upstream_mrhubert.hubert_baseline import HubertBaseline
+from upstream_mrhubert.precision import DEFAULT_PRECISION, PRECISIONS
 from upstream_mrhubert.upstream import S3prlUpstream
 
-UPSTREAM_OPTIONS: dict[str, type] = {"pre_residual": bool, "include_block_outputs": bool}
+UPSTREAM_OPTIONS: dict[str, type] = {
+    "pre_residual": bool,
+    "include_block_outputs": bool,
+    "precision": str,
+    "cnn_segment_frames": int,
+}
 FAMILY_NAMES = {"mrhubert": "MR-HuBERT (fairseq 'multires_hubert')", "hubert": "HuBERT (fairseq 'hubert')"}
 
 
@@ -64,6 +73,10 @@ def _checked_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{source}: unknown upstream option(s) {unknown}; known: {sorted(UPSTREAM_OPTIONS)}")
     for key, value in options.items():
+        if key == "precision" and value not in PRECISIONS:
+            raise ValueError(f"{source}: option precision must be one of {sorted(PRECISIONS)}, got {value!r}")
+        if key == "cnn_segment_frames" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{source}: option cnn_segment_frames must be a positive integer, got {value!r}")
         if not isinstance(value, UPSTREAM_OPTIONS[key]):
             raise ValueError(f"{source}: option {key} must be true or false, got {value!r}")
     return dict(options)
@@ -85,15 +98,19 @@ def checkpoint_family(loaded: LoadedCheckpoint) -> str:
     )
 
 
-def build_model(loaded: LoadedCheckpoint, *, pre_residual: bool = False) -> nn.Module:
+def build_model(
+    loaded: LoadedCheckpoint, *, pre_residual: bool = False, cnn_segment_frames: int | None = None
+) -> nn.Module:
     """Our model for a loaded checkpoint of either family."""
     if checkpoint_family(loaded) == "hubert":
         if pre_residual:
             raise ValueError("pre_residual applies to MR-HuBERT decoders only; HuBERT has no residual to move")
+        if cnn_segment_frames is not None:
+            raise ValueError("cnn_segment_frames applies to MR-HuBERT only; remove it for a HuBERT checkpoint")
         return HubertBaseline.from_checkpoint(loaded)
     from upstream_mrhubert.model import MultiresHubert  # imported late: the HuBERT path does not need it
 
-    return MultiresHubert.from_checkpoint(loaded, pre_residual=pre_residual)
+    return MultiresHubert.from_checkpoint(loaded, pre_residual=pre_residual, cnn_segment_frames=cnn_segment_frames)
 
 
 def resolve_checkpoint(name: str, ckpt: str | os.PathLike[str] | None = None, refresh: bool = False) -> Path:
@@ -142,13 +159,18 @@ def build_upstream(
             f"{path} is a {FAMILY_NAMES[family]} checkpoint but upstream {name} expects {FAMILY_NAMES[expected]}; "
             f"use -u {suggestion} -k {path}"
         )
-    model = build_model(loaded, pre_residual=settings.get("pre_residual", False))
+    model = build_model(
+        loaded,
+        pre_residual=settings.get("pre_residual", False),
+        cnn_segment_frames=settings.get("cnn_segment_frames"),
+    )
     return S3prlUpstream(
         model,
         name=name,
         checkpoint_path=path,
         include_block_outputs=settings.get("include_block_outputs", False),
         pre_residual=settings.get("pre_residual", False),
+        precision=settings.get("precision", DEFAULT_PRECISION),
     )
 
 
@@ -161,6 +183,8 @@ Args:
     refresh: download the checkpoint again even when it is cached (s3prl: -r).
     pre_residual: MR-HuBERT only; add each decoder's residual before the decoder (arXiv 2410.23955 App. C).
     include_block_outputs: also expose the block outputs after the residual sums.
+    precision: fp32 (default), bf16, or fp16 (CUDA only): the forward under torch.autocast, states in float32.
+    cnn_segment_frames: MR-HuBERT only; run the CNN that many 20 ms frames at a time (same frames, less memory).
 
 Returns an s3prl upstream (``upstream(wavs)["hidden_states"]``, all at 20 ms, named by ``upstream.layer_names``).
 Cache folder: ${env} (default ~/.cache/mrhubert)."""
@@ -196,4 +220,10 @@ ENTRY_POINTS: dict[str, Callable[..., S3prlUpstream]] = {
 }
 globals().update(ENTRY_POINTS)  # one module attribute per upstream name, for `upstream_mrhubert.hub:<name>`
 
-__all__ = ["build_upstream", "resolve_checkpoint", "read_upstream_options", "checkpoint_family", *ENTRY_POINTS]
+__all__ = [  # noqa: PLE0604 (the entry-point names are strings, listed by the registry)
+    "build_upstream",
+    "checkpoint_family",
+    "read_upstream_options",
+    "resolve_checkpoint",
+    *ENTRY_POINTS,
+]

@@ -14,7 +14,6 @@ Two fairseq behaviours are kept that transformers does differently:
 
 from __future__ import annotations
 
-import ast
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import HubertConfig, HubertModel
 
-from upstream_mrhubert.checkpoint import CheckpointError, LoadedCheckpoint
+from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint
+from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
 from upstream_mrhubert.layer_names import LayerState
 
 # fairseq's defaults for the ``hubert`` model fields a checkpoint might omit.
@@ -41,7 +41,7 @@ _FAIRSEQ_HUBERT_DEFAULTS: dict[str, Any] = {
     "activation_dropout": 0.0,
     "dropout_input": 0.0,
     "layer_norm_first": False,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+    "conv_feature_layers": DEFAULT_CONV_FEATURE_LAYERS,
     "conv_bias": False,
     "conv_pos": 128,
     "conv_pos_groups": 16,
@@ -53,37 +53,6 @@ _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_accurate": "gelu_new", "ta
 
 # Parameters only pre-training uses (masking, prediction heads).
 _PRETRAINING_ONLY_PREFIXES = ("mask_emb", "final_proj.", "label_embs_concat", "target_glu.")
-
-
-def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
-    """Parse fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
-
-    Only list/tuple literals of integers, ``+`` between lists and ``*`` by an integer are accepted.
-    """
-
-    def evaluate(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return evaluate(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.Tuple):
-            return tuple(evaluate(element) for element in node.elts)
-        if isinstance(node, ast.List):
-            return [evaluate(element) for element in node.elts]
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return evaluate(node.left) + evaluate(node.right)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
-            return evaluate(node.left) * evaluate(node.right)
-        raise ValueError(f"unsupported element {ast.dump(node)}")
-
-    try:
-        layers = evaluate(ast.parse(spec, mode="eval"))
-        parsed = [tuple(int(value) for value in layer) for layer in layers]
-    except (SyntaxError, ValueError, TypeError) as error:
-        raise CheckpointError(f"cannot read conv_feature_layers {spec!r}: {error}") from None
-    if not parsed or any(len(layer) != 3 for layer in parsed):
-        raise CheckpointError(f"conv_feature_layers {spec!r} is not a list of (dim, kernel, stride)")
-    return parsed  # type: ignore[return-value]
 
 
 def is_hubert_checkpoint(loaded: LoadedCheckpoint) -> bool:

@@ -13,30 +13,37 @@ The network, in fairseq's order (``MultiresHubertModel.forward`` with ``features
    shorter length (the residual of the level being returned to). ``pre_residual=True`` instead computes
    ``decoders[i](up(x) + residual)``: the variant arXiv 2410.23955 Appendix C says the MR-HuBERT paper describes.
 
-States are named by :mod:`upstream_mrhubert.layer_names`.
+States are named by :mod:`upstream_mrhubert.layer_names`. The pieces pre-training needs are public:
+:meth:`MultiresHubert.conv_features` (step 1-2, before the LayerNorm), :meth:`MultiresHubert.project_features`
+(the LayerNorm, projection and ``dropout_input``) and :meth:`MultiresHubert.encode` (steps 3-5, with masked
+positions followed through the samplers, returning fairseq's per-resolution outputs). Dropouts
+(:class:`Regularization`, read from the fairseq cfg) act in ``train()`` mode only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upstream_mrhubert import fairseq_keys
-from upstream_mrhubert.checkpoint import CheckpointError, LoadedCheckpoint
+from upstream_mrhubert.checkpoints import keys as fairseq_keys
+from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint
 from upstream_mrhubert.components import (
     LAYER_NORM_EPS,
     FeatureExtractor,
     PositionalConv,
+    Sampler,
     TransformerBlock,
     make_sampler,
+    resample_mask,
 )
-from upstream_mrhubert.config import MultiresHubertConfig
+from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS, MultiresHubertConfig
 from upstream_mrhubert.layer_names import BlockNames, LayerState, name_blocks
+from upstream_mrhubert.streamed_cnn import streamed_features
 
 WAVEFORM_NORM_EPS = 1e-5  # F.layer_norm's default, which fairseq's task uses on each waveform
 
@@ -64,6 +71,58 @@ def frame_padding_mask(sample_mask: torch.Tensor, frames: int) -> torch.Tensor:
     return sample_mask[:, :usable].reshape(batch, frames, -1).all(dim=-1)
 
 
+@dataclass(frozen=True)
+class Regularization:
+    """fairseq's dropout settings (``cfg["model"]`` fields of the same names; defaults: fairseq's dataclass).
+
+    ``dropout``: after each block's input LayerNorm/positional conv, after attention and after the feed-forward
+    network; ``attention_dropout``: on attention probabilities; ``activation_dropout``: after the feed-forward
+    activation; ``encoder_layerdrop``: probability of skipping a transformer layer; ``dropout_input``: on the
+    projected CNN features; ``dropout_features``: on the unmasked features (a pre-training target of wav2vec 2.0,
+    unused by HuBERT's loss). All act only in ``train()`` mode.
+    """
+
+    dropout: float = FAIRSEQ_PRETRAINING_DEFAULTS["dropout"]
+    attention_dropout: float = FAIRSEQ_PRETRAINING_DEFAULTS["attention_dropout"]
+    activation_dropout: float = FAIRSEQ_PRETRAINING_DEFAULTS["activation_dropout"]
+    encoder_layerdrop: float = FAIRSEQ_PRETRAINING_DEFAULTS["encoder_layerdrop"]
+    dropout_input: float = FAIRSEQ_PRETRAINING_DEFAULTS["dropout_input"]
+    dropout_features: float = FAIRSEQ_PRETRAINING_DEFAULTS["dropout_features"]
+
+    @classmethod
+    def from_fairseq(cls, model_cfg: Mapping[str, Any]) -> Regularization:
+        """The values of fairseq's ``cfg["model"]``; missing fields keep the defaults."""
+        values = {}
+        for item in fields(cls):
+            value = model_cfg.get(item.name)
+            if value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise CheckpointError(f"model config {item.name}={value!r} is not a probability") from None
+            if not 0.0 <= number <= 1.0:
+                raise CheckpointError(f"model config {item.name}={value!r} is not a probability in [0, 1]")
+            values[item.name] = number
+        return cls(**values)
+
+
+@dataclass
+class EncoderOutput:
+    """What :meth:`MultiresHubert.encode` returns.
+
+    ``resolution_outputs``: fairseq's ``res_outputs`` (after its final reverse), highest resolution first, each
+    [B, T_r, D]: the last decoder's output plus its residual, ..., the middle block's ``x + middle(x)`` last;
+    fairseq predicts label set j from entry j. ``padding_masks`` / ``mask_indices``: [B, T_r] bool (or None) at
+    the same resolutions. ``states``: the named hidden states, as :meth:`MultiresHubert.forward` returns them.
+    """
+
+    resolution_outputs: list[torch.Tensor]
+    padding_masks: list[torch.Tensor | None]
+    mask_indices: list[torch.Tensor | None]
+    states: list[LayerState] = field(default_factory=list)
+
+
 def _align_sum(
     x: torch.Tensor,
     mask: torch.Tensor | None,
@@ -75,13 +134,25 @@ def _align_sum(
 
 
 class MultiresHubert(nn.Module):
-    """MR-HuBERT inference network. ``forward`` returns every named state (see :mod:`layer_names`)."""
+    """MR-HuBERT network. ``forward`` returns every named state (see :mod:`layer_names`); ``eval()`` mode is exact
+    inference, ``train()`` mode applies ``regularization``'s dropouts. ``cnn_segment_frames`` runs the CNN that
+    many output frames at a time (:mod:`upstream_mrhubert.streamed_cnn`: same frames, less memory for long audio).
+    """
 
-    def __init__(self, config: MultiresHubertConfig, *, pre_residual: bool = False) -> None:
+    def __init__(
+        self,
+        config: MultiresHubertConfig,
+        *,
+        pre_residual: bool = False,
+        regularization: Regularization | None = None,
+        cnn_segment_frames: int | None = None,
+    ) -> None:
         super().__init__()
         config.validate()
+        self.cnn_segment_frames = cnn_segment_frames
         self.config = config
         self.pre_residual = pre_residual
+        self.regularization = regularization = regularization or Regularization()
         dim = config.embed_dim
         levels = config.num_levels
 
@@ -90,6 +161,8 @@ class MultiresHubert(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(config.conv_channels, eps=LAYER_NORM_EPS)
         self.post_extract_proj = nn.Linear(config.conv_channels, dim) if config.conv_channels != dim else None
+        self.dropout_input = nn.Dropout(regularization.dropout_input)
+        self.dropout_features = nn.Dropout(regularization.dropout_features)
 
         def block(num_layers: int, with_pos_conv: bool) -> TransformerBlock:
             pos_conv = PositionalConv(dim, config.conv_pos, config.conv_pos_groups) if with_pos_conv else None
@@ -102,9 +175,13 @@ class MultiresHubert(nn.Module):
                 activation_fn=config.activation_fn,
                 pos_conv=pos_conv,
                 required_seq_len_multiple=config.required_seq_len_multiple,
+                dropout=regularization.dropout,
+                attention_dropout=regularization.attention_dropout,
+                activation_dropout=regularization.activation_dropout,
+                layerdrop=regularization.encoder_layerdrop,
             )
 
-        def sampler(up: int, down: int, direction: str) -> nn.Module:
+        def sampler(up: int, down: int, direction: str) -> Sampler:
             return make_sampler(
                 dim, config.sampler_kernel_size, up, down, plain=config.use_plain_updownsample, direction=direction
             )
@@ -124,16 +201,28 @@ class MultiresHubert(nn.Module):
     def from_config(
         cls, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any] | None = None, *, pre_residual: bool = False
     ) -> MultiresHubert:
-        """A randomly initialised model of the configuration in fairseq's cfg sections."""
-        return cls(MultiresHubertConfig.from_fairseq(model_cfg, task_cfg), pre_residual=pre_residual)
+        """A randomly initialised model of the configuration (and dropouts) in fairseq's cfg sections."""
+        return cls(
+            MultiresHubertConfig.from_fairseq(model_cfg, task_cfg),
+            pre_residual=pre_residual,
+            regularization=Regularization.from_fairseq(model_cfg),
+        )
 
     @classmethod
-    def from_checkpoint(cls, loaded: LoadedCheckpoint, *, pre_residual: bool = False) -> MultiresHubert:
+    def from_checkpoint(
+        cls, loaded: LoadedCheckpoint, *, pre_residual: bool = False, cnn_segment_frames: int | None = None
+    ) -> MultiresHubert:
         """The model of a loaded fairseq (or s3prl-converted) MR-HuBERT checkpoint, in eval mode."""
         config = MultiresHubertConfig.from_fairseq(loaded.model_cfg, loaded.task_cfg)
-        return cls.from_fairseq_state_dict(
-            config, loaded.state_dict, pre_residual=pre_residual, source=loaded.path or "the checkpoint"
+        model = cls.from_fairseq_state_dict(
+            config,
+            loaded.state_dict,
+            pre_residual=pre_residual,
+            regularization=Regularization.from_fairseq(loaded.model_cfg),
+            source=loaded.path or "the checkpoint",
         )
+        model.cnn_segment_frames = cnn_segment_frames
+        return model
 
     @classmethod
     def from_fairseq_state_dict(
@@ -142,6 +231,7 @@ class MultiresHubert(nn.Module):
         state_dict: Mapping[str, torch.Tensor],
         *,
         pre_residual: bool = False,
+        regularization: Regularization | None = None,
         source: str = "the state dict",
     ) -> MultiresHubert:
         """Build from fairseq-named weights: every inference parameter must be present, nothing else but the
@@ -150,7 +240,7 @@ class MultiresHubert(nn.Module):
         kernel = _sampler_kernel_size(state_dict, source)
         if kernel is not None and kernel != config.sampler_kernel_size:
             config = replace(config, sampler_kernel_size=kernel)
-        model = cls(config, pre_residual=pre_residual)
+        model = cls(config, pre_residual=pre_residual, regularization=regularization)
         model.load_fairseq_state_dict(state_dict, source=source)
         return model.eval()
 
@@ -200,29 +290,49 @@ class MultiresHubert(nn.Module):
     # ------------------------------------------------------------------------------------------------------------
     # Forward
 
-    def forward(
-        self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None, *, include_block_outputs: bool = False
-    ) -> list[LayerState]:
-        """All named states for 16 kHz ``waveforms`` [B, L] (``padding_mask`` [B, L], True = padding).
-
-        Every state is at its own rate (``LayerState.stride``) with the padding mask at that rate (None when no
-        mask was given).
-        """
+    def conv_features(self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """fairseq's ``features``: the CNN output [B, T, C_conv] for ``waveforms`` [B, L] (``padding_mask`` [B, L],
+        True = padding), after the task's waveform normalisation when ``config.normalize``, before the feature
+        LayerNorm (the input of fairseq's ``features_pen`` and ``feature_grad_mult``)."""
         if waveforms.dim() != 2:
             raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(waveforms.shape)}")
         if padding_mask is not None and padding_mask.shape != waveforms.shape:
             raise ValueError(f"padding_mask has shape {tuple(padding_mask.shape)}, waveforms {tuple(waveforms.shape)}")
         if self.config.normalize:
-            waveforms = normalize_waveforms(waveforms, padding_mask)
+            waveforms = normalize_waveforms(waveforms.float(), padding_mask)
+        if self.cnn_segment_frames is not None:
+            return streamed_features(self.feature_extractor, waveforms, self.cnn_segment_frames)
+        return self.feature_extractor(waveforms)
 
-        features = self.layer_norm(self.feature_extractor(waveforms))
-        mask = frame_padding_mask(padding_mask, features.size(1)) if padding_mask is not None else None
-        x = self.post_extract_proj(features) if self.post_extract_proj is not None else features
+    @staticmethod
+    def frame_padding_mask(padding_mask: torch.Tensor | None, frames: int) -> torch.Tensor | None:
+        """The sample padding mask [B, L] at the CNN's frame rate [B, frames] (None stays None)."""
+        return frame_padding_mask(padding_mask, frames) if padding_mask is not None else None
 
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """CNN features [B, T, C_conv] -> the transformer input [B, T, D]: LayerNorm (float32),
+        ``post_extract_proj``, ``dropout_input`` (training only)."""
+        x = self.layer_norm(features.float())
+        if self.post_extract_proj is not None:
+            x = self.post_extract_proj(x)
+        return self.dropout_input(x)
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        mask_indices: torch.Tensor | None = None,
+        include_block_outputs: bool = False,
+    ) -> EncoderOutput:
+        """Run the encoders, samplers, middle block and decoders on (possibly masked) features ``x`` [B, T, D]
+        with the frame ``padding_mask`` [B, T] and the masked positions ``mask_indices`` [B, T] (pre-training;
+        followed through the samplers like the padding mask). See :class:`EncoderOutput`."""
         levels = self.config.num_levels
         strides = self.config.resolution_strides
         names = iter(self._block_names)
         states: list[LayerState] = []
+        mask = padding_mask
 
         def record(
             block_names: BlockNames,
@@ -240,9 +350,12 @@ class MultiresHubert(nn.Module):
             layer_inputs, x = encoder(x, mask)
             record(next(names), layer_inputs, x, mask, strides[level])
             residuals.append((x, strides[level]))
-            x, mask = self.downsample_modules[level](x, mask)
+            sampler = self.downsample_modules[level]
+            x, mask = sampler(x, mask)
+            mask_indices = resample_mask(mask_indices, sampler.up, sampler.down, x.size(1))
 
         middle_names = next(names)
+        x = x.float()
         if mask is not None:
             # fairseq's block zeroes padded frames of its input in place, so the block residual sums the zeroed input.
             x = x.masked_fill(mask.unsqueeze(-1), 0.0)
@@ -251,11 +364,14 @@ class MultiresHubert(nn.Module):
         x = x + middle_out
         if include_block_outputs and middle_names.residual_sum is not None:
             states.append(LayerState(middle_names.residual_sum, x, mask, strides[levels]))
+        outputs, masks, masked = [x], [mask], [mask_indices]
 
         for index, decoder in enumerate(self.decoders):
             level = levels - 1 - index
             residual, stride = residuals[level]
-            x, mask = self.upsample_modules[level](x, mask)
+            sampler = self.upsample_modules[level]
+            x, mask = sampler(x, mask)
+            mask_indices = resample_mask(mask_indices, sampler.up, sampler.down, x.size(1))
             if self.pre_residual:
                 x, mask = _align_sum(x, mask, residual)
             decoder_names = next(names)
@@ -266,7 +382,25 @@ class MultiresHubert(nn.Module):
                 x, mask = _align_sum(x, mask, residual)
                 if include_block_outputs:
                     states.append(LayerState(decoder_names.residual_sum or "", x, mask, stride))
-        return states
+            if mask_indices is not None:
+                mask_indices = mask_indices[:, : x.size(1)]
+            outputs.append(x)
+            masks.append(mask)
+            masked.append(mask_indices)
+        return EncoderOutput(outputs[::-1], masks[::-1], masked[::-1], states)
+
+    def forward(
+        self, waveforms: torch.Tensor, padding_mask: torch.Tensor | None = None, *, include_block_outputs: bool = False
+    ) -> list[LayerState]:
+        """All named states for 16 kHz ``waveforms`` [B, L] (``padding_mask`` [B, L], True = padding).
+
+        Every state is at its own rate (``LayerState.stride``) with the padding mask at that rate (None when no
+        mask was given). States are float32 whatever autocast context the call runs in.
+        """
+        features = self.conv_features(waveforms, padding_mask)
+        mask = self.frame_padding_mask(padding_mask, features.size(1))
+        encoded = self.encode(self.project_features(features), mask, include_block_outputs=include_block_outputs)
+        return encoded.states
 
 
 def _sampler_kernel_size(state_dict: Mapping[str, torch.Tensor], source: str) -> int | None:

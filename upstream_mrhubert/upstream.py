@@ -16,6 +16,7 @@ its own rate, with that rate, for analysis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from upstream_mrhubert.layer_names import LayerState
+from upstream_mrhubert.precision import DEFAULT_PRECISION, autocast, check_precision
 
 SAMPLE_RATE = 16_000
 OUTPUT_STRIDE = 320  # samples per output frame: 20 ms at 16 kHz
@@ -119,7 +121,8 @@ class S3prlUpstream(nn.Module):
 
     ``include_block_outputs`` adds the true block outputs after the residual sums (named distinctly by the model);
     off by default so the paper's layers are the default set. ``pre_residual`` is recorded here; the model was
-    built with it.
+    built with it. ``precision`` (:mod:`upstream_mrhubert.precision`) runs the forward under autocast; the states
+    come back in float32 either way.
     """
 
     def __init__(
@@ -130,13 +133,16 @@ class S3prlUpstream(nn.Module):
         checkpoint_path: str | Path | None = None,
         include_block_outputs: bool = False,
         pre_residual: bool = False,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         super().__init__()
+        check_precision(precision)
         self.model = model
         self.name = name
         self.checkpoint_path = str(checkpoint_path) if checkpoint_path is not None else None
         self.include_block_outputs = include_block_outputs
         self.pre_residual = pre_residual
+        self.precision = precision
         self.layer_names: list[str] = list(model.layer_names(include_block_outputs=include_block_outputs))
 
     def get_downsample_rates(self, key: str) -> int:
@@ -149,7 +155,9 @@ class S3prlUpstream(nn.Module):
         wavs = validate_waveforms(wavs)
         dtype = next(self.model.parameters()).dtype
         padded, padding_mask = pad_batch(wavs, dtype)
-        states = self.model(padded, padding_mask, include_block_outputs=self.include_block_outputs)
+        with autocast(self.precision, padded.device):
+            states = self.model(padded, padding_mask, include_block_outputs=self.include_block_outputs)
+        states = [replace(state, features=state.features.float()) for state in states]
         names = [state.name for state in states]
         if names != self.layer_names:
             raise RuntimeError(f"the model returned states {names}, but announced {self.layer_names}")
@@ -161,4 +169,7 @@ class S3prlUpstream(nn.Module):
         return {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, layers={len(self.layer_names)}, include_block_outputs={self.include_block_outputs}"
+        return (
+            f"name={self.name!r}, layers={len(self.layer_names)}, include_block_outputs={self.include_block_outputs}, "
+            f"precision={self.precision}"
+        )

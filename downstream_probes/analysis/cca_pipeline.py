@@ -1,13 +1,13 @@
 """``mrsuperb cca``: PWCCA of every layer of an upstream against one property of a speech corpus.
 
-Properties (Pasad et al. 2023; arXiv 2410.23955 App. A):
+The one-property form of :mod:`downstream_probes.analysis.analyze` (same sampling, cache and outputs):
 
 =========  =====================================  ==============================================  ===========
 property   view x                                 view y                                          stratified
 =========  =====================================  ==============================================  ===========
-mel        80 log-mel features, frame by frame    the layer's frames (500 utterances)             no
+mel        80 log-mel features, frame by frame    the layer's frames (500 utterances), C1..C7 too  no
 phone      the layer, mean over the middle third  one-hot phone labels (<= 200 per phone)         by phone
-word       the layer, mean over each word         one-hot labels of the 500 commonest words (<=15) by word
+word       the layer, mean over each word         one-hot labels of the 500 top-ranked words       by word
 glove      the layer, mean over each word         the word's vector from a GloVe text file         by word
 agwe       the layer, mean over each word         the word's vector from an AGWE text file         by word
 =========  =====================================  ==============================================  ===========
@@ -19,26 +19,33 @@ dropped, as in the reference. Everything random is drawn from ``seed``. Writes `
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from downstream_probes.analysis import extraction, segments
-from downstream_probes.analysis.pwcca import cca_score
-from downstream_probes.atomic_io import write_json_atomic
+from downstream_probes.analysis.analyze import (
+    AnalysisError,
+    AnalysisSettings,
+    UpstreamFeatures,
+    build_upstream_features,
+    one_hot,
+    run_analysis,
+)
+from downstream_probes.analysis.protocol import (
+    CCA_PROPERTIES,
+    DEFAULT_SPLIT,
+    DEFAULT_STATE_RATE,
+    DEFAULT_WORD_COUNTS_SPLIT,
+    EMBEDDING_PROPERTIES,
+)
 
-PROPERTIES = ("mel", "phone", "word", "glove", "agwe")
-EMBEDDING_PROPERTIES = ("glove", "agwe")
-SCHEMA = "mrsuperb.cca/1"
+PROPERTIES = CCA_PROPERTIES
+CCARunError = AnalysisError
 
-
-class CCARunError(ValueError):
-    """A CCA run that cannot go ahead as asked (unknown property or layer, missing file)."""
+__all__ = ["PROPERTIES", "CCARun", "CCARunError", "CCARunSettings", "build_upstream_features", "check_property",
+           "one_hot", "run_cca"]  # fmt: skip
 
 
 @dataclass
@@ -46,7 +53,7 @@ class CCARunSettings:
     """Everything of a run besides the upstream and the corpus."""
 
     prop: str
-    split: str = "dev-clean"
+    split: str = DEFAULT_SPLIT
     seed: int = 0
     sampling: segments.SamplingSettings = field(default_factory=segments.SamplingSettings)
     embeddings: Path | None = None
@@ -54,8 +61,22 @@ class CCARunSettings:
     layers: Sequence[str] | None = None
     stable: bool = False
     sign_convention: str = "canonical"
+    state_rate: str = DEFAULT_STATE_RATE
+    word_counts_split: str | None = DEFAULT_WORD_COUNTS_SPLIT
+    word_list: Path | None = None
+    cnn_layers: bool = True
     cache_dir: Path | None = None
     progress: bool = True
+
+    def analysis_settings(self) -> AnalysisSettings:
+        return AnalysisSettings(
+            properties=(self.prop,), split=self.split, seed=self.seed, sampling=self.sampling,
+            embeddings={self.prop: self.embeddings} if self.embeddings is not None else {},
+            alignments=self.alignments, layers=self.layers, stable=self.stable,
+            sign_convention=self.sign_convention, state_rate=self.state_rate,
+            word_counts_split=self.word_counts_split, word_list=self.word_list, cnn_layers=self.cnn_layers,
+            cache_dir=self.cache_dir, progress=self.progress,
+        )  # fmt: skip
 
 
 @dataclass
@@ -74,168 +95,24 @@ def check_property(prop: str, embeddings: Path | None) -> None:
 
 
 def run_cca(
-    extract: extraction.Extractor,
-    upstream_id: dict[str, Any],
+    upstream: UpstreamFeatures | extraction.Extractor,
+    upstream_id: dict[str, Any] | None,
     corpus: str | Path,
     out_dir: str | Path,
     settings: CCARunSettings,
 ) -> CCARun:
-    """Score every layer (or ``settings.layers``) and write the outputs into ``out_dir``.
+    """Score every layer (or ``settings.layers``) for ``settings.prop`` and write the outputs into ``out_dir``.
 
-    ``extract`` maps a waveform to the upstream's states (see :func:`extraction.upstream_extractor`);
-    ``upstream_id`` identifies the upstream in the cache key and the provenance (name, checkpoint digest, ...).
+    ``upstream`` is an :class:`UpstreamFeatures` (``upstream_id`` then unused) or a bare extractor of the states
+    with its identity in ``upstream_id`` (name, checkpoint digest, ...: cache key and provenance).
     """
     check_property(settings.prop, settings.embeddings)
-    corpus = Path(corpus)
-    utterances = segments.list_utterances(
-        corpus, settings.split, settings.alignments, need_alignments=settings.prop != "mel"
-    )
-    cache_dir = settings.cache_dir or extraction.default_cache_dir()
-    description = {
-        "upstream": upstream_id, "corpus": str(corpus.resolve()), "split": settings.split,
-        "files": extraction.corpus_fingerprint(utterances), "seed": settings.seed,
-        "sampling": asdict(settings.sampling),
-    }  # fmt: skip
-    if settings.prop == "mel":
-        cached, views = _frame_views(extract, utterances, cache_dir, description, settings)
-    else:
-        cached, views = _segment_views(extract, utterances, cache_dir, description, settings)
-    layer_names = _chosen_layers(cached.layer_names, settings.layers)
-
-    scores: dict[str, float] = {}
-    samples = {}
-    for name in extraction._progress(layer_names, settings.progress, f"CCA {settings.prop}"):
-        x, y, labels = views(name)
-        scores[name] = cca_score(
-            x, y, labels, seed=settings.seed, stable=settings.stable, sign_convention=settings.sign_convention
-        )
-        samples[name] = int(x.shape[0])
-
-    out_dir = Path(out_dir)
-    json_path = write_json_atomic(out_dir / f"cca_{settings.prop}.json", scores)
+    if not isinstance(upstream, UpstreamFeatures):
+        upstream = UpstreamFeatures(upstream, None, dict(upstream_id or {}))
+    result = run_analysis(upstream, corpus, out_dir, settings.analysis_settings(), figure=False)
+    name = f"cca_{settings.prop}"
     from downstream_probes.analysis.plots import plot_cca_curves, save_figure
 
-    label = str(upstream_id.get("name", ""))
-    plot_path = save_figure(plot_cca_curves({label: scores}, settings.prop), out_dir / f"cca_{settings.prop}.png")
-    provenance = {
-        "schema": SCHEMA, "property": settings.prop, "upstream": upstream_id, "corpus": str(corpus.resolve()),
-        "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
-        "embeddings": str(settings.embeddings) if settings.embeddings else None, "stable": settings.stable,
-        "sign_convention": settings.sign_convention, "samples_per_layer": samples,
-        "layer_strides": dict(zip(cached.layer_names, cached.meta["strides"], strict=False)), "cache_entry": str(cached.folder),
-        "scores": scores, "versions": _versions(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }  # fmt: skip
-    write_json_atomic(out_dir / f"provenance_cca_{settings.prop}.json", provenance)
-    return CCARun(scores, json_path, plot_path, provenance)
-
-
-def _frame_views(extract, utterances, cache_dir, description, settings):
-    rng = np.random.default_rng([settings.seed, 3])
-    chosen = segments.sample_utterances(len(utterances), rng, settings.sampling.n_utterances)
-    key = extraction.cache_key({**description, "kind": "frames"})
-    cached = extraction.load_or_build(
-        cache_dir, key,
-        lambda folder: extraction.build_frame_layers(extract, utterances, chosen, folder, progress=settings.progress),
-    )  # fmt: skip
-    mel = cached.array("mel")
-
-    def views(name: str):
-        rows = cached.layer(name, "mel_index_")
-        return np.asarray(mel[rows]), cached.layer(name), None
-
-    return cached, views
-
-
-def _segment_views(extract, utterances, cache_dir, description, settings):
-    sampling = settings.sampling
-    phones = segments.sample_phones(
-        segments.read_segments(utterances, "phones"), np.random.default_rng([settings.seed, 1]), sampling.max_per_phone
-    )
-    words = segments.sample_words(
-        segments.read_segments(utterances, "words"), np.random.default_rng([settings.seed, 2]),
-        sampling.n_words, sampling.max_per_word,
-    )  # fmt: skip
-    if not phones or not words:
-        raise CCARunError(f"the alignments of split {settings.split!r} hold no labelled phones or words")
-    key = extraction.cache_key({**description, "kind": "segments"})
-    cached = extraction.load_or_build(
-        cache_dir, key,
-        lambda folder: extraction.build_segment_layers(
-            extract, utterances, {"phone": phones, "word": words}, folder, progress=settings.progress
-        ),
-    )  # fmt: skip
-    kind = "phone" if settings.prop == "phone" else "word"
-    labels = np.asarray(cached.meta["labels"][kind])
-    if settings.prop in ("phone", "word"):
-        y = one_hot(labels)
-        rows = np.arange(len(labels))
-    else:
-        from downstream_probes.analysis.embeddings import read_embeddings
-
-        vectors = read_embeddings(settings.embeddings, set(labels.tolist()))
-        rows = np.flatnonzero([label in vectors for label in labels])
-        if len(rows) == 0:
-            raise CCARunError(f"none of the {len(set(labels.tolist()))} sampled words is in {settings.embeddings}")
-        y = np.stack([vectors[label] for label in labels[rows]])
-
-    def views(name: str):
-        x = np.asarray(cached.layer(name, f"{kind}_"))
-        return x[rows], y, labels[rows]
-
-    return cached, views
-
-
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    """``(samples, classes)`` one-hot matrix, classes in sorted order."""
-    classes, codes = np.unique(labels, return_inverse=True)
-    matrix = np.zeros((len(labels), len(classes)))
-    matrix[np.arange(len(labels)), codes] = 1.0
-    return matrix
-
-
-def _chosen_layers(available: list[str], requested: Sequence[str] | None) -> list[str]:
-    if not requested:
-        return available
-    unknown = [name for name in requested if name not in available]
-    if unknown:
-        raise CCARunError(f"unknown layer(s) {unknown}; this upstream's layers: {', '.join(available)}")
-    return list(requested)
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for package in ("mrsuperb", "numpy", "scipy", "torch", "s3prl"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return versions
-
-
-# --------------------------------------------------------------------------------------------- upstreams
-
-
-def build_extractor(
-    name: str, ckpt: str | None = None, model_config: str | None = None
-) -> tuple[extraction.Extractor, dict[str, Any]]:
-    """An extractor for upstream ``name`` (our entry points first, then s3prl's hub) and its identity."""
-    from upstream_mrhubert import hub as our_hub
-
-    if name in our_hub.ENTRY_POINTS:
-        upstream = our_hub.ENTRY_POINTS[name](ckpt=ckpt, model_config=model_config)
-        checkpoint = Path(upstream.checkpoint_path) if upstream.checkpoint_path else None
-    else:
-        from downstream_probes.plugins import build_hub_upstream
-
-        upstream = build_hub_upstream(name, ckpt, model_config)
-        checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_file() else None
-    identity = {
-        "name": name,
-        "checkpoint": str(checkpoint.resolve()) if checkpoint else ckpt,
-        "checkpoint_sha256": extraction.file_digest(checkpoint) if checkpoint else None,
-        "model_config": str(model_config) if model_config else None,
-        "include_block_outputs": bool(getattr(upstream, "include_block_outputs", False)),
-        "pre_residual": bool(getattr(upstream, "pre_residual", False)),
-    }
-    return extraction.upstream_extractor(upstream), identity
+    label = str(upstream.identity.get("identity") or upstream.identity.get("name", ""))
+    plot_path = save_figure(plot_cca_curves({label: result.scores[name]}, settings.prop), Path(out_dir) / f"{name}.png")
+    return CCARun(result.scores[name], result.paths[name], plot_path, result.provenance[name])

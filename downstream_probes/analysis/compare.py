@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from downstream_probes.tasks import SWEEP_SCHEMA
+
 SCHEMA = "mrsuperb.compare/1"
-SWEEP_SCHEMA = "mrsuperb.probe_sweep/1"
 
 
 class CompareInputError(ValueError):

@@ -64,6 +64,8 @@ class ImplicitRows:
 
     def project(self, rows: np.ndarray, rows_through: np.ndarray) -> np.ndarray:
         """``rows @ P^T`` given ``rows_through = rows @ through`` (which the caller shares between fits)."""
+        if self.weak.shape[1] == 0:
+            return rows_through @ (self.scale[:, None] * self.good)
         projected = np.empty((rows.shape[0], self.n_good + self.weak.shape[1]))
         projected[:, : self.n_good] = rows_through @ (self.scale[:, None] * self.good)
         projected[:, self.n_good :] = rows @ self.weak
@@ -406,7 +408,8 @@ def _weak_completion(
 
 def _gram_eigenvectors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvectors of a Gram matrix by decreasing eigenvalue, and the singular values (their roots)."""
-    eigvals, eigvecs = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evd")
+    # a symmetric C-ordered matrix is its own Fortran-ordered transpose: LAPACK works on it without a copy
+    eigvals, eigvecs = scipy.linalg.eigh(gram.T, overwrite_a=True, check_finite=False, driver="evd")
     return eigvecs[:, ::-1], np.sqrt(np.clip(eigvals[::-1], 0.0, None))
 
 

@@ -144,10 +144,10 @@ class HeldOutPart:
         """Centred rows of view ``name`` times ``P^T`` (``(rows, n)``), from the in-memory copy."""
         dims = projection.dims(name)
         data, mean = self._data[name], self.means[name]
+        columns = self._columns(name, dims)
         if self.views[name].sparse:  # (a - m) P^T = a P^T - m P^T keeps the product sparse
             matrix = projection.matrix(name)
-            return np.asarray(data[:, dims] @ matrix.T) - mean[dims] @ matrix.T
-        columns = data if len(dims) == data.shape[1] else data[:, dims]
+            return np.asarray(columns @ matrix.T) - mean[dims] @ matrix.T
         implicit = projection.implicit(name)
         if implicit is None:
             return columns @ projection.matrix(name).T
@@ -166,12 +166,19 @@ class HeldOutPart:
             self._shared[key] = entry
         return entry[1]
 
+    def _columns(self, name: str, dims: np.ndarray):
+        """The in-memory rows of view ``name`` in columns ``dims`` (the same for most fits: memoised)."""
+        data = self._data[name]
+        if len(dims) == data.shape[1]:  # kept dims are sorted and unique: all of them
+            return data
+        return self._cached(("columns", name, dims.tobytes()), data, lambda: data[:, dims])
+
     def _acts(self, name: str, dims: np.ndarray):
         """The uncentred rows of view ``name`` in columns ``dims`` (sparse for sparse views)."""
-        data = self._data[name]
+        columns = self._columns(name, dims)
         if self.views[name].sparse:
-            return data[:, dims]
-        return data[:, dims] + self.means[name][dims]
+            return columns
+        return columns + self.means[name][dims]
 
     def _project_in_chunks(self, projection: PWCCAProjection, weight_views: tuple[str, ...]):
         n = projection.n_directions

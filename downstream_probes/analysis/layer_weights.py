@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from downstream_probes.atomic_io import write_json_atomic, write_text_atomic
+from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 
 LOGGER = logging.getLogger(__name__)
 JSON_NAME = "layer_weights.json"
@@ -60,7 +60,7 @@ def find_checkpoint(path: Path) -> Path:
         return path
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: give an s3prl experiment folder (-p) or a .ckpt file")
-    from downstream_probes.probe_sweep import best_checkpoint
+    from downstream_probes.s3prl.sweep import best_checkpoint
 
     try:
         return best_checkpoint(path)
@@ -77,7 +77,7 @@ def load_s3prl_checkpoint(path: Path) -> dict[str, Any]:
 
     import torch
 
-    from downstream_probes import s3prl_compat
+    from downstream_probes.s3prl import compat as s3prl_compat
 
     s3prl_compat.allow_s3prl_checkpoint_globals()
     try:
@@ -122,7 +122,7 @@ def read_layer_weights(
 
 def _task_name(downstream: str) -> str:
     """Our task name (asr, sf, ic, ...) for s3prl's ``-d`` value, or the value itself."""
-    from downstream_probes import results
+    from downstream_probes import tasks as results
 
     spec = results.task_for(downstream)
     return spec.task if spec is not None else downstream
@@ -146,7 +146,7 @@ def _resolve_names(checkpoint: dict, args: Any, count: int, resolve_upstream: bo
 
 def _names_from_upstream(args: Any) -> list[str] | None:
     """The upstream's ``layer_names``, built through s3prl's hub with the run's checkpoint and config."""
-    from downstream_probes.probe_sweep import upstream_layer_names
+    from downstream_probes.s3prl.sweep import upstream_layer_names
 
     try:
         return upstream_layer_names(

@@ -1,17 +1,20 @@
 """Figures of the layer-wise analysis (matplotlib, Agg backend), saved atomically as PNG.
 
-* :func:`plot_cca_curves`: CCA score per layer, one line per model (arXiv 2410.23955 Fig. 3 style);
+* :func:`plot_cca_curves`: CCA score per layer, one line per model, each point above its own layer's name;
+* :func:`plot_analysis_figure`: every analysis of one run or several models, in the panels of arXiv 2410.23955
+  Fig. 3 (and Fig. 4's frame-level CCA);
 * :func:`plot_layer_weight_heatmap`: learnt SUPERB layer weights, layers by tasks (Fig. 2b / 6 style).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from downstream_probes.atomic_io import write_bytes_atomic
+from upstream_mrhubert.atomic_io import write_bytes_atomic
 
 
 def _pyplot():
@@ -23,25 +26,107 @@ def _pyplot():
     return plt
 
 
-def plot_cca_curves(curves: Mapping[str, Mapping[str, float]], prop: str) -> Any:
-    """CCA score (y) per layer (x, in the models' own layer order) for each model; returns the Figure.
+def merged_layer_order(name_lists: Sequence[Sequence[str]]) -> list[str] | None:
+    """One order of every layer name that keeps each model's own order (names first seen earlier go first), or
+    None when two models order some names differently (MR-HuBERT-base's ``T4, D0`` against B2-a's ``D0, T4``)."""
+    names = list(dict.fromkeys(name for names in name_lists for name in names))
+    rank = {name: index for index, name in enumerate(names)}
+    after: dict[str, set[str]] = {name: set() for name in names}
+    before_count = dict.fromkeys(names, 0)
+    for sequence in name_lists:
+        for earlier, later in itertools.pairwise(sequence):
+            if later not in after[earlier]:
+                after[earlier].add(later)
+                before_count[later] += 1
+    ready = sorted((n for n in names if before_count[n] == 0), key=rank.get)
+    order: list[str] = []
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for later in after[name]:
+            before_count[later] -= 1
+            if before_count[later] == 0:
+                ready.append(later)
+        ready.sort(key=rank.get)
+    return order if len(order) == len(names) else None
 
-    Models with different layer lists share the x axis by position; the ticks name the longest model's layers.
+
+def draw_layer_curves(
+    axis: Any, curves: Mapping[str, Mapping[str, float]], ylabel: str, colours: Mapping[str, str] | None = None
+) -> None:
+    """One line per model (``colours``: a colour per model, default matplotlib's cycle), every point above its
+    own layer's name.
+
+    Layers are placed by name on one axis when an order of all names exists that every model keeps (a model
+    without some layer leaves a gap); otherwise by position, with one row of tick labels per model, in its colour.
     """
+    models = list(curves)
+    order = merged_layer_order([list(scores) for scores in curves.values()])
+    colour_of = dict(colours or {model: f"C{index}" for index, model in enumerate(models)})
+    for model in models:
+        colour = colour_of[model]
+        names = list(curves[model])
+        xs = [order.index(name) for name in names] if order is not None else list(range(len(names)))
+        axis.plot(xs, [curves[model][n] for n in names], marker="o", markersize=3.5, label=model, color=colour)
+    if order is not None:
+        axis.set_xticks(range(len(order)), order, rotation=90 if len(order) > 20 else 0, fontsize=7)
+    else:
+        from matplotlib.transforms import blended_transform_factory
+
+        longest = max(len(scores) for scores in curves.values())
+        axis.set_xticks(range(longest), [""] * longest)
+        transform = blended_transform_factory(axis.transData, axis.transAxes)
+        for row, model in enumerate(models):
+            for x, name in enumerate(curves[model]):
+                axis.text(x, -0.03 - 0.07 * row, name, transform=transform, ha="center", va="top", fontsize=6.5,
+                          color=colour_of[model], clip_on=False)  # fmt: skip
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    if len(models) > 1 or models[0] != "":
+        axis.legend(fontsize="x-small", loc="best")
+
+
+def plot_cca_curves(curves: Mapping[str, Mapping[str, float]], prop: str) -> Any:
+    """CCA score (y) per layer (x) for each model, points placed by layer name (:func:`draw_layer_curves`);
+    returns the Figure."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * max(len(c) for c in curves.values())), 3.6))
-    longest: Sequence[str] = ()
-    for model, scores in curves.items():
-        names = list(scores)
-        longest = names if len(names) > len(longest) else longest
-        axis.plot(range(len(names)), [scores[name] for name in names], marker="o", markersize=3.5, label=model)
-    axis.set_xticks(range(len(longest)), list(longest), rotation=90 if len(longest) > 20 else 0)
+    draw_layer_curves(axis, curves, f"CCA ({prop})")
     axis.set_xlabel("layer")
-    axis.set_ylabel(f"CCA ({prop})")
     axis.set_title(f"CCA similarity with {prop} per layer")
-    axis.grid(alpha=0.3)
-    if len(curves) > 1 or next(iter(curves)) != "":
-        axis.legend(fontsize="small", loc="best")
+    figure.tight_layout()
+    return figure
+
+
+# (output name, panel title) in the order of arXiv 2410.23955 Fig. 3 (A-F), then Fig. 4's frame-level panel
+ANALYSIS_PANELS: tuple[tuple[str, str], ...] = (
+    ("mi_word", "MI word"), ("mi_phone", "MI phone"), ("cca_phone", "CCA phone"), ("cca_agwe", "CCA AGWE"),
+    ("cca_glove", "CCA GloVe"), ("sts", "spoken STS (Spearman)"), ("cca_mel", "CCA mel (frame level)"),
+    ("cca_word", "CCA word"),
+)  # fmt: skip
+
+
+def plot_analysis_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Any:
+    """The layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3 (MI word, MI phone, CCA phone, CCA AGWE,
+    CCA GloVe, STS) followed by Fig. 4's frame-level CCA (C1..C7 before the transformer layers) and CCA word.
+
+    ``results`` maps a model to ``{output name: {layer: score}}`` (output names as :data:`ANALYSIS_PANELS`); a
+    panel is drawn when some model has it, one curve per model. Returns the Figure.
+    """
+    plt = _pyplot()
+    panels = [(key, title) for key, title in ANALYSIS_PANELS if any(key in r for r in results.values())]
+    if not panels:
+        raise ValueError("no analysis results to plot")
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    width = max(len(scores) for r in results.values() for scores in r.values())
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * max(4.2, 0.3 * width), rows * 3.3), squeeze=False)
+    colours = {model: f"C{index}" for index, model in enumerate(results)}  # one colour per model in every panel
+    for axis, (key, title) in zip(axes.flat, panels, strict=False):
+        draw_layer_curves(axis, {model: r[key] for model, r in results.items() if key in r}, "score", colours)
+        axis.set_title(title, fontsize=10)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
     figure.tight_layout()
     return figure
 

@@ -23,7 +23,16 @@ _EXPORTS = {
     "CorpusError": "common",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # noqa: RUF022 (the order of _EXPORTS: api first)
+    "ALL",
+    "TASKS",
+    "build_corpus",
+    "default_utterances",
+    "load_manifest",
+    "minimum_utterances",
+    "s3prl_overrides",
+    "CorpusError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -177,5 +177,5 @@ def build(ctx: BuildContext) -> TaskResult:
             "snrs": {split: list(SNRS[split]) for split in SPLITS},
             "noises": {s: list(NOISES[s]) for s in SPLITS},
             "wav_scp_paths": "absolute",
-        },  # fmt: skip
+        },
     )

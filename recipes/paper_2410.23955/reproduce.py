@@ -40,17 +40,23 @@ import argparse
 import csv
 import io
 import os
-import shlex
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from downstream_probes.pipelines.stages import (
+    Phase,
+    Stage,
+    StageError,
+    command_stage,
+    console_script,
+    has_test_metrics,
+    run_phases,
+)
+from downstream_probes.tasks import TASK_NAMES as TASKS
 
 TABLE2_UPSTREAMS = ("hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a")
 FIG2A_EXTRA_UPSTREAMS = ("mrhubert_b2a", "mrhubert_b2b")
-TASKS = ("asr", "sf", "se", "ic", "ks", "sd")
 ASR_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
 
 
@@ -124,7 +130,7 @@ def write_len_for_bucket(libri_root: Path, out_dir: Path) -> Path:
     """
     import soundfile
 
-    from downstream_probes.atomic_io import write_text_atomic
+    from upstream_mrhubert.atomic_io import write_text_atomic
 
     for split in ASR_SPLITS:
         target = out_dir / f"{split}.csv"
@@ -155,77 +161,31 @@ def write_len_for_bucket(libri_root: Path, out_dir: Path) -> Path:
 # Steps
 
 
-@dataclass
-class Step:
-    name: str
-    done: Callable[[], bool]
-    command: Callable[[], list[str]]
-    after: Callable[[], None] | None = None  # a check once the command succeeded
-
-
-def console_script(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if not found:
-        raise ReproduceError(f"{name} not found next to {sys.executable} nor on PATH; install mrsuperb (`make venv`)")
-    return found
-
-
-def run_step(step: Step, log_dir: Path, env: dict[str, str], dry_run: bool) -> str:
-    if step.done():
-        return "done before"
-    command = step.command()
-    if dry_run:
-        print(shlex.join(command))
-        return "dry run"
-    log = log_dir / (step.name.replace("/", "_").replace(" ", "_") + ".log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as handle:
-        handle.write(f"$ {shlex.join(command)}\n\n")
-        handle.flush()
-        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
-    if status != 0:
-        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:])
-        raise ReproduceError(f"step '{step.name}' failed (exit status {status}); log: {log}\n{tail}")
-    if step.after is not None:
-        step.after()
-    return "ran"
-
-
-def has_test_metrics(expdir: Path, task: str) -> bool:
-    import json
-
-    from downstream_probes.leaderboard import TABLE2_COLUMNS
-
-    try:
-        results = json.loads((expdir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    test = results.get("metrics", {}).get(results.get("test_split"), {})
-    return all(c.metric in test for c in TABLE2_COLUMNS if c.task == task)
-
-
 def training_finished(expdir: Path) -> bool:
     """results.json exists and its best step was recorded at the end of training (not a killed run)."""
     return (expdir / "results.json").is_file() and (expdir / "layer_weights.json").is_file()
 
 
-def plan(args: argparse.Namespace, out: Path) -> list[Step]:
+def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage]:
     from downstream_probes.paths import recipes_dir
-    from downstream_probes.probe_sweep import best_checkpoint
-    from downstream_probes.results import TASKS as TASK_SPECS
-    from downstream_probes.run_downstream import override_option
+    from downstream_probes.s3prl.run_downstream import override_option
+    from downstream_probes.s3prl.sweep import best_checkpoint
+    from downstream_probes.tasks import TASKS as TASK_SPECS
 
     run_downstream, mrsuperb = console_script("run_downstream.py"), console_script("mrsuperb")
+
+    def stage(name: str, done: Callable[[], bool], command: Callable[[], list[str]], after=None) -> Stage:
+        return command_stage(name, done, command, out / "logs", env, after)
+
     bucket_dir = args.len_for_bucket or out / "len_for_bucket"
-    steps: list[Step] = []
+    steps: list[Stage] = []
     tasks = [t for t in args.tasks if data_overrides(t, args, bucket_dir) is not None]
     for task in tasks:
         if not args.dry_run:
             check_dataset_layout(task, args)
     if "asr" in tasks and args.len_for_bucket is None:
         steps.append(
-            Step(
+            stage(
                 "len_for_bucket",
                 lambda: all((bucket_dir / f"{s}.csv").is_file() for s in ASR_SPLITS),
                 lambda: [sys.executable, __file__, "--write-len-for-bucket", str(args.librispeech), str(bucket_dir)],
@@ -237,7 +197,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
             override = override_option(data_overrides(task, args, bucket_dir))
             config = (args.config_dir or recipes_dir() / "superb") / task / "config.yaml"
             steps.append(
-                Step(
+                stage(
                     f"train {upstream}/{task}",
                     lambda e=expdir: training_finished(e),
                     lambda u=upstream, t=task, e=expdir, o=override, c=config: [
@@ -262,7 +222,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
                 )
             )
             steps.append(
-                Step(
+                stage(
                     f"evaluate {upstream}/{task}",
                     lambda e=expdir, t=task: has_test_metrics(e, t),
                     lambda e=expdir, t=task: [
@@ -278,7 +238,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
                 )
             )
             steps.append(
-                Step(
+                stage(
                     f"export-weights {upstream}/{task}",
                     lambda e=expdir: (e / "layer_weights.json").is_file(),
                     lambda e=expdir: [mrsuperb, "export-weights", str(e)],
@@ -289,7 +249,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
             for prop in args.cca_properties:
                 folder = out / "analysis" / upstream
                 steps.append(
-                    Step(
+                    stage(
                         f"cca {upstream}/{prop}",
                         lambda f=folder, p=prop: (f / f"cca_{p}.json").is_file(),
                         lambda u=upstream, f=folder, p=prop: [
@@ -315,7 +275,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
                 )
     profile = out / "profile.json"
     steps.append(
-        Step(
+        stage(
             "profile",
             profile.is_file,
             lambda: [
@@ -337,7 +297,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
         return [str(f) for f in folders if f.is_dir()] or [str(folders[0])]
 
     steps.append(
-        Step(
+        stage(
             "compare",
             lambda: False,
             lambda: [
@@ -353,7 +313,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
     )
     for fmt in ("md", "html"):
         steps.append(
-            Step(
+            stage(
                 f"leaderboard {fmt}",
                 lambda: False,
                 lambda f=fmt: [
@@ -374,7 +334,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
 
 
 def check_checkpoints(folder: Path, upstreams: Sequence[str]) -> None:
-    from upstream_mrhubert.registry import CHECKPOINTS_BY_NAME
+    from upstream_mrhubert.checkpoints.registry import CHECKPOINTS_BY_NAME
 
     missing = []
     for name in upstreams:
@@ -457,14 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_checkpoints(args.checkpoints, [*args.upstreams, *args.cca_only])
         out = args.out.resolve()
         env = {**os.environ, "MRHUBERT_CKPT_DIR": str(args.checkpoints), "PYTHONUNBUFFERED": "1"}
-        steps = plan(args, out)
-        from tqdm import tqdm
-
-        for step in tqdm(steps, desc="paper 2410.23955", unit="step", disable=args.dry_run):
-            status = run_step(step, out / "logs", env, args.dry_run)
-            if not args.dry_run:
-                tqdm.write(f"  {step.name}: {status}")
-    except (ReproduceError, FileNotFoundError, ValueError) as error:
+        steps = plan(args, out, env)
+        if args.dry_run:
+            for step in steps:
+                if not step.is_done() and step.describe is not None:
+                    print(step.describe())
+        else:
+            run_phases([Phase("paper", [steps])], desc="paper 2410.23955")
+    except (ReproduceError, StageError, FileNotFoundError, ValueError) as error:
         print(f"reproduce.py: error: {error}", file=sys.stderr)
         return 2
     if not args.dry_run:

@@ -1,0 +1,36 @@
+"""``mrsuperb``: one command-line entry over every tool of the project.
+
+Each subcommand lives in its own module in this package (``downstream_probes/cli/<name>.py``), which exposes
+``register(subparsers)``: it adds its parser and sets ``handler`` (a callable taking the parsed namespace and
+returning an exit code). Adding a module there adds the subcommand; nothing else needs editing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrsuperb", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{module_info.name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (FileNotFoundError, ValueError, PermissionError) as error:
+        # Bad input: one clear message, no traceback.
+        print(f"mrsuperb {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

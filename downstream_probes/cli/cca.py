@@ -1,0 +1,137 @@
+"""``mrsuperb cca -u NAME [-k CKPT] --corpus DIR --property mel|phone|word|glove|agwe``: PWCCA per layer."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    from downstream_probes.analysis.cca_pipeline import (
+        CCARunSettings,
+        build_upstream_features,
+        check_property,
+        run_cca,
+    )
+    from downstream_probes.analysis.segments import SamplingSettings
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    embeddings = Path(args.embeddings) if args.embeddings else None
+    check_property(args.property, embeddings)  # before the (slow) upstream is built
+    upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
+    settings = CCARunSettings(
+        prop=args.property,
+        split=args.split,
+        seed=args.seed,
+        sampling=SamplingSettings(
+            max_per_phone=args.max_per_phone,
+            n_words=args.words,
+            max_per_word=args.max_per_word,
+            n_utterances=args.utterances,
+        ),
+        embeddings=embeddings,
+        alignments=Path(args.alignments) if args.alignments else None,
+        layers=args.layers.split(",") if args.layers else None,
+        stable=args.stable,
+        sign_convention=args.sign_convention,
+        state_rate=args.state_rate,
+        word_counts_split=word_counts_split(args),
+        word_list=Path(args.word_list) if args.word_list else None,
+        cnn_layers=not args.no_cnn,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        progress=not args.quiet,
+    )
+    out_dir = Path(args.out_dir) if args.out_dir else Path("analysis") / args.upstream
+    with _thread_limit(args.threads):
+        result = run_cca(upstream, None, args.corpus, out_dir, settings)
+    width = max(len(name) for name in result.scores)
+    for name, score in result.scores.items():
+        print(f"{name:>{width}}  {score:.4f}")
+    print(f"wrote {result.json_path} and {result.plot_path}")
+    return 0
+
+
+def word_counts_split(args: argparse.Namespace) -> str | None:
+    """``--word-counts-split`` as the settings take it (``same``: rank by the analysed split's own counts)."""
+    return None if args.word_counts_split == "same" else args.word_counts_split
+
+
+def _thread_limit(threads: int | None) -> contextlib.AbstractContextManager:
+    """Caps torch's and the BLAS libraries' threads while it is open (PWCCA's small matrix products only contend
+    on a shared machine); torch's previous setting comes back afterwards."""
+    stack = contextlib.ExitStack()
+    if threads is None:
+        return stack
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    stack.callback(torch.set_num_threads, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    stack.enter_context(threadpool_limits(limits=threads))
+    return stack
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cca",
+        help="PWCCA of every upstream layer against mel features, phones, words or word embeddings",
+        description=__doc__,
+    )
+    parser.add_argument("-u", "--upstream", required=True, help="upstream name (see `mrsuperb upstreams`)")
+    parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
+    parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
+    parser.add_argument(
+        "--corpus", required=True, help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)"
+    )
+    parser.add_argument("--property", required=True, help="mel, phone, word, glove or agwe")
+    parser.add_argument("--embeddings", help="word embedding text file (word v1 v2 ...), for glove and agwe")
+    parser.add_argument("--split", default="dev-clean", help="corpus split (default: dev-clean, as the reference)")
+    parser.add_argument("--alignments", help="folder of TextGrids (default: CORPUS/alignments)")
+    parser.add_argument("-o", "--out-dir", help="output folder (default: analysis/UPSTREAM)")
+    parser.add_argument("--layers", help="comma-separated layer names (default: every layer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the CCA splits (default 0)")
+    parser.add_argument(
+        "--stable",
+        action="store_true",
+        help="drop linearly dependent dimensions first (one-hot labels: see docs/analysis.md)",
+    )
+    parser.add_argument(
+        "--sign-convention",
+        default="canonical",
+        choices=["canonical", "lapack"],
+        help="signs of the canonical pairs (lapack: bit-compatible with the reference, slower)",
+    )
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--no-cnn", action="store_true", help="mel: leave out the waveform CNN's layers C1..C7 (Fig. 4)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the samples and of the states that ``cca`` and ``analyze`` share."""
+    from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, DEFAULT_WORD_COUNTS_SPLIT, STATE_RATES
+
+    parser.add_argument(
+        "--state-rate", default=DEFAULT_STATE_RATE, choices=STATE_RATES,
+        help="20ms: every state as s3prl's featurizer weights it (lower-resolution states repeated); native: each "
+        f"state at its own rate (default {DEFAULT_STATE_RATE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--word-counts-split", default=DEFAULT_WORD_COUNTS_SPLIT,
+        help="split(s) whose word counts rank the vocabulary: names or prefixes, comma-separated (default "
+        f"{DEFAULT_WORD_COUNTS_SPLIT!r}: every train-* split, as the reference's word.lst; 'same': the analysed split)",
+    )  # fmt: skip
+    parser.add_argument("--word-list", help="ranked word list file, one word a line (the reference's word.lst)")
+    parser.add_argument("--max-per-phone", type=int, default=200, help="segments per phone (default 200)")
+    parser.add_argument("--words", type=int, default=500, help="most frequent words kept (default 500)")
+    parser.add_argument("--max-per-word", type=int, default=15, help="segments per word (default 15)")
+    parser.add_argument("--utterances", type=int, default=500, help="utterances for frame level (default 500)")
+    parser.add_argument("--cache-dir", help="feature cache (default: $MRSUPERB_CACHE/layer_features)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads", type=int,
+        help="CPU threads for torch and BLAS (default: the libraries' own choice; 1 is fastest on a shared machine)",
+    )  # fmt: skip

@@ -1,1 +1,0 @@
-"""Subcommands of ``mrsuperb``: one module per subcommand, each exposing ``register(subparsers)``."""

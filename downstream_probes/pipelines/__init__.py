@@ -1,0 +1,1 @@
+"""End-to-end pipelines: the stage runner shared by the demo and the paper recipe."""

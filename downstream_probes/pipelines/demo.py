@@ -1,0 +1,559 @@
+"""``make demo``: the whole pipeline on a fresh machine in a few minutes, with tiny random-init MR-HuBERTs.
+
+Stages (each skipped when its output already exists, so an interrupted demo resumes where it stopped):
+
+1. corpora: a small synthetic corpus per SUPERB task (espeak-ng speech, the real datasets' on-disk layouts);
+2. checkpoints: tiny look-alikes of three paper configurations with random weights, as real fairseq files;
+3. runs: every task trained briefly (``recipes/quick``, 4 steps) through the ``run_downstream.py`` console script
+   and evaluated on its test split; each run writes ``results.json`` and ``layer_weights.json``;
+   ``mrsuperb cca --property phone`` on the ASR corpus, per upstream, runs alongside. The test split is evaluated
+   during training, next to dev, at every evaluation step (as SUPERB's IC and KS configs do), and results.json
+   reports it at the step that is best on dev: the same numbers ``-m evaluate`` gives for the best checkpoint, one
+   subprocess less per run (each pays ~10 s of imports). SD's DER comes only from ``-m evaluate -t test`` (the
+   predicted RTTM is scored there), so SD runs are evaluated separately;
+4. profile: ``mrsuperb profile`` of the demo upstreams (parameters, FLOPs, CPU latency, memory per block);
+5. leaderboard: ``leaderboard.md`` and the self-contained ``leaderboard.html``; the Markdown is printed.
+
+Everything lives under ``--out`` (default ``runs/demo``); each subprocess's output is kept in ``logs/``.
+Seeded throughout (``--seed``). The numbers prove that the pipeline runs end to end; with random weights and four
+training steps they say nothing about the models, which every table and page states.
+
+Why mono-base, B2-a and B5-a: they are the efficiency comparison of arXiv 2410.23955 (two and three resolutions
+against the same 12 layers at 20 ms). B4-a's inference network is mono-base's (only its pre-training heads
+differ), so with random weights it would repeat the mono-base row; ``--upstreams b4a`` adds it anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from downstream_probes.pipelines.stages import (
+    Phase,
+    Stage,
+    StageError,
+    console_script,
+    has_test_metrics,
+    run_logged,
+    run_phases,
+    subprocess_env,
+)
+from downstream_probes.tasks import TASK_NAMES
+
+DEMO_SCHEMA = "mrsuperb.demo/1"
+DEFAULT_OUT = Path("runs") / "demo"
+TASKS = TASK_NAMES
+CCA_PROPERTY = "phone"
+EVALUATED_SEPARATELY = frozenset({"sd"})  # Table-2 metric only from ``-m evaluate`` (RTTM scoring)
+# The demo's ASR corpus is small: its dev-clean split holds too few phone segments for the held-out PWCCA
+# protocol at the tiny models' width, so CCA reads the training split (the one the cca tests use too).
+CCA_SPLIT = "train-clean-100"
+RANDOM_INIT_NOTE = (
+    "Demo with tiny random-init MR-HuBERT look-alikes (random weights, 4 training steps, synthetic speech): "
+    "these numbers show that the pipeline works end to end, not the quality of any model."
+)
+
+
+class DemoError(StageError):
+    """A demo stage failed; the message names the stage, its exit status and its log file."""
+
+
+@dataclass(frozen=True)
+class DemoUpstream:
+    """A tiny random-init look-alike of one paper configuration, run as ``mrhubert_local -k <checkpoint>``."""
+
+    key: str
+    preset: str  # upstream_mrhubert.testing.tiny preset
+    looks_like: str
+
+    @property
+    def stem(self) -> str:
+        """The checkpoint's file stem; the leaderboard names local-checkpoint rows after it."""
+        return f"{self.key}_tiny_random-init"
+
+    @property
+    def row(self) -> str:
+        """The leaderboard row of its runs (see :func:`downstream_probes.reports.leaderboard.row_label`)."""
+        return f"mrhubert_local:{self.stem}"
+
+
+DEMO_UPSTREAMS: dict[str, DemoUpstream] = {
+    u.key: u
+    for u in (
+        DemoUpstream("mono_base", "base_2res", "MR-HuBERT base (mono-base): 20/40 ms, 4-4-4"),
+        DemoUpstream("b2a", "3res_32223", "B2-a: 20/40/80 ms, 3-2-2-2-3"),
+        DemoUpstream("b5a", "mono_resolution", "B5-a: mono-resolution 20 ms, 4-4-4"),
+        DemoUpstream("b4a", "single_prediction", "B4-a: mono-base without the low-resolution loss"),
+    )
+}
+DEFAULT_UPSTREAMS: tuple[str, ...] = ("mono_base", "b2a", "b5a")
+PROFILE_REFERENCE = "b5a"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo builds and where; ``folder`` layout below."""
+
+    out: Path = DEFAULT_OUT
+    seed: int = 0
+    upstreams: tuple[str, ...] = DEFAULT_UPSTREAMS
+    tasks: tuple[str, ...] = TASKS
+    jobs: int = 2
+    profile_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        unknown = [u for u in self.upstreams if u not in DEMO_UPSTREAMS]
+        if unknown or not self.upstreams:
+            raise ValueError(f"--upstreams {','.join(self.upstreams)}: choose among {', '.join(DEMO_UPSTREAMS)}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"--tasks {','.join(self.tasks)}: choose among {', '.join(TASKS)}")
+        if self.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be a non-negative whole number, got {self.seed}")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.out).resolve()
+
+    def corpus(self, task: str) -> Path:
+        return self.root / "corpora" / task
+
+    def checkpoint(self, upstream: DemoUpstream) -> Path:
+        return self.root / "checkpoints" / f"{upstream.stem}.pt"
+
+    def expdir(self, upstream: DemoUpstream, task: str) -> Path:
+        return self.root / "runs" / upstream.key / task
+
+    def analysis(self, upstream: DemoUpstream) -> Path:
+        # The folder name labels the curve in the leaderboard's CCA figure.
+        return self.root / "analysis" / upstream.stem
+
+    def log(self, stage: str) -> Path:
+        return self.root / "logs" / (stage.replace(" ", "_").replace("/", "_") + ".log")
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "demo.json"
+
+    @property
+    def profile_json(self) -> Path:
+        return self.root / "profile.json"
+
+    @property
+    def leaderboard_md(self) -> Path:
+        return self.root / "leaderboard.md"
+
+    @property
+    def leaderboard_html(self) -> Path:
+        return self.root / "leaderboard.html"
+
+    def record(self) -> dict:
+        return {
+            "schema": DEMO_SCHEMA,
+            "seed": self.seed,
+            "upstreams": list(self.upstreams),
+            "tasks": list(self.tasks),
+            "profile_seconds": self.profile_seconds,
+            "note": RANDOM_INIT_NOTE,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages
+
+
+def required_test_metrics(task: str) -> tuple[str, ...]:
+    """The Table-2 metrics of ``task`` (the leaderboard's columns) that its test split must hold."""
+    from downstream_probes.reports.leaderboard import TABLE2_COLUMNS
+
+    return tuple(column.metric for column in TABLE2_COLUMNS if column.task == task)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_trained(expdir: Path, task: str) -> bool:
+    """The training run finished: results.json (with the test metrics, unless evaluated separately) and weights."""
+    finished = (expdir / "results.json").is_file() and (expdir / "layer_weights.json").is_file()
+    return finished and (task in EVALUATED_SEPARATELY or has_test_metrics(expdir, task))
+
+
+def eval_dataloaders_override(task: str) -> str:
+    """s3prl's ``-o`` entry evaluating the test split next to dev during training (SD: dev only)."""
+    from downstream_probes.tasks import TASKS as TASK_SPECS
+
+    spec = TASK_SPECS[task]
+    splits = [spec.dev_split] if task in EVALUATED_SEPARATELY else [spec.dev_split, spec.test_split]
+    return f"config.runner.eval_dataloaders={splits!r}"
+
+
+class DemoPlan:
+    """The stages of one demo, built from its settings (nothing runs until :meth:`run`)."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        self.settings = settings
+        self.upstreams = [DEMO_UPSTREAMS[key] for key in settings.upstreams]
+        self.env = subprocess_env(settings.jobs)
+        self._overrides: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.phases = [self._prepare_phase(), self._runs_phase(), self._profile_phase(), self._leaderboard_phase()]
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [stage for phase in self.phases for stage in phase.stages]
+
+    # -- phase 1: corpora and checkpoints (in this process) --------------------------------------------------
+
+    def _prepare_phase(self) -> Phase:
+        s = self.settings
+        corpus_tasks = [t for t in TASKS if t in s.tasks or t == "asr"]  # asr: CCA reads its alignments
+        chains = [
+            [
+                Stage(
+                    f"corpus {task}",
+                    lambda t=task: (s.corpus(t) / "manifest.json").is_file(),
+                    lambda t=task: self._build_corpus(t),
+                )
+            ]
+            for task in corpus_tasks
+        ]
+        chains += [
+            [Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(), lambda u=u: self._write_checkpoint(u))]
+            for u in self.upstreams
+        ]
+        return Phase("prepare", chains)
+
+    def _build_corpus(self, task: str) -> None:
+        from downstream_probes.corpora import api as corpora
+
+        # build_corpus renames a finished folder into place; a leftover without a manifest is an interrupted build.
+        corpora.build_corpus(
+            task, self.settings.corpus(task), seed=self.settings.seed, force=True, workers=self.settings.jobs
+        )
+
+    def _write_checkpoint(self, upstream: DemoUpstream) -> None:
+        from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+
+        write_tiny_checkpoint(self.settings.checkpoint(upstream), upstream.preset, seed=self.settings.seed)
+
+    # -- phase 2: training runs, test evaluations and CCA (subprocesses, in parallel) --------------------------
+
+    def _runs_phase(self) -> Phase:
+        s = self.settings
+        chains = []
+        for upstream in self.upstreams:
+            for task in s.tasks:
+                expdir = s.expdir(upstream, task)
+                chain = [
+                    Stage(
+                        f"train {upstream.key}/{task}",
+                        lambda e=expdir, t=task: is_trained(e, t),
+                        lambda u=upstream, t=task: self._train(u, t),
+                    )
+                ]
+                if task in EVALUATED_SEPARATELY:
+                    chain.append(
+                        Stage(
+                            f"evaluate {upstream.key}/{task}",
+                            lambda e=expdir, t=task: has_test_metrics(e, t),
+                            lambda u=upstream, t=task: self._evaluate(u, t),
+                        )
+                    )
+                chains.append(chain)
+        for upstream in self.upstreams:
+            chains.append(
+                [
+                    Stage(
+                        f"cca {upstream.key}",
+                        lambda u=upstream: (s.analysis(u) / f"cca_{CCA_PROPERTY}.json").is_file(),
+                        lambda u=upstream: self._cca(u),
+                    )
+                ]
+            )
+        # CCA chains are the longest: start them first.
+        chains = chains[-len(self.upstreams) :] + chains[: -len(self.upstreams)]
+        return Phase("runs", chains, workers=s.jobs)
+
+    def _override(self, task: str) -> str:
+        with self._lock:
+            if task not in self._overrides:
+                from downstream_probes.corpora.api import s3prl_overrides
+                from downstream_probes.s3prl.run_downstream import override_option
+
+                self._overrides[task] = override_option(s3prl_overrides(self.settings.corpus(task)))
+            return self._overrides[task]
+
+    def _train(self, upstream: DemoUpstream, task: str) -> None:
+        from downstream_probes.paths import recipes_dir
+
+        s = self.settings
+        expdir = s.expdir(upstream, task)
+        stage = f"train {upstream.key}/{task}"
+        trained = (expdir / "results.json").is_file() and (
+            task in EVALUATED_SEPARATELY or has_test_metrics(expdir, task)
+        )
+        if not trained:
+            if expdir.exists():  # an interrupted (or incomplete) run: four steps, simply start again
+                shutil.rmtree(expdir)
+            override = f"{self._override(task)},,{eval_dataloaders_override(task)}"
+            command = [
+                console_script("run_downstream.py"),
+                "-m",
+                "train",
+                "-u",
+                "mrhubert_local",
+                "-k",
+                str(s.checkpoint(upstream)),
+                "-d",
+                task,
+                "-c",
+                str(recipes_dir() / "quick" / task / "config.yaml"),
+                "-p",
+                str(expdir),
+                "-o",
+                override,
+                "--seed",
+                str(s.seed),
+            ]
+            run_logged(stage, command, s.log(stage), self.env)
+        if not (expdir / "layer_weights.json").is_file():
+            run_logged(
+                f"export-weights {upstream.key}/{task}",
+                [console_script("mrsuperb"), "export-weights", str(expdir)],
+                s.log(f"export-weights {upstream.key}/{task}"),
+                self.env,
+            )
+        if not is_trained(expdir, task):
+            raise DemoError(
+                f"stage '{stage}' ended without {expdir}/results.json (with the test metrics "
+                f"{', '.join(required_test_metrics(task))}) and layer_weights.json; see {s.log(stage)}"
+            )
+
+    def _evaluate(self, upstream: DemoUpstream, task: str) -> None:
+        from downstream_probes.s3prl.sweep import best_checkpoint
+        from downstream_probes.tasks import TASKS as TASK_SPECS
+
+        s = self.settings
+        expdir = s.expdir(upstream, task)
+        stage = f"evaluate {upstream.key}/{task}"
+        command = [
+            console_script("run_downstream.py"),
+            "-m",
+            "evaluate",
+            "-e",
+            str(best_checkpoint(expdir)),
+            "-t",
+            TASK_SPECS[task].test_split,
+        ]
+        run_logged(stage, command, s.log(stage), self.env)
+        if not has_test_metrics(expdir, task):
+            metrics = ", ".join(required_test_metrics(task))
+            raise DemoError(
+                f"stage '{stage}' ended without the test metrics {metrics} in {expdir}/results.json; see {s.log(stage)}"
+            )
+
+    def _cca(self, upstream: DemoUpstream) -> None:
+        s = self.settings
+        stage = f"cca {upstream.key}"
+        command = [
+            console_script("mrsuperb"),
+            "cca",
+            "-u",
+            "mrhubert_local",
+            "-k",
+            str(s.checkpoint(upstream)),
+            "--corpus",
+            str(s.corpus("asr")),
+            "--property",
+            CCA_PROPERTY,
+            "--split",
+            CCA_SPLIT,
+            "--seed",
+            str(s.seed),
+            "-o",
+            str(s.analysis(upstream)),
+            "--cache-dir",
+            str(s.root / "cache" / "layer_features"),
+            "--quiet",
+        ]
+        run_logged(stage, command, s.log(stage), self.env)
+
+    # -- phase 3: efficiency profile (alone, so that latencies are not disturbed) ------------------------------
+
+    def _profile_phase(self) -> Phase:
+        return Phase("profile", [[Stage("profile", lambda: self.settings.profile_json.is_file(), self._profile)]])
+
+    def _profile(self) -> None:
+        s = self.settings
+        command = [console_script("mrsuperb"), "profile", "-u", *(u.row for u in self.upstreams)]
+        for upstream in self.upstreams:
+            command += ["-k", f"{upstream.row}={s.checkpoint(upstream)}"]
+        if PROFILE_REFERENCE in s.upstreams:
+            command += ["--reference", DEMO_UPSTREAMS[PROFILE_REFERENCE].row]
+        command += [
+            "--seconds",
+            f"{s.profile_seconds:g}",
+            "--threads",
+            "1",
+            "--seed",
+            str(s.seed),
+            "--out",
+            str(s.profile_json),
+        ]
+        run_logged("profile", command, s.log("profile"), {**self.env, "OMP_NUM_THREADS": "1"})
+
+    # -- phase 4: the leaderboard (always rendered again: it reflects whatever runs exist) ---------------------
+
+    def _leaderboard_phase(self) -> Phase:
+        return Phase("leaderboard", [[Stage("leaderboard", lambda: False, self._leaderboard)]])
+
+    def _leaderboard(self) -> None:
+        from downstream_probes.reports.leaderboard import write_leaderboard
+
+        s = self.settings
+        profile = s.profile_json if s.profile_json.is_file() else None
+        for fmt, path in (("md", s.leaderboard_md), ("html", s.leaderboard_html)):
+            write_leaderboard(
+                [s.root],
+                fmt,
+                out=path,
+                profile=profile,
+                note=RANDOM_INIT_NOTE,
+                title="mrsuperb demo leaderboard (tiny random-init models)",
+            )
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def pending(self) -> list[Stage]:
+        return [stage for stage in self.stages if not stage.is_done()]
+
+    def run(self, progress: bool = True) -> dict[str, float]:
+        """Run every phase in order; returns the seconds spent per executed stage."""
+        return run_phases(self.phases, desc="demo", progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings record and command line
+
+
+def check_or_write_settings(settings: DemoSettings) -> None:
+    """Record the settings in ``demo.json``; a folder made with another seed is refused (its outputs would mix)."""
+    from upstream_mrhubert.atomic_io import write_json_atomic
+
+    recorded = _read_json(settings.settings_file)
+    if recorded is not None and recorded.get("seed") != settings.seed:
+        raise ValueError(
+            f"{settings.root} holds a demo made with seed {recorded.get('seed')}; use --fresh to start "
+            f"over there, or --out for another folder"
+        )
+    if recorded is None and settings.root.is_dir() and any(settings.root.iterdir()):
+        raise ValueError(
+            f"{settings.root} is not empty and holds no demo.json: not a demo folder; choose another --out"
+        )
+    merged = settings.record()
+    if recorded is not None:  # a resumed demo may add upstreams or tasks
+        merged["upstreams"] = sorted(set(recorded.get("upstreams", [])) | set(settings.upstreams))
+        merged["tasks"] = [t for t in TASKS if t in set(recorded.get("tasks", [])) | set(settings.tasks)]
+    write_json_atomic(settings.settings_file, merged)
+
+
+def remove_demo_folder(settings: DemoSettings) -> None:
+    """``--fresh``: delete a previous demo folder (only one with a demo.json, never an arbitrary folder)."""
+    root = settings.root
+    if not root.exists():
+        return
+    if not settings.settings_file.is_file():
+        raise ValueError(f"--fresh: {root} holds no demo.json, so it is not a demo folder; refusing to delete it")
+    shutil.rmtree(root)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m downstream_probes.pipelines.demo",
+        description="The mrsuperb demo: synthetic corpora, tiny random-init MR-HuBERTs, every SUPERB task trained "
+        "briefly through run_downstream.py, CCA, efficiency profile, leaderboard. Resumable.",
+    )
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"demo folder (default {DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of corpora, checkpoints, training, CCA (default 0)")
+    parser.add_argument(
+        "--upstreams",
+        type=_csv,
+        default=DEFAULT_UPSTREAMS,
+        help=f"comma-separated, among {', '.join(DEMO_UPSTREAMS)} (default {','.join(DEFAULT_UPSTREAMS)})",
+    )
+    parser.add_argument("--tasks", type=_csv, default=TASKS, help=f"comma-separated (default {','.join(TASKS)})")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=max(1, min(2, os.cpu_count() or 1)),
+        help="subprocesses at once (default: 2, or 1 on a single core)",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="clip length of the profile (default 10)")
+    parser.add_argument("--fresh", action="store_true", help="delete the demo folder first and start over")
+    parser.add_argument("--plan", action="store_true", help="list the stages (done or to do) and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = DemoSettings(
+            out=Path(args.out),
+            seed=args.seed,
+            upstreams=args.upstreams,
+            tasks=args.tasks,
+            jobs=args.jobs,
+            profile_seconds=args.profile_seconds,
+        )
+        plan = DemoPlan(settings)
+        if args.plan:
+            for phase in plan.phases:
+                print(f"{phase.name}:")
+                for stage in phase.stages:
+                    print(f"  [{'done' if stage.is_done() else 'todo'}] {stage.name}")
+            return 0
+        if args.fresh:
+            remove_demo_folder(settings)
+        check_or_write_settings(settings)
+        start = time.perf_counter()
+        pending = len(plan.pending())
+        print(
+            f"mrsuperb demo in {settings.root}: {len(plan.stages)} stages, {len(plan.stages) - pending} already "
+            f"done; {settings.jobs} at a time; logs in {settings.root / 'logs'}"
+        )
+        print(RANDOM_INIT_NOTE)
+        plan.run()
+        elapsed = time.perf_counter() - start
+    except (DemoError, ValueError, FileNotFoundError) as error:
+        print(f"demo: error: {error}", file=sys.stderr)
+        return 1
+    print()
+    print(settings.leaderboard_md.read_text(encoding="utf-8"))
+    print(
+        f"Demo finished in {elapsed / 60:.1f} min. Leaderboard: {settings.leaderboard_md} and "
+        f"{settings.leaderboard_html} (open it in a browser: figures inline). Profile: {settings.profile_json}."
+    )
+    print(RANDOM_INIT_NOTE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

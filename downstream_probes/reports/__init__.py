@@ -1,0 +1,1 @@
+"""Reports over finished runs: the leaderboard and the upstream profile."""

@@ -1,0 +1,274 @@
+"""Reading runs into a leaderboard: the Table 2 columns, ``results.json`` files found and checked (through the schema
+in ``downstream_probes.tasks``), one run chosen per (model, task), cells filled and the best of each column marked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from downstream_probes.tasks import (
+    RESULTS_FILE,
+    TASK_NAMES,
+    ResultsError,
+    load_results_file,
+    upstream_identity,
+)
+
+
+class LeaderboardError(ValueError):
+    """A results file or option the leaderboard cannot use; the message names it and says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Columns
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column: which task and metric fill it, and which direction is better."""
+
+    key: str
+    task: str
+    metric: str
+    label: str
+    lower_is_better: bool
+    percent: bool  # shown in percent
+    digits: int
+    stored_scale: float = 1.0  # display = stored * stored_scale (100 for metrics stored as fractions)
+
+    @property
+    def arrow(self) -> str:
+        return "↓" if self.lower_is_better else "↑"
+
+    @property
+    def header(self) -> str:
+        unit = " (%)" if self.percent else ""
+        return f"{self.label}{unit} {self.arrow}"
+
+    def display_value(self, stored: float) -> float:
+        return float(stored) * self.stored_scale
+
+    def format(self, stored: float) -> str:
+        return f"{self.display_value(stored):.{self.digits}f}"
+
+    def is_better(self, a: float, b: float) -> bool:
+        return a < b if self.lower_is_better else a > b
+
+
+TABLE2_COLUMNS: tuple[Column, ...] = (
+    Column("asr_wer", "asr", "wer", "ASR WER", True, True, 2),  # stored in percent by s3prl's asr expert
+    Column("sf_f1", "sf", "slot_type_f1", "SF F1", False, True, 2, 100.0),
+    Column("sf_cer", "sf", "slot_value_cer", "SF CER", True, True, 2, 100.0),
+    Column("se_stoi", "se", "stoi", "SE STOI", False, False, 3),
+    Column("se_pesq", "se", "pesq", "SE PESQ", False, False, 2),
+    Column("ic_acc", "ic", "acc", "IC Acc", False, True, 2, 100.0),
+    Column("ks_acc", "ks", "acc", "KS Acc", False, True, 2, 100.0),
+    Column("sd_der", "sd", "der", "SD DER", True, True, 2, 100.0),
+    Column("sd_acc", "sd", "frame_acc", "SD Acc", False, True, 2, 100.0),
+)
+
+
+# The paper's Table 2 rows first (HuBERT, MR-HuBERT-base, B4-a, B5-a), then its other analysed ablations.
+PAPER_ROW_ORDER: tuple[str, ...] = (
+    "hubert_base_ls960",
+    "mrhubert_mono_base",
+    "mrhubert_b4a",
+    "mrhubert_b5a",
+    "mrhubert_b2a",
+    "mrhubert_b2b",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading runs
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One downstream run, as read from its results.json."""
+
+    path: Path
+    task: str
+    upstream: str
+    row: str  # the leaderboard row it belongs to
+    layer_selection: Mapping[str, Any]
+    metrics: Mapping[str, Mapping[str, float]]
+    test_split: str
+    created: datetime
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def is_weighted_sum(self) -> bool:
+        return self.layer_selection.get("mode") == "weighted_sum"
+
+    @property
+    def selection_text(self) -> str:
+        if self.is_weighted_sum:
+            return "weighted sum"
+        return f"single layer {self.layer_selection.get('layer', self.layer_selection.get('index', '?'))}"
+
+    def test_metric(self, metric: str) -> float | None:
+        value = self.metrics.get(self.test_split, {}).get(metric)
+        return None if value is None else float(value)
+
+
+def discover_results(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """results.json files: given files as they are, folders searched recursively; sorted, without duplicates."""
+    found: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; pass results.json files or folders holding them")
+        if path.is_dir():
+            found.update(p.resolve() for p in path.rglob(RESULTS_FILE) if p.is_file())
+        else:
+            found.add(path.resolve())
+    if not found:
+        raise LeaderboardError(
+            f"no {RESULTS_FILE} found under {', '.join(map(str, paths))}; run run_downstream.py first "
+            "(every run writes one into its experiment folder)"
+        )
+    return sorted(found)
+
+
+def _parse_created(value: Any, path: Path) -> datetime:
+    try:
+        created = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise LeaderboardError(f"{path}: 'created' is {value!r}, not an ISO-8601 time") from None
+    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
+def row_label(results: Mapping[str, Any]) -> str:
+    """The row a run belongs to: its upstream name, plus the checkpoint's file stem for local-file upstreams.
+
+    ``mrhubert_local -k tiny_b4a.pt`` and ``mrhubert_local -k tiny_b5a.pt`` are different models; without the
+    checkpoint they would share one row.
+    """
+    config = results.get("config") or {}
+    checkpoint = results.get("upstream_ckpt") or (config.get("upstream_ckpt") if isinstance(config, Mapping) else None)
+    return upstream_identity(str(results["upstream"]), checkpoint)
+
+
+def load_run(path: str | os.PathLike[str]) -> RunRecord:
+    """Read and check one results.json."""
+    path = Path(path)
+    try:
+        data = load_results_file(path)
+    except ResultsError as error:
+        raise LeaderboardError(str(error)) from None
+    return RunRecord(
+        path=path,
+        task=str(data["task"]),
+        upstream=str(data["upstream"]),
+        row=row_label(data),
+        layer_selection=dict(data["layer_selection"] or {}),
+        metrics={str(split): dict(values) for split, values in data["metrics"].items()},
+        test_split=str(data["test_split"]),
+        created=_parse_created(data["created"], path),
+        raw=data,
+    )
+
+
+def choose_run(candidates: Sequence[RunRecord]) -> RunRecord:
+    """The run that fills one (upstream, task) cell: weighted sum first, then newest, then largest path."""
+    return max(candidates, key=lambda r: (r.is_weighted_sum, r.created, str(r.path)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass(frozen=True)
+class Cell:
+    value: float  # as stored in results.json
+    run: RunRecord
+    best: bool
+
+
+@dataclass
+class Leaderboard:
+    """Rows (upstreams, in display order), columns, and the filled cells keyed by (row, column key)."""
+
+    rows: list[str]
+    columns: tuple[Column, ...]
+    cells: dict[tuple[str, str], Cell]
+    chosen: dict[tuple[str, str], RunRecord]  # (row, task) -> run
+    ignored: list[RunRecord]  # runs that lost the choice, for the record
+
+    def cell(self, row: str, column: Column) -> Cell | None:
+        return self.cells.get((row, column.key))
+
+    def sources(self) -> list[RunRecord]:
+        """The chosen runs in reading order (row by row, task by task): the numbering of Markdown references."""
+        order = {task: i for i, task in enumerate(TASK_NAMES)}
+        return [self.chosen[key] for key in sorted(self.chosen, key=lambda k: (self.rows.index(k[0]), order[k[1]]))]
+
+
+def _row_sort_key(row: str) -> tuple[int, int, str]:
+    from upstream_mrhubert.checkpoints.registry import RELEASED_CHECKPOINTS
+
+    upstream = row.split(":", 1)[0]
+    if upstream in PAPER_ROW_ORDER:
+        return (0, PAPER_ROW_ORDER.index(upstream), row)
+    registry_order = [c.name for c in RELEASED_CHECKPOINTS]
+    if upstream in registry_order:
+        return (1, registry_order.index(upstream), row)
+    return (2, 0, row)
+
+
+def build_leaderboard(
+    runs: Sequence[RunRecord], columns: Sequence[Column] = TABLE2_COLUMNS, sort_by: str | None = None
+) -> Leaderboard:
+    """Choose one run per (row, task), fill the cells and mark the best of each column.
+
+    Rows follow the paper (HuBERT, MR-HuBERT-base, B4-a, B5-a, B2-a, B2-b), then the registry, then names
+    alphabetically; ``sort_by`` (a column key) orders rows best first instead, rows missing that cell last.
+    Ties for best are all marked.
+    """
+    columns = tuple(columns)
+    grouped: dict[tuple[str, str], list[RunRecord]] = {}
+    for run in runs:
+        grouped.setdefault((run.row, run.task), []).append(run)
+    chosen = {key: choose_run(candidates) for key, candidates in grouped.items()}
+    ignored = [run for key, candidates in grouped.items() for run in candidates if run is not chosen[key]]
+
+    values: dict[tuple[str, str], tuple[float, RunRecord]] = {}
+    for (row, task), run in chosen.items():
+        for column in columns:
+            if column.task == task and (value := run.test_metric(column.metric)) is not None:
+                values[(row, column.key)] = (value, run)
+
+    cells: dict[tuple[str, str], Cell] = {}
+    for column in columns:
+        present = [(key, value) for key, (value, _) in values.items() if key[1] == column.key]
+        if not present:
+            continue
+        best = min(v for _, v in present) if column.lower_is_better else max(v for _, v in present)
+        for key, value in present:
+            cells[key] = Cell(value=value, run=values[key][1], best=value == best)
+
+    rows = sorted({row for row, _ in chosen}, key=_row_sort_key)
+    if sort_by is not None:
+        column = next((c for c in columns if c.key == sort_by), None)
+        if column is None:
+            raise LeaderboardError(
+                f"--sort {sort_by!r} is not a column; choose one of {', '.join(c.key for c in columns)}"
+            )
+        sign = 1.0 if column.lower_is_better else -1.0
+        rows.sort(
+            key=lambda r: (
+                cells.get((r, column.key)) is None,
+                sign * cells[(r, column.key)].value if (r, column.key) in cells else 0.0,
+            )
+        )
+    return Leaderboard(rows=rows, columns=columns, cells=cells, chosen=chosen, ignored=ignored)
+
+
+def load_leaderboard(paths: Iterable[str | os.PathLike[str]], sort_by: str | None = None) -> Leaderboard:
+    """discover -> load -> build, in one call."""
+    return build_leaderboard([load_run(p) for p in discover_results(paths)], sort_by=sort_by)

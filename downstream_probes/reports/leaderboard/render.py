@@ -1,0 +1,296 @@
+"""Rendering a leaderboard as Markdown, CSV or one self-contained HTML page, and ``write_leaderboard``, the one call
+the command line and the pipelines make."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from downstream_probes.reports.leaderboard.figures import Figure, collect_figures
+from downstream_probes.reports.leaderboard.reading import (
+    Cell,
+    Column,
+    Leaderboard,
+    LeaderboardError,
+    load_leaderboard,
+)
+from downstream_probes.tasks import TASKS
+from upstream_mrhubert.atomic_io import write_text_atomic
+
+MISSING = "—"
+DEFAULT_TITLE = "SUPERB leaderboard"
+FORMATS = ("md", "csv", "html")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _relative_path(path: Path, base_dir: Path | None) -> str:
+    """A path as seen from the output file's folder (so links work when the page moves with the runs);
+    absolute when there is no such folder."""
+    if base_dir is None:
+        return str(path)
+    try:
+        return Path(os.path.relpath(path, base_dir.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def _cell_text(cell: Cell, column: Column) -> str:
+    text = column.format(cell.value)
+    if not cell.run.is_weighted_sum:
+        text += f" ({cell.run.layer_selection.get('layer', cell.run.layer_selection.get('index', '?'))})"
+    return text
+
+
+def render_markdown(
+    board: Leaderboard,
+    base_dir: Path | None = None,
+    profile_markdown: str | None = None,
+    title: str = DEFAULT_TITLE,
+    note: str | None = None,
+) -> str:
+    """The table as GitHub Markdown: best bold, "—" for missing cells, ``[n]`` references to a Sources list.
+
+    ``note`` (e.g. "random-init models") is printed in bold under the title."""
+    sources = board.sources()
+    number = {id(run): i + 1 for i, run in enumerate(sources)}
+    lines = [f"# {title}", ""]
+    if note:
+        lines += [f"**{note}**", ""]
+    lines.append("| upstream | " + " | ".join(c.header for c in board.columns) + " |")
+    lines.append("|---|" + "|".join("---:" for _ in board.columns) + "|")
+    for row in board.rows:
+        texts = []
+        for column in board.columns:
+            cell = board.cell(row, column)
+            if cell is None:
+                texts.append(MISSING)
+                continue
+            text = _cell_text(cell, column)
+            texts.append(f"**{text}** [{number[id(cell.run)]}]" if cell.best else f"{text} [{number[id(cell.run)]}]")
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    lines += [
+        "",
+        (
+            f"Bold: best of its column (↑ higher is better, ↓ lower is better). {MISSING}: no run. "
+            "One run per upstream and task: weighted-sum runs before single-layer probes "
+            "(shown with their layer), then the newest."
+        ),
+        "",
+        "## Sources",
+        "",
+    ]
+    for i, run in enumerate(sources, start=1):
+        lines.append(
+            f"{i}. `{_relative_path(run.path, base_dir)}`: {TASKS[run.task].title}, {run.row}, "
+            f"{run.selection_text}, test split {run.test_split}, created {run.created.isoformat()}"
+        )
+    if board.ignored:
+        lines += ["", f"{len(board.ignored)} other run(s) of the same upstream and task were not used."]
+    if profile_markdown:
+        lines += ["", profile_markdown.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(board: Leaderboard, base_dir: Path | None = None) -> str:
+    """One row per upstream; per column its value (display units), a best flag and the source path."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["upstream"]
+    for column in board.columns:
+        header += [f"{column.key} {column.arrow}", f"{column.key}_best", f"{column.key}_source"]
+    writer.writerow(header)
+    for row in board.rows:
+        record: list[str] = [row]
+        for column in board.columns:
+            cell = board.cell(row, column)
+            if cell is None:
+                record += ["", "", ""]
+            else:
+                record += [
+                    column.format(cell.value),
+                    "1" if cell.best else "0",
+                    _relative_path(cell.run.path, base_dir),
+                ]
+        writer.writerow(record)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #1a1a1a; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; }
+th { background: #f2f4f7; }
+td.value { text-align: right; font-variant-numeric: tabular-nums; }
+td.best { font-weight: bold; background: #e6f4ea; }
+td.missing { color: #999; text-align: center; }
+td a { color: inherit; text-decoration: none; border-bottom: 1px dotted #888; }
+figure { display: inline-block; margin: 0.8em; vertical-align: top; }
+figcaption { font-size: 0.85em; color: #444; max-width: 40em; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+.banner { background: #fff4ce; border-left: 4px solid #e0a800; padding: 0.5em 0.8em; max-width: 60em; }
+"""
+
+# Runs only when the page is opened with ``#render-check``: records what the browser rendered (for tests).
+_RENDER_CHECK_JS = """
+window.addEventListener("load", function () {
+  if (window.location.hash !== "#render-check") { return; }
+  var report = {images: [], cells: document.querySelectorAll("td.value").length};
+  document.querySelectorAll("img").forEach(function (img) {
+    report.images.push({alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight});
+  });
+  var out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify(report);
+  document.body.appendChild(out);
+});
+"""
+
+
+def render_html(
+    board: Leaderboard,
+    base_dir: Path | None = None,
+    figures: Sequence[Figure] = (),
+    profile_html: str | None = None,
+    title: str = DEFAULT_TITLE,
+    note: str | None = None,
+) -> str:
+    """One self-contained page: the table (links and titles to each results.json), figures inline, profile.
+
+    ``note`` (e.g. "random-init models") is shown in a highlighted paragraph under the title."""
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_RENDER_CHECK_JS}</script>",
+        "</head>",
+        "<body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+    if note:
+        parts.append(f'<p class="banner" id="note">{esc(note)}</p>')
+    parts += ['<table id="leaderboard">', "<thead><tr><th>upstream</th>"]
+    parts += [
+        f'<th data-key="{esc(c.key)}" title="{esc(c.task)}: {esc(c.metric)}, '
+        f'{"lower" if c.lower_is_better else "higher"} is better">{esc(c.header)}</th>'
+        for c in board.columns
+    ]
+    parts.append("</tr></thead><tbody>")
+    for row in board.rows:
+        parts.append(f'<tr><th scope="row">{esc(row)}</th>')
+        for column in board.columns:
+            cell = board.cell(row, column)
+            if cell is None:
+                parts.append(f'<td class="missing" data-key="{esc(column.key)}" title="no run">{MISSING}</td>')
+                continue
+            source = _relative_path(cell.run.path, base_dir)
+            tooltip = f"{source} ({cell.run.selection_text}, created {cell.run.created.isoformat()})"
+            css = "value best" if cell.best else "value"
+            text = esc(_cell_text(cell, column))
+            parts.append(
+                f'<td class="{css}" data-key="{esc(column.key)}" data-source="{esc(source)}" '
+                f'title="{esc(tooltip)}"><a href="{esc(source)}">'
+                + (f"<strong>{text}</strong>" if cell.best else text)
+                + "</a></td>"
+            )
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    parts.append(
+        f'<p class="note">Bold on green: best of its column (↑ higher is better, ↓ lower is better). '
+        f"{MISSING}: no run for that upstream and task. Hover a value for the results.json it comes from; "
+        "click to open it. One run per upstream and task: weighted-sum runs before single-layer probes "
+        "(shown with their layer), then the newest.</p>"
+    )
+    if board.ignored:
+        parts.append(
+            f'<p class="note">{len(board.ignored)} other run(s) of the same upstream and task were not used.</p>'
+        )
+    if profile_html:
+        parts += ["<h2>Efficiency profile</h2>", profile_html]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for figure in figures:
+        data = base64.b64encode(figure.png).decode("ascii")
+        source_list = ", ".join(_relative_path(p, base_dir) for p in figure.sources)
+        parts.append(
+            f'<figure><img alt="{esc(figure.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(figure.title)}. From: {esc(source_list)}</figcaption></figure>"
+        )
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One call for the command line and the demo
+
+
+def write_leaderboard(
+    paths: Sequence[str | os.PathLike[str]],
+    fmt: str,
+    out: str | os.PathLike[str] | None = None,
+    profile: str | os.PathLike[str] | None = None,
+    sort_by: str | None = None,
+    title: str = DEFAULT_TITLE,
+    note: str | None = None,
+) -> str:
+    """Render the leaderboard of the runs under ``paths`` and write it atomically to ``out`` (if given).
+
+    Returns the rendered text. ``profile`` (a profile.json of ``mrsuperb profile``) adds its table to md and html;
+    ``title`` and ``note`` head the md and html output (the demo notes its random-init models there).
+    """
+    if fmt not in FORMATS:
+        raise LeaderboardError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if profile is not None and fmt == "csv":
+        raise LeaderboardError(
+            "--profile is shown in md and html output only; the profile's own JSON holds its numbers for CSV users"
+        )
+    board = load_leaderboard(paths, sort_by=sort_by)
+    # Written files link relative to their own folder; printed tables show paths under the current folder
+    # relative to it, others absolute.
+    if out is not None:
+        base_dir: Path | None = Path(out).resolve().parent
+    else:
+        cwd = Path.cwd().resolve()
+        base_dir = cwd if all(r.path.is_relative_to(cwd) for r in board.chosen.values()) else None
+    profile_data = None
+    if profile is not None:
+        from downstream_probes.reports.profile import read_profile
+
+        profile_data = read_profile(profile)
+    if fmt == "md":
+        from downstream_probes.reports.profile import profile_markdown
+
+        text = render_markdown(
+            board, base_dir, profile_markdown(profile_data) if profile_data else None, title=title, note=note
+        )
+    elif fmt == "csv":
+        text = render_csv(board, base_dir)
+    else:
+        from downstream_probes.reports.profile import profile_html
+
+        roots = [Path(p).resolve() for p in paths if Path(p).is_dir()] or [r.path.parent for r in board.chosen.values()]
+        text = render_html(
+            board,
+            base_dir,
+            collect_figures(board, roots),
+            profile_html(profile_data) if profile_data else None,
+            title=title,
+            note=note,
+        )
+    if out is not None:
+        write_text_atomic(out, text)
+    return text

@@ -1,0 +1,169 @@
+"""``run_downstream.py``: s3prl 0.4.18's SUPERB runner, with its full command line, on today's stack.
+
+Before s3prl starts, ``prepare_s3prl`` applies the compatibility layer (``compat``) and registers every upstream of the
+``s3prl.upstreams`` entry-point group (``plugins``). On top of s3prl's options:
+
+- ``-d`` takes our task names (asr, sf, ic, ks, se, sd) as well as s3prl's expert names; without ``-c`` the
+  SUPERB config of ``recipes/superb/<task>/config.yaml`` is used;
+- ``-l`` takes a layer name of the upstream (``T7``, ``D0``) as well as an index;
+- ``--device`` defaults to cuda when available, else cpu; under ``torchrun`` the local rank comes from the
+  environment and the backend is gloo on CPU, nccl on GPU;
+- every ``train``/``evaluate`` writes ``<expdir>/results.json``; training with a weighted sum also exports
+  ``layer_weights.json``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from downstream_probes.paths import recipes_dir
+from downstream_probes.s3prl import compat as s3prl_compat
+from downstream_probes.s3prl import plugins
+from downstream_probes.s3prl.options import find_option, set_option
+from downstream_probes.tasks import task_for
+
+LAYER_OPTIONS = ("-l", "--upstream_layer_selection")
+UNSUPPORTED_OPTIONS = {
+    "--push_to_hf_hub": "s3prl's push relies on huggingface_hub.Repository (removed in huggingface_hub 1.0); "
+    "upload the experiment folder with `hf upload` instead",
+}
+
+
+def extract_layer_name(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """Take ``-l NAME`` out of the arguments (s3prl's parser only accepts an integer); indices stay."""
+    argv = list(argv)
+    found = find_option(argv, LAYER_OPTIONS)
+    if found is None or found[1] is None:
+        return argv, None
+    value = found[1]
+    try:
+        int(value)
+    except ValueError:
+        return set_option(argv, LAYER_OPTIONS, None), value
+    return argv, None
+
+
+def resolve_task_and_config(argv: Sequence[str]) -> list[str]:
+    """Map our task names onto s3prl's experts and, without ``-c``, point at our SUPERB config."""
+    argv = list(argv)
+    found = find_option(argv, ("-d", "--downstream"))
+    if found is None or found[1] is None:
+        return argv
+    spec = task_for(found[1])
+    if spec is None:
+        return argv
+    argv = set_option(argv, ("-d", "--downstream"), spec.downstream)
+    if find_option(argv, ("-c", "--config")) is None:
+        config = recipes_dir() / "superb" / spec.task / "config.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"SUPERB config for task {spec.task!r} not found: {config}")
+        argv += ["-c", str(config)]
+    return argv
+
+
+def reject_unsupported(argv: Sequence[str]) -> None:
+    for option, reason in UNSUPPORTED_OPTIONS.items():
+        found = find_option(argv, (option,))
+        if found is not None and str(found[1]).lower() not in ("false", "0", "none"):
+            raise ValueError(f"{option}: {reason}")
+    hub = find_option(argv, ("--hub",))
+    if hub is not None and hub[1] == "huggingface":
+        raise ValueError(
+            "--hub huggingface: s3prl logs in with a username/password API that huggingface_hub removed; "
+            "download the upstream and pass it with -u/-k instead"
+        )
+
+
+def check_paths(argv: Sequence[str]) -> None:
+    """One clear error for a missing config or checkpoint instead of s3prl's traceback."""
+    for names in (("-c", "--config"), ("-i", "--init_ckpt")):
+        found = find_option(argv, names)
+        if found is not None and found[1] is not None and not Path(found[1]).exists():
+            raise FileNotFoundError(f"{names[0]} {found[1]}: file not found")
+    found = find_option(argv, ("-e", "--past_exp"))
+    if found is not None and found[1] is not None:
+        path = Path(found[1])
+        if not path.exists():
+            raise FileNotFoundError(f"-e {path}: no such checkpoint or experiment folder")
+        if path.is_dir() and not list(path.glob("states-*.ckpt")):
+            raise FileNotFoundError(f"-e {path}: the folder holds no states-*.ckpt to resume from")
+
+
+def override_option(downstream_expert: dict, prefix: str = "config.downstream_expert") -> str:
+    """s3prl's ``-o`` string setting every leaf of a nested ``downstream_expert`` mapping (e.g. a corpus's paths).
+
+    s3prl evaluates each value as a Python literal, so values are written with ``repr``; options are joined
+    with s3prl's ``,,`` separator.
+    """
+    options: list[str] = []
+    for key, value in downstream_expert.items():
+        if isinstance(value, dict):
+            options.append(override_option(value, f"{prefix}.{key}"))
+        else:
+            text = repr(value)
+            if "=" in text or ",," in text:
+                raise ValueError(f"{prefix}.{key}={text}: s3prl's -o cannot carry '=' or ',,' in a value")
+            options.append(f"{prefix}.{key}={text}")
+    return ",,".join(option for option in options if option)
+
+
+def build_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """All argument rewriting, in order; returns s3prl's argv and the layer name given to ``-l`` (if any)."""
+    argv, layer_name = extract_layer_name(argv)
+    argv = resolve_task_and_config(argv)
+    argv = s3prl_compat.prepare_argv(argv)
+    return argv, layer_name
+
+
+def prepare_s3prl() -> None:
+    """The one call that patches anything: every compatibility fix (``compat.apply``) and every entry-point upstream
+    registered on ``s3prl.hub``. The runner entry points (``run``, and whatever builds upstreams through s3prl's hub)
+    make it; importing this package does not."""
+    s3prl_compat.apply()
+    plugins.register_entry_point_upstreams()
+
+
+def run(argv: Sequence[str]) -> None:
+    """Run s3prl's ``run_downstream.main`` with ``argv`` (without the program name)."""
+    prepare_s3prl()
+    help_only = any(arg in ("-h", "--help") for arg in argv)
+    if not help_only:
+        reject_unsupported(argv)
+    s3prl_argv, layer_name = build_argv(argv)
+    if not help_only:
+        check_paths(s3prl_argv)
+
+    import s3prl.run_downstream as s3prl_run_downstream
+
+    from downstream_probes.s3prl.runner import make_probe_runner
+
+    saved = (sys.argv, builtins.isinstance, torch.multiprocessing.get_sharing_strategy(), s3prl_run_downstream.Runner)
+    s3prl_run_downstream.Runner = make_probe_runner(layer_name)
+    sys.argv = ["run_downstream.py", *s3prl_argv]
+    try:
+        s3prl_run_downstream.main()
+    finally:
+        # s3prl's main patches builtins.isinstance and the sharing strategy process-wide; undo for in-process use.
+        sys.argv, builtins.isinstance = saved[0], saved[1]
+        torch.multiprocessing.set_sharing_strategy(saved[2])
+        s3prl_run_downstream.Runner = saved[3]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; bad input is one message on stderr and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run(argv)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"run_downstream.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

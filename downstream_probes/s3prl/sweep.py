@@ -1,0 +1,124 @@
+"""Single-layer probe sweep: one s3prl downstream run per upstream layer (``-l NAME``), recorded in one JSON.
+
+For each layer: ``run_downstream.py -m train -l LAYER`` into ``<sweep_dir>/<LAYER>/``, then (unless disabled)
+``-m evaluate`` of its best dev checkpoint on the task's test split. After every layer, ``<sweep_dir>/sweep.json``
+(schema ``mrsuperb.probe_sweep/1``, written through ``downstream_probes.tasks``) is rewritten atomically with every finished layer's metrics; a layer whose
+``results.json`` already holds the test split is not run again, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from downstream_probes import tasks as results_io
+
+BEST_CHECKPOINT_PATTERNS = ("*-best.ckpt", "best-states-*.ckpt")
+
+
+class ProbeRunError(RuntimeError):
+    """A downstream run of the sweep exited with an error."""
+
+
+def upstream_layer_names(upstream: str, ckpt: str | None = None, model_config: str | None = None) -> list[str]:
+    """Build the upstream once through s3prl's hub (entry points registered) and read its ``layer_names``."""
+    from downstream_probes.s3prl.plugins import build_hub_upstream
+
+    model = build_hub_upstream(upstream, ckpt, model_config)
+    names = getattr(model, "layer_names", None)
+    if names is None:
+        raise ValueError(f"upstream {upstream!r} does not expose layer_names; a sweep needs named layers")
+    return list(names)
+
+
+def best_checkpoint(expdir: Path) -> Path:
+    """The checkpoint s3prl saved for the best dev score, else the newest ``states-*.ckpt``."""
+    for pattern in BEST_CHECKPOINT_PATTERNS:
+        found = sorted(expdir.glob(pattern))
+        if found:
+            return found[0]
+    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
+    if not states:
+        raise FileNotFoundError(f"no checkpoint in {expdir}: the training run saved nothing")
+    return states[-1]
+
+
+def _run(argv: list[str]) -> None:
+    from downstream_probes.s3prl import run_downstream
+
+    status = run_downstream.main(argv)
+    if status != 0:
+        raise ProbeRunError(f"run_downstream.py {' '.join(argv)} exited with status {status}")
+
+
+def sweep(
+    *,
+    upstream: str,
+    task: str,
+    sweep_dir: str | Path,
+    upstream_ckpt: str | None = None,
+    model_config: str | None = None,
+    config: str | None = None,
+    override: str | None = None,
+    layers: Sequence[str] | None = None,
+    evaluate: bool = True,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train (and evaluate) one probe per layer; returns the sweep document written to ``sweep.json``."""
+    spec = results_io.task_for(task)
+    if spec is None:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(results_io.TASKS)}")
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    all_layers = upstream_layer_names(upstream, upstream_ckpt, model_config)
+    chosen = list(layers) if layers else all_layers
+    unknown = [name for name in chosen if name not in all_layers]
+    if unknown:
+        raise ValueError(f"upstream {upstream!r} has no layer(s) {unknown}; its layers: {all_layers}")
+
+    common = ["-u", upstream, "-d", spec.task]
+    if upstream_ckpt:
+        common += ["-k", str(upstream_ckpt)]
+    if model_config:
+        common += ["-g", str(model_config)]
+    if config:
+        common += ["-c", str(config)]
+    device_args = ["--device", device] if device else []
+    document: dict[str, Any] = {
+        "upstream": upstream,
+        "upstream_ckpt": upstream_ckpt,
+        "task": spec.task,
+        "test_split": spec.test_split,
+        "primary_metric": spec.primary,
+        "lower_is_better": spec.lower_is_better,
+        "layers": [],
+    }
+    for name in tqdm(chosen, desc=f"probe sweep {upstream} / {spec.task}", unit="layer"):
+        expdir = sweep_dir / name
+        previous = results_io.read_results(expdir)
+        done = previous is not None and (not evaluate or spec.test_split in previous.get("metrics", {}))
+        if not done:
+            train_argv = ["-m", "train", *common, "-l", name, "-p", str(expdir)]
+            if override:
+                train_argv += ["-o", override]
+            _run(train_argv + device_args)
+            if evaluate:
+                eval_argv = ["-m", "evaluate", "-e", str(best_checkpoint(expdir)), "-t", spec.test_split]
+                _run(eval_argv + device_args)
+        results = results_io.read_results(expdir) or {}
+        document["layers"].append(
+            {
+                "name": name,
+                "index": all_layers.index(name),
+                "expdir": str(expdir.resolve()),
+                "best_step": results.get("best_step"),
+                "metrics": results.get("metrics", {}),
+            }
+        )
+        document["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        results_io.write_sweep(sweep_dir, document)
+    return document

@@ -1,0 +1,337 @@
+"""The task table and the result schemas: the one place that says which SUPERB tasks exist and what a run writes.
+
+* ``TASKS``: every SUPERB task of the project, in the order of arXiv 2410.23955 Table 2 (ASR, SF, SE, IC, KS, SD), with
+  its s3prl expert, splits and metrics. Corpora, the runner, the leaderboard and the pipelines all read it.
+* ``results.json`` (schema ``mrsuperb.results/1``) of a downstream run: written by ``write_results``, read and checked
+  by ``load_results_file`` (``ResultsDocument`` lists its fields).
+* ``sweep.json`` (schema ``mrsuperb.probe_sweep/1``) of a probe sweep: ``write_sweep`` / ``load_sweep_file``.
+* ``upstream_identity``: the name that tells models apart (``mrhubert_local:<checkpoint stem>``), used by every
+  reader that groups results by model.
+
+s3prl's experts report their metrics only through ``logger.add_scalar(f"{prefix}/{split}-{key}", value)`` inside
+``log_records``. The probe runner taps those calls (``ScalarTap``) and appends one line per evaluation to
+``<expdir>/evaluations.jsonl`` as it happens, so a run killed mid-way keeps what it had evaluated. ``results.json``
+is (re)built from that log at the end of ``train`` and merged with each ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypedDict
+
+from upstream_mrhubert.atomic_io import write_text_atomic
+
+SCHEMA = "mrsuperb.results/1"
+RESULTS_FILE = "results.json"
+EVALUATIONS_FILE = "evaluations.jsonl"
+SWEEP_SCHEMA = "mrsuperb.probe_sweep/1"
+SWEEP_FILE = "sweep.json"
+LAYER_WEIGHTS_FILE = "layer_weights.json"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How a SUPERB task maps onto s3prl: its expert, test split and which of its scalars are our metrics."""
+
+    task: str
+    title: str  # as the paper's tables name it
+    downstream: str  # s3prl's -d
+    test_split: str
+    dev_split: str
+    metric_keys: dict[str, str]  # s3prl scalar key -> our metric key
+    primary: str  # our metric key selecting the best step
+    lower_is_better: bool
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.task: spec
+    for spec in (
+        TaskSpec("asr", "ASR", "asr", "test-clean", "dev-clean", {"wer": "wer", "uer": "cer"}, "wer", True),
+        TaskSpec(
+            "sf",
+            "SF",
+            "ctc",
+            "test",
+            "dev",
+            {"slot_type_f1": "slot_type_f1", "slot_value_cer": "slot_value_cer", "wer": "wer", "cer": "cer"},
+            "slot_type_f1",
+            False,
+        ),
+        TaskSpec(
+            "se",
+            "SE",
+            "enhancement_stft",
+            "test",
+            "dev",
+            {"pesq": "pesq", "stoi": "stoi", "si_sdr": "si_sdr"},
+            "pesq",
+            False,
+        ),
+        TaskSpec("ic", "IC", "fluent_commands", "test", "dev", {"acc": "acc"}, "acc", False),
+        TaskSpec("ks", "KS", "speech_commands", "test", "dev", {"acc": "acc"}, "acc", False),
+        TaskSpec(
+            "sd", "SD", "diarization", "test", "dev", {"acc": "frame_acc", "der": "frame_der"}, "frame_acc", False
+        ),
+    )
+}
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)  # Table 2's order
+LOWER_IS_BETTER = frozenset({"wer", "cer", "slot_value_cer", "der", "frame_der"})
+_BY_DOWNSTREAM = {spec.downstream: spec for spec in TASKS.values()}
+
+
+class ResultsError(ValueError):
+    """A results/sweep file that does not follow its schema; the message names the file and says what to do."""
+
+
+def upstream_identity(upstream: str, checkpoint: str | os.PathLike[str] | None = None) -> str:
+    """The identity that tells two models apart: the upstream name, plus the checkpoint's file stem for the
+    local-file upstreams (``mrhubert_local -k tiny_b4a.pt`` -> ``mrhubert_local:tiny_b4a``).
+
+    Named upstreams (``mrhubert_b4a``) stand for one released checkpoint each, so the name alone identifies them.
+    Every reader that groups results by model (leaderboard rows, ``compare``) uses this one function.
+    """
+    if checkpoint and str(upstream).endswith("_local"):
+        return f"{upstream}:{Path(str(checkpoint)).stem}"
+    return str(upstream)
+
+
+def task_for(downstream: str) -> TaskSpec | None:
+    """Our task for an s3prl ``-d`` value or one of our task names (``asr``, ``sf``, ...); None if neither."""
+    return TASKS.get(downstream) or _BY_DOWNSTREAM.get(downstream)
+
+
+def metrics_from_scalars(spec: TaskSpec | None, split: str, scalars: dict[str, float]) -> dict[str, float]:
+    """Our metrics out of the scalars one ``log_records(split)`` call logged (tags ``prefix/split-key``)."""
+    by_key: dict[str, float] = {}
+    for tag, value in scalars.items():
+        _, _, rest = tag.rpartition("/")
+        if rest.startswith(split + "-"):
+            by_key[rest[len(split) + 1 :]] = float(value)
+    if spec is None:
+        return by_key
+    return {ours: by_key[theirs] for theirs, ours in spec.metric_keys.items() if theirs in by_key}
+
+
+class ScalarTap:
+    """Wraps a tensorboard writer: forwards every call and keeps what ``add_scalar`` received."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+        self.scalars: dict[str, float] = {}
+
+    def add_scalar(self, tag: str, scalar_value, global_step=None, *args, **kwargs):
+        with contextlib.suppress(TypeError, ValueError):
+            self.scalars[tag] = float(scalar_value)
+        return self._writer.add_scalar(tag, scalar_value, global_step, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._writer, name)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the evaluation log
+
+
+def append_evaluation(expdir: str | Path, record: dict[str, Any]) -> None:
+    """Append one evaluation (split, step, metrics) as a JSON line, flushed to disk."""
+    path = Path(expdir) / EVALUATIONS_FILE
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(record, sort_keys=True) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def read_evaluations(expdir: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of the evaluation log (a line cut short by a kill is ignored)."""
+    path = Path(expdir) / EVALUATIONS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_evaluations(expdir: str | Path, after_step: int | None) -> None:
+    """Drop evaluations a (re)started training run will redo: all of them for a fresh run (``after_step=None``),
+    those after the resumed step otherwise."""
+    path = Path(expdir) / EVALUATIONS_FILE
+    if not path.exists():
+        return
+    kept = [] if after_step is None else [r for r in read_evaluations(expdir) if int(r.get("step", 0)) <= after_step]
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def best_training_step(
+    spec: TaskSpec | None, evaluations: list[dict[str, Any]], dev_split: str
+) -> tuple[int | None, dict[str, dict[str, float]]]:
+    """The step whose ``dev_split`` evaluation is best on the task's primary metric (first one on ties), and the
+    metrics of every split evaluated at that step."""
+    training = [r for r in evaluations if r.get("phase") == "train"]
+    candidates = [r for r in training if r["split"] == dev_split and spec and spec.primary in r["metrics"]]
+    if not candidates:
+        return None, {}
+    sign = 1.0 if spec.lower_is_better else -1.0
+    best = min(candidates, key=lambda r: (sign * r["metrics"][spec.primary], r["step"]))
+    at_best = {r["split"]: r["metrics"] for r in training if r["step"] == best["step"]}
+    return int(best["step"]), at_best
+
+
+# ------------------------------------------------------------------------------------------------------------
+# results.json
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    versions = {"python": platform.python_version()}
+    for package in (
+        "mrsuperb",
+        "s3prl",
+        "torch",
+        "torchaudio",
+        "numpy",
+        "scipy",
+        "soundfile",
+        "pyannote.metrics",
+        "pesq",
+        "pystoi",
+        "asteroid",
+        "editdistance",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_results(expdir: str | Path, results: dict[str, Any]) -> Path:
+    """Write ``results.json`` atomically."""
+    path = Path(expdir) / RESULTS_FILE
+    write_text_atomic(path, json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def read_results(expdir: str | Path) -> dict[str, Any] | None:
+    """The ``results.json`` of an experiment folder, checked against the schema; None if the run wrote none yet."""
+    path = Path(expdir) / RESULTS_FILE
+    if not path.is_file():
+        return None
+    return dict(load_results_file(path))
+
+
+class ResultsDocument(TypedDict, total=False):
+    """The fields of ``results.json`` (schema ``mrsuperb.results/1``); the first seven are required."""
+
+    schema: str
+    task: str
+    upstream: str
+    layer_selection: dict[str, Any]  # {"mode": "weighted_sum"} or {"mode": "single_layer", "layer": NAME, "index": I}
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value, as s3prl's expert computes it
+    test_split: str
+    created: str  # ISO-8601
+    upstream_ckpt: str | None
+    best_step: int | None
+    config: dict[str, Any]
+    seed: int
+    versions: dict[str, str]
+    expdir: str
+    sweep: dict[str, Any]  # present when a shared probe sweep wrote the run
+
+
+REQUIRED_RESULTS_FIELDS = ("task", "upstream", "layer_selection", "metrics", "test_split", "created")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"{path} is not readable JSON ({error}); delete it or re-run that {what}") from None
+
+
+def validate_results(data: Any, path: str | os.PathLike[str]) -> ResultsDocument:
+    """Check a parsed ``results.json`` against the schema; raises ``ResultsError`` naming ``path``."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ResultsError(f"{path} is not a results file of schema {SCHEMA} (found {found!r})")
+    missing = [key for key in REQUIRED_RESULTS_FIELDS if key not in data]
+    if missing:
+        raise ResultsError(f"{path} lacks {', '.join(missing)}; it was not written by run_downstream.py")
+    if data["task"] not in TASKS:
+        raise ResultsError(f"{path}: unknown task {data['task']!r} (expected one of {', '.join(TASK_NAMES)})")
+    if not isinstance(data["metrics"], dict):
+        raise ResultsError(f"{path}: 'metrics' must map split -> {{metric: value}}")
+    return data  # type: ignore[return-value]
+
+
+def load_results_file(path: str | os.PathLike[str]) -> ResultsDocument:
+    """Read and check one ``results.json``."""
+    path = Path(path)
+    return validate_results(_read_json(path, "experiment"), path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# sweep.json
+
+
+def write_sweep(sweep_dir: str | Path, document: dict[str, Any]) -> Path:
+    """Write ``sweep.json`` (schema ``mrsuperb.probe_sweep/1``) atomically."""
+    document = {"schema": SWEEP_SCHEMA, **document}
+    return write_text_atomic(Path(sweep_dir) / SWEEP_FILE, json.dumps(document, indent=2) + "\n")
+
+
+def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check one ``sweep.json``: schema, task, primary metric and a list of layers."""
+    path = Path(path)
+    data = _read_json(path, "sweep")
+    if not isinstance(data, dict) or data.get("schema") != SWEEP_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ResultsError(f"{path} has schema {found!r}, expected {SWEEP_SCHEMA!r}")
+    missing = [key for key in ("upstream", "task", "primary_metric", "layers") if key not in data]
+    if missing or not isinstance(data.get("layers"), list):
+        raise ResultsError(f"{path} lacks {', '.join(missing) or 'a list of layers'}; re-run the sweep")
+    return data
+
+
+def new_results(
+    *,
+    task: str,
+    upstream: str,
+    layer_selection: dict[str, Any],
+    metrics: dict[str, dict[str, float]],
+    test_split: str,
+    best_step: int | None,
+    config: dict[str, Any],
+    seed: int,
+    expdir: str | Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``mrsuperb.results/1`` document."""
+    results = {
+        "schema": SCHEMA,
+        "task": task,
+        "upstream": upstream,
+        "layer_selection": layer_selection,
+        "metrics": metrics,
+        "test_split": test_split,
+        "best_step": best_step,
+        "config": config,
+        "seed": seed,
+        "versions": package_versions(),
+        "expdir": str(Path(expdir).resolve()),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    results.update(extra or {})
+    return results
