@@ -143,7 +143,7 @@ class HeldOutPart:
     def _project(self, name: str, projection: PWCCAProjection) -> np.ndarray:
         """Centred rows of view ``name`` times ``P^T`` (``(rows, n)``), from the in-memory copy."""
         dims = projection.dims(name)
-        data, mean = self._data[name], self.means[name]
+        mean = self.means[name]
         columns = self._columns(name, dims)
         if self.views[name].sparse:  # (a - m) P^T = a P^T - m P^T keeps the product sparse
             matrix = projection.matrix(name)
