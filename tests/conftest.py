@@ -81,3 +81,23 @@ def tiny_ic_run(tmp_path_factory: pytest.TempPathFactory) -> TinyIcRun:
     )  # fmt: skip
     assert status == 0
     return TinyIcRun(expdir=expdir, upstream_checkpoint=checkpoint, steps=steps)
+
+
+# Tests that train with s3prl, build corpora or start fresh interpreters are end-to-end: marked ``slow`` here, in one
+# place, by the fixtures and modules that make them so (``pytest -m "not slow"`` runs the quick part).
+SLOW_FIXTURES = frozenset({"tiny_ic_run", "corpus"})
+SLOW_MODULES = frozenset(
+    {
+        "test_run_downstream.py",
+        "test_corpora.py",
+        "test_compat_still_needed.py",
+        "test_import_side_effects.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -19,6 +19,7 @@ from downstream_probes.corpora.espeak import SAMPLE_RATE, SynthesisError, Synthe
 from downstream_probes.corpora.phones import UnknownPhonemeError, to_arpabet
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_synthesis_is_16k_with_word_and_phoneme_timings():
     (synthesis,) = synthesize_many([SynthesisRequest("THE QUICK BROWN FOX DIDN'T JUMP", Voice("m3", "male"))])
     assert synthesis.audio.dtype == np.int16 and 1.0 < synthesis.duration < 3.0

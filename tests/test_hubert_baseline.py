@@ -50,6 +50,7 @@ def _s3prl_hidden_states(fairseq_path: Path, batch: list[torch.Tensor]) -> list[
         return list(expert(batch)["hidden_states"])
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_states_equal_s3prl_hubert(tiny_checkpoint: Path, batch: list[torch.Tensor]) -> None:
     upstream = hubert_base_ls960(ckpt=str(tiny_checkpoint)).eval()
     with torch.no_grad():
@@ -65,6 +66,7 @@ def test_states_equal_s3prl_hubert(tiny_checkpoint: Path, batch: list[torch.Tens
     assert (ours[12] - ours[0]).abs().max().item() > 0.1
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_padding_follows_fairseq_not_cnn_lengths(tmp_path: Path) -> None:
     """fairseq counts ceil(n / (L // T)) valid frames; transformers would count the CNN output length of n."""
     model = HubertBaseline.from_checkpoint(load_checkpoint(write_tiny_hubert_checkpoint(tmp_path / "tiny.pt")))

@@ -58,6 +58,7 @@ def test_bad_input_gets_one_clear_error(hubert_upstream: S3prlUpstream, wavs: ob
     assert isinstance(caught.value, ValueError)
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_shortest_accepted_input_gives_one_frame(hubert_upstream: S3prlUpstream) -> None:
     wavs = [torch.randn(400), torch.randn(1000)]
     with torch.no_grad():
@@ -171,6 +172,7 @@ def _s3prl_multires_states(converted: Path, wavs: list[torch.Tensor], *, fairseq
         ("3res_32223", "T0 T1 T2 T3 D0 T4 T5 D1 T6 T7 U0 T8 T9 T10 U1 T11 T12"),
     ],
 )
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_mrhubert_states_at_20ms_equal_s3prl(
     mrhubert_checkpoints: dict[str, tuple[Path, Path]], preset: str, names: str
 ) -> None:
@@ -188,6 +190,7 @@ def test_mrhubert_states_at_20ms_equal_s3prl(
         assert (mine - theirs).abs().max().item() <= 1e-4, name
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_native_states_keep_their_rate(mrhubert_checkpoints: dict[str, tuple[Path, Path]]) -> None:
     upstream = mrhubert_local(ckpt=str(mrhubert_checkpoints["3res_32223"][0])).eval()
     wavs = [torch.randn(16000)]
@@ -209,6 +212,7 @@ def test_native_states_keep_their_rate(mrhubert_checkpoints: dict[str, tuple[Pat
     torch.testing.assert_close(aligned["D0"], native["D0"].features.repeat_interleave(2, dim=1)[:, :frames])
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_block_outputs_and_pre_residual_options(
     mrhubert_checkpoints: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
@@ -234,6 +238,7 @@ def test_block_outputs_and_pre_residual_options(
     assert (moved[-1] - plain[-1]).abs().max() > 1e-3  # the decoder sees a different input
 
 
+@pytest.mark.slow  # compares with s3prl's own model or synthesises speech
 def test_s3prl_featurizer_selects_a_named_layer(mrhubert_checkpoints: dict[str, tuple[Path, Path]]) -> None:
     from s3prl.upstream.interfaces import Featurizer
 
