@@ -1,0 +1,124 @@
+"""``mrsuperb analyze -u NAME [-k CKPT] --corpus DIR [--properties ...] --out DIR``: the whole layer-wise analysis.
+
+Every property of arXiv 2410.23955 Fig. 3 and 4 (CCA mel with the CNN's C1..C7, phone, word, GloVe, AGWE; MI
+phone and word; spoken STS) from one pass of the upstream over the corpus; see docs/analysis.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from downstream_probes.cli.cca import _thread_limit, add_common_arguments, word_counts_split
+
+
+def _pairs(value: str | None, option: str, convert) -> dict:
+    """``a=1,b=2`` as a dict (values converted); one clear error otherwise."""
+    result = {}
+    for item in (part.strip() for part in (value or "").split(",") if part.strip()):
+        key, sep, text = item.partition("=")
+        if not sep or not key or not text:
+            raise ValueError(f"{option}: {item!r} is not NAME=VALUE (e.g. {option} phone=50,word=200)")
+        try:
+            result[key.strip()] = convert(text.strip())
+        except ValueError:
+            raise ValueError(f"{option}: bad value {text!r} for {key!r}") from None
+    return result
+
+
+def _range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    return (int(low), int(high)) if sep else (int(low), int(low))
+
+
+def run(args: argparse.Namespace) -> int:
+    from downstream_probes.analysis.analyze import (
+        AnalysisSettings,
+        build_upstream_features,
+        check_settings,
+        run_analysis,
+    )
+    from downstream_probes.analysis.segments import SamplingSettings
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    settings = AnalysisSettings(
+        properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
+        split=args.split,
+        seed=args.seed,
+        sampling=SamplingSettings(
+            max_per_phone=args.max_per_phone,
+            n_words=args.words,
+            max_per_word=args.max_per_word,
+            n_utterances=args.utterances,
+        ),
+        embeddings={k: Path(v) for k, v in _pairs(args.embeddings, "--embeddings", str).items()},
+        alignments=Path(args.alignments) if args.alignments else None,
+        layers=args.layers.split(",") if args.layers else None,
+        stable=args.stable,
+        sign_convention=args.sign_convention,
+        state_rate=args.state_rate,
+        word_counts_split=word_counts_split(args),
+        word_list=Path(args.word_list) if args.word_list else None,
+        mi_train_split=args.mi_train_split,
+        mi_clusters=_pairs(args.mi_clusters, "--mi-clusters", int),
+        mi_train_per_label=_pairs(args.mi_train_per_label, "--mi-train-per-label", _range),
+        sts_corpus=Path(args.sts_corpus) if args.sts_corpus else None,
+        cnn_layers=not args.no_cnn,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        progress=not args.quiet,
+    )
+    check_settings(settings)  # before the (slow) upstream is built
+    upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
+    with _thread_limit(args.threads):
+        result = run_analysis(upstream, args.corpus, Path(args.out), settings)
+    for name, scores in result.scores.items():
+        best = max(scores, key=scores.get)
+        print(f"{name:>10}: {len(scores)} layers, highest {best} {scores[best]:.4f}  ({result.paths[name]})")
+    print(f"figure: {result.figure}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from downstream_probes.analysis.protocol import DEFAULT_MI_TRAIN_SPLIT, DEFAULT_SPLIT, PROPERTIES
+
+    parser = subparsers.add_parser(
+        "analyze",
+        help="the whole layer-wise analysis (CCA, MI, spoken STS per layer) from one pass of the upstream",
+        description=__doc__,
+    )
+    parser.add_argument("-u", "--upstream", required=True, help="upstream name (see `mrsuperb upstreams`)")
+    parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
+    parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
+    parser.add_argument("--corpus", help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)")
+    parser.add_argument(
+        "--properties", default=",".join(p for p in PROPERTIES if p not in ("glove", "agwe", "sts")),
+        help=f"comma-separated, among {','.join(PROPERTIES)} (default: those that need no extra file)",
+    )  # fmt: skip
+    parser.add_argument("--embeddings", help="glove=FILE,agwe=FILE: word embedding text files (word v1 v2 ...)")
+    parser.add_argument("--sts-corpus", help="spoken STS corpus folder (sts.jsonl + audio; mrsuperb corpus sts)")
+    parser.add_argument("--split", default=DEFAULT_SPLIT, help=f"analysed split (default {DEFAULT_SPLIT})")
+    parser.add_argument("--alignments", help="folder of TextGrids (default: CORPUS/alignments)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--layers", help="comma-separated layer names (default: every layer)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    parser.add_argument("--stable", action="store_true", help="PWCCA: drop linearly dependent dimensions first")
+    parser.add_argument(
+        "--sign-convention", default="canonical", choices=["canonical", "lapack"],
+        help="PWCCA: signs of the canonical pairs (lapack: bit-compatible with the reference, slower)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mi-train-split", default=DEFAULT_MI_TRAIN_SPLIT,
+        help=f"MI: split(s) whose pooled segments the k-means is fitted on (default {DEFAULT_MI_TRAIN_SPLIT!r}: "
+        "train-clean-100 + train-clean-360, as the reference)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mi-clusters", help="MI: k per span, e.g. phone=50,word=200 (default: the reference's 500 and 5000)"
+    )
+    parser.add_argument(
+        "--mi-train-per-label",
+        help="MI: training segments per label as LOW:HIGH, e.g. phone=3000:7000,word=600:1200 (the defaults)",
+    )
+    parser.add_argument("--no-cnn", action="store_true", help="mel: leave out the waveform CNN's C1..C7")
+    add_common_arguments(parser)
+    parser.set_defaults(handler=run)
