@@ -13,7 +13,8 @@ returned by ``forward``. Variants:
 Speed: for each thread count (1 and torch's default) and each batch shape (4 x 8 s, 1 x 10 s) one worker process
 holds every variant, runs one warm-up forward of each, then ``--repeats`` rounds in which every variant runs once,
 the order rotating from round to round, together with a 4096 x 4096 matrix product in fp32 and in bf16 (the
-machine's peak under the same load). Medians are compared. FLOPs come from torch's flop counter on one forward;
+machine's peak under the same load). Medians are compared. FLOPs come from torch's flop counter on one forward
+(as ``mrsuperb profile`` counts them, CPU attention included);
 GFLOP/s = FLOPs / median time, shown as a share of the fp32 and the bf16 product peak. The bf16 variant's relative
 error per state (||bf16 - fp32|| / ||fp32||) is printed too. Memory: each variant in fresh worker processes,
 peak resident memory of its first forward above the resident memory before it (``/proc/self/clear_refs``).
@@ -182,9 +183,10 @@ def bf16_probe() -> dict[str, float]:
 
 
 def _count_flops(forward: Forward, wavs: torch.Tensor, mask: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    """torch's flop counter as ``mrsuperb profile`` uses it (CPU attention counted)."""
+    from downstream_probes.reports.profile.measure import flop_counter
 
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         forward(wavs, mask)
     return int(counter.get_total_flops())
 

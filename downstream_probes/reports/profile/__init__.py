@@ -6,17 +6,11 @@ same 12 transformer layers cost less when some of them run at 40 or 80 ms.
 
 What is measured, on one waveform of ``seconds`` seconds (seeded noise at 16 kHz, batch 1, inference mode):
   * parameters: per block, every parameter counted once (``other`` holds what no block owns);
-  * FLOPs, per block and in total, 2 per multiply-add, element-wise operations not counted. Two convolutions of
-    our two families are computed rather than counted: the waveform CNN, from its layer configuration
-    (``conv_feature_layers``) and the clip length (:func:`conv_feature_extractor_flops`), and the positional
-    convolution, as the grouped ``Conv1d`` it is on the frames it receives (:func:`positional_conv_flops`);
-    everything else with :class:`torch.utils.flop_counter.FlopCounterMode`, which counts matrix products,
-    convolutions and attention. Those two are the exceptions because the counter sees the kernels that run, not
-    the convolution they compute, and our kernels differ from transformers' HuBERT's plain ``Conv1d``: our CNN
-    runs Winograd and packed matrix products (3.9 to 4.0 GFLOPs per second of audio to the counter for the base
-    CNN, for 1 to 10 s clips, against 4.9), and without gradients our positional convolution runs through the
-    FFT on long inputs, which the counter does not see (2.47 GFLOPs on a 10 s clip of the base model, against
-    4.72). Counted, every MR-HuBERT would look cheaper than HuBERT for the same convolutions;
+  * FLOPs, per block and in total, 2 per multiply-add, element-wise operations not counted, by
+    :class:`torch.utils.flop_counter.FlopCounterMode` alone (matrix products, convolutions and attention) for
+    every family: our modules and transformers' HuBERT are plain ``Conv1d``/``Linear``/attention operators, which
+    the counter sees as they run. The one formula added is for an operator torch's counter lacks: CPU attention
+    (``aten._scaled_dot_product_flash_attention_for_cpu``), counted like torch counts its CUDA kernels;
   * latency: wall-clock CPU time of the forward pass, median of ``repeats`` runs after one warm-up; per block
     from forward hooks (timestamps on entry and exit). Several upstreams are timed in turns (each round runs
     every model once), so that load from other processes hits them alike and their ratios stay meaningful;
@@ -46,22 +40,18 @@ from downstream_probes.reports.profile.measure import (
     SAMPLE_RATE,
     Block,
     LiveTensorMemory,
-    PositionalConvSite,
     ProfiledModel,
     blocks_of,
     compare,
-    conv1d_flops,
-    conv_feature_extractor_flops,
     conv_feature_layers,
     count_flops,
     count_parameters,
+    flop_counter,
     forward_of,
     level_strides,
     measure_latencies_interleaved,
     measure_latency,
     measure_peak_memory,
-    positional_conv_flops,
-    positional_conv_sites,
     profile_clip,
     profile_model,
     profiled_from_architecture,
@@ -80,23 +70,19 @@ __all__ = [
     "SAMPLE_RATE",
     "Block",
     "LiveTensorMemory",
-    "PositionalConvSite",
     "ProfileError",
     "ProfiledModel",
     "blocks_of",
     "compare",
-    "conv1d_flops",
-    "conv_feature_extractor_flops",
     "conv_feature_layers",
     "count_flops",
     "count_parameters",
+    "flop_counter",
     "forward_of",
     "level_strides",
     "measure_latencies_interleaved",
     "measure_latency",
     "measure_peak_memory",
-    "positional_conv_flops",
-    "positional_conv_sites",
     "profile_clip",
     "profile_html",
     "profile_markdown",

@@ -6,17 +6,11 @@ same 12 transformer layers cost less when some of them run at 40 or 80 ms.
 
 What is measured, on one waveform of ``seconds`` seconds (seeded noise at 16 kHz, batch 1, inference mode):
   * parameters: per block, every parameter counted once (``other`` holds what no block owns);
-  * FLOPs, per block and in total, 2 per multiply-add, element-wise operations not counted. Two convolutions of
-    our two families are computed rather than counted: the waveform CNN, from its layer configuration
-    (``conv_feature_layers``) and the clip length (:func:`conv_feature_extractor_flops`), and the positional
-    convolution, as the grouped ``Conv1d`` it is on the frames it receives (:func:`positional_conv_flops`);
-    everything else with :class:`torch.utils.flop_counter.FlopCounterMode`, which counts matrix products,
-    convolutions and attention. Those two are the exceptions because the counter sees the kernels that run, not
-    the convolution they compute, and our kernels differ from transformers' HuBERT's plain ``Conv1d``: our CNN
-    runs Winograd and packed matrix products (3.9 to 4.0 GFLOPs per second of audio to the counter for the base
-    CNN, for 1 to 10 s clips, against 4.9), and without gradients our positional convolution runs through the
-    FFT on long inputs, which the counter does not see (2.47 GFLOPs on a 10 s clip of the base model, against
-    4.72). Counted, every MR-HuBERT would look cheaper than HuBERT for the same convolutions;
+  * FLOPs, per block and in total, 2 per multiply-add, element-wise operations not counted, by
+    :class:`torch.utils.flop_counter.FlopCounterMode` alone (matrix products, convolutions and attention) for
+    every family: our modules and transformers' HuBERT are plain ``Conv1d``/``Linear``/attention operators, which
+    the counter sees as they run. The one formula added is for an operator torch's counter lacks: CPU attention
+    (``aten._scaled_dot_product_flash_attention_for_cpu``), counted like torch counts its CUDA kernels;
   * latency: wall-clock CPU time of the forward pass, median of ``repeats`` runs after one warm-up; per block
     from forward hooks (timestamps on entry and exit). Several upstreams are timed in turns (each round runs
     every model once), so that load from other processes hits them alike and their ratios stay meaningful;
@@ -64,15 +58,9 @@ SAMPLE_RATE = 16_000
 OTHER_BLOCK = "other"
 CNN_BLOCK = "cnn"
 FLOP_COUNTER_NOTE = (
-    "2 FLOPs per multiply-add, element-wise operations not counted; waveform CNN (cnn block of "
-    "MR-HuBERT and HuBERT): analytic, out_channels x in_channels/groups x kernel x output frames "
-    "of each Conv1d layer from conv_feature_layers and the clip length, whatever kernels the "
-    "implementation runs (ours: Winograd/packed matrix products); positional convolution (in the "
-    "first transformer block of MR-HuBERT and HuBERT, at 20 ms): analytic, channels x "
-    "channels/groups x kernel x output frames of the grouped Conv1d on the frames it receives, "
-    "whatever kernels run (ours: an FFT on long inputs); everything else: "
-    "torch.utils.flop_counter.FlopCounterMode (matrix products, convolutions and attention, "
-    "its CPU kernel included)"
+    "2 FLOPs per multiply-add, element-wise operations not counted; every block counted by "
+    "torch.utils.flop_counter.FlopCounterMode (matrix products, convolutions and attention), "
+    "with torch's attention formula registered for its CPU attention kernel, which the counter lacks"
 )
 DEFAULT_REFERENCE = "mrhubert_b5a"
 
@@ -294,153 +282,24 @@ def _extra_flop_formulas() -> dict[Any, Callable[..., int]]:
     return {} if op is None or op in flop_registry else {op: _cpu_attention_flops}
 
 
-def conv1d_flops(in_channels: int, out_channels: int, kernel_size: int, output_frames: int, groups: int = 1) -> int:
-    """FLOPs of one Conv1d: 2 per multiply-add, out_channels x in_channels/groups x kernel per output frame (bias
-    additions not counted, as FlopCounterMode does not count them)."""
-    return 2 * out_channels * (in_channels // groups) * kernel_size * output_frames
+def flop_counter() -> FlopCounterMode:
+    """torch's flop counter, with torch's attention formula for the CPU attention kernel it does not count."""
+    return FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
 
 
-def conv_feature_extractor_flops(layers: Sequence[tuple[int, int, int]], num_samples: int) -> int:
-    """FLOPs of fairseq's waveform CNN on one waveform of ``num_samples`` samples, from its layer configuration.
-
-    ``layers`` is ``conv_feature_layers``: (channels, kernel, stride) per layer, one input channel, no padding,
-    groups 1, so layer i turns L frames into (L - kernel) // stride + 1. This is the convolution's own cost,
-    whichever kernels compute it; norms and GELUs are element-wise and not counted.
-    """
-    total, in_channels, frames = 0, 1, num_samples
-    for index, (channels, kernel, stride) in enumerate(layers):
-        frames = (frames - kernel) // stride + 1
-        if frames < 1:
-            raise ProfileError(
-                f"a clip of {num_samples} samples leaves no frame after CNN layer {index} "
-                f"(kernel {kernel}, stride {stride}); profile a longer clip (--seconds)"
-            )
-        total += conv1d_flops(in_channels, channels, kernel, frames)
-        in_channels = channels
-    return total
-
-
-def positional_conv_flops(channels: int, kernel_size: int, groups: int, frames: int, padding: int | None = None) -> int:
-    """FLOPs of wav2vec 2.0's positional convolution on ``frames`` frames: a grouped Conv1d, channels to channels,
-    ``padding`` frames on each side (default kernel // 2, as fairseq and transformers pad it).
-
-    Output frames are those the convolution computes, frames + 2 padding - kernel + 1: for the usual even kernel
-    (128) one more than the input, the frame that "SamePad" then drops, which every direct implementation computes.
-    """
-    padding = kernel_size // 2 if padding is None else padding
-    output_frames = frames + 2 * padding - kernel_size + 1
-    if output_frames < 1:
-        raise ProfileError(
-            f"a positional convolution of kernel {kernel_size} (padding {padding}) on {frames} frames "
-            "has no output frame"
-        )
-    return conv1d_flops(channels, channels, kernel_size, output_frames, groups)
-
-
-@dataclass(frozen=True)
-class PositionalConvSite:
-    """A positional convolution in a model: the module whose counted FLOPs are replaced by the grouped Conv1d's
-    (:func:`positional_conv_flops`), and that convolution's shape. The module takes [batch, frames, channels]."""
-
-    module_path: str
-    channels: int
-    kernel_size: int
-    groups: int
-    padding: int
-
-    def flops(self, batch: int, frames: int) -> int:
-        return batch * positional_conv_flops(self.channels, self.kernel_size, self.groups, frames, self.padding)
-
-
-def positional_conv_sites(model: nn.Module, family: str | None) -> tuple[PositionalConvSite, ...]:
-    """The positional convolutions of our two families: MR-HuBERT's :class:`PositionalConv` modules (one, in the
-    first transformer block, which runs at the CNN's frame rate), the ``pos_conv_embed`` of transformers' HuBERT."""
-    sites = []
-    if family == "mrhubert":
-        from upstream_mrhubert.components import PositionalConv
-
-        for path, module in model.named_modules():
-            if isinstance(module, PositionalConv):
-                # Padding kernel // 2 on each side, as its direct path (and fairseq) convolves.
-                sites.append(
-                    PositionalConvSite(
-                        path, module.weight.shape[0], module.kernel_size, module.groups, module.kernel_size // 2
-                    )
-                )
-    elif family == "hubert":
-        for path, module in model.named_modules():
-            conv = getattr(module, "conv", None)
-            if path.split(".")[-1] == "pos_conv_embed" and isinstance(conv, nn.Conv1d):
-                sites.append(
-                    PositionalConvSite(path, conv.out_channels, conv.kernel_size[0], conv.groups, int(conv.padding[0]))
-                )
-    return tuple(sites)
-
-
-def _owning_block(module_path: str, blocks: Sequence[Block]) -> Block | None:
-    """The innermost block whose module contains ``module_path`` (a block of path "" holds the whole model)."""
-    owners = [
-        b
-        for b in blocks
-        if not b.module_path or module_path == b.module_path or module_path.startswith(b.module_path + ".")
-    ]
-    return max(owners, key=lambda b: len(b.module_path), default=None)
-
-
-def count_flops(
-    model: nn.Module,
-    blocks: Sequence[Block],
-    run: Callable[[], Any],
-    analytic: Mapping[str, int] | None = None,
-    positional_convs: Sequence[PositionalConvSite] = (),
-) -> dict[str, int]:
-    """FLOPs per block and ``other`` (what the counter saw outside the blocks), from one forward pass.
-
-    ``analytic`` gives some blocks' FLOPs computed elsewhere: they replace what the counter saw inside those
-    blocks, and so enter the total in its place. Each of ``positional_convs`` replaces what the counter saw
-    inside its module by the grouped Conv1d's FLOPs on the frames the module received in that pass (every call
-    counted), in the block that holds it (in ``other`` if none does).
-    """
-    analytic = dict(analytic or {})
-    unknown = sorted(set(analytic) - {b.name for b in blocks})
-    if unknown:
-        raise ProfileError(f"analytic FLOPs given for {', '.join(unknown)}, which is not a block of the model")
-    computed = {site.module_path: 0 for site in positional_convs}
-
-    def record(site: PositionalConvSite) -> Callable[..., None]:
-        def hook(_module: nn.Module, args: tuple) -> None:
-            batch, frames = args[0].shape[:2]
-            computed[site.module_path] += site.flops(batch, frames)
-
-        return hook
-
-    handles = [
-        model.get_submodule(site.module_path).register_forward_pre_hook(record(site)) for site in positional_convs
-    ]
-    counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
-    try:
-        with counter:
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
+def count_flops(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs per block and ``other`` (what the counter saw outside the blocks), from one forward pass."""
+    counter = flop_counter()
+    with counter:
+        run()
     by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     root = type(model).__name__
 
     def seen(path: str) -> int:
         return int(by_module.get(f"{root}.{path}" if path else root, 0))
 
-    total = int(counter.get_total_flops())
     counted = {b.name: seen(b.module_path) for b in blocks}
-    for site in positional_convs:
-        owner = _owning_block(site.module_path, blocks)
-        if owner is not None and owner.name in analytic:
-            continue  # the whole block is replaced
-        correction = computed[site.module_path] - seen(site.module_path)
-        total += correction
-        if owner is not None:
-            counted[owner.name] += correction
-    return {**counted, **analytic, OTHER_BLOCK: total - sum(counted.values())}
+    return {**counted, OTHER_BLOCK: int(counter.get_total_flops()) - sum(counted.values())}
 
 
 def _timed_forward(model: nn.Module, blocks: Sequence[Block], run: Callable[[], Any]) -> tuple[float, dict[str, float]]:
@@ -518,16 +377,6 @@ class ProfiledModel:
     family: str | None
     architecture: dict[str, Any] = field(default_factory=dict)
     call: Callable[[nn.Module, torch.Tensor], Any] | None = None  # default: module(waveform [1, L])
-    # The waveform CNN's (channels, kernel, stride) layers, for our families: its FLOPs are counted analytically.
-    conv_layers: tuple[tuple[int, int, int], ...] | None = None
-    # Our families' positional convolutions: their FLOPs are computed, not counted, as well.
-    positional_convs: tuple[PositionalConvSite, ...] = ()
-
-    def analytic_flops(self, num_samples: int) -> dict[str, int]:
-        """Blocks whose FLOPs are computed rather than counted: the CNN, when its layers are known."""
-        if self.conv_layers is None or not any(b.name == CNN_BLOCK for b in self.blocks):
-            return {}
-        return {CNN_BLOCK: conv_feature_extractor_flops(self.conv_layers, num_samples)}
 
 
 def _check_settings(seconds: float, repeats: int) -> None:
@@ -572,13 +421,7 @@ def profile_model(
     model = profiled.module
     blocks = profiled.blocks
     params = count_parameters(model, blocks)
-    flops = count_flops(
-        model,
-        blocks,
-        run,
-        analytic=profiled.analytic_flops(waveform.shape[-1]),
-        positional_convs=profiled.positional_convs,
-    )
+    flops = count_flops(model, blocks, run)
     latency, block_latency = latency if latency is not None else measure_latency(model, blocks, run, repeats)
     peak, block_peaks = measure_peak_memory(model, blocks, run, [waveform])
 
@@ -686,8 +529,6 @@ def profiled_from_checkpoint(
         weights=weights_label or f"checkpoint {Path(path).name}",
         family=family,
         architecture=_architecture_summary(loaded.model_cfg, family),
-        conv_layers=conv_feature_layers(loaded.model_cfg),
-        positional_convs=positional_conv_sites(model, family),
     )
 
 
@@ -706,8 +547,6 @@ def profiled_from_architecture(
         weights=f"random-init (architecture of {label or name})",
         family=family,
         architecture=_architecture_summary(model_cfg, family),
-        conv_layers=conv_feature_layers(model_cfg),
-        positional_convs=positional_conv_sites(model, family),
     )
 
 
