@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,26 @@ FAIRSEQ_TASK_DEFAULTS: dict[str, Any] = {
 ACTIVATIONS = ("gelu", "gelu_fast", "gelu_accurate", "relu", "tanh", "linear")
 
 
+# Sane bounds on what a cfg may ask for, far above every released model (xlarge: 1280 wide, 5120 feed-forward,
+# 16 heads), checked before anything is built: a few bytes of cfg must not make the loader allocate gigabytes or
+# loop for minutes. (config field, fairseq's cfg name, least, most)
+MAX_CONV_LAYERS = 64
+SANE_BOUNDS: tuple[tuple[str, str, int, int], ...] = (
+    ("embed_dim", "encoder_embed_dim", 1, 16_384),
+    ("ffn_dim", "encoder_ffn_embed_dim", 1, 65_536),
+    ("num_heads", "encoder_attention_heads", 1, 1_024),
+    ("conv_pos", "conv_pos", 1, 4_096),
+    ("conv_pos_groups", "conv_pos_groups", 1, 16_384),
+    ("sampler_kernel_size", "conv_adapator_kernal", 1, 4_096),
+    ("required_seq_len_multiple", "required_seq_len_multiple", 1, 4_096),
+    ("sample_rate", "sample_rate", 1_000, 384_000),
+)
+MAX_LAYERS_PER_BLOCK = 256
+MAX_SAMPLING_LEVELS = 16
+MAX_SAMPLING_RATIO = 64
+MAX_CONV_DIM, MAX_CONV_KERNEL, MAX_CONV_STRIDE = 16_384, 4_096, 4_096
+
+
 def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
     """Parse fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
 
@@ -140,11 +161,19 @@ def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             return evaluate(node.left) + evaluate(node.right)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
-            return evaluate(node.left) * evaluate(node.right)
+            left, right = evaluate(node.left), evaluate(node.right)
+            repeats = right if isinstance(left, list) else left
+            if isinstance(repeats, int) and repeats > MAX_CONV_LAYERS:  # checked before the list is made
+                raise ValueError(f"repeats a layer {repeats} times; at most {MAX_CONV_LAYERS} layers are accepted")
+            return left * right
         raise ValueError(f"unsupported element {ast.dump(node)}")
 
     try:
+        if len(spec) > 10_000:
+            raise ValueError(f"{len(spec)} characters long")
         layers = evaluate(ast.parse(spec, mode="eval"))
+        if len(layers) > MAX_CONV_LAYERS:
+            raise ValueError(f"{len(layers)} layers; at most {MAX_CONV_LAYERS} are accepted")
         parsed = [tuple(int(value) for value in layer) for layer in layers]
     except (SyntaxError, ValueError, TypeError) as error:
         raise CheckpointError(f"cannot read conv_feature_layers {spec!r}: {error}") from None
@@ -295,7 +324,30 @@ class MultiresHubertConfig:
         return config
 
     def validate(self) -> None:
-        """Reject configurations the network cannot be built from, naming the field."""
+        """Reject configurations the network cannot be built from, naming the field: sizes out of
+        :data:`SANE_BOUNDS` first (zero, negative or absurd), then the divisibility rules."""
+        for name, cfg_name, least, most in SANE_BOUNDS:
+            value = getattr(self, name)
+            if not least <= value <= most:
+                raise CheckpointError(f"model config {cfg_name}={value} is out of range: it must be {least}..{most}")
+        if any(not 0 <= count <= MAX_LAYERS_PER_BLOCK for count in self.layer_counts):
+            raise CheckpointError(
+                f"model config encoder_layers/override_encoder_layers give the blocks {list(self.layer_counts)} "
+                f"layers; each block takes 0..{MAX_LAYERS_PER_BLOCK}"
+            )
+        if len(self.label_rate_ratios) > MAX_SAMPLING_LEVELS or any(
+            ratio > MAX_SAMPLING_RATIO for pair in self.label_rate_ratios for ratio in pair
+        ):
+            raise CheckpointError(
+                f"model config label_rate_ratios={[list(p) for p in self.label_rate_ratios]} is out of range: at most "
+                f"{MAX_SAMPLING_LEVELS} levels, ratios up to {MAX_SAMPLING_RATIO}"
+            )
+        for index, (dim, kernel, stride) in enumerate(self.conv_feature_layers):
+            if not (1 <= dim <= MAX_CONV_DIM and 1 <= kernel <= MAX_CONV_KERNEL and 1 <= stride <= MAX_CONV_STRIDE):
+                raise CheckpointError(
+                    f"model config conv_feature_layers layer {index} ({dim}, {kernel}, {stride}) is out of range: "
+                    f"dim 1..{MAX_CONV_DIM}, kernel 1..{MAX_CONV_KERNEL}, stride 1..{MAX_CONV_STRIDE}"
+                )
         if self.embed_dim % self.num_heads:
             raise CheckpointError(
                 f"encoder_embed_dim={self.embed_dim} is not divisible by encoder_attention_heads={self.num_heads}"
@@ -352,3 +404,45 @@ class MultiresHubertConfig:
     def conv_channels(self) -> int:
         """Channels of the last CNN layer (fairseq's ``embed``)."""
         return self.conv_feature_layers[-1][0]
+
+
+def check_weight_shapes(config: MultiresHubertConfig, state_dict: Mapping[str, Any], *, source: str) -> None:
+    """Compare every inference tensor of a fairseq-named state dict with the shape ``config`` gives it.
+
+    Runs before the model is built, so a small file whose cfg asks for a huge network (or whose one projection is
+    mis-shaped) is refused without allocating anything: the reference network is built on PyTorch's meta device,
+    which holds shapes and no data. Keys ``config`` does not know (or misses) are left to the strict load.
+
+    Raises:
+        CheckpointError: naming ``source`` and each mis-shaped key with its shape in the file and the one expected.
+    """
+    import torch
+
+    from upstream_mrhubert.checkpoints import keys
+    from upstream_mrhubert.model import MultiresHubert  # late: the model module imports this one
+
+    with torch.device("meta"):
+        reference = MultiresHubert(config)
+    expected = {
+        key: tuple(value.shape)
+        for key, value in keys.to_fairseq(reference.state_dict(), extractor_mode=config.extractor_mode).items()
+    }
+    wrong = []
+    for key, value in state_dict.items():
+        name = _SHAPE_ALIASES.sub(lambda m: _SHAPE_ALIAS_NAMES[m.group(1)], key)
+        shape = tuple(getattr(value, "shape", ()))
+        if name in expected and shape != expected[name]:
+            wrong.append(f"{key}: {shape} in the file, {expected[name]} expected")
+    if wrong:
+        shown = ", ".join(wrong[:6]) + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+        raise CheckpointError(
+            f"{source} does not match its MR-HuBERT configuration (wrong shape {shown}); the cfg and the weights "
+            "disagree, so nothing was built: is it an MR-HuBERT checkpoint with its own cfg?"
+        )
+
+
+# The positional convolution's weight norm under its other key spellings (torch's parametrizations, or one folded
+# weight, which has weight_v's shape).
+_SHAPE_ALIAS_NAMES = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+_SHAPE_ALIAS_NAMES["weight"] = "weight_v"
+_SHAPE_ALIASES = re.compile(r"(?<=\.pos_conv\.0\.)(parametrizations\.weight\.original[01]|weight)$")

@@ -31,7 +31,7 @@ from torch import nn
 
 from upstream_mrhubert.checkpoints import registry
 from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV, checkpoint_dir, download_file
-from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint, load_checkpoint
+from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint, check_checkpoint_path, load_checkpoint
 from upstream_mrhubert.hubert_baseline import HubertBaseline
 from upstream_mrhubert.precision import DEFAULT_PRECISION, PRECISIONS
 from upstream_mrhubert.upstream import S3prlUpstream
@@ -121,16 +121,16 @@ def resolve_checkpoint(name: str, ckpt: str | os.PathLike[str] | None = None, re
             target = checkpoint_dir() / Path(urlparse(ckpt).path).name
             return target if target.is_file() and not refresh else download_file(ckpt, target)
         path = Path(ckpt).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} given as ckpt (s3prl: -k) does not exist")
-        return path
+        return check_checkpoint_path(path)
     if name in registry.LOCAL_UPSTREAMS:
         raise ValueError(f"upstream {name} needs a checkpoint file: pass ckpt=PATH (s3prl: -k PATH)")
     release = registry.CHECKPOINTS_BY_NAME[name]
     target = checkpoint_dir() / release.filename
     if target.is_file() and not refresh:
         return target
-    return download_file(release.url, target)
+    return download_file(release.url, target, sha256=release.sha256)
 
 
 def _expected_family(name: str) -> str:

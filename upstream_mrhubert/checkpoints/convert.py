@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from upstream_mrhubert.checkpoints.io import load_checkpoint, write_converted_checkpoint
-from upstream_mrhubert.hub import checkpoint_family
+from upstream_mrhubert.hub import build_model, checkpoint_family
 
 # Our family -> the s3prl upstream that reads the converted file.
 S3PRL_LOCAL_UPSTREAM = {"mrhubert": "multires_hubert_local", "hubert": "hubert_local"}
@@ -22,7 +22,10 @@ def convert_to_s3prl(
 ) -> tuple[Path, str]:
     """Write ``source`` (a fairseq MR-HuBERT or HuBERT file) to ``target`` in s3prl's converted format.
 
-    Returns the written path and the s3prl upstream name that loads it. The target is written atomically.
+    Returns the written path and the s3prl upstream name that loads it. The input is checked as thoroughly as
+    loading it for inference would (the model is built from it: cfg bounds, every weight's shape, finite values),
+    so an invalid file is refused and nothing is written. The target is written atomically, with the permissions a
+    plain ``open()`` gives.
     """
     source, target = Path(source), Path(target)
     if target.exists() and not overwrite:
@@ -33,4 +36,5 @@ def convert_to_s3prl(
     if loaded.source_format == "s3prl_converted":
         raise ValueError(f"{source} is already in s3prl's converted format; nothing to convert")
     family = checkpoint_family(loaded)
+    build_model(loaded)  # refuses what s3prl's loader would choke on later, before anything is written
     return write_converted_checkpoint(target, loaded), S3PRL_LOCAL_UPSTREAM[family]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -25,11 +26,12 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get(CKPT_DIR_ENV) or DEFAULT_CKPT_DIR).expanduser()
 
 
-def download_file(url: str, target: Path, *, timeout_s: float = 60.0) -> Path:
+def download_file(url: str, target: Path, *, timeout_s: float = 60.0, sha256: str | None = None) -> Path:
     """Fetch ``url`` to ``target`` through the atomic writer (a temporary file renamed on success).
 
     A failed or interrupted download leaves nothing at ``target`` (and no ``.part`` behind); the error names the
-    URL and where to put the file by hand.
+    URL and where to put the file by hand. With ``sha256`` (the release's published digest, hex) the bytes are
+    hashed as they arrive and a mismatch is refused the same way: a corrupt download never lands in the cache.
     """
     target = Path(target)
     try:
@@ -38,15 +40,25 @@ def download_file(url: str, target: Path, *, timeout_s: float = 60.0) -> Path:
         raise CheckpointUnavailableError(
             f"cannot create the checkpoint folder {target.parent} ({error}); set {CKPT_DIR_ENV} to a writable folder"
         ) from None
+    digest = hashlib.sha256()
     try:
         with atomic_output(target) as sink, urllib.request.urlopen(url, timeout=timeout_s) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as progress:
                 while chunk := response.read(_CHUNK):
                     sink.write(chunk)
+                    digest.update(chunk)
                     progress.update(len(chunk))
             if total is not None and progress.n != total:
                 raise OSError(f"the download stopped after {progress.n} of {total} bytes")
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise CheckpointUnavailableError(
+                    f"the download of {url} has sha256 {digest.hexdigest()}, but the release publishes {sha256}: "
+                    f"the file is corrupt or was changed. Nothing was written to {target}; try again, or fetch the "
+                    "file by hand and check its sha256"
+                )
+    except CheckpointUnavailableError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         raise CheckpointUnavailableError(

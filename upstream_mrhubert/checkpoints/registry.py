@@ -22,6 +22,9 @@ class ReleasedCheckpoint:
     description: str
     family: str  # "mrhubert" or "hubert"
     paper_name: str | None = None  # the name used in arXiv 2410.23955, where it appears there
+    # The SHA-256 the release publishes (hex), checked on download. fairseq's MR-HuBERT and HuBERT releases
+    # publish none today, so every entry is None: a corrupt download is then caught by the zip CRCs at load time.
+    sha256: str | None = None
 
     @property
     def filename(self) -> str:
