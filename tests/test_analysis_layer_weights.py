@@ -16,6 +16,7 @@ from downstream_probes.analysis.layer_weights import (
     export_layer_weights,
     load_s3prl_checkpoint,
 )
+from downstream_probes.tasks import upstream_identity
 
 
 def _layer_names(checkpoint: Path) -> list[str]:
@@ -28,6 +29,10 @@ def test_run_writes_layer_weights_with_upstream_layer_names(tiny_ic_run):
     expdir = tiny_ic_run.expdir
     record = json.loads((expdir / "layer_weights.json").read_text())
     assert record["upstream"] == "mrhubert_local" and record["task"] == "ic"
+    # the run's -k: with the upstream name it tells this model from other mrhubert_local checkpoints
+    assert record["upstream_ckpt"] == str(Path(tiny_ic_run.upstream_checkpoint).resolve())
+    model = upstream_identity(record["upstream"], record["upstream_ckpt"])
+    assert model == f"mrhubert_local:{Path(tiny_ic_run.upstream_checkpoint).stem}"
     assert record["checkpoint"] == str((expdir / "dev-best.ckpt").resolve())  # the best-on-dev checkpoint
     assert record["step"] == load_s3prl_checkpoint(expdir / "dev-best.ckpt")["Step"] == tiny_ic_run.steps
     names = [layer["name"] for layer in record["layers"]]

@@ -1,43 +1,59 @@
-"""Do the learnt SUPERB layer weights, CCA scores and single-layer probes rank the layers alike?
+"""Do the learnt SUPERB layer weights, CCA scores and single-layer probes rank one model's layers alike?
 
 Three sources of a per-layer score, found under given folders (or given as files):
 
-* ``layer_weights.json`` (``mrsuperb export-weights``): softmax weight per layer, per upstream and task;
-* ``cca_<property>.json`` (``mrsuperb cca``): CCA score per layer, per upstream (from the
-  ``provenance_cca_<property>.json`` beside it, else the folder's name);
+* ``layer_weights.json`` (``mrsuperb export-weights``): softmax weight per layer, per model and task;
+* ``cca_<property>.json`` (``mrsuperb cca`` / ``mrsuperb analyze``): CCA score per layer, per model (the model
+  from the ``provenance_cca_<property>.json`` beside it);
 * ``sweep.json`` (``mrsuperb probe-sweep``): each single-layer probe's primary metric on the test split (dev when
-  there is no test result), per upstream and task; lower-is-better metrics are negated so higher is better.
+  there is no test result), per model and task; lower-is-better metrics are negated so higher is better.
 
-For each upstream and task, every pair of sources that apply (the task's weights and probes, every CCA property)
-is compared on their common layers: Spearman's rho, Kendall's tau and the overlap of their top-k layers.
-Pasad et al. (2023) report rho 0.90 between CCA-word and single-layer ASR probes, but 0.66 for the weights.
+A model is an upstream name plus its checkpoint (:func:`downstream_probes.tasks.upstream_identity`, as the
+leaderboard names its rows: ``mrhubert_local -k b2a.pt`` is ``mrhubert_local:b2a``), read from the fields every
+source records (``upstream`` and ``upstream_ckpt``; ``upstream.name`` and ``upstream.checkpoint`` in a CCA
+provenance). For each model and task, every pair of its sources that apply (the task's weights and probes, every
+CCA property) is compared: Spearman's rho, Kendall's tau and the overlap of their top-k layers. Sources of one
+model with different layer sets are refused unless ``common_layers`` is asked for. Pasad et al. (2023) report
+rho 0.90 between CCA-word and single-layer ASR probes, but 0.66 for the weights.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from downstream_probes.tasks import SWEEP_SCHEMA
+from downstream_probes.tasks import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file, upstream_identity
 
-SCHEMA = "mrsuperb.compare/1"
+SCHEMA = "mrsuperb.compare/2"
+KINDS = ("weights", "cca", "probe")
+KIND_TITLES = {"weights": "learnt layer weights", "cca": "CCA", "probe": "single-layer probes"}
 
 
 class CompareInputError(ValueError):
-    """A file given to ``mrsuperb compare`` that is not what it claims to be."""
+    """A file given to ``mrsuperb compare`` that is not what it claims to be, or two sources that cannot be ranked
+    against each other."""
 
 
 @dataclass(frozen=True)
 class LayerScores:
-    """One ranking source: ``kind`` weights | cca | probe, ``label`` e.g. ``cca:word`` or ``probe:asr``."""
+    """One ranking source of one model.
+
+    ``kind`` is weights | cca | probe; ``label`` e.g. ``cca:word`` or ``probe:asr`` (suffixed with the folder
+    name when the model has several sources of that label); ``model`` is ``upstream_identity(upstream,
+    checkpoint)``; ``scores`` maps layer names to scores in the model's layer order; ``source`` is the file.
+    """
 
     kind: str
+    model: str
     upstream: str
+    checkpoint: str | None
     task: str | None
     label: str
     scores: dict[str, float]
@@ -46,10 +62,14 @@ class LayerScores:
 
 @dataclass(frozen=True)
 class Comparison:
-    upstream: str
+    """Rank agreement of two sources (``a``, ``b``: labels; ``source_a``, ``source_b``: files) of one model."""
+
+    model: str
     task: str
     a: str
     b: str
+    source_a: str
+    source_b: str
     layers: int
     spearman: float
     kendall: float
@@ -67,7 +87,7 @@ def find_sources(paths: Iterable[str | Path]) -> list[LayerScores]:
         if path.is_file():
             files.add(path.resolve())
         elif path.is_dir():
-            for pattern in ("layer_weights.json", "cca_*.json", "sweep.json"):
+            for pattern in (LAYER_WEIGHTS_FILE, "cca_*.json", SWEEP_FILE):
                 files.update(p.resolve() for p in path.rglob(pattern) if p.is_file())
         else:
             raise FileNotFoundError(f"{path} does not exist")
@@ -75,38 +95,57 @@ def find_sources(paths: Iterable[str | Path]) -> list[LayerScores]:
     if not sources:
         raise CompareInputError(
             "no layer_weights.json, cca_*.json or sweep.json under the given paths: run mrsuperb export-weights, "
-            "mrsuperb cca or mrsuperb probe-sweep first"
+            "mrsuperb cca (or analyze) or mrsuperb probe-sweep first"
         )
-    return sources
+    return _distinct_labels(sources)
 
 
 def read_source(path: Path) -> LayerScores:
+    """One source file (by its name: ``layer_weights.json``, ``sweep.json``, else ``cca_<property>.json``)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CompareInputError(f"{path} is not readable JSON ({error})") from None
-    try:
-        if path.name == "layer_weights.json":
+        if path.name == SWEEP_FILE:
+            return _read_sweep(path)
+        data = _read_json(path)
+        if path.name == LAYER_WEIGHTS_FILE:
             scores = {str(layer["name"]): float(layer["weight"]) for layer in data["layers"]}
             task = str(data["task"])
-            return LayerScores("weights", str(data["upstream"]), task, f"weights:{task}", scores, str(path))
-        if path.name == "sweep.json":
-            return _read_sweep(path, data)
-        prop = path.stem[len("cca_") :]
-        if not isinstance(data, Mapping) or not all(isinstance(v, (int, float)) for v in data.values()):
-            raise CompareInputError(f"{path} does not map layer names to CCA scores")
-        provenance = path.with_name(f"provenance_cca_{prop}.json")
-        upstream = path.parent.name
-        if provenance.is_file():
-            upstream = str(json.loads(provenance.read_text(encoding="utf-8"))["upstream"]["name"])
-        return LayerScores("cca", upstream, None, f"cca:{prop}", {str(k): float(v) for k, v in data.items()}, str(path))
-    except (KeyError, TypeError) as error:
+            return _source("weights", path, str(data["upstream"]), data.get("upstream_ckpt"), task, scores)
+        return _read_cca(path, data)
+    except KeyError as error:
         raise CompareInputError(f"{path} lacks the expected field {error}") from None
+    except (TypeError, ValueError) as error:
+        if isinstance(error, CompareInputError):
+            raise
+        raise CompareInputError(f"{path} holds a value of the wrong kind ({error})") from None
 
 
-def _read_sweep(path: Path, data: Mapping) -> LayerScores:
-    if data.get("schema") != SWEEP_SCHEMA:
-        raise CompareInputError(f"{path} has schema {data.get('schema')!r}, expected {SWEEP_SCHEMA!r}")
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CompareInputError(f"{path} is not readable JSON ({error})") from None
+
+
+def _read_cca(path: Path, data: Any) -> LayerScores:
+    prop = path.stem[len("cca_") :]
+    if not isinstance(data, Mapping) or not all(isinstance(v, (int, float)) for v in data.values()):
+        raise CompareInputError(f"{path} does not map layer names to CCA scores")
+    provenance_path = path.with_name(f"provenance_cca_{prop}.json")
+    if not provenance_path.is_file():
+        raise CompareInputError(
+            f"{path} has no {provenance_path.name} beside it, so nothing says which model it belongs to: write "
+            "it again with mrsuperb cca or mrsuperb analyze (they write both files)"
+        )
+    upstream = _read_json(provenance_path)["upstream"]
+    scores = {str(k): float(v) for k, v in data.items()}
+    return _source("cca", path, str(upstream["name"]), upstream.get("checkpoint"), None, scores, prop)
+
+
+def _read_sweep(path: Path) -> LayerScores:
+    try:
+        data = load_sweep_file(path)
+    except ResultsError as error:
+        raise CompareInputError(str(error)) from None
     metric, sign = data["primary_metric"], -1.0 if data.get("lower_is_better") else 1.0
     scores = {}
     for layer in data["layers"]:
@@ -114,14 +153,49 @@ def _read_sweep(path: Path, data: Mapping) -> LayerScores:
         split = data.get("test_split") if data.get("test_split") in metrics else next(iter(metrics), None)
         if split is not None and metric in metrics[split]:
             scores[str(layer["name"])] = sign * float(metrics[split][metric])
-    return LayerScores("probe", str(data["upstream"]), str(data["task"]), f"probe:{data['task']}", scores, str(path))
+    return _source("probe", path, str(data["upstream"]), data.get("upstream_ckpt"), str(data["task"]), scores)
+
+
+def _source(
+    kind: str,
+    path: Path,
+    upstream: str,
+    checkpoint: str | None,
+    task: str | None,
+    scores: dict[str, float],
+    prop: str | None = None,
+) -> LayerScores:
+    """A source with its model; refuses a file whose upstream needs a checkpoint to be told apart but names none."""
+    if not checkpoint and upstream_identity(upstream, "checkpoint") != upstream_identity(upstream, None):
+        raise CompareInputError(
+            f"{path} does not record the checkpoint of upstream {upstream}, so its model cannot be told apart from "
+            f"other {upstream} checkpoints: write it again (mrsuperb export-weights, cca or probe-sweep record it)"
+        )
+    label = f"{kind}:{prop if kind == 'cca' else task}"
+    return LayerScores(
+        kind, upstream_identity(upstream, checkpoint), upstream, checkpoint, task, label, scores, str(path)
+    )
+
+
+def _distinct_labels(sources: list[LayerScores]) -> list[LayerScores]:
+    """Suffix a label with its folder name where one model has several sources of that label."""
+    counts = Counter((s.model, s.label) for s in sources)
+    return [
+        s if counts[(s.model, s.label)] == 1 else _relabelled(s, f"{s.label}@{Path(s.source).parent.name}")
+        for s in sources
+    ]
+
+
+def _relabelled(source: LayerScores, label: str) -> LayerScores:
+    return LayerScores(**{**asdict(source), "label": label})
 
 
 # --------------------------------------------------------------------------------------------- comparing
 
 
 def rank_agreement(a: Mapping[str, float], b: Mapping[str, float], top_k: int) -> tuple[int, float, float, float]:
-    """(common layers, Spearman's rho, Kendall's tau, top-k overlap) of two layer scorings."""
+    """(common layers, Spearman's rho, Kendall's tau, top-k overlap) of two layer scorings, on their common
+    layers (NaN with fewer than 3)."""
     from scipy.stats import kendalltau, spearmanr
 
     common = [name for name in a if name in b]
@@ -134,32 +208,71 @@ def rank_agreement(a: Mapping[str, float], b: Mapping[str, float], top_k: int) -
     return len(common), float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic), len(top_a & top_b) / k
 
 
-def compare_sources(sources: Sequence[LayerScores], top_k: int = 3) -> list[Comparison]:
-    """Every pair of rankings per (upstream, task): weights and probes of that task, and all CCA properties."""
+def models(sources: Sequence[LayerScores]) -> list[str]:
+    """The models the sources belong to, sorted."""
+    return sorted({s.model for s in sources})
+
+
+def compare_sources(sources: Sequence[LayerScores], top_k: int = 3, *, common_layers: bool = False) -> list[Comparison]:
+    """Every pair of one model's rankings per task (that task's weights and probes, and all the model's CCA
+    properties); never a pair across two models.
+
+    Raises :class:`CompareInputError` when two sources of a pair score different layers, unless
+    ``common_layers`` (then they are compared on the layers they share).
+    """
     if top_k < 1:
         raise CompareInputError(f"top_k must be at least 1, got {top_k}")
     comparisons = []
-    upstreams = sorted({s.upstream for s in sources})
-    for upstream in upstreams:
-        own = [s for s in sources if s.upstream == upstream]
+    for model in models(sources):
+        own = [s for s in sources if s.model == model]
         cca = sorted((s for s in own if s.kind == "cca"), key=lambda s: s.label)
-        tasks = sorted({s.task for s in own if s.task is not None})
-        for task in tasks:
+        for task in sorted({s.task for s in own if s.task is not None}):
             group = sorted((s for s in own if s.task == task), key=lambda s: s.label) + cca
             for first, second in combinations(group, 2):
                 if first.kind == second.kind == "cca":
                     continue
+                if not common_layers:
+                    require_same_layers(first, second)
                 n, rho, tau, overlap = rank_agreement(first.scores, second.scores, top_k)
-                comparisons.append(Comparison(upstream, task, first.label, second.label, n, rho, tau, top_k, overlap))
+                comparisons.append(
+                    Comparison(
+                        model, task, first.label, second.label, first.source, second.source, n, rho, tau, top_k, overlap
+                    )
+                )
     return comparisons
 
 
+def require_same_layers(first: LayerScores, second: LayerScores) -> None:
+    """Refuse to rank two sources of ``first.model`` that score different layers (name the files and layers)."""
+    only_first = [name for name in first.scores if name not in second.scores]
+    only_second = [name for name in second.scores if name not in first.scores]
+    if only_first or only_second:
+        detail = "; ".join(
+            f"only in {source.source}: {', '.join(names)}"
+            for source, names in ((first, only_first), (second, only_second))
+            if names
+        )
+        raise CompareInputError(
+            f"{first.label} and {second.label} of model {first.model} score different layers ({detail}): "
+            "compare sources of the same layers, or pass --common-layers to rank them on the layers they share"
+        )
+
+
 def comparison_document(sources: Sequence[LayerScores], comparisons: Sequence[Comparison], top_k: int) -> dict:
+    """The JSON written by ``mrsuperb compare -o``: the sources (with their model) and every comparison."""
     return {
         "schema": SCHEMA,
         "top_k": top_k,
         "sources": [
-            {"kind": s.kind, "upstream": s.upstream, "task": s.task, "label": s.label, "path": s.source}
+            {
+                "kind": s.kind,
+                "model": s.model,
+                "upstream": s.upstream,
+                "checkpoint": s.checkpoint,
+                "task": s.task,
+                "label": s.label,
+                "path": s.source,
+            }
             for s in sources
         ],
         "comparisons": [_finite(asdict(c)) for c in comparisons],
@@ -171,24 +284,46 @@ def _finite(record: dict) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
 
 
-def write_plots(sources: Sequence[LayerScores], plot_dir: Path) -> list[Path]:
-    """Layer-weight heatmap per upstream (tasks as columns) and CCA curves per property (upstreams as lines)."""
-    from downstream_probes.analysis.plots import plot_cca_curves, plot_layer_weight_heatmap, save_figure
+# --------------------------------------------------------------------------------------------- figures
+
+
+def write_plots(sources: Sequence[LayerScores], comparisons: Sequence[Comparison], plot_dir: Path) -> list[Path]:
+    """Per model: its weights, CCA and probes per layer side by side, with the rank agreements (rho) shown, and a
+    layer-weight heatmap (tasks as columns); per CCA property: one curve per model."""
+    from downstream_probes.analysis.plots import (
+        plot_cca_curves,
+        plot_layer_rankings,
+        plot_layer_weight_heatmap,
+        save_figure,
+    )
 
     written = []
-    for upstream in sorted({s.upstream for s in sources if s.kind == "weights"}):
-        weights = {
-            s.task: (list(s.scores), list(s.scores.values()))
-            for s in sorted(sources, key=lambda s: s.task or "")
-            if s.kind == "weights" and s.upstream == upstream
+    for model in models(sources):
+        own = [s for s in sources if s.model == model]
+        panels = {
+            KIND_TITLES[kind]: {s.label.split(":", 1)[1]: s.scores for s in own if s.kind == kind}
+            for kind in KINDS
+            if any(s.kind == kind for s in own)
         }
-        figure = plot_layer_weight_heatmap(weights, f"learnt layer weights: {upstream}")
-        written.append(save_figure(figure, plot_dir / f"layer_weights_{_safe(upstream)}.png"))
+        notes = [_agreement_note(c) for c in comparisons if c.model == model]
+        figure = plot_layer_rankings(model, panels, notes)
+        written.append(save_figure(figure, plot_dir / f"rankings_{_safe(model)}.png"))
+        weights = {s.task: (list(s.scores), list(s.scores.values())) for s in own if s.kind == "weights"}
+        if weights:
+            heatmap = plot_layer_weight_heatmap(dict(sorted(weights.items())), f"learnt layer weights: {model}")
+            written.append(save_figure(heatmap, plot_dir / f"layer_weights_{_safe(model)}.png"))
     for label in sorted({s.label for s in sources if s.kind == "cca"}):
-        curves = {s.upstream: s.scores for s in sources if s.label == label}
+        curves = {s.model: s.scores for s in sources if s.label == label}
         prop = label.split(":", 1)[1]
         written.append(save_figure(plot_cca_curves(curves, prop), plot_dir / f"cca_curves_{_safe(prop)}.png"))
     return written
+
+
+def _agreement_note(comparison: Comparison) -> str:
+    c = comparison
+    values = [(c.spearman, "rho"), (c.kendall, "tau"), (c.top_k_overlap, f"top-{c.top_k}")]
+    text = ", ".join(f"{name} {value:.2f}" if np.isfinite(value) else f"{name} -" for value, name in values)
+    return f"{c.task}: {c.a} vs {c.b} ({c.layers} layers): {text}"
 
 
 def _safe(text: str) -> str:

@@ -5,8 +5,12 @@ s3prl's ``Featurizer`` sums the upstream's layers with ``softmax(w)``; it saves 
 with the step (``ckpt["Step"]``) and the parsed command line (``ckpt["Args"]``: upstream, downstream, ...).
 Nothing in s3prl exports them (its issues #539, #550, #580 ask for it). The JSON written here::
 
-    {"upstream": str, "task": str, "checkpoint": str, "step": int,
+    {"upstream": str, "upstream_ckpt": str | None, "task": str, "checkpoint": str, "step": int,
      "layers": [{"name": str, "weight": float (softmax), "raw": float}, ...]}
+
+``upstream`` and ``upstream_ckpt`` are the run's ``-u`` and ``-k``: together they name the model
+(:func:`downstream_probes.tasks.upstream_identity`, as the leaderboard rows and ``mrsuperb compare`` do);
+``checkpoint`` is the s3prl downstream checkpoint the weights were read from.
 
 Layer names, first that works: the upstream's ``layer_names`` (built again through s3prl's hub, with the
 run's ``-k``/``-g``), a ``layer_names`` entry stored in the checkpoint, else the layer indices ("0", "1", ...).
@@ -22,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from downstream_probes.tasks import LAYER_WEIGHTS_FILE, task_for
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 
 LOGGER = logging.getLogger(__name__)
-JSON_NAME = "layer_weights.json"
 CSV_NAME = "layer_weights.csv"
 
 
@@ -49,7 +53,7 @@ def export_layer_weights(
     checkpoint = find_checkpoint(Path(expdir_or_ckpt))
     record = read_layer_weights(checkpoint, resolve_upstream=resolve_upstream, layer_names=layer_names)
     target = Path(out_dir) if out_dir is not None else checkpoint.parent
-    json_path = write_json_atomic(target / JSON_NAME, record)
+    json_path = write_json_atomic(target / LAYER_WEIGHTS_FILE, record)
     write_text_atomic(target / CSV_NAME, _csv(record))
     return json_path
 
@@ -110,6 +114,7 @@ def read_layer_weights(
         raise LayerWeightsError(f"{len(names)} layer names given for the {len(raw)} weights in {checkpoint_path}")
     return {
         "upstream": upstream,
+        "upstream_ckpt": _upstream_checkpoint(args),
         "task": _task_name(str(getattr(args, "downstream", "") or "")),
         "checkpoint": str(checkpoint_path.resolve()),
         "step": int(checkpoint.get("Step", 0)),
@@ -120,11 +125,18 @@ def read_layer_weights(
     }
 
 
+def _upstream_checkpoint(args: Any) -> str | None:
+    """The run's ``-k``, absolute when it names an existing file (the model's identity uses its stem)."""
+    checkpoint = getattr(args, "upstream_ckpt", None)
+    if not checkpoint:
+        return None
+    path = Path(str(checkpoint))
+    return str(path.resolve()) if path.is_file() else str(checkpoint)
+
+
 def _task_name(downstream: str) -> str:
     """Our task name (asr, sf, ic, ...) for s3prl's ``-d`` value, or the value itself."""
-    from downstream_probes import tasks as results
-
-    spec = results.task_for(downstream)
+    spec = task_for(downstream)
     return spec.task if spec is not None else downstream
 
 

@@ -3,7 +3,9 @@
 * :func:`plot_cca_curves`: CCA score per layer, one line per model, each point above its own layer's name;
 * :func:`plot_analysis_figure`: every analysis of one run or several models, in the panels of arXiv 2410.23955
   Fig. 3 (and Fig. 4's frame-level CCA);
-* :func:`plot_layer_weight_heatmap`: learnt SUPERB layer weights, layers by tasks (Fig. 2b / 6 style).
+* :func:`plot_layer_weight_heatmap`: learnt SUPERB layer weights, layers by tasks (Fig. 2b / 6 style);
+* :func:`plot_layer_rankings`: one model's weights, CCA and probes per layer side by side, with their rank
+  agreements (``mrsuperb compare``).
 """
 
 from __future__ import annotations
@@ -158,6 +160,31 @@ def plot_layer_weight_heatmap(weights_by_task: Mapping[str, tuple[Sequence[str],
     axis.set_title(title)
     figure.colorbar(image, ax=axis, label="softmax weight")
     figure.tight_layout()
+    return figure
+
+
+def plot_layer_rankings(
+    model: str, panels: Mapping[str, Mapping[str, Mapping[str, float]]], notes: Sequence[str] = ()
+) -> Any:
+    """One model's layer scores side by side, a panel per kind of source (``panels``: panel title -> curve label
+    -> ``{layer: score}``, e.g. ``{"CCA": {"phone": {...}}}``), points placed by layer name
+    (:func:`draw_layer_curves`); ``notes`` (the rank agreements, Spearman's rho first) are written under the
+    panels. Returns the Figure."""
+    plt = _pyplot()
+    if not panels:
+        raise ValueError(f"no layer scores of {model} to plot")
+    widest = max(len(scores) for curves in panels.values() for scores in curves.values())
+    width = max(4.0, 0.32 * widest + 1.5)
+    figure, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.4 + 0.17 * len(notes)), squeeze=False)
+    for axis, (title, curves) in zip(axes[0], panels.items(), strict=True):
+        draw_layer_curves(axis, curves, title)
+        axis.set_title(title, fontsize="medium")
+        axis.set_xlabel("layer")
+    figure.suptitle(model)
+    bottom = min(0.45, 0.06 + 0.045 * len(notes)) if notes else 0.0
+    figure.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
+    for row, note in enumerate(notes):
+        figure.text(0.01, bottom - 0.02 - row * (bottom - 0.02) / max(len(notes), 1), note, fontsize=8, va="top")
     return figure
 
 

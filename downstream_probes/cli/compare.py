@@ -1,4 +1,5 @@
-"""``mrsuperb compare PATH...``: rank agreement of learnt layer weights, CCA scores and single-layer probes."""
+"""``mrsuperb compare PATH...``: rank agreement of one model's learnt layer weights, CCA scores and single-layer
+probes, one block per model (upstream name plus checkpoint)."""
 
 from __future__ import annotations
 
@@ -12,23 +13,33 @@ def _number(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream_probes.analysis.compare import compare_sources, comparison_document, find_sources, write_plots
+    from downstream_probes.analysis.compare import (
+        compare_sources,
+        comparison_document,
+        find_sources,
+        models,
+        write_plots,
+    )
     from upstream_mrhubert.atomic_io import write_json_atomic
 
     sources = find_sources(args.paths)
-    comparisons = compare_sources(sources, top_k=args.top_k)
-    if not comparisons:
-        print("nothing to compare: no upstream has two rankings for the same task (weights, probes, CCA)")
-    for c in comparisons:
-        print(
-            f"{c.upstream:<24} {c.task:<4} {c.a:>14} vs {c.b:<14} layers {c.layers:>3}  "
-            f"rho {_number(c.spearman)}  tau {_number(c.kendall)}  top-{c.top_k} {_number(c.top_k_overlap)}"
-        )
+    comparisons = compare_sources(sources, top_k=args.top_k, common_layers=args.common_layers)
+    for model in models(sources):  # one block per model; a row never mixes two models
+        print(f"model {model}")
+        rows = [c for c in comparisons if c.model == model]
+        if not rows:
+            kinds = ", ".join(sorted({s.label for s in sources if s.model == model}))
+            print(f"  nothing to compare: only {kinds} (a task needs two of weights, probes, CCA)")
+        for c in rows:
+            print(
+                f"  {c.task:<4} {c.a:>14} vs {c.b:<14} layers {c.layers:>3}  "
+                f"rho {_number(c.spearman)}  tau {_number(c.kendall)}  top-{c.top_k} {_number(c.top_k_overlap)}"
+            )
     if args.output:
         write_json_atomic(args.output, comparison_document(sources, comparisons, args.top_k))
         print(f"wrote {args.output}")
     if args.plot_dir:
-        for path in write_plots(sources, Path(args.plot_dir)):
+        for path in write_plots(sources, comparisons, Path(args.plot_dir)):
             print(f"wrote {path}")
     return 0
 
@@ -47,5 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-k", "--top-k", type=int, default=3, help="size of the top-layer sets compared (default 3)")
     parser.add_argument("-o", "--output", help="write the comparisons as JSON here")
-    parser.add_argument("--plot-dir", help="write layer-weight heatmaps and CCA curves here")
+    parser.add_argument(
+        "--common-layers",
+        action="store_true",
+        help="rank two sources of a model on the layers they share (default: refuse sources with different layers)",
+    )
+    parser.add_argument(
+        "--plot-dir", help="write per model its weights, CCA and probes side by side, weight heatmaps and CCA curves"
+    )
     parser.set_defaults(handler=run)
