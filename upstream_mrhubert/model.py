@@ -41,7 +41,7 @@ from upstream_mrhubert.components import (
     make_sampler,
     resample_mask,
 )
-from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS, MultiresHubertConfig
+from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS, MultiresHubertConfig, check_weight_shapes
 from upstream_mrhubert.layer_names import BlockNames, LayerState, name_blocks
 from upstream_mrhubert.streamed_cnn import streamed_features
 
@@ -240,6 +240,7 @@ class MultiresHubert(nn.Module):
         kernel = _sampler_kernel_size(state_dict, source)
         if kernel is not None and kernel != config.sampler_kernel_size:
             config = replace(config, sampler_kernel_size=kernel)
+        check_weight_shapes(config, state_dict, source=source)  # before anything is allocated
         model = cls(config, pre_residual=pre_residual, regularization=regularization)
         model.load_fairseq_state_dict(state_dict, source=source)
         return model.eval()
