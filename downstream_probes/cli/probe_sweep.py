@@ -1,15 +1,26 @@
-"""``mrsuperb probe-sweep -u NAME -d TASK``: one single-layer SUPERB probe per upstream layer, in one sweep JSON."""
+"""``mrsuperb probe-sweep -u NAME -d TASK``: one single-layer SUPERB probe per upstream layer, in one sweep JSON.
+
+Without ``--shared``, each layer is its own ``run_downstream.py`` training (and test evaluation), one after the
+other. With ``--shared``, every layer's probe (and, with ``--with-weighted-sum``, the weighted-sum probe) is trained
+in one process from one upstream forward per batch, each head exactly as its separate run would train it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
-def run(args: argparse.Namespace) -> int:
+def _layers(value: str | None) -> list[str] | None:
+    if value is None or value == "all":
+        return None
+    return [name for name in value.split(",") if name]
+
+
+def run_sequential(args: argparse.Namespace) -> dict:
     from downstream_probes.s3prl.sweep import sweep
-    from downstream_probes.tasks import SWEEP_FILE
 
-    document = sweep(
+    return sweep(
         upstream=args.upstream,
         task=args.downstream,
         sweep_dir=args.sweep_dir,
@@ -17,14 +28,56 @@ def run(args: argparse.Namespace) -> int:
         model_config=args.upstream_model_config,
         config=args.config,
         override=args.override,
-        layers=args.layers.split(",") if args.layers else None,
+        layers=_layers(args.layers),
         evaluate=not args.no_evaluate,
         device=args.device,
     )
+
+
+def run_shared(args: argparse.Namespace) -> dict:
+    from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, run_shared_sweep
+
+    document, shared = run_shared_sweep(
+        SharedSweepOptions(
+            upstream=args.upstream,
+            task=args.downstream,
+            sweep_dir=Path(args.sweep_dir),
+            upstream_ckpt=args.upstream_ckpt,
+            model_config=args.upstream_model_config,
+            config=args.config,
+            override=args.override,
+            layers=_layers(args.layers),
+            with_weighted_sum=args.with_weighted_sum,
+            evaluate=not args.no_evaluate,
+            device=args.device,
+            max_heads_per_pass=args.max_heads_per_pass,
+            resume=args.auto_resume,
+            cache_features=Path(args.cache_features) if args.cache_features else None,
+        )
+    )
+    print(shared.describe_timing())
+    return document
+
+
+def run(args: argparse.Namespace) -> int:
+    from downstream_probes.tasks import SWEEP_FILE
+
+    if not args.shared:
+        for option, given in (
+            ("--with-weighted-sum", args.with_weighted_sum),
+            ("--max-heads-per-pass", args.max_heads_per_pass is not None),
+            ("--cache-features", args.cache_features is not None),
+            ("-a", args.auto_resume),
+        ):
+            if given:
+                raise ValueError(f"{option} needs --shared (the sequential sweep resumes by itself)")
+    document = run_shared(args) if args.shared else run_sequential(args)
     split = document["test_split"] if not args.no_evaluate else None
-    for layer in document["layers"]:
-        metrics = layer["metrics"].get(split) if split else next(iter(layer["metrics"].values()), {})
-        print(f"{layer['name']:>6}  {metrics}")
+    entries = [*document["layers"], *([document["weighted_sum"]] if "weighted_sum" in document else [])]
+    for entry in entries:
+        metrics = entry["metrics"].get(split) if split else next(iter(entry["metrics"].values()), {})
+        status = f"  ({entry['status']})" if entry.get("status", "finished") != "finished" else ""
+        print(f"{entry['name']:>12}  {metrics}{status}")
     print(f"wrote {args.sweep_dir}/{SWEEP_FILE}")
     return 0
 
@@ -42,7 +95,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-c", "--config", help="downstream config (default: recipes/superb/TASK/config.yaml)")
     parser.add_argument("-o", "--override", help='s3prl overrides, e.g. "config.downstream_expert.datarc.x=..."')
     parser.add_argument("-p", "--sweep_dir", required=True, help="folder for the per-layer runs and sweep.json")
-    parser.add_argument("--layers", help="comma-separated layer names (default: every layer)")
+    parser.add_argument("--layers", help="comma-separated layer names, or all (default: every layer)")
     parser.add_argument("--no-evaluate", action="store_true", help="train only; skip the test-split evaluation")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    shared = parser.add_argument_group("shared sweep (one process, one upstream forward per batch for all heads)")
+    shared.add_argument("--shared", action="store_true", help="train every head in one process")
+    shared.add_argument("--with-weighted-sum", action="store_true", help="add the weighted-sum head (weighted_sum/)")
+    shared.add_argument(
+        "--max-heads-per-pass",
+        type=int,
+        metavar="N",
+        help="train at most N heads at once (more passes, less memory; default: all heads in one pass)",
+    )
+    shared.add_argument(
+        "--cache-features",
+        metavar="DIR",
+        help="extract every layer of every utterance once into DIR (fp16, memory-mapped) and train from it",
+    )
+    shared.add_argument(
+        "-a", "--auto_resume", action="store_true", help="resume a killed shared sweep from its last checkpoint"
+    )
     parser.set_defaults(handler=run)

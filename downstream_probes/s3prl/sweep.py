@@ -2,8 +2,10 @@
 
 For each layer: ``run_downstream.py -m train -l LAYER`` into ``<sweep_dir>/<LAYER>/``, then (unless disabled)
 ``-m evaluate`` of its best dev checkpoint on the task's test split. After every layer, ``<sweep_dir>/sweep.json``
-(schema ``mrsuperb.probe_sweep/1``, written through ``downstream_probes.tasks``) is rewritten atomically with every finished layer's metrics; a layer whose
-``results.json`` already holds the test split is not run again, so an interrupted sweep resumes where it stopped.
+(schema ``mrsuperb.probe_sweep/1``, written through ``downstream_probes.tasks``) is rewritten atomically with every
+finished layer's metrics; a layer whose ``results.json`` already holds the test split is not run again, so an
+interrupted sweep resumes where it stopped. ``new_document`` and ``run_entry`` build the document for this sweep and
+for the shared one (``shared_sweep``), which trains every layer's probe from one upstream forward per batch.
 """
 
 from __future__ import annotations
@@ -47,6 +49,32 @@ def best_checkpoint(expdir: Path) -> Path:
     return states[-1]
 
 
+def new_document(spec: results_io.TaskSpec, upstream: str, upstream_ckpt: str | None) -> dict[str, Any]:
+    """The head of a ``sweep.json`` document (``layers`` still empty)."""
+    return {
+        "upstream": upstream,
+        "upstream_ckpt": str(upstream_ckpt) if upstream_ckpt else None,
+        "upstream_identity": results_io.upstream_identity(upstream, upstream_ckpt),
+        "task": spec.task,
+        "test_split": spec.test_split,
+        "primary_metric": spec.primary,
+        "lower_is_better": spec.lower_is_better,
+        "layers": [],
+    }
+
+
+def run_entry(name: str, index: int | None, expdir: Path) -> dict[str, Any]:
+    """One probe of the sweep, as its ``results.json`` says it ended."""
+    results = results_io.read_results(expdir) or {}
+    return {
+        "name": name,
+        "index": index,
+        "expdir": str(expdir.resolve()),
+        "best_step": results.get("best_step"),
+        "metrics": results.get("metrics", {}),
+    }
+
+
 def _run(argv: list[str]) -> None:
     from downstream_probes.s3prl import run_downstream
 
@@ -88,15 +116,7 @@ def sweep(
     if config:
         common += ["-c", str(config)]
     device_args = ["--device", device] if device else []
-    document: dict[str, Any] = {
-        "upstream": upstream,
-        "upstream_ckpt": upstream_ckpt,
-        "task": spec.task,
-        "test_split": spec.test_split,
-        "primary_metric": spec.primary,
-        "lower_is_better": spec.lower_is_better,
-        "layers": [],
-    }
+    document = new_document(spec, upstream, upstream_ckpt)
     for name in tqdm(chosen, desc=f"probe sweep {upstream} / {spec.task}", unit="layer"):
         expdir = sweep_dir / name
         previous = results_io.read_results(expdir)
@@ -109,16 +129,7 @@ def sweep(
             if evaluate:
                 eval_argv = ["-m", "evaluate", "-e", str(best_checkpoint(expdir)), "-t", spec.test_split]
                 _run(eval_argv + device_args)
-        results = results_io.read_results(expdir) or {}
-        document["layers"].append(
-            {
-                "name": name,
-                "index": all_layers.index(name),
-                "expdir": str(expdir.resolve()),
-                "best_step": results.get("best_step"),
-                "metrics": results.get("metrics", {}),
-            }
-        )
+        document["layers"].append(run_entry(name, all_layers.index(name), expdir))
         document["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         results_io.write_sweep(sweep_dir, document)
     return document

@@ -1,0 +1,725 @@
+"""``probe-sweep --shared``: every single-layer probe of a frozen upstream (and the weighted sum) in one process,
+all fed by one upstream forward per batch.
+
+Each probe is a ``Head``: s3prl's own runner, ``Featurizer`` and downstream expert, built from the command line its
+separate ``run_downstream.py -m train -l LAYER`` run would get, with its own optimizer, scheduler, clipping, seed
+and random generators. The loop below is s3prl 0.4.18's ``Runner.train`` with the upstream forward hoisted out of
+the heads: heads whose generators agree share the loader (``SharedIteration``), so each head is trained on the
+batches, in the order, its separate run would see; every evaluation reseeds, as s3prl's does. Each head writes what
+its separate run writes under ``<sweep_dir>/<head>/`` (checkpoints, tensorboard events, ``evaluations.jsonl``,
+``results.json``, ``layer_weights.json`` for the weighted sum); the sweep writes ``sweep.json``.
+
+Heads are trained in passes of at most ``max_heads_per_pass`` (each pass one upstream forward per batch). A pass
+saves its own state (every head's generators, the loaders' position) with each ``save_step`` checkpoint, so ``-a``
+resumes it exactly where the last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as _dt
+import io
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from downstream_probes import tasks
+from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, temporary_logger
+from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
+from downstream_probes.s3prl.rng import RngState, seed_everything
+from upstream_mrhubert.atomic_io import write_bytes_atomic
+
+WEIGHTED_SUM = "weighted_sum"
+STATE_DIR = "shared_state"
+STATE_FORMAT = 1
+
+
+class SharedSweepError(RuntimeError):
+    """The shared sweep cannot stand for separate runs (or cannot resume)."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One probe of the sweep: its folder name and the layer it reads (None: the weighted sum)."""
+
+    name: str
+    layer: str | None
+
+
+@dataclass
+class SharedSweepOptions:
+    """What ``mrsuperb probe-sweep --shared`` was asked for (see ``downstream_probes.cli.probe_sweep``)."""
+
+    upstream: str
+    task: str
+    sweep_dir: Path
+    upstream_ckpt: str | None = None
+    model_config: str | None = None
+    config: str | None = None
+    override: str | None = None
+    layers: Sequence[str] | None = None
+    with_weighted_sum: bool = False
+    evaluate: bool = True
+    device: str | None = None
+    max_heads_per_pass: int | None = None
+    resume: bool = False
+    cache_features: Path | None = None
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+
+def plan_passes(specs: Sequence[HeadSpec], max_heads_per_pass: int | None) -> list[list[HeadSpec]]:
+    """Heads in passes of at most ``max_heads_per_pass`` (None: one pass), in sweep order."""
+    if max_heads_per_pass is not None and max_heads_per_pass < 1:
+        raise ValueError(f"--max-heads-per-pass {max_heads_per_pass}: give at least 1")
+    size = max_heads_per_pass or max(1, len(specs))
+    return [list(specs[start : start + size]) for start in range(0, len(specs), size)]
+
+
+def describe_plan(passes: Sequence[Sequence[HeadSpec]]) -> str:
+    heads = sum(len(group) for group in passes)
+    lines = [f"shared sweep plan: {heads} heads in {len(passes)} pass(es), one upstream forward per batch per pass"]
+    for index, group in enumerate(passes):
+        lines.append(f"  pass {index}: {', '.join(spec.name for spec in group)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the command line each head's separate run would have
+
+
+def head_argv(options: SharedSweepOptions, spec: HeadSpec) -> list[str]:
+    """``run_downstream.py -m train`` arguments of the head's separate run."""
+    argv = ["-m", "train", "-u", options.upstream, "-d", options.task]
+    if options.upstream_ckpt:
+        argv += ["-k", str(options.upstream_ckpt)]
+    if options.model_config:
+        argv += ["-g", str(options.model_config)]
+    if options.config:
+        argv += ["-c", str(options.config)]
+    if spec.layer is not None:
+        argv += ["-l", spec.layer]
+    argv += ["-p", str(Path(options.sweep_dir) / spec.name)]
+    if options.override:
+        argv += ["-o", options.override]
+    if options.device:
+        argv += ["--device", options.device]
+    return [*argv, *options.extra_args]
+
+
+def parse_run_args(argv: Sequence[str]) -> tuple[Any, dict, list[str]]:
+    """s3prl's ``(args, config, backup_files)`` for ``argv``, through our ``run_downstream`` rewriting."""
+    import s3prl.run_downstream as s3prl_main
+
+    from downstream_probes.s3prl import run_downstream
+
+    run_downstream.reject_unsupported(argv)
+    s3prl_argv, _ = run_downstream.build_argv(argv)
+    run_downstream.check_paths(s3prl_argv)
+    saved = sys.argv
+    sys.argv = ["run_downstream.py", *s3prl_argv]
+    try:
+        return s3prl_main.get_downstream_args()
+    finally:
+        sys.argv = saved
+
+
+def write_run_files(args: Any, config: dict, backup_files: Sequence[str]) -> None:
+    """The ``args_*.yaml``/``config_*.yaml`` (and backups) s3prl's ``main`` writes into every experiment folder."""
+    import yaml
+    from s3prl.utility.helper import backup, get_time_tag, is_leader_process
+
+    if not is_leader_process():
+        return
+    expdir = Path(args.expdir)
+    (expdir / f"args_{get_time_tag()}.yaml").write_text(yaml.dump(vars(args)))
+    (expdir / f"config_{get_time_tag()}.yaml").write_text(yaml.dump(config))
+    for file in backup_files:
+        backup(file, str(expdir))
+
+
+@contextmanager
+def s3prl_process(args: Any) -> Iterator[None]:
+    """What s3prl's ``main`` does to the process (sharing strategy, ``isinstance`` hack, process group, cuDNN),
+    undone afterwards except the process group."""
+    from s3prl.utility.helper import hack_isinstance
+
+    saved = (builtins.isinstance, torch.multiprocessing.get_sharing_strategy())
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    hack_isinstance()
+    if args.local_rank is not None and not torch.distributed.is_initialized():
+        torch.cuda.set_device(args.local_rank)
+        torch.distributed.init_process_group(args.backend)
+    if args.disable_cudnn:
+        torch.backends.cudnn.enabled = False
+    else:
+        torch.backends.cudnn.enabled = True
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        builtins.isinstance = saved[0]
+        torch.multiprocessing.set_sharing_strategy(saved[1])
+
+
+def build_upstream_entry(args: Any, config: dict) -> Any:
+    """The upstream's ``ModelEntry`` through s3prl's own ``Runner._get_upstream`` (hub, device, barriers)."""
+    from s3prl.downstream.runner import Runner
+
+    if args.upstream_trainable:
+        raise ValueError("--shared trains probes of a frozen upstream; drop -f/--upstream_trainable")
+    builder = Runner.__new__(Runner)
+    builder.args, builder.config, builder.init_ckpt = args, config, {}
+    return Runner._get_upstream(builder)
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _is_leader() -> bool:
+    return _rank() == 0
+
+
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the sweep
+
+
+class SharedSweep:
+    """All heads of one upstream on one task (see the module docstring)."""
+
+    def __init__(self, options: SharedSweepOptions, specs: Sequence[HeadSpec], feature_source: Any = None) -> None:
+        self.options = options
+        self.sweep_dir = Path(options.sweep_dir)
+        self.specs = list(specs)
+        self.passes = plan_passes(self.specs, options.max_heads_per_pass)
+        self.feature_source = feature_source
+        self.timing: Counter[str] = Counter()
+        self.upstream_forwards = 0
+        self._checked_upstream_rng = False
+        parsed = {spec.name: parse_run_args(head_argv(options, spec)) for spec in self.specs}
+        self.parsed = parsed
+        self.test_split = tasks.task_for(options.task).test_split
+        self.upstream: Any = None
+        first_args, first_config, _ = parsed[self.specs[0].name]
+        self.args, self.config = first_args, first_config
+        for name, (args, config, _) in parsed.items():
+            if args.seed != first_args.seed or config["runner"] != first_config["runner"]:
+                raise ValueError(
+                    f"head {name}: seed or runner settings differ from the others; a shared sweep needs one"
+                )
+
+    # --- setup ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """s3prl's ``main`` up to ``Runner(args, config)``: seed, build the upstream once, remember the state."""
+        seed_everything(self.args.seed)
+        self.upstream = build_upstream_entry(self.args, self.config)
+        self.after_upstream = RngState.capture()
+
+    def build_head(self, spec: HeadSpec, init_ckpt: Path | None = None) -> Head:
+        args, config, backup_files = self.parsed[spec.name]
+        args = type(args)(**vars(args))
+        args.init_ckpt = str(init_ckpt) if init_ckpt is not None else None
+        if init_ckpt is None:
+            write_run_files(args, config, backup_files)
+        return Head(spec.name, spec.layer, args, config, self.upstream, self.after_upstream)
+
+    # --- upstream forward -----------------------------------------------------------------------------------
+
+    def upstream_features(self, wavs: list[torch.Tensor], amp: bool, phase: str = "train") -> dict:
+        """The frozen upstream's output for one batch (``torch.no_grad``, as s3prl runs a frozen upstream)."""
+        _synchronize(self.args.device)
+        started = time.perf_counter()
+        before = None if self._checked_upstream_rng else RngState.capture()
+        with torch.autocast(device_type=torch.device(self.args.device).type, enabled=amp), torch.no_grad():
+            if self.feature_source is not None:
+                features = self.feature_source(wavs)
+            else:
+                features = self.upstream.model(wavs)
+        if before is not None:
+            if before.differing(RngState.capture()):
+                raise SharedSweepError(
+                    f"upstream {self.args.upstream!r} draws random numbers in eval mode; the heads of a shared sweep "
+                    "would not see what their separate runs see"
+                )
+            self._checked_upstream_rng = True
+        _synchronize(self.args.device)
+        self.timing[f"upstream_{phase}"] += time.perf_counter() - started
+        self.upstream_forwards += 1
+        return features
+
+    def _to_device(self, wavs: Sequence) -> list[torch.Tensor]:
+        return [torch.FloatTensor(wav).to(self.args.device) for wav in wavs]
+
+    # --- evaluation -----------------------------------------------------------------------------------------
+
+    def evaluate(self, heads: Sequence[Head], split: str, global_step: int, loggers: dict[str, Any]) -> dict[str, list]:
+        """``Runner.evaluate(split)`` of every head from one pass over the split (each reseeds as s3prl does)."""
+        started = time.perf_counter()
+        seed_everything(self.args.seed)
+        reseeded = RngState.capture()
+        if torch.cuda.is_available() and torch.device(self.args.device).type == "cuda":
+            with torch.cuda.device(self.args.device):
+                torch.cuda.empty_cache()
+        for head in heads:
+            head.begin_evaluation(reseeded)
+        lead = heads[0]
+        iteration = SharedIteration(
+            lambda: lead.runner.downstream.model.get_dataloader(split), [head.rng for head in heads]
+        )
+        ratio = float(self.config["runner"].get("evaluate_ratio", 1))
+        evaluate_steps = round(len(iteration) * ratio)
+        for batch_id, (wavs, *others) in enumerate(
+            tqdm(iteration, dynamic_ncols=True, desc=split, total=evaluate_steps)
+        ):
+            if batch_id > evaluate_steps:
+                break
+            wavs = self._to_device(wavs)
+            features = self.upstream_features(wavs, amp=False, phase="evaluation")
+            for head in heads:
+                head.evaluate_batch(split, wavs, features, others, batch_id)
+        names = {
+            head.name: head.end_evaluation(split, loggers[head.name], global_step, len(iteration)) for head in heads
+        }
+        self.timing["evaluation"] += time.perf_counter() - started
+        return names
+
+    # --- training pass --------------------------------------------------------------------------------------
+
+    def _state_path(self, pass_index: int, step: int, rank: int | None = None) -> Path:
+        rank = _rank() if rank is None else rank
+        return self.sweep_dir / STATE_DIR / f"pass-{pass_index}.rank-{rank}.step-{step}.pt"
+
+    def latest_state(self, pass_index: int) -> dict[str, Any] | None:
+        """The newest saved state of a pass on this rank (steps as saved by the leader)."""
+        folder = self.sweep_dir / STATE_DIR
+        found = sorted(
+            folder.glob(f"pass-{pass_index}.rank-{_rank()}.step-*.pt"), key=lambda p: int(p.stem.split("-")[-1])
+        )
+        if not found:
+            return None
+        state = torch.load(found[-1], map_location="cpu", weights_only=False)
+        if state.get("format") != STATE_FORMAT:
+            raise SharedSweepError(f"{found[-1]}: not a shared-sweep state of format {STATE_FORMAT}")
+        return state
+
+    def _save_state(self, pass_index: int, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = self._state_path(pass_index, int(state["step"]))
+        write_bytes_atomic(path, buffer.getvalue())
+        older = sorted(
+            path.parent.glob(f"pass-{pass_index}.rank-{_rank()}.step-*.pt"), key=lambda p: int(p.stem.split("-")[-1])
+        )
+        for stale in older[:-2]:
+            stale.unlink()
+
+    def _train_loader_factory(self, head: Head, split: str, epoch: int) -> Callable[[], Any]:
+        """``get_dataloader(split, epoch=epoch)`` with s3prl's fallback for experts without ``epoch``."""
+        from torch.utils.data import DistributedSampler
+
+        def make():
+            try:
+                return head.runner.downstream.model.get_dataloader(split, epoch=epoch)
+            except TypeError as error:
+                if "unexpected keyword argument 'epoch'" not in str(error):
+                    raise
+                loader = head.runner.downstream.model.get_dataloader(split)
+                if hasattr(loader, "sampler") and isinstance(loader.sampler, DistributedSampler):
+                    loader.sampler.set_epoch(epoch)
+                return loader
+
+        return make
+
+    def train_pass(self, pass_index: int, specs: Sequence[HeadSpec], resume: dict[str, Any] | None) -> list[Head]:
+        """Train one pass's heads to ``total_steps`` (from ``resume``, a saved pass state, if given)."""
+        runner_cfg = self.config["runner"]
+        total = int(runner_cfg["total_steps"])
+        train_split = runner_cfg.get("train_dataloader", "train")
+        step = int(resume["step"]) if resume else 0
+        epoch = int(resume["epoch"]) if resume else 0
+        backward_steps = int(resume["backward_steps"]) if resume else 0
+        saved_heads = resume["heads"] if resume else {}
+
+        heads: list[Head] = []
+        for spec in specs:
+            previous = saved_heads.get(spec.name)
+            if previous is not None and previous["status"] != TRAINING:
+                continue  # stopped (diverged) before the checkpoint: its results are written
+            ckpt = self.sweep_dir / spec.name / f"states-{step}.ckpt" if resume else None
+            if ckpt is not None and not ckpt.is_file():
+                raise SharedSweepError(f"cannot resume head {spec.name}: {ckpt} is missing")
+            head = self.build_head(spec, ckpt)
+            head.start_training()
+            heads.append(head)
+        by_name = {head.name: head for head in heads}
+        parameters = sum(head.parameter_count() for head in heads)
+        print(
+            f"[shared sweep] - pass {pass_index}: {len(heads)} head(s), {parameters:,} trainable parameters, "
+            f"~{parameters * 16 / 2**20:.1f} MiB of weights, gradients and Adam moments (float32)"
+        )
+        gradient_accumulate_steps = int(runner_cfg.get("gradient_accumulate_steps"))
+        pbar = tqdm(total=total, initial=step, dynamic_ncols=True, desc=f"shared pass {pass_index}")
+        streams_to_replay = resume["streams"] if resume else None
+        active = [head for head in heads if head.status == TRAINING]
+
+        while step < total and active:
+            iterations = self._open_train_iterations(active, train_split, epoch, streams_to_replay, saved_heads)
+            streams_to_replay = None
+            batch_id = iterations[0][0].fetched
+            while True:
+                started = time.perf_counter()
+                batches = []
+                for iteration, _ in iterations:
+                    try:
+                        batches.append(next(iteration))
+                    except StopIteration:
+                        batches.append(None)
+                self.timing["data"] += time.perf_counter() - started
+                if all(batch is None for batch in batches):
+                    break
+                if any(batch is None for batch in batches):
+                    raise SharedSweepError("loaders shared by different heads ended at different batches")
+                if step >= total:
+                    break
+                global_step = step + 1
+                self._train_batch(iterations, batches, train_split, batch_id, global_step)
+                batch_id += 1
+                backward_steps += 1
+                if backward_steps % gradient_accumulate_steps > 0:
+                    continue
+                started = time.perf_counter()
+                for head in active:
+                    if head.status == TRAINING:
+                        head.optimizer_step(global_step)
+                self.timing["heads"] += time.perf_counter() - started
+                active = [head for head in active if head.status == TRAINING]
+                iterations = _without_stopped(iterations)
+                if not active:
+                    break
+                step = global_step
+                pbar.update(1)
+                if not _is_leader():
+                    for head in active:
+                        head.drop_records()
+                    if global_step % runner_cfg["save_step"] == 0:
+                        self._save_state(pass_index, self._pass_state(step, epoch, backward_steps, iterations, heads))
+                    continue
+                self._log_evaluate_save(active, iterations, train_split, global_step, epoch)
+                if global_step % runner_cfg["save_step"] == 0:
+                    self._save_state(pass_index, self._pass_state(step, epoch, backward_steps, iterations, heads))
+                    for head in active:
+                        head.prune_checkpoints()
+            epoch += 1
+        pbar.close()
+        for head in heads:
+            if head.status == TRAINING:
+                head.finish_training()
+        final = self._pass_state(step, epoch, backward_steps, [], heads, finished=True)
+        for name, previous in saved_heads.items():
+            if name not in by_name:
+                final["heads"][name] = previous
+        self._save_state(pass_index, final)
+        return heads
+
+    def _open_train_iterations(
+        self,
+        active: Sequence[Head],
+        split: str,
+        epoch: int,
+        replay: Sequence[dict[str, Any]] | None,
+        saved_heads: dict[str, Any],
+    ) -> list[tuple[SharedIteration, list[Head]]]:
+        """One shared loader per group of heads with identical generators; on resume, the saved loaders rebuilt
+        from their creation states and advanced to where they stood, then every head's generators restored."""
+        by_name = {head.name: head for head in active}
+        iterations = []
+        if replay is None:
+            by_stream = {id(head.rng): head for head in active}
+            for group in group_by_state([head.rng for head in active]):
+                members = [by_stream[id(stream)] for stream in group]
+                iteration = SharedIteration(self._train_loader_factory(members[0], split, epoch), group)
+                iterations.append((iteration, members))
+            return iterations
+        for saved in replay:
+            members = [by_name[name] for name in saved["heads"] if name in by_name]
+            if not members:
+                continue
+            creation = RngState.from_dict(saved["creation"])
+            for head in members:
+                head.rng.state = creation
+            iteration = SharedIteration(self._train_loader_factory(members[0], split, epoch), [h.rng for h in members])
+            iteration.skip(int(saved["fetched"]))
+            iterations.append((iteration, members))
+        for head in active:
+            head.load_state_dict(saved_heads[head.name])
+        return iterations
+
+    def _train_batch(self, iterations, batches, split: str, batch_id: int, global_step: int) -> None:
+        amp = bool(self.config["runner"].get("fp16", False))
+        computed: list[tuple[list, dict]] = []
+        for (_, members), (wavs, *others) in zip(iterations, batches, strict=True):
+            wavs = self._to_device(wavs)
+            features = next((f for w, f in computed if _same_batch(w, wavs)), None)
+            if features is None:
+                features = self.upstream_features(wavs, amp)
+                computed.append((wavs, features))
+            started = time.perf_counter()
+            for head in members:
+                if head.status == TRAINING:
+                    head.forward_backward(split, wavs, features, others, batch_id, global_step)
+            self.timing["heads"] += time.perf_counter() - started
+
+    def _log_evaluate_save(self, active, iterations, split: str, global_step: int, epoch: int) -> None:
+        runner_cfg = self.config["runner"]
+        started = time.perf_counter()
+        if global_step % runner_cfg["log_step"] == 0:
+            lengths = {head.name: len(it) for it, members in iterations for head in members}
+            for head in active:
+                head.log_training(split, global_step, lengths[head.name])
+        self.timing["heads"] += time.perf_counter() - started
+        save_names: dict[str, list[str]] = {head.name: [] for head in active}
+        if global_step % runner_cfg["eval_step"] == 0:
+            for eval_split in runner_cfg["eval_dataloaders"]:
+                loggers = {head.name: head.logger for head in active}
+                for name, names in self.evaluate(active, eval_split, global_step, loggers).items():
+                    save_names[name] += names
+        if global_step % runner_cfg["save_step"] == 0:
+            for head in active:
+                save_names[head.name].append(f"states-{global_step}.ckpt")
+        started = time.perf_counter()
+        for head in active:
+            if save_names[head.name]:
+                head.save(save_names[head.name], global_step, epoch)
+        self.timing["checkpoints"] += time.perf_counter() - started
+
+    def _pass_state(self, step, epoch, backward_steps, iterations, heads, finished: bool = False) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "finished": finished,
+            "step": int(step),
+            "epoch": int(epoch),
+            "backward_steps": int(backward_steps),
+            "streams": [
+                {"heads": [h.name for h in members], "creation": it.creation_state.to_dict(), "fetched": it.fetched}
+                for it, members in iterations
+            ],
+            "heads": {head.name: head.state_dict() for head in heads},
+        }
+
+    # --- test evaluation of the best dev checkpoints ------------------------------------------------------------
+
+    def test_pass(self, specs: Sequence[HeadSpec], split: str) -> None:
+        """``run_downstream.py -m evaluate -e <best> -t split`` of every head, from one pass over the split."""
+        from downstream_probes.s3prl.sweep import best_checkpoint
+
+        if not _is_leader():
+            return
+        heads = []
+        for spec in specs:
+            expdir = self.sweep_dir / spec.name
+            results = tasks.read_results(expdir) or {}
+            if results.get("sweep", {}).get("status") == DIVERGED:
+                continue
+            best = best_checkpoint(expdir)
+            device = ["--device", self.options.device] if self.options.device else []
+            args, config, _ = parse_run_args(["-m", "evaluate", "-e", str(best), "-t", split, *device])
+            write_run_files(args, config, [])
+            head = Head(spec.name, spec.layer, args, config, self.upstream, self.after_upstream)
+            head.runner._phase = "evaluate"
+            heads.append(head)
+        if not heads:
+            return
+        loggers, closers = {}, []
+        for head in heads:
+            loggers[head.name], close = temporary_logger()
+            closers.append(close)
+        try:
+            self.evaluate(heads, split, 0, loggers)
+        finally:
+            for close in closers:
+                close()
+        for head in heads:
+            head.runner._write_evaluation_results(split)
+
+    def describe_timing(self) -> str:
+        """Where the time went (upstream forwards vs heads) and the peak memory of this process."""
+        import resource
+
+        t = self.timing
+        upstream = t["upstream_train"] + t["upstream_evaluation"]
+        heads = t["heads"] + t["evaluation"] - t["upstream_evaluation"]
+        total = upstream + heads + t["data"] + t["checkpoints"]
+        share = (lambda x: 100.0 * x / total) if total > 0 else (lambda x: 0.0)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        lines = [
+            f"upstream forwards: {self.upstream_forwards}",
+            (
+                f"time: upstream {upstream:.2f} s ({share(upstream):.0f}%), heads {heads:.2f} s ({share(heads):.0f}%), "
+                f"data {t['data']:.2f} s ({share(t['data']):.0f}%), checkpoints {t['checkpoints']:.2f} s"
+            ),
+            f"peak memory: {peak:.0f} MiB resident",
+        ]
+        if torch.cuda.is_available() and torch.device(self.args.device).type == "cuda":
+            lines.append(f"peak GPU memory: {torch.cuda.max_memory_allocated(self.args.device) / 2**20:.0f} MiB")
+        if self.feature_source is not None and hasattr(self.feature_source, "hits"):
+            lines.append(
+                f"feature cache: {self.feature_source.hits} batches read, {self.feature_source.misses} run live"
+            )
+        return "\n".join(lines)
+
+    # --- the whole sweep ------------------------------------------------------------------------------------
+
+    def run(self, evaluate: bool, test_split: str) -> None:
+        print(describe_plan(self.passes))
+        if self.upstream is None:
+            self.start()
+        for index, specs in enumerate(self.passes):
+            todo = [spec for spec in specs if not _head_done(self.sweep_dir / spec.name, evaluate, test_split)]
+            if not todo:
+                continue
+            state = self.latest_state(index) if self.options.resume else None
+            if state is None or not state["finished"]:
+                if state is None:
+                    _refuse_stale_folders(self.sweep_dir, specs)
+                self.train_pass(index, specs, state)
+                state = self.latest_state(index)
+            for spec in specs:
+                mark_shared(self.sweep_dir / spec.name, index, state["heads"].get(spec.name, {}))
+            if evaluate:
+                self.test_pass(
+                    [s for s in specs if not _head_done(self.sweep_dir / s.name, True, test_split)], test_split
+                )
+                for spec in specs:
+                    mark_shared(self.sweep_dir / spec.name, index, state["heads"].get(spec.name, {}))
+            if torch.distributed.is_initialized():
+                torch.distributed.barrier()
+
+
+def _without_stopped(iterations):
+    """The loaders with the stopped (diverged) heads taken out, and those left without heads dropped."""
+    kept = []
+    for iteration, members in iterations:
+        for head in members:
+            if head.status != TRAINING:
+                iteration.drop(head.rng)
+        members = [head for head in members if head.status == TRAINING]
+        if members:
+            kept.append((iteration, members))
+    return kept
+
+
+def _same_batch(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _head_done(expdir: Path, evaluate: bool, test_split: str) -> bool:
+    results = tasks.read_results(expdir)
+    if results is None or "sweep" not in results:
+        return False
+    if results["sweep"].get("status") == DIVERGED:
+        return True
+    return not evaluate or test_split in results.get("evaluated_checkpoints", {})
+
+
+def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec]) -> None:
+    for spec in specs:
+        if list((sweep_dir / spec.name).glob("states-*.ckpt")):
+            raise FileExistsError(
+                f"{sweep_dir / spec.name} already holds checkpoints; resume the sweep with -a, or choose a new -p"
+            )
+
+
+def mark_shared(expdir: Path, pass_index: int, head_state: dict[str, Any]) -> None:
+    """Add the ``sweep`` field (this head was trained in a shared sweep, and how it ended) to results.json."""
+    if not _is_leader():
+        return
+    results = tasks.read_results(expdir)
+    if results is None:
+        return
+    results["sweep"] = {
+        "shared": True,
+        "pass": pass_index,
+        "status": head_state.get("status", FINISHED),
+        "diverged_step": head_state.get("diverged_step"),
+    }
+    tasks.write_results(expdir, results)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def resolve_heads(all_layers: Sequence[str], layers: Sequence[str] | None, with_weighted_sum: bool) -> list[HeadSpec]:
+    """The heads to train: the named layers (None or ``["all"]``: every layer), then the weighted sum if asked."""
+    chosen = list(all_layers) if not layers or list(layers) == ["all"] else list(layers)
+    unknown = [name for name in chosen if name not in all_layers]
+    if unknown:
+        raise ValueError(f"--layers: the upstream has no layer(s) {unknown}; its layers: {list(all_layers)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"--layers {','.join(chosen)}: a layer is named twice")
+    specs = [HeadSpec(name, name) for name in chosen]
+    if with_weighted_sum:
+        specs.append(HeadSpec(WEIGHTED_SUM, None))
+    return specs
+
+
+def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], SharedSweep]:
+    """Train every head (in passes), evaluate the best dev checkpoints on the test split, write ``sweep.json``.
+
+    Returns the sweep document and the finished ``SharedSweep`` (its ``timing`` and ``upstream_forwards``).
+    """
+    from downstream_probes.s3prl import run_downstream
+    from downstream_probes.s3prl.sweep import new_document, run_entry, upstream_layer_names
+
+    spec = tasks.task_for(options.task)
+    if spec is None:
+        raise ValueError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
+    run_downstream.prepare_s3prl()
+    sweep_dir = Path(options.sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    all_layers = upstream_layer_names(options.upstream, options.upstream_ckpt, options.model_config)
+    specs = resolve_heads(all_layers, options.layers, options.with_weighted_sum)
+    shared = SharedSweep(options, specs)
+    with s3prl_process(shared.args):
+        if options.cache_features is not None:
+            from downstream_probes.s3prl.feature_cache import cache_for_sweep
+
+            shared.start()
+            shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
+        shared.run(options.evaluate, spec.test_split)
+
+    document = new_document(spec, options.upstream, options.upstream_ckpt)
+    document["shared"] = {
+        "passes": [[head.name for head in group] for group in shared.passes],
+        "feature_cache": str(Path(options.cache_features).resolve()) if options.cache_features else None,
+    }
+    for head in specs:
+        entry = run_entry(head.name, all_layers.index(head.layer) if head.layer else None, sweep_dir / head.name)
+        results = tasks.read_results(sweep_dir / head.name) or {}
+        entry["status"] = results.get("sweep", {}).get("status", "missing")
+        if entry["status"] == DIVERGED:
+            entry["diverged_step"] = results["sweep"].get("diverged_step")
+        if head.layer is None:
+            entry["layer_weights"] = str((sweep_dir / head.name / tasks.LAYER_WEIGHTS_FILE).resolve())
+            document["weighted_sum"] = entry
+        else:
+            document["layers"].append(entry)
+    document["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if _is_leader():
+        tasks.write_sweep(sweep_dir, document)
+    return document, shared
