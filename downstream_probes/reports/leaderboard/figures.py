@@ -1,5 +1,7 @@
-"""Figures of the HTML leaderboard: learnt layer-weight heatmaps next to the chosen runs and CCA curves found under
-the given folders, rendered by ``downstream_probes.analysis.plots`` as PNG bytes."""
+"""Figures and analysis tables of the HTML leaderboard, from what lies under the given folders: learnt layer-weight
+heatmaps next to the chosen runs, the layer-wise analysis (``mrsuperb analyze`` / ``cca`` outputs) as one figure in
+the layout of arXiv 2410.23955 Fig. 3 with one curve per model, and the rank agreements of ``mrsuperb compare``
+(``compare.json``). Plots are drawn by ``downstream_probes.analysis.plots`` and kept as PNG bytes."""
 
 from __future__ import annotations
 
@@ -44,32 +46,6 @@ def _read_layer_weights(path: Path) -> tuple[list[str], list[float]]:
         ) from None
 
 
-def _cca_files(roots: Iterable[Path]) -> list[Path]:
-    found: set[Path] = set()
-    for root in roots:
-        if root.is_dir():
-            found.update(p.resolve() for p in root.rglob("cca_*.json") if p.is_file())
-    return sorted(found)
-
-
-def _read_cca(path: Path) -> tuple[str, str, dict[str, float]]:
-    """(upstream, property, {layer: score}) from a cca_<property>.json; upstream from the file or its folder."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise LeaderboardError(f"{path} is not readable JSON ({error})") from None
-    prop = path.stem[len("cca_") :]
-    upstream = path.parent.name
-    scores: Any = data
-    if isinstance(data, Mapping) and isinstance(data.get("scores"), Mapping):
-        scores = data["scores"]
-        upstream = str(data.get("upstream") or upstream)
-        prop = str(data.get("property") or prop)
-    if not isinstance(scores, Mapping) or not all(isinstance(v, (int, float)) for v in scores.values()):
-        raise LeaderboardError(f"{path} does not map layer names to CCA scores")
-    return upstream, prop, {str(k): float(v) for k, v in scores.items()}
-
-
 def _png(figure: Any) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -79,9 +55,84 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+ANALYSIS_PATTERNS = ("cca_*.json", "mi_*.json", "sts.json")
+COMPARE_FILE = "compare.json"
+COMPARE_SCHEMA_PREFIX = "mrsuperb.compare/"
+
+
+def _analysis_files(roots: Iterable[Path]) -> list[Path]:
+    found: set[Path] = set()
+    for root in roots:
+        if root.is_dir():
+            for pattern in ANALYSIS_PATTERNS:
+                found.update(p.resolve() for p in root.rglob(pattern) if p.is_file())
+    return sorted(found)
+
+
+def _analysis_model(path: Path, data: Any) -> str:
+    """The model an analysis output belongs to: from its provenance file (``upstream_identity`` of its name and
+    checkpoint), else from the document itself, else its folder's name."""
+    from downstream_probes.tasks import upstream_identity
+
+    provenance = path.with_name(f"provenance_{path.stem}.json")
+    if provenance.is_file():
+        try:
+            upstream = json.loads(provenance.read_text(encoding="utf-8"))["upstream"]
+            return upstream_identity(str(upstream["name"]), upstream.get("checkpoint"))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise LeaderboardError(f"{provenance} is not a provenance file ({error})") from None
+    if isinstance(data, Mapping) and data.get("upstream"):
+        return str(data["upstream"])
+    return path.parent.name
+
+
+def collect_analysis(roots: Iterable[Path]) -> tuple[dict[str, dict[str, dict[str, float]]], list[Path]]:
+    """``{model: {output name: {layer: score}}}`` of every analysis output under ``roots``, and the files read.
+
+    Output names are the file stems (``cca_phone``, ``mi_word``, ``sts``), as the Fig. 3 panels name them.
+    """
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    files = _analysis_files(roots)
+    for path in files:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise LeaderboardError(f"{path} is not readable JSON ({error})") from None
+        scores: Any = data.get("scores", data) if isinstance(data, Mapping) else data
+        if not isinstance(scores, Mapping) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()
+        ):
+            raise LeaderboardError(f"{path} does not map layer names to scores; write it again with mrsuperb analyze")
+        results.setdefault(_analysis_model(path, data), {})[path.stem] = {str(k): float(v) for k, v in scores.items()}
+    return results, files
+
+
+def collect_comparisons(roots: Iterable[Path]) -> list[tuple[Path, list[dict[str, Any]]]]:
+    """The comparisons of every ``compare.json`` (``mrsuperb compare -o``) under ``roots``, per file."""
+    found: set[Path] = set()
+    for root in roots:
+        if root.is_dir():
+            found.update(p.resolve() for p in root.rglob(COMPARE_FILE) if p.is_file())
+        elif root.name == COMPARE_FILE:
+            found.add(root.resolve())
+    documents = []
+    for path in sorted(found):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise LeaderboardError(f"{path} is not readable JSON ({error})") from None
+        if not isinstance(data, Mapping) or not str(data.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
+            raise LeaderboardError(
+                f"{path} is not a comparison of mrsuperb compare; write it with `mrsuperb compare -o`"
+            )
+        documents.append((path, [dict(c) for c in data.get("comparisons", [])]))
+    return documents
+
+
 def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Figure]:
-    """Layer-weight heatmaps per upstream and CCA curves per property, as PNG bytes (the analysis plots)."""
-    from downstream_probes.analysis.plots import plot_cca_curves, plot_layer_weight_heatmap
+    """Layer-weight heatmaps per upstream and the layer-wise analysis (Fig. 3 layout, one curve per model), as PNG
+    bytes."""
+    from downstream_probes.analysis.plots import plot_analysis_figure, plot_layer_weight_heatmap
 
     figures: list[Figure] = []
     for row, files in _layer_weight_files(board).items():
@@ -93,14 +144,14 @@ def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Fi
                 tuple(files[t] for t in weights),
             )
         )
-    by_property: dict[str, dict[str, dict[str, float]]] = {}
-    sources: dict[str, list[Path]] = {}
-    for path in _cca_files(search_roots):
-        upstream, prop, scores = _read_cca(path)
-        by_property.setdefault(prop, {})[upstream] = scores
-        sources.setdefault(prop, []).append(path)
-    for prop in sorted(by_property):
+    results, files = collect_analysis(search_roots)
+    if results:
         figures.append(
-            Figure(f"CCA with {prop} per layer", _png(plot_cca_curves(by_property[prop], prop)), tuple(sources[prop]))
+            Figure(
+                "Layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3 (and Fig. 4's frame-level CCA), "
+                "one curve per model, points above their own layer names",
+                _png(plot_analysis_figure(results)),
+                tuple(files),
+            )
         )
     return figures

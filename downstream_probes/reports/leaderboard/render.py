@@ -10,8 +10,9 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from downstream_probes.reports.leaderboard.figures import Figure, collect_figures
+from downstream_probes.reports.leaderboard.figures import Figure, collect_comparisons, collect_figures
 from downstream_probes.reports.leaderboard.reading import (
     Cell,
     Column,
@@ -40,6 +41,11 @@ def _relative_path(path: Path, base_dir: Path | None) -> str:
         return Path(os.path.relpath(path, base_dir.resolve())).as_posix()
     except ValueError:  # another drive on Windows
         return str(path)
+
+
+def _markdown_cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _cell_text(cell: Cell, column: Column) -> str:
@@ -73,9 +79,9 @@ def render_markdown(
             if cell is None:
                 texts.append(MISSING)
                 continue
-            text = _cell_text(cell, column)
+            text = _markdown_cell(_cell_text(cell, column))
             texts.append(f"**{text}** [{number[id(cell.run)]}]" if cell.best else f"{text} [{number[id(cell.run)]}]")
-        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+        lines.append(f"| {_markdown_cell(row)} | " + " | ".join(texts) + " |")
     lines += [
         "",
         (
@@ -157,6 +163,38 @@ window.addEventListener("load", function () {
 """
 
 
+def _comparison_table(documents: Sequence[tuple[Path, list[dict[str, Any]]]], base_dir: Path | None) -> str:
+    """One table of ``mrsuperb compare``'s rank agreements: a row per (model, task, pair of sources)."""
+    esc = html.escape
+
+    def number(value: Any) -> str:
+        return MISSING if value is None else f"{float(value):.3f}"
+
+    rows = [
+        (
+            '<table id="comparisons"><thead><tr><th>model</th><th>task</th><th>ranking A</th><th>ranking B</th>'
+            "<th>layers</th><th>Spearman ρ</th><th>Kendall τ</th><th>top-k overlap</th></tr></thead><tbody>"
+        )
+    ]
+    for path, comparisons in documents:
+        source = esc(_relative_path(path, base_dir))
+        for c in comparisons:
+            rows.append(
+                f'<tr data-source="{source}"><th scope="row">{esc(str(c.get("model", "")))}</th>'
+                f"<td>{esc(str(c.get('task', '')))}</td><td>{esc(str(c.get('a', '')))}</td>"
+                f'<td>{esc(str(c.get("b", "")))}</td><td class="value">{esc(str(c.get("layers", "")))}</td>'
+                f'<td class="value">{number(c.get("spearman"))}</td><td class="value">{number(c.get("kendall"))}</td>'
+                f'<td class="value">{number(c.get("top_k_overlap"))} (k={esc(str(c.get("top_k", "")))})</td></tr>'
+            )
+    rows.append("</tbody></table>")
+    files = ", ".join(esc(_relative_path(path, base_dir)) for path, _ in documents)
+    rows.append(
+        f'<p class="note">Rank agreement of one model\'s layer rankings (learnt weights, CCA, single-layer probes); '
+        f"a row never mixes two models. From: {files}</p>"
+    )
+    return "\n".join(rows)
+
+
 def render_html(
     board: Leaderboard,
     base_dir: Path | None = None,
@@ -164,6 +202,7 @@ def render_html(
     profile_html: str | None = None,
     title: str = DEFAULT_TITLE,
     note: str | None = None,
+    comparisons: Sequence[tuple[Path, list[dict[str, Any]]]] = (),
 ) -> str:
     """One self-contained page: the table (links and titles to each results.json), figures inline, profile.
 
@@ -221,6 +260,8 @@ def render_html(
         )
     if profile_html:
         parts += ["<h2>Efficiency profile</h2>", profile_html]
+    if comparisons:
+        parts += ["<h2>Layer rankings compared</h2>", _comparison_table(comparisons, base_dir)]
     if figures:
         parts.append("<h2>Figures</h2>")
     for figure in figures:
@@ -290,7 +331,20 @@ def write_leaderboard(
             profile_html(profile_data) if profile_data else None,
             title=title,
             note=note,
+            comparisons=collect_comparisons(roots),
         )
     if out is not None:
-        write_text_atomic(out, text)
+        _write_out(Path(out), text)
     return text
+
+
+def _write_out(out: Path, text: str) -> None:
+    """Write the rendered board to ``out``; a folder or an unwritable place is one clear error."""
+    if out.is_dir():
+        raise LeaderboardError(f"--out {out} is a folder; give a file name, e.g. {out / 'leaderboard.md'}")
+    try:
+        write_text_atomic(out, text)
+    except OSError as error:
+        raise LeaderboardError(
+            f"--out {out}: cannot write there ({error.strerror or error}); choose a writable folder"
+        ) from None
