@@ -114,6 +114,23 @@ def test_shipped_recipes_load() -> None:
         load_recipe(recipe).network_config()
 
 
+def test_cli_reports_a_bad_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from downstream_probes.cli import main as mrsuperb
+
+    args = [
+        "pretrain",
+        "--config",
+        str(tmp_path / "nope.yaml"),
+        "--corpus",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert mrsuperb(args) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Masking, targets, heads, schedule
 

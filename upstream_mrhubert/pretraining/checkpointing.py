@@ -3,7 +3,8 @@
 ``checkpoint_last.pt`` / ``checkpoint_best.pt`` are real fairseq MR-HuBERT checkpoints (``cfg``, ``model`` with the
 pre-training heads, ``task_state`` with the label ``Dictionary``), written by the project's one fairseq writer, so
 ``mrhubert_local`` loads them and ``mrsuperb convert`` turns them into s3prl's format. "best" is the lowest
-validation loss.
+validation loss. ``checkpoint_init.pt`` holds the weights before the first step (the run's random-init twin, for
+comparisons of trained and untrained networks of the same architecture).
 
 ``resume.pt`` holds what continuing needs and fairseq's file has no place for in our writer: the step, the model
 and optimizer (and fp16 scaler) states, the best validation loss and the logged history. It is written first and
@@ -29,6 +30,7 @@ from upstream_mrhubert.pretraining.network import MaskedPredictionModel
 CHECKPOINT_DIR = "checkpoints"
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
+INIT = "checkpoint_init.pt"  # the weights before the first step: the run's random-init twin
 RESUME = "resume.pt"
 
 

@@ -34,7 +34,7 @@ import yaml
 
 from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS, MultiresHubertConfig
 
-TOY_CONV_FEATURE_LAYERS = "[(192,10,5)] + [(192,3,2)] * 4 + [(192,2,2)] * 2"
+TOY_CONV_FEATURE_LAYERS = "[(128,10,5)] + [(128,3,2)] * 4 + [(128,2,2)] * 2"  # fairseq's layout, 128 channels
 RESIDUAL_CHOICES = ("post", "pre")
 TARGET_KINDS = ("mfcc", "layer")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -149,7 +149,7 @@ class DataSection:
     """Training crops: like fairseq's task (``max_sample_size``, ``random_crop``), every utterance of a batch is
     cropped to the batch's shortest (at most ``crop_seconds``), so no padding enters training."""
 
-    crop_seconds: float = 4.0
+    crop_seconds: float = 2.0
     min_seconds: float = 1.0
     batch_size: int = 8
     train_splits: tuple[str, ...] = ("train-clean-100",)

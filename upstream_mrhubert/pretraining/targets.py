@@ -157,9 +157,12 @@ def write_labels(folder: Path, split: str, labels: Sequence[np.ndarray], manifes
 
 
 def read_labels(folder: Path, split: str, manifest: Manifest) -> list[np.ndarray] | None:
-    """Labels written by :func:`write_labels` for exactly this manifest, or None when absent or stale."""
+    """Labels written by :func:`write_labels` for this manifest's utterances, or None when absent or stale."""
     tsv, km = folder / f"{split}.tsv", folder / f"{split}.km"
-    if not (tsv.is_file() and km.is_file()) or tsv.read_text(encoding="utf-8") != manifest.to_tsv():
+    if not (tsv.is_file() and km.is_file()):
+        return None
+    # the rows (relative path, length) must match; the root line may differ (a corpus moved or spelt otherwise)
+    if tsv.read_text(encoding="utf-8").splitlines()[1:] != manifest.to_tsv().splitlines()[1:]:
         return None
     rows = [np.array(line.split(), dtype=np.int32) for line in km.read_text(encoding="utf-8").splitlines()]
     if len(rows) != len(manifest) or any(len(r) != frames_of(n) for r, n in zip(rows, manifest.lengths, strict=True)):

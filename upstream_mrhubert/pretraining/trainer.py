@@ -12,7 +12,8 @@ What a run writes under OUT::
 
     results.json                 config, seed, versions, corpus, targets, history (atomic, rewritten at each log)
     targets/                     fairseq's train/valid .tsv and .km and dict.km.txt (reused when they match)
-    checkpoints/                 checkpoint_last.pt, checkpoint_best.pt (fairseq format), resume.pt
+    checkpoints/                 checkpoint_last.pt, checkpoint_best.pt, checkpoint_init.pt (the step-0 weights:
+                                 the run's random-init twin), all in fairseq's format; resume.pt
     tensorboard/                 loss and masked accuracy per resolution, learning rate, gradient norm
 """
 
@@ -148,6 +149,12 @@ def _seed_torch(seed: int, *parts: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0]))
 
 
+def initial_model(config: PretrainConfig) -> MaskedPredictionModel:
+    """The weights a run starts from (seeded by ``run.seed``): its random-init twin, ``checkpoint_init.pt``."""
+    _seed_torch(config.run.seed, 0)
+    return MaskedPredictionModel(config, config.targets.clusters)
+
+
 def _reduce(sums: records.MetricSums, ddp: Distributed, device: torch.device) -> records.MetricSums:
     if ddp.world_size == 1:
         return sums
@@ -232,8 +239,9 @@ def train(
 
     data = prepare_data(config, corpus, out, ddp, progress)
     clusters = config.targets.clusters
-    _seed_torch(config.run.seed, 0)
-    model = MaskedPredictionModel(config, clusters).to(wanted)
+    model = initial_model(config).to(wanted)
+    if ddp.is_main and saved is None:
+        checkpointing.write_fairseq(out / checkpointing.CHECKPOINT_DIR / checkpointing.INIT, model, config, clusters)
     optimizer = build_optimizer(model, config.optim)
     scaler = torch.amp.GradScaler("cuda") if config.optim.precision == "fp16" else None
     start_step, best_valid = 0, math.inf
@@ -323,10 +331,10 @@ def train(
                 "note": "this process's steps only (a resumed run counts from its resume)",
             },
         )
-        records.write_results(out, payload)
+        if ddp.is_main:
+            records.write_results(out, payload)
 
-    if ddp.is_main:
-        write("running")
+    write("running")
     bar = tqdm(
         total=optim.max_steps, initial=start_step, desc="pretrain", unit="step", disable=not (progress and ddp.is_main)
     )
@@ -376,11 +384,10 @@ def train(
             if ddp.is_main:
                 save(best=is_best)
             _barrier(ddp)
-        if ddp.is_main and (step % config.run.log_every == 0 or step == optim.max_steps):
+        if step % config.run.log_every == 0 or step == optim.max_steps:
             write("running")
     bar.close()
-    if ddp.is_main:
-        write("finished")
+    write("finished")
     if writer is not None:
         writer.close()
     _barrier(ddp)

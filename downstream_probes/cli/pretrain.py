@@ -1,6 +1,7 @@
 """``mrsuperb pretrain --config RECIPE --corpus DIR --out DIR [--max-steps N] [-a]``: MR-HuBERT masked prediction.
 
-Runs alone or under ``torchrun --nproc_per_node N -m downstream_probes.cli pretrain ...`` (DDP).
+Runs alone or under ``torchrun --nproc_per_node N -m downstream_probes.cli pretrain ...`` (DDP); the code is in
+:mod:`upstream_mrhubert.pretraining`, see docs/pretraining.md.
 """
 
 from __future__ import annotations

@@ -1,0 +1,318 @@
+"""The paper's pretraining experiment at toy scale, from nothing, on this machine (arXiv 2410.23955 Tables 1-3, Fig. 2a/3).
+
+Stages (each skipped when its output exists, so a killed run resumes; pretraining itself resumes with ``-a``):
+
+1. corpora: a synthetic ASR corpus of at least 30 minutes (``mrsuperb corpus asr``), plus KS and IC corpora;
+2. pretraining: the four toy variants of ``recipes/pretrain/`` (mono-base-like, B4-a-like, B5-a-like,
+   pre-residual); the k-means targets are made once and shared (same corpus, same seed, same recipe section);
+3. downstream: IC, KS and ASR with the quick configs (``recipes/quick``) and ``--downstream-steps`` steps, for each
+   trained variant (``checkpoint_best.pt``) and its random-init twin (``checkpoint_init.pt``: the same network
+   before its first step);
+4. analysis: ``mrsuperb cca`` (phone and word) per trained variant and twin;
+5. report: ``report/table3.md`` (final train / valid loss, post- vs pre-residual), ``report/table2.md`` (IC, KS,
+   ASR), ``report/cca.md`` and ``report/cca_<property>.png`` (trained next to random twin), and ``report/report.json``
+   with every number, its seed and its config.
+
+Usage::
+
+    python recipes/pretrain_toy/run.py --out runs/pretrain_toy [--variants mono_base,b4a] [--tasks ks] [--no-asr]
+
+Everything is seeded (``--seed``); each subprocess's output is in ``OUT/logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from downstream_probes.pipelines.stages import Phase, Stage, console_script, run_logged, run_phases, subprocess_env
+from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
+
+RECIPES = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "mono_base": "toy_mono_base.yaml",
+    "b4a": "toy_b4a_no_aux_loss.yaml",
+    "b5a": "toy_b5a_no_downsampling.yaml",
+    "pre_residual": "toy_pre_residual.yaml",
+}
+TASKS = ("ic", "ks", "asr")
+CCA_PROPERTIES = ("phone", "word")
+CORPUS_UTTERANCES = {"asr": 1000, "ks": 600, "ic": 600}  # asr: about 37 minutes of speech
+TWINS = {"trained": "checkpoint_best.pt", "random": "checkpoint_init.pt"}
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class ToyExperiment:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.out = Path(args.out).resolve()
+        self.seed = args.seed
+        self.variants = [v for v in args.variants.split(",") if v]
+        unknown = sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        self.tasks = [t for t in args.tasks.split(",") if t]
+        self.downstream_steps = args.downstream_steps
+        self.max_steps = args.max_steps
+        self.env = subprocess_env(1)
+
+    # -- paths ---------------------------------------------------------------------------------------------------
+    def corpus(self, task: str) -> Path:
+        return self.out / "corpora" / task
+
+    def run_dir(self, variant: str) -> Path:
+        return self.out / "pretrain" / variant
+
+    def checkpoint(self, variant: str, twin: str) -> Path:
+        return self.run_dir(variant) / "checkpoints" / TWINS[twin]
+
+    def expdir(self, variant: str, twin: str, task: str) -> Path:
+        return self.out / "downstream" / f"{variant}_{twin}" / task
+
+    def analysis(self, variant: str, twin: str) -> Path:
+        return self.out / "analysis" / f"{variant}_{twin}"
+
+    def log(self, name: str) -> Path:
+        return self.out / "logs" / f"{name.replace('/', '_').replace(' ', '_')}.log"
+
+    def upstream_options(self, variant: str) -> Path:
+        """``-g`` file: the pre-residual variant must be run with the residual where it was trained."""
+        path = self.out / "upstream_options" / f"{variant}.yaml"
+        if not path.is_file():
+            pre = "pre_residual" in VARIANTS[variant]
+            write_text_atomic(path, f"pre_residual: {'true' if pre else 'false'}\n")
+        return path
+
+    # -- stages --------------------------------------------------------------------------------------------------
+    def _corpus_stage(self, task: str) -> Stage:
+        def run() -> None:
+            command = [console_script("mrsuperb"), "corpus", task, "--out", str(self.corpus(task)), "--force"]
+            command += ["--utterances", str(CORPUS_UTTERANCES[task]), "--seed", str(self.seed), "--quiet"]
+            run_logged(f"corpus {task}", command, self.log(f"corpus {task}"), self.env)
+
+        return Stage(f"corpus {task}", lambda: (self.corpus(task) / "manifest.json").is_file(), run)
+
+    def _pretrain_stage(self, variant: str) -> Stage:
+        def done() -> bool:
+            results = _read(self.run_dir(variant) / "results.json")
+            return bool(results and results.get("status") == "finished")
+
+        def run() -> None:
+            targets = self.run_dir(variant) / "targets"
+            shared = next(
+                (self.run_dir(v) / "targets" for v in self.variants if (self.run_dir(v) / "targets").is_dir()), None
+            )
+            if shared is not None and not targets.exists():
+                shutil.copytree(shared, targets)  # the trainer checks that they match the corpus
+            command = [
+                console_script("mrsuperb"),
+                "pretrain",
+                "--config",
+                str(RECIPES / "pretrain" / VARIANTS[variant]),
+            ]
+            command += ["--corpus", str(self.corpus("asr")), "--out", str(self.run_dir(variant)), "-a", "--quiet"]
+            if self.max_steps:
+                command += ["--max-steps", str(self.max_steps)]
+            run_logged(f"pretrain {variant}", command, self.log(f"pretrain {variant}"), self.env)
+
+        return Stage(f"pretrain {variant}", done, run)
+
+    def _downstream_stage(self, variant: str, twin: str, task: str) -> Stage:
+        from downstream_probes.corpora.api import s3prl_overrides
+        from downstream_probes.s3prl.run_downstream import override_option
+        from downstream_probes.tasks import TASKS as SPECS
+
+        expdir = self.expdir(variant, twin, task)
+
+        def run() -> None:
+            if expdir.exists():
+                shutil.rmtree(expdir)
+            steps = self.downstream_steps
+            override = override_option(s3prl_overrides(self.corpus(task)))
+            override += f",,config.runner.total_steps={steps},,config.runner.eval_step={max(1, steps // 4)}"
+            override += f",,config.runner.save_step={max(1, steps // 4)},,config.runner.log_step={max(1, steps // 20)}"
+            override += ",,config.runner.eval_dataloaders=" + repr([SPECS[task].dev_split, SPECS[task].test_split])
+            command = [console_script("run_downstream.py"), "-m", "train", "-u", "mrhubert_local"]
+            command += ["-k", str(self.checkpoint(variant, twin)), "-g", str(self.upstream_options(variant))]
+            command += ["-d", SPECS[task].downstream, "-c", str(RECIPES / "quick" / task / "config.yaml")]
+            command += ["-p", str(expdir), "-o", override, "--seed", str(self.seed)]
+            run_logged(
+                f"downstream {variant}_{twin}/{task}",
+                command,
+                self.log(f"downstream {variant}_{twin} {task}"),
+                self.env,
+            )
+
+        return Stage(f"downstream {variant}_{twin}/{task}", lambda: (expdir / "results.json").is_file(), run)
+
+    def _cca_stage(self, variant: str, twin: str, prop: str) -> Stage:
+        out = self.analysis(variant, twin)
+
+        def run() -> None:
+            command = [
+                console_script("mrsuperb"),
+                "cca",
+                "-u",
+                "mrhubert_local",
+                "-k",
+                str(self.checkpoint(variant, twin)),
+            ]
+            command += ["-g", str(self.upstream_options(variant)), "--corpus", str(self.corpus("asr"))]
+            command += ["--property", prop, "--split", "dev-clean", "--seed", str(self.seed), "-o", str(out), "--quiet"]
+            run_logged(f"cca {variant}_{twin} {prop}", command, self.log(f"cca {variant}_{twin} {prop}"), self.env)
+
+        return Stage(f"cca {variant}_{twin} {prop}", lambda: (out / f"cca_{prop}.json").is_file(), run)
+
+    def phases(self) -> list[Phase]:
+        corpora = ["asr", *[t for t in self.tasks if t != "asr"]]
+        phases = [
+            Phase("corpora", [[self._corpus_stage(t) for t in corpora]]),
+            Phase("pretrain", [[self._pretrain_stage(v) for v in self.variants]]),
+            Phase(
+                "analysis",
+                [[self._cca_stage(v, twin, p) for v in self.variants for twin in TWINS for p in CCA_PROPERTIES]],
+            ),
+            Phase(
+                "downstream",
+                [[self._downstream_stage(v, twin, t) for v in self.variants for twin in TWINS for t in self.tasks]],
+            ),
+        ]
+        return phases
+
+    # -- report --------------------------------------------------------------------------------------------------
+    def report(self) -> dict:
+        from downstream_probes.analysis.plots import plot_cca_curves, save_figure
+        from downstream_probes.tasks import TASKS as SPECS
+
+        report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": self.downstream_steps}
+        table3 = [
+            (
+                "| variant | recipe | steps | final train loss | final valid loss | valid masked acc (20 ms) | "
+                "majority baseline | wall s |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for variant in self.variants:
+            results = _read(self.run_dir(variant) / "results.json") or {}
+            last = (results.get("history") or [{}])[-1]
+            valid = (results.get("valid_history") or [{}])[-1]
+            throughput = results.get("throughput") or {}
+            entry = {
+                "recipe": str(RECIPES / "pretrain" / VARIANTS[variant]),
+                "config": results.get("config"),
+                "seed": results.get("seed"),
+                "steps": results.get("steps_done"),
+                "final_train_loss": last.get("loss"),
+                "final_valid_loss": valid.get("loss"),
+                "valid_acc_m_0": valid.get("acc_m_0"),
+                "majority_baseline_valid": (results.get("targets") or {}).get("majority_baseline_valid"),
+                "train_wall_seconds": throughput.get("train_wall_seconds"),
+                "audio_seconds_per_second": throughput.get("audio_seconds_per_second"),
+                "downstream": {},
+                "cca": {},
+            }
+            table3.append(
+                f"| {variant} | {Path(entry['recipe']).name} | {entry['steps']} | {_fmt(entry['final_train_loss'])} | "
+                f"{_fmt(entry['final_valid_loss'])} | {_fmt(entry['valid_acc_m_0'])} | "
+                f"{_fmt(entry['majority_baseline_valid'])} | {_fmt(entry['train_wall_seconds'], 0)} |"
+            )
+            for twin in TWINS:
+                for task in self.tasks:
+                    downstream = _read(self.expdir(variant, twin, task) / "results.json")
+                    if downstream:
+                        spec = SPECS[task]
+                        test = downstream.get("metrics", {}).get(downstream.get("test_split"), {})
+                        entry["downstream"].setdefault(twin, {})[task] = {
+                            "metric": spec.primary,
+                            "test": test.get(spec.primary),
+                            "best_step": downstream.get("best_step"),
+                            "seed": downstream.get("seed"),
+                        }
+                for prop in CCA_PROPERTIES:
+                    scores = _read(self.analysis(variant, twin) / f"cca_{prop}.json")
+                    if scores:
+                        entry["cca"].setdefault(twin, {})[prop] = scores
+            report["variants"][variant] = entry
+
+        table2 = [
+            "| variant | weights | "
+            + " | ".join(f"{SPECS[t].title} ({SPECS[t].primary}, test)" for t in self.tasks)
+            + " |",
+            "|---|---|" + "---|" * len(self.tasks),
+        ]
+        cca_rows = [
+            (
+                "| variant | property | best layer (trained) | trained | random twin at that layer | best random | "
+                "trained - random (best vs best) |"
+            ),
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, entry in report["variants"].items():
+            for twin in TWINS:
+                cells = [_fmt(entry["downstream"].get(twin, {}).get(t, {}).get("test")) for t in self.tasks]
+                table2.append(f"| {variant} | {twin} | " + " | ".join(cells) + " |")
+            for prop in CCA_PROPERTIES:
+                trained = entry["cca"].get("trained", {}).get(prop)
+                random = entry["cca"].get("random", {}).get(prop)
+                if not trained or not random:
+                    continue
+                best = max(trained, key=trained.get)
+                best_random = max(random.values())
+                cca_rows.append(
+                    f"| {variant} | {prop} | {best} | {trained[best]:.3f} | {random.get(best, float('nan')):.3f} | "
+                    f"{best_random:.3f} | {trained[best] - best_random:+.3f} |"
+                )
+                curves = {f"{variant} trained": trained, f"{variant} random init": random}
+                save_figure(plot_cca_curves(curves, prop), self.out / "report" / f"cca_{prop}_{variant}.png")
+        folder = self.out / "report"
+        write_text_atomic(
+            folder / "table3.md",
+            "\n".join(table3) + "\n\nLosses in bits per masked 20 ms frame (fairseq's logged loss).\n",
+        )
+        write_text_atomic(
+            folder / "table2.md",
+            "\n".join(table2) + f"\n\nQuick configs, {self.downstream_steps} steps, seed {self.seed}.\n",
+        )
+        write_text_atomic(folder / "cca.md", "\n".join(cca_rows) + "\n")
+        write_json_atomic(folder / "report.json", report)
+        return report
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/pretrain_toy", help="everything goes here (default runs/pretrain_toy)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="downstream tasks (ic, ks, asr)")
+    parser.add_argument("--downstream-steps", type=int, default=200, help="steps of each downstream training")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the recipes' optim.max_steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-only", action="store_true", help="only rewrite report/ from what exists")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    experiment = ToyExperiment(args)
+    if not args.report_only:
+        run_phases(experiment.phases(), desc="pretrain toy")
+    experiment.report()
+    for name in ("table3.md", "table2.md", "cca.md"):
+        print((experiment.out / "report" / name).read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
