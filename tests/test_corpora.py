@@ -336,9 +336,13 @@ def test_bad_input_is_refused_with_one_clear_error(tmp_path, capsys):
     assert cli_main(["corpus", "sd", "--out", str(occupied), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
 
-    assert cli_main(["corpus", "sd", "--out", str(occupied), "--force", "--quiet", "--utterances", "4"]) == 0
-    assert not (occupied / "keep.txt").exists() and load_manifest(occupied)["utterances"] == 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied"]
+    # --force replaces only one of our corpora (issue 14): a folder of other files is refused and kept.
+    assert cli_main(["corpus", "sd", "--out", str(occupied), "--force", "--quiet", "--utterances", "4"]) == 2
+    assert "not a corpus" in capsys.readouterr().err and (occupied / "keep.txt").exists()
+    assert cli_main(["corpus", "sd", "--out", str(tmp_path / "ours"), "--quiet", "--utterances", "4"]) == 0
+    assert cli_main(["corpus", "sd", "--out", str(tmp_path / "ours"), "--force", "--quiet", "--utterances", "5"]) == 0
+    assert load_manifest(tmp_path / "ours")["utterances"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["occupied", "ours"]
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ accepts TextGrids written by Praat or MFA in that format. ``textgrid_from_synthe
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -197,6 +198,20 @@ def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
     return TextGrid(float(xmin), float(xmax), tuple(tiers))
 
 
+# Byte-order marks Praat writes: UTF-16 (big- or little-endian) when a label is not ASCII, e.g. IPA phones.
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def read_textgrid(path: str | Path) -> TextGrid:
+    """Read a TextGrid saved as UTF-8 or, as Praat saves non-ASCII labels, UTF-16 with a byte-order mark."""
     path = Path(path)
-    return parse_textgrid(path.read_text(encoding="utf-8"), source=str(path))
+    raw = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise TextGridError(
+            f"{path}: not UTF-8, nor UTF-16 with a byte-order mark ({error.reason} at byte {error.start}); save it "
+            "from Praat again (it writes UTF-8 or UTF-16)"
+        ) from None
+    return parse_textgrid(text, source=str(path))

@@ -24,13 +24,16 @@ naming the value and what to do. ``utterances`` is the number of spoken utteranc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 from downstream_probes.corpora import (
     fluent_ic,
@@ -90,12 +93,33 @@ def _check_utterances(task: str, utterances: int | None) -> int:
     return utterances
 
 
+def is_our_corpus(path: Path) -> bool:
+    """True when ``path`` holds a ``manifest.json`` written by ``build_corpus`` (our schema)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
+
+
 def _check_out_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
     path = Path(out_dir).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise CorpusError(f"output path {path} is a file; choose a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise CorpusError(f"output folder {path} is not empty; choose an empty folder or pass --force (force=True)")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise CorpusError(f"output folder {path} is not empty; choose an empty folder or pass --force (force=True)")
+        if not is_our_corpus(path):
+            raise CorpusError(
+                f"output folder {path} has no {MANIFEST} of ours ({SCHEMA}): it is not a corpus built by "
+                "`mrsuperb corpus`, so --force will not replace it (it would delete everything in it). Choose an "
+                "empty or new folder"
+            )
+    if path.exists() and os.path.ismount(path):
+        raise CorpusError(
+            f"output folder {path} is a mount point: a corpus is built beside its destination and renamed into "
+            "place, which a mount point does not allow; build into a folder inside it"
+        )
     return path
 
 
@@ -155,9 +179,16 @@ def build_corpus(
         raise CorpusError(f"workers must be a positive whole number, got {workers!r}")
     sizes = {name: _check_utterances(name, utterances) for name in tasks}
     final = _check_out_dir(out_dir, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_builds(final)
+        building = BuildFolder.create(final)
+    except OSError as error:
+        raise CorpusError(
+            f"cannot build {final}: cannot write into {final.parent} ({error.strerror or error}); the folder is "
+            "read-only or not yours: choose a writable --out"
+        ) from None
+    work = building.path
     try:
         if task == ALL:
             for name in tasks:
@@ -167,20 +198,105 @@ def build_corpus(
         else:
             _build_task(task, work, final, sizes[task], seed, workers, progress)
         os.chmod(work, 0o755)  # mkdtemp made it private; a corpus folder is an ordinary folder
-        _replace_folder(work, final)
+        _replace_folder(work, final, building.old_path)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        building.release()
     return final
 
 
-def _replace_folder(new: Path, final: Path) -> None:
-    """Move the finished ``new`` folder to ``final``; an existing ``final`` is removed only after the swap."""
+# --------------------------------------------------------------------------------------------------------------
+# Build folders: ``.X.building-<token>`` beside the destination ``X``, with ``.X.building-<token>.lock`` held
+# (fcntl.flock) by the build while it runs. A build killed with -9 cannot clean up after itself; the OS drops
+# its lock, and the next build of ``X`` removes what it left (:func:`remove_dead_builds`).
+
+_BUILDING, _OLD, _LOCK_SUFFIX = "building", "old", ".lock"
+
+
+@dataclass
+class BuildFolder:
+    """The temporary folder a build writes, with the lock that says its build is alive."""
+
+    path: Path
+    old_path: Path
+    _lock: IO[str]
+
+    @classmethod
+    def create(cls, final: Path) -> BuildFolder:
+        path = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_BUILDING}-", dir=final.parent))
+        token = path.name.rsplit(f".{_BUILDING}-", 1)[1]
+        try:
+            lock = open(_lock_path(path), "w", encoding="utf-8")  # noqa: SIM115 (held until release)
+        except OSError:
+            path.rmdir()
+            raise
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return cls(path, final.parent / f".{final.name}.{_OLD}-{token}", lock)
+
+    def release(self) -> None:
+        """Remove the lock file and let the lock go (the folder itself is renamed or removed by then)."""
+        _lock_path(self.path).unlink(missing_ok=True)
+        self._lock.close()
+
+
+def _lock_path(building: Path) -> Path:
+    return building.with_name(building.name + _LOCK_SUFFIX)
+
+
+def _is_alive(building: Path) -> bool:
+    """Whether the build that owns ``building`` still runs (holds its lock)."""
+    try:
+        with open(_lock_path(building), encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+def remove_dead_builds(final: Path) -> None:
+    """Remove what dead builds of ``final`` left beside it: their ``.X.building-*`` folders and lock files, and
+    ``.X.old-*`` folders (a previous corpus moved aside by a build killed mid-swap goes back to ``final``)."""
+    parent = final.parent
+    pattern = f".{final.name}.{_BUILDING}-*"
+    for building in [path for path in parent.glob(pattern) if path.is_dir()]:
+        if not _is_alive(building):
+            shutil.rmtree(building, ignore_errors=True)
+            _lock_path(building).unlink(missing_ok=True)
+    for lock in parent.glob(pattern + _LOCK_SUFFIX):
+        building = lock.with_name(lock.name.removesuffix(_LOCK_SUFFIX))
+        if not building.exists() and not _is_alive(building):
+            lock.unlink(missing_ok=True)
+    for old in parent.glob(f".{final.name}.{_OLD}-*"):
+        owner = parent / old.name.replace(f".{_OLD}-", f".{_BUILDING}-", 1)
+        if _is_alive(owner):
+            continue
+        if (old / "corpus").is_dir() and not final.exists():
+            os.replace(old / "corpus", final)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_folder(new: Path, final: Path, old: Path) -> None:
+    """Move the finished ``new`` folder to ``final``; an existing ``final`` is removed only after the swap.
+
+    A destination that cannot be moved aside (a mount point, a read-only parent) is a :class:`CorpusError`, with
+    the old corpus in place and no ``old`` folder left.
+    """
     if not final.exists():
         os.replace(new, final)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-    os.replace(final, old / "corpus")
+    old.mkdir()
+    try:
+        os.replace(final, old / "corpus")
+    except OSError as error:
+        old.rmdir()
+        raise CorpusError(
+            f"cannot replace {final} ({error.strerror or error}): it is a mount point or its folder is read-only; "
+            "the old corpus is untouched. Build into another folder"
+        ) from None
     try:
         os.replace(new, final)
     except BaseException:

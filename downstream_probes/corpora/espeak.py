@@ -26,6 +26,9 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -392,6 +395,26 @@ def _synthesize_chunk(requests: Sequence[SynthesisRequest]) -> list[Synthesis]:
     return [_ENGINE.synthesize(request) for request in requests]
 
 
+def exit_with_process(pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this process as soon as process ``pid`` (the build) is gone.
+
+    The workers are forked by the fork server, not by the build, so nothing else stops them when the build is
+    killed with -9: they would wait idle for work forever. A daemon thread polls the build's pid.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # the pid now belongs to another user's process: ours is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-build", daemon=True).start()
+
+
 def _fresh_process_context() -> multiprocessing.context.BaseContext:
     """Processes that start without espeak-ng's state: forked from a fork server that never synthesised (fast:
     numpy and scipy are imported once, in the server), or spawned where there is no fork server (Windows)."""
@@ -416,7 +439,13 @@ def synthesize_many(
     chunks = [list(requests[i : i + chunk_size]) for i in range(0, len(requests), chunk_size)]
     if not chunks:
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_fresh_process_context(), max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_fresh_process_context(),
+        max_tasks_per_child=1,
+        initializer=exit_with_process,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: deque[Future] = deque()
         next_chunk = 0
         while next_chunk < len(chunks) or pending:

@@ -167,11 +167,32 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord:
         upstream=str(data["upstream"]),
         row=row_label(data),
         layer_selection=dict(data["layer_selection"] or {}),
-        metrics={str(split): dict(values) for split, values in data["metrics"].items()},
+        metrics=_checked_metrics(data["metrics"], path),
         test_split=str(data["test_split"]),
         created=_parse_created(data["created"], path),
         raw=data,
     )
+
+
+def _checked_metrics(metrics: Any, path: Path) -> dict[str, dict[str, float]]:
+    """``metrics`` as ``{split: {metric: number}}``; anything else is an error naming the file and the entry."""
+    if not isinstance(metrics, Mapping):
+        raise LeaderboardError(f"{path}: 'metrics' is a {type(metrics).__name__}, not {{split: {{metric: value}}}}")
+    checked: dict[str, dict[str, float]] = {}
+    for split, values in metrics.items():
+        if not isinstance(values, Mapping):
+            raise LeaderboardError(
+                f"{path}: metrics[{split!r}] is {values!r}, not a mapping of metric names to numbers; the file was "
+                "not written by run_downstream.py: re-run the evaluation or fix the file"
+            )
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise LeaderboardError(
+                    f"{path}: metrics[{split!r}][{name!r}] is {value!r}, not a number; re-run the evaluation or fix "
+                    "the file"
+                )
+        checked[str(split)] = {str(name): float(value) for name, value in values.items()}
+    return checked
 
 
 def choose_run(candidates: Sequence[RunRecord]) -> RunRecord:
