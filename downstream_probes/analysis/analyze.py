@@ -172,8 +172,7 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
     )
     base = {
         "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
-        "split": settings.split, "files": extraction.corpus_fingerprint(utterances), "seed": settings.seed,
-        "sampling": asdict(settings.sampling),
+        "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
     }  # fmt: skip
     need_segments = any(p != "mel" for p in props)
     spans: dict[str, list[segments.Segment]] = {}
@@ -199,6 +198,8 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         rng = np.random.default_rng([settings.seed, 3])
         chosen = segments.sample_utterances(len(utterances), rng, settings.sampling.n_utterances).tolist()
     cnn = upstream.cnn if "mel" in props and settings.cnn_layers else None
+    read = sorted({s.utterance for kind in spans.values() for s in kind} | set(chosen))
+    base["files"] = extraction.corpus_fingerprint(utterances, corpus, read)
     description = {
         **base, "kind": "analysis", "word_ranking": ranking_source, "spans": sorted(spans),
         "frames": bool(chosen), "cnn": cnn is not None,
@@ -314,7 +315,10 @@ def _mi_analyses(upstream, corpus, mi_props, cached, layer_names, settings, cach
         )
     description = {
         "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
-        "splits": train_splits, "files": extraction.corpus_fingerprint(train_utterances), "seed": settings.seed,
+        "splits": train_splits, "seed": settings.seed,
+        "files": extraction.corpus_fingerprint(
+            train_utterances, corpus, sorted({s.utterance for chosen in spans.values() for s in chosen})
+        ),
         "spans": {span: _digest([(s.utterance, s.start, s.end, s.label) for s in chosen]) for span, chosen in spans.items()},
         "kind": "mi-train",
     }  # fmt: skip
@@ -363,7 +367,7 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
     ]
     description = {
         "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(sts_root.resolve()),
-        "files": extraction.corpus_fingerprint(utterances), "kind": "utterances",
+        "files": extraction.corpus_fingerprint(utterances, sts_root), "kind": "utterances",
     }  # fmt: skip
     cached = extraction.load_or_build(
         cache_dir, extraction.cache_key(description),
@@ -455,8 +459,13 @@ def build_upstream_features(
         "checkpoint": str(checkpoint.resolve()) if checkpoint else ckpt,
         "checkpoint_sha256": extraction.file_digest(checkpoint) if checkpoint else None,
         "model_config": str(model_config) if model_config else None,
+        "model_config_sha256": extraction.file_digest(Path(model_config))
+        if model_config and Path(model_config).is_file()
+        else None,
         "include_block_outputs": bool(getattr(upstream, "include_block_outputs", False)),
         "pre_residual": bool(getattr(upstream, "pre_residual", False)),
+        "precision": str(getattr(upstream, "precision", "fp32")),
+        "cnn_segment_frames": getattr(getattr(upstream, "model", None), "cnn_segment_frames", None),
     }
     return UpstreamFeatures(
         extraction.upstream_extractor(upstream, state_rate), extraction.cnn_extractor(upstream), identity

@@ -16,8 +16,9 @@ layer weights combine; ``"native"`` takes each state at its own rate when the up
 (MR-HuBERT's 40 ms states stay 40 ms).
 
 The cache entry's key hashes everything that changes its content: upstream name, checkpoint content (SHA-256),
-upstream options, state rate, the corpus files (names and sizes), split, sampling settings, seed, what is kept and
-this module's format version. Entries are written to a temporary folder and renamed into place, so an interrupted
+upstream options (file content, precision, CNN segmenting), state rate, the corpus files (content and relative
+path of every alignment and of the audio that is read), split, sampling settings, seed, what is kept and this
+module's format version. Entries are written to a temporary folder and renamed into place, so an interrupted
 run leaves none.
 """
 
@@ -38,7 +39,7 @@ from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_me
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 CACHE_ENV = "MRSUPERB_CACHE"
 
 
@@ -74,13 +75,30 @@ def cache_key(description: dict) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
 
 
-def corpus_fingerprint(utterances: Sequence[Utterance]) -> str:
-    """Names and sizes of every audio and alignment file (cheap, and changes when the corpus is rebuilt)."""
+def corpus_fingerprint(
+    utterances: Sequence[Utterance], root: str | Path | None = None, audio_of: Sequence[int] | None = None
+) -> str:
+    """A digest of the CONTENT (BLAKE2b) and path (relative to ``root`` when under it) of every alignment file and
+    of the audio of ``audio_of`` (default: every utterance), the files whose content changes the features.
+
+    A file edited in place (same name, same size, even with its modification time restored) changes the digest.
+    """
     digest = hashlib.sha256()
-    for utterance in utterances:
-        for path in (utterance.audio, utterance.alignment):
-            if path is not None:
-                digest.update(f"{path.name}:{path.stat().st_size};".encode())
+    base = Path(root).resolve() if root is not None else None
+    chosen = range(len(utterances)) if audio_of is None else sorted(set(audio_of))
+    paths = [u.alignment for u in utterances if u.alignment is not None] + [utterances[i].audio for i in chosen]
+    for path in paths:
+        resolved = Path(path).resolve()
+        name = resolved.relative_to(base) if base is not None and resolved.is_relative_to(base) else resolved
+        digest.update(f"{name}:{_content_digest(resolved)};".encode())
+    return digest.hexdigest()
+
+
+def _content_digest(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(chunk), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
