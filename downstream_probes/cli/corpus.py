@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-_TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "all")
+_TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all")  # sts: spoken STS pairs for `mrsuperb analyze`
 
 
 def run(args: argparse.Namespace) -> int:
