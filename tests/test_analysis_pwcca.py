@@ -243,9 +243,10 @@ def test_sparse_label_view_is_scored_like_the_dense_one():
 # ----------------------------------------------------------------------------- the protocol
 
 
-def test_protocol_test_scores_are_pwcca_on_their_parts():
+@pytest.mark.parametrize("signs", ["canonical", "lapack"])
+def test_protocol_test_scores_are_pwcca_on_their_parts(signs):
     x, y = paired_views(np.random.default_rng(7), 1500, 15, 6)
-    result = cca_protocol(x, y, seed=11)
+    result = cca_protocol(x, y, seed=11, sign_convention=signs)
     assert len(result.trials) == 3 and len(result.splits) == 10
     assert sorted(np.concatenate(result.splits).tolist()) == list(range(1500))
     used = [split for trial in result.trials for split in (trial.dev_split, trial.test_split)]
@@ -256,7 +257,9 @@ def test_protocol_test_scores_are_pwcca_on_their_parts():
         train = np.concatenate([s for i, s in enumerate(result.splits) if i not in (trial.dev_split, trial.test_split)])
         test = result.splits[trial.test_split]
         train = np.sort(train)
-        expected = plain_pwcca(x[train], y[train], x[test], y[test], *trial.best_epsilon, fix_signs=True)
+        expected = plain_pwcca(
+            x[train], y[train], x[test], y[test], *trial.best_epsilon, fix_signs=signs == "canonical"
+        )
         assert trial.test_score == pytest.approx(expected, abs=1e-6)
     assert result.score == pytest.approx(np.mean([t.test_score for t in result.trials]))
 
