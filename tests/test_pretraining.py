@@ -306,3 +306,20 @@ def test_resume_after_a_kill_continues_from_the_saved_step(
     _, uninterrupted = finished_run
     for resumed, straight in zip(results["history"], uninterrupted["history"], strict=True):
         assert math.isclose(resumed["loss"], straight["loss"], rel_tol=1e-3), (resumed, straight)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(corpus: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_config(optim={"max_steps": 4, "accumulate": 2}).as_dict()))
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    mrsuperb = Path(sys.executable).parent / "mrsuperb"
+    command = [str(torchrun), "--nproc_per_node", "2", "--no-python", str(mrsuperb), "pretrain", "--config"]
+    command += [str(recipe), "--corpus", str(corpus), "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=600)
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["status"] == "finished"
+    assert [h["step"] for h in results["history"]] == [4]
+    assert (out / "checkpoints" / "checkpoint_best.pt").is_file()
