@@ -17,13 +17,14 @@ from __future__ import annotations
 import builtins
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import compat as s3prl_compat
-from downstream_probes.s3prl import plugins
+from downstream_probes.s3prl import experiment, plugins
 from downstream_probes.s3prl.options import find_option, set_option
 from downstream_probes.tasks import task_for
 
@@ -134,9 +135,11 @@ def run(argv: Sequence[str]) -> None:
     help_only = any(arg in ("-h", "--help") for arg in argv)
     if not help_only:
         reject_unsupported(argv)
+        argv = experiment.resolve_resume(experiment.default_mode(argv))
     s3prl_argv, layer_name = build_argv(argv)
     if not help_only:
         check_paths(s3prl_argv)
+    folder = experiment.experiment_folder(s3prl_argv)
 
     import s3prl.run_downstream as s3prl_run_downstream
 
@@ -145,8 +148,10 @@ def run(argv: Sequence[str]) -> None:
     saved = (sys.argv, builtins.isinstance, torch.multiprocessing.get_sharing_strategy(), s3prl_run_downstream.Runner)
     s3prl_run_downstream.Runner = make_probe_runner(layer_name)
     sys.argv = ["run_downstream.py", *s3prl_argv]
+    lock = experiment.experiment_lock(folder) if not help_only and experiment.is_leader_launch() else nullcontext()
     try:
-        s3prl_run_downstream.main()
+        with lock, experiment.checkpoints_write_into(s3prl_run_downstream, folder):
+            s3prl_run_downstream.main()
     finally:
         # s3prl's main patches builtins.isinstance and the sharing strategy process-wide; undo for in-process use.
         sys.argv, builtins.isinstance = saved[0], saved[1]

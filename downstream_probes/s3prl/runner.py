@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes import tasks as results_io
+from downstream_probes.corpora.checks import check_corpus
 from downstream_probes.paths import recipes_dir
 
 LOGGER = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class ProbeRunnerMixin:
                 f'-o "{overrides}"'
             )
         self.spec = results_io.task_for(args.downstream)
+        if self.spec is not None and args.mode != "inference":
+            check_corpus(self.spec.task, config.get("downstream_expert", {}))  # before the upstream is built
         super().__init__(args, config)
 
     # --- layers by name -----------------------------------------------------------------------------------
@@ -106,7 +109,28 @@ class ProbeRunnerMixin:
                     f"-l {name}: upstream {self.args.upstream!r} has no layer {name!r}; its layers: {names}"
                 )
             self.args.upstream_layer_selection = names.index(name)
-        return super()._get_featurizer()
+        self._check_layer_index()
+        try:
+            return super()._get_featurizer()
+        except IndexError:  # an upstream without layer_names: s3prl's Featurizer indexes its hidden states
+            raise ValueError(
+                f"-l {self.args.upstream_layer_selection}: upstream {self.args.upstream!r} has fewer layers; "
+                "pass a smaller index (0 is the first, -1 the last)"
+            ) from None
+
+    def _check_layer_index(self) -> None:
+        """``-l N`` within the upstream's layers; a negative N (``-1``: the last) becomes the layer's own index, so
+        results.json records the layer's name."""
+        index = self.args.upstream_layer_selection
+        names = self.upstream_layer_names()
+        if index is None or names is None:
+            return
+        if not -len(names) <= index < len(names):
+            raise ValueError(
+                f"-l {index}: upstream {self.args.upstream!r} has {len(names)} layers (indices 0 to {len(names) - 1}, "
+                f"or -1 for the last; or a name): {', '.join(names)}"
+            )
+        self.args.upstream_layer_selection = index % len(names)
 
     def layer_selection(self) -> dict[str, Any]:
         index = self.args.upstream_layer_selection

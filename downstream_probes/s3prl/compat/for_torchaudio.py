@@ -14,6 +14,7 @@ import soundfile
 import torch
 import torch.utils.data
 
+from downstream_probes.corpora.checks import read_audio
 from downstream_probes.s3prl.compat.marks import is_ours, mark
 
 
@@ -85,6 +86,9 @@ def soundfile_load(
 ) -> tuple[torch.Tensor, int]:
     """``torchaudio.load`` through soundfile: float32 in [-1, 1] ([channels, time]) and the sample rate.
 
+    A file named by its path is read by :func:`downstream_probes.corpora.checks.read_audio`, so s3prl's datasets
+    get 16 kHz mono audio or an error naming the file (a wrong rate was used silently before).
+
     With ``normalize=False`` integer PCM comes back as int16/int32 like torchaudio's sox backend did.
     """
     source = _audio_path(uri)
@@ -93,6 +97,10 @@ def soundfile_load(
         subtype = soundfile.info(source).subtype if isinstance(source, str) else "FLOAT"
         dtype = {"PCM_16": "int16", "PCM_24": "int32", "PCM_32": "int32"}.get(subtype, "float32")
     frames = -1 if num_frames is None or num_frames < 0 else int(num_frames)
+    if isinstance(source, str) and format is None:
+        # Corpus files: the one checked reader (16 kHz, mono, long enough, finite; errors name the file).
+        samples, sample_rate = read_audio(source, frame_offset=int(frame_offset), num_frames=frames, dtype=dtype)
+        return torch.from_numpy(samples if channels_first else np.ascontiguousarray(samples.T)), sample_rate
     data, sample_rate = soundfile.read(
         source, start=int(frame_offset), frames=frames, dtype=dtype, always_2d=True, format=format
     )

@@ -1,0 +1,195 @@
+"""Checks on the corpora a downstream run reads: the one audio reader, and the Fluent Speech Commands CSVs.
+
+``read_audio`` is how every corpus audio file is read in a run: s3prl's datasets call ``torchaudio.load``, which the
+compatibility layer routes here. It refuses, naming the file, what would otherwise train silently on wrong input or
+fail deep inside a batch: another sample rate (an 8 kHz file would be used as 16 kHz), several channels, a clip
+shorter than one frame of the upstream's CNN, NaN or infinite samples, and bytes that are not audio.
+
+``check_corpus(task, downstream_expert)`` runs before the upstream is built (the runner calls it): for IC it reads
+the three CSVs of the Fluent Speech Commands layout and checks their columns, that no row is cut short, that every
+label of the dev and test CSVs occurs in training (s3prl's label table comes from the training CSV), and every
+audio file's header.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
+
+# What every SUPERB upstream takes, and what every s3prl dataset of these tasks assumes without checking.
+SAMPLE_RATE = 16_000
+CHANNELS = 1
+
+
+def _receptive_field(layers: list[tuple[int, int, int]]) -> int:
+    field, jump = 1, 1
+    for _, kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+# The shortest clip that gives the standard waveform CNN one output frame (400 samples, 25 ms at 16 kHz).
+MIN_SAMPLES = _receptive_field(parse_conv_feature_layers(DEFAULT_CONV_FEATURE_LAYERS))
+
+
+class CorpusInputError(ValueError):
+    """A corpus file a run cannot use; the message names the file and says what to do."""
+
+
+class AudioError(CorpusInputError):
+    """An audio file that is unreadable, or not 16 kHz mono, long enough and finite."""
+
+
+def _open_info(path: Path) -> Any:
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise AudioError(f"audio file {path} {what}; check the corpus paths in the config")
+    try:
+        return soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        raise AudioError(
+            f"{path} is not a readable audio file ({error}); re-create or re-download it, or drop its row"
+        ) from None
+
+
+def check_audio_header(
+    path: str | os.PathLike[str], *, sample_rate: int = SAMPLE_RATE, min_samples: int = MIN_SAMPLES
+) -> None:
+    """Check an audio file's header (rate, channels, length) without reading its samples."""
+    path = Path(path)
+    info = _open_info(path)
+    _check_format(path, int(info.samplerate), int(info.channels), int(info.frames), sample_rate, min_samples)
+
+
+def _check_format(path: Path, rate: int, channels: int, frames: int, sample_rate: int, min_samples: int) -> None:
+    if rate != sample_rate:
+        raise AudioError(
+            f"{path} is sampled at {rate} Hz, but the upstreams take {sample_rate} Hz audio; resample the corpus "
+            f"(e.g. sox in.wav -r {sample_rate} out.wav) instead of letting it be read as {sample_rate} Hz"
+        )
+    if channels != CHANNELS:
+        raise AudioError(f"{path} has {channels} channels; SUPERB tasks read mono audio: mix it down or pick one")
+    if frames == 0:
+        raise AudioError(f"{path} holds no samples (too short); remove its row or replace the file")
+    if frames < min_samples:
+        raise AudioError(
+            f"{path} has {frames} samples: too short for one {min_samples}-sample frame of the upstream's CNN "
+            f"({1000 * min_samples / sample_rate:.0f} ms); remove its row or pad the file"
+        )
+
+
+def read_audio(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    min_samples: int = MIN_SAMPLES,
+    frame_offset: int = 0,
+    num_frames: int = -1,
+    dtype: str = "float32",
+) -> tuple[np.ndarray, int]:
+    """Read a corpus audio file after checking it.
+
+    Args:
+        path: the audio file (any format libsndfile reads: WAV, FLAC, ...).
+        sample_rate: the rate the file must have.
+        min_samples: the fewest samples the whole file may have.
+        frame_offset, num_frames: the part to read (``num_frames < 0``: to the end).
+        dtype: ``float32`` (samples in [-1, 1]) or an integer type for raw PCM.
+
+    Returns:
+        The samples as ``[channels, time]`` (channels is 1) and the sample rate.
+
+    Raises:
+        AudioError: naming the file, for anything but a readable, finite, long enough mono file at ``sample_rate``.
+    """
+    path = Path(path)
+    info = _open_info(path)
+    _check_format(path, int(info.samplerate), int(info.channels), int(info.frames), sample_rate, min_samples)
+    frames = -1 if num_frames is None or num_frames < 0 else int(num_frames)
+    try:
+        data, rate = soundfile.read(str(path), start=int(frame_offset), frames=frames, dtype=dtype, always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+        raise AudioError(f"{path} could not be read ({error}); the file is damaged: re-create it") from None
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(f"{path} holds {bad} NaN/infinite sample(s); the file is damaged: re-create it")
+    return np.ascontiguousarray(data.T), int(rate)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# corpora checked before a run starts
+
+FLUENT_COLUMNS = ("path", "action", "object", "location")
+FLUENT_SPLITS = ("train", "valid", "test")
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        raise CorpusInputError(f"{path} not found; the IC corpus needs data/{{train,valid,test}}_data.csv")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise CorpusInputError(f"{path} is empty; re-create it")
+    header = rows[0]
+    missing = [column for column in FLUENT_COLUMNS if column not in header]
+    if missing:
+        raise CorpusInputError(
+            f"{path} lacks the column(s) {', '.join(missing)} (it has {', '.join(header)}); the IC expert reads "
+            f"{', '.join(FLUENT_COLUMNS)}"
+        )
+    records = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            where = "the last line" if number == len(rows) else f"line {number}"
+            raise CorpusInputError(
+                f"{path} is truncated or malformed: {where} has {len(row)} of {len(header)} fields; the file was cut "
+                "short (an interrupted copy?): copy it again"
+            )
+        records.append(dict(zip(header, row, strict=True)) | {"_line": str(number)})
+    if not text.endswith("\n") and records:
+        raise CorpusInputError(f"{path} is truncated: its last line has no line end; copy the file again")
+    return header, records
+
+
+def check_fluent_commands(root: str | os.PathLike[str]) -> None:
+    """The Fluent Speech Commands layout s3prl's IC expert reads: CSV columns, rows, labels and audio files."""
+    root = Path(root)
+    tables = {split: _read_csv(root / "data" / f"{split}_data.csv")[1] for split in FLUENT_SPLITS}
+    train_csv = root / "data" / "train_data.csv"
+    seen = {slot: {row[slot] for row in tables["train"]} for slot in FLUENT_COLUMNS[1:]}
+    for split in FLUENT_SPLITS[1:]:
+        csv_path = root / "data" / f"{split}_data.csv"
+        for row in tables[split]:
+            for slot in FLUENT_COLUMNS[1:]:
+                if row[slot] not in seen[slot]:
+                    raise CorpusInputError(
+                        f"{csv_path} line {row['_line']}: {slot} {row[slot]!r} never occurs in {train_csv}, so the "
+                        "classifier has no output for it; add training examples of it or drop the row"
+                    )
+    for split in FLUENT_SPLITS:
+        for row in tables[split]:
+            audio = root / row["path"]
+            if not audio.is_file():
+                raise CorpusInputError(
+                    f"{audio} (line {row['_line']} of {root / 'data' / f'{split}_data.csv'}) not found; fix the path "
+                    "or drop the row"
+                )
+            check_audio_header(audio)
+
+
+def check_corpus(task: str, downstream_expert: Mapping[str, Any]) -> None:
+    """Check the corpus a run of ``task`` is configured to read, before anything is built (IC today; the other
+    tasks' audio is checked file by file as s3prl reads it, through :func:`read_audio`)."""
+    if task == "ic":
+        check_fluent_commands(downstream_expert["datarc"]["file_path"])

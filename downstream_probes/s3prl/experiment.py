@@ -1,0 +1,187 @@
+"""The experiment folder of a run: which folder it is, one run at a time in it, and what ``-a``/``-e`` resume.
+
+s3prl takes the experiment folder of a resumed or evaluated run from the arguments stored in its checkpoint, so a
+copied or moved folder wrote into the original (results.json rewritten, evaluations.jsonl truncated) and evaluating
+a moved folder re-created the old one. Here the folder is decided from the command line alone:
+
+1. ``-p FOLDER`` when given;
+2. else the folder holding the checkpoint ``-e`` names (or ``-e FOLDER`` itself);
+3. else s3prl's own default, ``result/downstream/<-n>``.
+
+The run holds an advisory lock (``fcntl.flock``) on ``FOLDER/.run.lock`` while it runs, so a second run into the
+same folder stops at once, naming the holder's pid. The operating system drops the lock when the holder exits,
+crashes or is killed (-9 included), so a lock file left behind never blocks a later run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+import types
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from downstream_probes.s3prl.options import find_option, set_option
+
+LOCK_FILE = ".run.lock"
+S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
+MODE_OPTIONS = ("-m", "--mode")
+AUTO_RESUME_FLAGS = ("-a", "--auto_resume")
+
+
+class ExperimentLocked(ValueError):
+    """Another run holds the experiment folder."""
+
+
+def default_mode(argv: Sequence[str]) -> list[str]:
+    """Add ``-m train`` when no mode is given (s3prl requires one), saying so in one line on stderr."""
+    argv = list(argv)
+    if any(arg in ("-h", "--help") for arg in argv) or find_option(argv, MODE_OPTIONS) is not None:
+        return argv
+    print("run_downstream.py: no -m/--mode given: training (-m train)", file=sys.stderr)
+    return [*argv, "-m", "train"]
+
+
+def experiment_folder(argv: Sequence[str]) -> Path:
+    """The folder a run with s3prl's ``argv`` writes into (see the module docstring for the rule)."""
+    expdir = find_option(argv, ("-p", "--expdir"))
+    if expdir is not None and expdir[1]:
+        return Path(expdir[1])
+    past = find_option(argv, ("-e", "--past_exp"))
+    if past is not None and past[1]:
+        path = Path(past[1])
+        return path if path.is_dir() else path.parent
+    name = find_option(argv, ("-n", "--expname"))
+    return S3PRL_DEFAULT_ROOT / str(name[1] if name is not None else None)
+
+
+def _step(path: Path) -> int:
+    try:
+        return int(path.stem.split("-")[-1])
+    except ValueError:
+        return -1
+
+
+def _unreadable_reason(path: Path) -> str | None:
+    """Why a ``states-*.ckpt`` cannot be resumed from (cut short, corrupt), or None when it is whole."""
+    from upstream_mrhubert.checkpoints.io import CheckpointError, verify_zip_checksums
+
+    if not zipfile.is_zipfile(path):
+        return "truncated: no zip directory at its end"
+    try:
+        verify_zip_checksums(path)
+    except CheckpointError as error:
+        return str(error).split(": ", 1)[-1] if ": " in str(error) else str(error)
+    return None
+
+
+def newest_readable_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """The ``states-*.ckpt`` of ``folder`` with the highest step that is whole; None when there is none at all.
+
+    A run killed while saving (or a disk that filled up) can leave the newest checkpoint cut short; each one skipped
+    is reported on stderr. Raises FileNotFoundError when every checkpoint is unreadable.
+    """
+    folder = Path(folder)
+    candidates = sorted(folder.glob("states-*.ckpt"), key=_step, reverse=True)
+    for index, path in enumerate(candidates):
+        reason = _unreadable_reason(path)
+        if reason is not None:
+            print(f"run_downstream.py: skipping {path} ({reason})", file=sys.stderr)
+            continue
+        if index:
+            print(f"run_downstream.py: resuming from {path.name}, the newest readable checkpoint", file=sys.stderr)
+        return path
+    if candidates:
+        raise FileNotFoundError(
+            f"{folder}: every states-*.ckpt is unreadable; remove them to start afresh, or pass another -p folder"
+        )
+    return None
+
+
+def resolve_resume(argv: Sequence[str]) -> list[str]:
+    """Turn ``-a`` (with checkpoints in the folder) or ``-e FOLDER`` into ``-e`` the newest readable checkpoint."""
+    argv = list(argv)
+    past = find_option(argv, ("-e", "--past_exp"))
+    folder: Path | None = None
+    if past is not None and past[1] and Path(past[1]).is_dir():
+        folder = Path(past[1])
+    elif any(flag in argv for flag in AUTO_RESUME_FLAGS):
+        candidate = experiment_folder(argv)
+        folder = candidate if candidate.is_dir() and any(candidate.glob("states-*.ckpt")) else None
+    if folder is None:
+        return argv
+    chosen = newest_readable_checkpoint(folder)
+    if chosen is None:
+        return argv
+    argv = [arg for arg in argv if arg not in AUTO_RESUME_FLAGS]  # s3prl's -a would pick the newest file again
+    argv = set_option(argv, ("-e", "--past_exp"), str(chosen))
+    return argv if find_option(argv, ("-p", "--expdir")) else [*argv, "-p", str(folder)]
+
+
+@contextmanager
+def experiment_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the advisory lock of ``folder`` (created if needed) for the ``with`` block.
+
+    Raises:
+        ExperimentLocked: another process holds it; the message names the folder and the holder's pid.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ExperimentLocked(
+                f"{folder} is in use by another run (pid {holder}); wait for it to finish, or write this run into "
+                "another folder with -p"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield path
+
+
+def is_leader_launch(environ: os._Environ[str] | dict[str, str] | None = None) -> bool:
+    """True unless this process is a non-zero rank of a distributed launch (only rank 0 takes the lock)."""
+    environ = os.environ if environ is None else environ
+    return str(environ.get("RANK", "0")) == "0"
+
+
+class _TorchLoadingInto(types.ModuleType):
+    """``torch`` as s3prl's run_downstream module sees it, with ``load`` replaced."""
+
+    def __init__(self, real: types.ModuleType, load: Callable[..., Any]) -> None:
+        super().__init__(real.__name__, real.__doc__)
+        self.__dict__["_real"] = real
+        self.__dict__["load"] = load
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_real"], name)
+
+
+@contextmanager
+def checkpoints_write_into(module: types.ModuleType, folder: Path) -> Iterator[None]:
+    """While the block runs, every checkpoint s3prl's ``module`` (``s3prl.run_downstream``) loads says its
+    experiment folder is ``folder``: the stored ``Args.expdir`` of a copied or moved folder is never used."""
+    real = module.torch
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        state = real.load(*args, **kwargs)
+        if isinstance(state, dict) and isinstance(state.get("Args"), argparse.Namespace):
+            state["Args"].expdir = str(folder)
+        return state
+
+    module.torch = _TorchLoadingInto(real, load)
+    try:
+        yield
+    finally:
+        module.torch = real
