@@ -143,6 +143,22 @@ MAX_SAMPLING_RATIO = 64
 MAX_CONV_DIM, MAX_CONV_KERNEL, MAX_CONV_STRIDE = 16_384, 4_096, 4_096
 
 
+def _check_range(cfg_name: str, value: int, least: int, most: int) -> None:
+    if not least <= value <= most:
+        raise CheckpointError(f"model config {cfg_name}={value} is out of range: it must be {least}..{most}")
+
+
+def check_size_bounds(model_cfg: Mapping[str, Any]) -> None:
+    """The sizes in a fairseq model cfg (HuBERT's or MR-HuBERT's field names) within :data:`SANE_BOUNDS`, before a
+    network is built from it (the HuBERT baseline calls this; MR-HuBERT's :meth:`MultiresHubertConfig.validate`
+    applies the same bounds)."""
+    for _, cfg_name, least, most in SANE_BOUNDS:
+        if model_cfg.get(cfg_name) is not None:
+            _check_range(cfg_name, _as_int(model_cfg[cfg_name], cfg_name), least, most)
+    if model_cfg.get("encoder_layers") is not None:
+        _check_range("encoder_layers", _as_int(model_cfg["encoder_layers"], "encoder_layers"), 0, MAX_LAYERS_PER_BLOCK)
+
+
 def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
     """Parse fairseq's ``conv_feature_layers`` string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
 
@@ -327,9 +343,7 @@ class MultiresHubertConfig:
         """Reject configurations the network cannot be built from, naming the field: sizes out of
         :data:`SANE_BOUNDS` first (zero, negative or absurd), then the divisibility rules."""
         for name, cfg_name, least, most in SANE_BOUNDS:
-            value = getattr(self, name)
-            if not least <= value <= most:
-                raise CheckpointError(f"model config {cfg_name}={value} is out of range: it must be {least}..{most}")
+            _check_range(cfg_name, getattr(self, name), least, most)
         if any(not 0 <= count <= MAX_LAYERS_PER_BLOCK for count in self.layer_counts):
             raise CheckpointError(
                 f"model config encoder_layers/override_encoder_layers give the blocks {list(self.layer_counts)} "

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import HubertConfig, HubertModel
 
 from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint
-from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
+from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, check_size_bounds, parse_conv_feature_layers
 from upstream_mrhubert.layer_names import LayerState
 
 # fairseq's defaults for the ``hubert`` model fields a checkpoint might omit.
@@ -74,6 +74,7 @@ def transformers_config(model_cfg: Mapping[str, Any]) -> HubertConfig:
     if cfg["extractor_mode"] not in ("default", "layer_norm"):
         raise CheckpointError(f"HuBERT extractor_mode {cfg['extractor_mode']!r} is not supported")
     conv_layers = parse_conv_feature_layers(cfg["conv_feature_layers"])
+    check_size_bounds(cfg)  # before transformers builds anything from the sizes
     return HubertConfig(
         hidden_size=int(cfg["encoder_embed_dim"]),
         num_hidden_layers=int(cfg["encoder_layers"]),

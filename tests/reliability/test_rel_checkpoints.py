@@ -322,3 +322,20 @@ def test_genuine_tiny_checkpoints_still_build(tmp_path: Path) -> None:
 
     for preset in PRESETS:
         build(write_tiny_checkpoint(tmp_path / f"{preset}.pt", preset))
+
+
+@pytest.mark.parametrize(("field", "value"), [("encoder_layers", 10**7), ("encoder_embed_dim", 0)])
+def test_hubert_cfg_beyond_sane_bounds_is_refused(tmp_path: Path, field: str, value: int) -> None:
+    from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+    from upstream_mrhubert.testing.tiny_hubert import write_tiny_hubert_checkpoint
+
+    genuine = load_checkpoint(write_tiny_hubert_checkpoint(tmp_path / "hubert.pt"))
+    path = write_fairseq_checkpoint(
+        tmp_path / "huge_hubert.pt",
+        model_cfg={**genuine.model_cfg, field: value},
+        task_cfg=genuine.task_cfg,
+        state_dict=genuine.state_dict,
+        dictionaries_symbols=genuine.dictionaries_symbols,
+    )
+    with pytest.raises(CheckpointError, match=rf"{field}={value}"):
+        build(path)
