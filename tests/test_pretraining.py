@@ -24,11 +24,12 @@ import yaml
 from upstream_mrhubert.checkpoints.io import load_checkpoint
 from upstream_mrhubert.pretraining import checkpointing
 from upstream_mrhubert.pretraining.config import PretrainConfig, RecipeError, load_recipe
+from upstream_mrhubert.pretraining.data import frames_of
 from upstream_mrhubert.pretraining.heads import LABEL_OFFSET, PredictionHeads, count_correct
 from upstream_mrhubert.pretraining.masking import compute_span_mask
 from upstream_mrhubert.pretraining.network import MaskedPredictionModel
 from upstream_mrhubert.pretraining.schedule import polynomial_decay_lr
-from upstream_mrhubert.pretraining.targets import mfcc_features, subsample_targets
+from upstream_mrhubert.pretraining.targets import layer_feature_extractor, mfcc_features, subsample_targets
 from upstream_mrhubert.pretraining.trainer import train
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -167,6 +168,19 @@ def test_mfcc_frames_align_with_the_cnn() -> None:
     samples = 16000 + 123
     features = mfcc_features(np.random.default_rng(0).standard_normal(samples).astype(np.float32) * 0.1)
     assert features.shape == ((samples - 400) // 320 + 1, 39)
+
+
+def test_iteration_two_features_come_from_a_named_layer_at_20ms(tmp_path: Path) -> None:
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "previous.pt")
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    high = layer_feature_extractor(checkpoint, "T4")(wave)
+    low = layer_feature_extractor(checkpoint, "D0")(wave)  # 40 ms, each frame repeated to 20 ms
+    assert high.shape == low.shape == (frames_of(16000), 32)
+    assert torch.equal(low[0::2][: low.shape[0] // 2], low[1::2][: low.shape[0] // 2])
+    with pytest.raises(ValueError, match="no state 'T99'"):
+        layer_feature_extractor(checkpoint, "T99")
 
 
 def test_cosine_logits_and_accuracy_rule() -> None:
