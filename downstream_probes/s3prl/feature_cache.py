@@ -217,7 +217,6 @@ def cache_for_sweep(shared: Any, root: Path) -> CachedUpstream:
     Extraction iterates every split once with the first head's expert (train, the evaluation splits, the test
     split) on scratch generators, before any head is built, so it changes no head's random stream.
     """
-    from downstream_probes.s3prl.heads import Head
     from downstream_probes.s3prl.rng import RngState
 
     args, config = shared.args, shared.config
@@ -231,7 +230,7 @@ def cache_for_sweep(shared: Any, root: Path) -> CachedUpstream:
     saved = RngState.capture()
     if not (folder / INDEX_FILE).is_file():
         spec = shared.specs[0]
-        probe = Head(spec.name, spec.layer, *shared.parsed[spec.name][:2], shared.upstream, shared.after_upstream)
+        probe = shared.new_head(spec, *shared.parsed[spec.name][:2])
         runner_cfg = config["runner"]
         splits = [runner_cfg.get("train_dataloader", "train"), *runner_cfg.get("eval_dataloaders", [])]
         test_split = shared.test_split

@@ -44,7 +44,9 @@ class RngState:
 
     @classmethod
     def capture(cls) -> RngState:
-        cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else None
+        # CUDA's generators once CUDA is in use (it is before any head is built when the device is a GPU);
+        # asking for them earlier would start CUDA in a CPU run
+        cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else None
         return cls(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
 
     def restore(self) -> None:

@@ -201,34 +201,41 @@ def _synchronize(device: str) -> None:
 class SharedSweep:
     """All heads of one upstream on one task (see the module docstring)."""
 
-    def __init__(self, options: SharedSweepOptions, specs: Sequence[HeadSpec], feature_source: Any = None) -> None:
+    def __init__(self, options: SharedSweepOptions, feature_source: Any = None) -> None:
         self.options = options
         self.sweep_dir = Path(options.sweep_dir)
-        self.specs = list(specs)
-        self.passes = plan_passes(self.specs, options.max_heads_per_pass)
         self.feature_source = feature_source
         self.timing: Counter[str] = Counter()
         self.upstream_forwards = 0
         self._checked_upstream_rng = False
-        parsed = {spec.name: parse_run_args(head_argv(options, spec)) for spec in self.specs}
-        self.parsed = parsed
         self.test_split = tasks.task_for(options.task).test_split
         self.upstream: Any = None
-        first_args, first_config, _ = parsed[self.specs[0].name]
-        self.args, self.config = first_args, first_config
-        for name, (args, config, _) in parsed.items():
-            if args.seed != first_args.seed or config["runner"] != first_config["runner"]:
-                raise ValueError(
-                    f"head {name}: seed or runner settings differ from the others; a shared sweep needs one"
-                )
+        # the upstream's arguments: a head's command line without -l, in the sweep folder
+        self.args, self.config, _ = parse_run_args(head_argv(options, HeadSpec("", None)))
+        self.specs: list[HeadSpec] = []
+        self.passes: list[list[HeadSpec]] = []
+        self.parsed: dict[str, tuple[Any, dict, list[str]]] = {}
 
     # --- setup ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """s3prl's ``main`` up to ``Runner(args, config)``: seed, build the upstream once, remember the state."""
+        """s3prl's ``main`` up to ``Runner(args, config)``: seed, build the upstream once, remember the state;
+        then the heads' command lines (``--layers`` resolved against the upstream's ``layer_names``)."""
+        started = time.perf_counter()
         seed_everything(self.args.seed)
         self.upstream = build_upstream_entry(self.args, self.config)
         self.after_upstream = RngState.capture()
+        names = getattr(getattr(self.upstream.model, "module", self.upstream.model), "layer_names", None)
+        if names is None:
+            raise ValueError(f"upstream {self.args.upstream!r} does not expose layer_names; a sweep needs named layers")
+        self.all_layers = list(names)
+        self.specs = resolve_heads(self.all_layers, self.options.layers, self.options.with_weighted_sum)
+        self.passes = plan_passes(self.specs, self.options.max_heads_per_pass)
+        self.parsed = {spec.name: parse_run_args(head_argv(self.options, spec)) for spec in self.specs}
+        for name, (args, config, _) in self.parsed.items():
+            if args.seed != self.args.seed or config["runner"] != self.config["runner"]:
+                raise ValueError(f"head {name}: seed or runner settings differ from the others; a sweep needs one")
+        self.timing["setup"] += time.perf_counter() - started
 
     def build_head(self, spec: HeadSpec, init_ckpt: Path | None = None) -> Head:
         args, config, backup_files = self.parsed[spec.name]
@@ -236,7 +243,14 @@ class SharedSweep:
         args.init_ckpt = str(init_ckpt) if init_ckpt is not None else None
         if init_ckpt is None:
             write_run_files(args, config, backup_files)
-        return Head(spec.name, spec.layer, args, config, self.upstream, self.after_upstream)
+        return self.new_head(spec, args, config)
+
+    def new_head(self, spec: HeadSpec, args: Any, config: dict) -> Head:
+        started = time.perf_counter()
+        with memoized_forward(self.upstream.model):
+            head = Head(spec.name, spec.layer, args, config, self.upstream, self.after_upstream)
+        self.timing["setup"] += time.perf_counter() - started
+        return head
 
     # --- upstream forward -----------------------------------------------------------------------------------
 
@@ -354,6 +368,11 @@ class SharedSweep:
         epoch = int(resume["epoch"]) if resume else 0
         backward_steps = int(resume["backward_steps"]) if resume else 0
         saved_heads = resume["heads"] if resume else {}
+        if resume and set(saved_heads) != {spec.name for spec in specs}:
+            raise SharedSweepError(
+                f"the saved pass {pass_index} trained {sorted(saved_heads)}, not {[s.name for s in specs]}: resume "
+                "with the same --layers, --with-weighted-sum and --max-heads-per-pass"
+            )
 
         heads: list[Head] = []
         for spec in specs:
@@ -539,7 +558,7 @@ class SharedSweep:
             device = ["--device", self.options.device] if self.options.device else []
             args, config, _ = parse_run_args(["-m", "evaluate", "-e", str(best), "-t", split, *device])
             write_run_files(args, config, [])
-            head = Head(spec.name, spec.layer, args, config, self.upstream, self.after_upstream)
+            head = self.new_head(spec, args, config)
             head.runner._phase = "evaluate"
             heads.append(head)
         if not heads:
@@ -572,6 +591,7 @@ class SharedSweep:
                 f"time: upstream {upstream:.2f} s ({share(upstream):.0f}%), heads {heads:.2f} s ({share(heads):.0f}%), "
                 f"data {t['data']:.2f} s ({share(t['data']):.0f}%), checkpoints {t['checkpoints']:.2f} s"
             ),
+            f"setup (upstream and heads built): {t['setup']:.2f} s; evaluation {t['evaluation']:.2f} s",
             f"peak memory: {peak:.0f} MiB resident",
         ]
         if torch.cuda.is_available() and torch.device(self.args.device).type == "cuda":
@@ -585,9 +605,9 @@ class SharedSweep:
     # --- the whole sweep ------------------------------------------------------------------------------------
 
     def run(self, evaluate: bool, test_split: str) -> None:
-        print(describe_plan(self.passes))
         if self.upstream is None:
             self.start()
+        print(describe_plan(self.passes))
         for index, specs in enumerate(self.passes):
             todo = [spec for spec in specs if not _head_done(self.sweep_dir / spec.name, evaluate, test_split)]
             if not todo:
@@ -608,6 +628,27 @@ class SharedSweep:
                     mark_shared(self.sweep_dir / spec.name, index, state["heads"].get(spec.name, {}))
             if torch.distributed.is_initialized():
                 torch.distributed.barrier()
+
+
+@contextmanager
+def memoized_forward(model: torch.nn.Module) -> Iterator[None]:
+    """Hand every head the upstream's output for the random second of audio s3prl's ``Featurizer`` runs it on when
+    it is built: every head starts from the same generators, so draws the same second; it is computed once."""
+    original = model.forward
+    memo: list[tuple[list[torch.Tensor], Any]] = []
+
+    def forward(wavs, *args, **kwargs):
+        if not args and not kwargs and memo and _same_batch(memo[0][0], wavs):
+            return memo[0][1]
+        output = original(wavs, *args, **kwargs)
+        memo[:] = [([wav.clone() for wav in wavs], output)]
+        return output
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        del model.forward
 
 
 def _without_stopped(iterations):
@@ -684,7 +725,7 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
     Returns the sweep document and the finished ``SharedSweep`` (its ``timing`` and ``upstream_forwards``).
     """
     from downstream_probes.s3prl import run_downstream
-    from downstream_probes.s3prl.sweep import new_document, run_entry, upstream_layer_names
+    from downstream_probes.s3prl.sweep import new_document, run_entry
 
     spec = tasks.task_for(options.task)
     if spec is None:
@@ -692,16 +733,15 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
     run_downstream.prepare_s3prl()
     sweep_dir = Path(options.sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    all_layers = upstream_layer_names(options.upstream, options.upstream_ckpt, options.model_config)
-    specs = resolve_heads(all_layers, options.layers, options.with_weighted_sum)
-    shared = SharedSweep(options, specs)
+    shared = SharedSweep(options)
     with s3prl_process(shared.args):
+        shared.start()
         if options.cache_features is not None:
             from downstream_probes.s3prl.feature_cache import cache_for_sweep
 
-            shared.start()
             shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
         shared.run(options.evaluate, spec.test_split)
+    all_layers, specs = shared.all_layers, shared.specs
 
     document = new_document(spec, options.upstream, options.upstream_ckpt)
     document["shared"] = {
