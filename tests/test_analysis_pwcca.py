@@ -186,6 +186,46 @@ def test_lapack_signs_with_an_exactly_uncorrelated_direction_take_numpys_partner
     np.testing.assert_allclose(big_proj @ regularised @ big_proj.T, np.eye(6), atol=1e-9)
 
 
+def test_one_hot_labels_are_whitened_without_an_eigendecomposition(monkeypatch):
+    """One-hot views (here with unlabelled rows, so that the problem is well-conditioned) take the
+    diagonal-plus-rank-one whitening; it gives the reference's score, and the eigenbasis' on a whole protocol."""
+    rng = np.random.default_rng(16)
+    labels = rng.integers(0, 31, 1500)
+    one_hot = np.eye(31)[labels][:, :30]  # label 30 has no column: its rows are all zeros
+    x = one_hot @ rng.standard_normal((30, 40)) * 0.5 + rng.standard_normal((1500, 40)) + 1.0
+    taken = []
+    original = fit_module.TrainedCovariance._fit_labels
+
+    def spy(self, *args):
+        taken.append(True)
+        return original(self, *args)
+
+    monkeypatch.setattr(fit_module.TrainedCovariance, "_fit_labels", spy)
+    score = pwcca(x[:1200], one_hot[:1200], x[1200:], one_hot[1200:], 1e-10, 1e-9)
+    assert taken == [True]
+    expected = plain_pwcca(x[:1200], one_hot[:1200], x[1200:], one_hot[1200:], 1e-10, 1e-9, fix_signs=True)
+    assert score == pytest.approx(expected, abs=1e-6)
+    with_labels = cca_protocol(x, one_hot, labels, seed=2)
+    monkeypatch.setattr(fit_module._LabelWhitening, "build", classmethod(lambda *args: None))
+    with_eigenbasis = cca_protocol(x, one_hot, labels, seed=2)
+    assert with_labels.score == pytest.approx(with_eigenbasis.score, abs=1e-10)
+    for ours, theirs in zip(with_labels.trials, with_eigenbasis.trials, strict=True):
+        np.testing.assert_allclose(ours.dev_scores, theirs.dev_scores, atol=1e-10)
+
+
+def test_label_whitening_inverts_the_regularised_covariance():
+    counts = np.array([5.0, 1.0, 7.0, 3.0])
+    for rows in (16, 20):  # every row labelled (the constant direction is only regularised), or some not
+        covariance = (np.diag(counts) - np.outer(counts, counts) / rows) / (rows - 1)
+        scale = (rows - 1) * np.abs(covariance).max()
+        whitening = fit_module._LabelWhitening.build(np.arange(4), counts, rows, scale, 1e-9)
+        f = whitening.times(np.eye(4))
+        np.testing.assert_allclose(f.T @ f @ (covariance / np.abs(covariance).max() + 1e-9 * np.eye(4)), np.eye(4),
+                                   atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(whitening.transposed_times(np.eye(4)), f.T)
+    assert fit_module._LabelWhitening.build(np.arange(4), counts, 16, scale, 0.0) is None  # pinv would cut
+
+
 def test_covariance_blocks_are_the_blocks_of_the_joint_covariance():
     rng = np.random.default_rng(15)
     labels = rng.integers(0, 30, 400)

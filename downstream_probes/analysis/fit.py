@@ -147,6 +147,49 @@ class _Whitening:
 
 
 @dataclass(frozen=True)
+class _LabelWhitening:
+    """Whitening of a one-hot label view without an eigendecomposition: ``F = (I + g w w^T) A^-1/2``.
+
+    The rescaled covariance of one-hot columns with counts ``c`` over ``N`` rows is ``diag(c) / k - c c^T / (N k)``
+    (``k = (N - 1) * max``), so ``S + eps I = A - v v^T`` with ``A`` diagonal: with ``w = A^-1/2 v`` and
+    ``rho = |w|^2 < 1``, ``F^T F = (S + eps I)^-1`` for ``g = 1 / (sqrt(1 - rho) (1 + sqrt(1 - rho)))``. Applying
+    ``F`` costs one pass over a matrix instead of a product with an eigenbasis. ``1 - rho`` (about eps when every
+    row has a kept label: the constant direction) is computed without cancellation.
+    """
+
+    dims: np.ndarray
+    inverse_sqrt: np.ndarray  # A^-1/2
+    w: np.ndarray
+    g: float
+
+    @classmethod
+    def build(cls, dims: np.ndarray, counts: np.ndarray, rows: int, scale: float, epsilon: float):
+        """The whitening, or None where pinv might cut an eigenvalue of ``S + eps I`` (then the eigenbasis is used).
+
+        ``counts``: the kept columns' counts; ``rows``: ``N``; ``scale``: ``(N - 1) * max`` of the covariance."""
+        if epsilon <= 0 or np.any(counts <= 0):
+            return None
+        diagonal = counts / scale + epsilon
+        share = counts / rows
+        ratio = epsilon * scale / counts  # eps / (c / scale)
+        one_minus_rho = (rows - float(np.sum(counts))) / rows + float(np.sum(share * ratio / (1.0 + ratio)))
+        # eig(S + eps I) lies in [(1 - rho) min A, max A]: pinv cuts nothing when that ratio is above its cut-off
+        if not one_minus_rho * np.min(diagonal) > PINV_RCOND * np.max(diagonal):
+            return None
+        root = np.sqrt(one_minus_rho)
+        return cls(dims, 1.0 / np.sqrt(diagonal), np.sqrt(share / (1.0 + ratio)), 1.0 / (root * (1.0 + root)))
+
+    def transposed_times(self, vectors: np.ndarray) -> np.ndarray:
+        """``F^T @ vectors``."""
+        return self.inverse_sqrt[:, None] * (vectors + self.g * np.outer(self.w, self.w @ vectors))
+
+    def times(self, matrix: np.ndarray) -> np.ndarray:
+        """``F @ matrix``."""
+        scaled = self.inverse_sqrt[:, None] * matrix
+        return scaled + self.g * np.outer(self.w, self.w @ scaled)
+
+
+@dataclass(frozen=True)
 class _WhitenedCross:
     """One view's side of a fit for one epsilon, against the other view's eigenbasis ``V_o``.
 
@@ -172,6 +215,11 @@ class TrainedCovariance:
         """From a train part's scatter, its covariance blocks built directly (the joint matrix is never formed)."""
         covariance = cls.__new__(cls)
         covariance._rescale(*scatter.covariance_blocks(dx), stable=stable)
+        covariance.rows = scatter.count
+        covariance.label_counts = {
+            "x": _one_hot_counts(scatter, slice(None, dx)),
+            "y": _one_hot_counts(scatter, slice(dx, None)),
+        }
         return covariance
 
     def _rescale(self, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray, *, stable: bool) -> None:
@@ -185,8 +233,11 @@ class TrainedCovariance:
         syy /= ymax
         sxy /= np.sqrt(xmax * ymax)
         self.blocks = {"x": sxx, "y": syy}
+        self.maxima = {"x": xmax, "y": ymax}
         self.sxy = sxy
         self.stable = stable
+        self.rows = 0
+        self.label_counts: dict[str, np.ndarray | None] = {"x": None, "y": None}  # one-hot views' column counts
         self._whitenings: dict[tuple[str, bytes], _Whitening] = {}
         self._crosses: dict[tuple, np.ndarray] = {}
         self._whitened_crosses: dict[tuple, _WhitenedCross] = {}
@@ -215,17 +266,19 @@ class TrainedCovariance:
             self._whitenings[key] = _Whitening(dims, eigvals, eigvecs)
         return self._whitenings[key]
 
-    def cross(self, view: str, dims: np.ndarray, other: _Whitening) -> np.ndarray:
-        """``S_vo`` (rows: ``view``'s kept dims) times the other view's eigenvectors."""
-        key = (view, dims.tobytes(), other.dims.tobytes())
+    def cross(self, view: str, dims: np.ndarray, other: _Whitening | _LabelWhitening) -> np.ndarray:
+        """``S_vo`` (rows: ``view``'s kept dims) times the other view's eigenvectors (its own columns for labels)."""
+        key = (view, dims.tobytes(), other.dims.tobytes(), isinstance(other, _Whitening))
         if key not in self._crosses:
-            block = self.sxy if view == "x" else self.sxy.T
-            self._crosses[key] = _submatrix(block, dims, other.dims) @ other.eigvecs
+            block = _submatrix(self.sxy if view == "x" else self.sxy.T, dims, other.dims)
+            self._crosses[key] = block @ other.eigvecs if isinstance(other, _Whitening) else np.array(block)
         return self._crosses[key]
 
-    def whitened_cross(self, view: str, dims: np.ndarray, epsilon: float, other: _Whitening) -> _WhitenedCross:
+    def whitened_cross(
+        self, view: str, dims: np.ndarray, epsilon: float, other: _Whitening | _LabelWhitening
+    ) -> _WhitenedCross:
         """``view``'s side of every fit with this epsilon (Cholesky whitening where pinv would cut nothing)."""
-        key = (view, dims.tobytes(), other.dims.tobytes(), epsilon)
+        key = (view, dims.tobytes(), other.dims.tobytes(), isinstance(other, _Whitening), epsilon)
         if key in self._whitened_crosses:
             return self._whitened_crosses[key]
         cross = self.cross(view, dims, other)
@@ -257,6 +310,10 @@ class TrainedCovariance:
             raise np.linalg.LinAlgError("every dimension of a view has variance below epsilon")
         epsilons = {"x": epsilon_x, "y": epsilon_y}
         small, big = ("y", "x") if len(dims["y"]) <= len(dims["x"]) else ("x", "y")
+        if sign_convention != "lapack":
+            labels = self.label_whitening(small, dims[small], epsilons[small])
+            if labels is not None:
+                return self._fit_labels(small, big, dims, epsilons, labels)
         small_whitening = self.whitening(small, dims[small])
         scales = small_whitening.inverse_sqrt_scales(epsilons[small])
         if sign_convention == "lapack":
@@ -269,21 +326,53 @@ class TrainedCovariance:
             gram *= scales[:, None]
             vectors, singular_values = _gram_eigenvectors(gram)
             n_good = int(np.sum(~_weak(singular_values)))
-            big_weak = big_side.to_view(_weak_completion(big_side.whitened, scales, vectors, singular_values, n_good))
+            weak = _weak_completion(
+                big_side.whitened, _scaling(scales), _scaling(scales), vectors, singular_values, n_good
+            )
+            big_weak = big_side.to_view(weak)
             through = big_side.through
         n_good = len(singular_values) - big_weak.shape[1]
         small_matrix = (vectors.T * scales) @ small_whitening.eigvecs.T
         good = vectors[:, :n_good] / singular_values[:n_good]
         big_rows = ImplicitRows(through, scales, good, big_weak)
         matrices = {small: small_matrix, big: None if big == "x" else big_rows.matrix()}
-        if sign_convention != "lapack":  # canonical signs, read off Py
-            flip = _canonical_signs(matrices["y"])
-            for matrix in matrices.values():
-                if matrix is not None:
-                    matrix *= flip[:, None]
-            big_rows = big_rows.flipped(flip)
+        if sign_convention != "lapack":
+            big_rows = _flip_canonically(matrices, big_rows)
         return PWCCAProjection(
             dims["x"], dims["y"], singular_values, epsilon_x, epsilon_y,
+            x_matrix=matrices["x"], y_matrix=matrices["y"], **{f"{big}_rows": big_rows},
+        )  # fmt: skip
+
+    def label_whitening(self, view: str, dims: np.ndarray, epsilon: float) -> _LabelWhitening | None:
+        """The eigendecomposition-free whitening of a one-hot view, where it gives pinv's result."""
+        counts = self.label_counts[view]
+        if counts is None:
+            return None
+        key = ("labels", view, dims.tobytes(), epsilon)
+        if key not in self._crosses:
+            scale = (self.rows - 1) * self.maxima[view]
+            self._crosses[key] = _LabelWhitening.build(dims, counts[dims], self.rows, scale, epsilon)
+        return self._crosses[key]
+
+    def _fit_labels(
+        self, small: str, big: str, dims: dict[str, np.ndarray], epsilons: dict[str, float], labels: _LabelWhitening
+    ) -> PWCCAProjection:
+        """The canonical fit when the view with fewer dimensions is one-hot labels (:class:`_LabelWhitening`)."""
+        big_side = self.whitened_cross(big, dims[big], epsilons[big], labels)
+        gram = labels.times(labels.times(big_side.gram).T)  # F G F^T (G symmetric)
+        vectors, singular_values = _gram_eigenvectors(gram)
+        n_good = int(np.sum(~_weak(singular_values)))
+        weak = _weak_completion(
+            big_side.whitened, labels.transposed_times, labels.times, vectors, singular_values, n_good
+        )
+        in_view = labels.transposed_times(vectors)  # F^T V: Py^T, and the partners' factor
+        ones = np.ones(len(singular_values))
+        big_rows = ImplicitRows(big_side.through, ones, in_view[:, :n_good] / singular_values[:n_good],
+                                big_side.to_view(weak))  # fmt: skip
+        matrices = {small: np.ascontiguousarray(in_view.T), big: None if big == "x" else big_rows.matrix()}
+        big_rows = _flip_canonically(matrices, big_rows)
+        return PWCCAProjection(
+            dims["x"], dims["y"], singular_values, epsilons["x"], epsilons["y"],
             x_matrix=matrices["x"], y_matrix=matrices["y"], **{f"{big}_rows": big_rows},
         )  # fmt: skip
 
@@ -383,10 +472,15 @@ def _weak(singular_values: np.ndarray) -> np.ndarray:
 
 
 def _weak_completion(
-    matrix: np.ndarray, column_scales: np.ndarray, vectors: np.ndarray, singular_values: np.ndarray, n_good: int
+    matrix: np.ndarray,
+    to_basis: Callable[[np.ndarray], np.ndarray],
+    from_basis: Callable[[np.ndarray], np.ndarray],
+    vectors: np.ndarray,
+    singular_values: np.ndarray,
+    n_good: int,
 ) -> np.ndarray:
     """Orthonormal partner vectors for the weak directions, orthogonal to the good partners ``M v / s``, where
-    ``M = matrix * column_scales`` (never formed).
+    ``M = matrix @ F^T`` is never formed (``to_basis`` applies ``F^T``, ``from_basis`` applies ``F``).
 
     The good partners span ``M V_g``, whose projector is ``M V_g S_g^-2 V_g^T M^T``: the weak vectors are
     orthogonalised against them without forming them.
@@ -395,15 +489,44 @@ def _weak_completion(
     if k == 0:
         return np.zeros((matrix.shape[0], 0))
     good = vectors[:, :n_good] / singular_values[:n_good] ** 2
-    rest = matrix @ (column_scales[:, None] * vectors[:, n_good:])
+    rest = matrix @ to_basis(vectors[:, n_good:])
     rest = rest / np.maximum(np.linalg.norm(rest, axis=0), np.finfo(float).tiny)
     for _ in range(2):  # project out the good partners twice ("twice is enough" for Gram-Schmidt)
-        back = column_scales[:, None] * (matrix.T @ rest)
-        rest = rest - matrix @ (column_scales[:, None] * (good @ (vectors[:, :n_good].T @ back)))
+        back = from_basis(matrix.T @ rest)
+        rest = rest - matrix @ to_basis(good @ (vectors[:, :n_good].T @ back))
     if np.min(np.linalg.norm(rest, axis=0)) > 1e-3:
         return np.linalg.qr(rest)[0]
     # a remainder vanished: complete the basis from the full partner vectors
-    return _partner_vectors(matrix * column_scales, vectors, singular_values)[:, n_good:]
+    return _partner_vectors(from_basis(matrix.T).T, vectors, singular_values)[:, n_good:]
+
+
+def _scaling(scales: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Multiplication by ``diag(scales)`` (the eigenbasis whitening's ``F``, which is its own transpose there)."""
+    return lambda matrix: scales[:, None] * matrix
+
+
+def _flip_canonically(matrices: dict[str, np.ndarray | None], big_rows: ImplicitRows) -> ImplicitRows:
+    """Flip every canonical pair (in place in ``matrices``) so that the largest |entry| of its Py row is positive."""
+    flip = _canonical_signs(matrices["y"])
+    for matrix in matrices.values():
+        if matrix is not None:
+            matrix *= flip[:, None]
+    return big_rows.flipped(flip)
+
+
+def _one_hot_counts(scatter: JointScatter, columns: slice) -> np.ndarray | None:
+    """Column counts when one view of the scatter is one-hot labels (rows without a label allowed), else None.
+
+    Its Gram matrix is then diagonal with the column sums on it (no row with two non-zeros, and those are ones),
+    and it is not shifted; its covariance is exactly ``(diag(c) - c c^T / N) / (N - 1)``. Exact in floating point.
+    """
+    sums = scatter.sum_z[columns]
+    gram = scatter.cross[columns, columns]
+    if np.any(scatter.shift[columns] != 0):
+        return None
+    if not np.array_equal(np.diagonal(gram), sums) or np.count_nonzero(gram) != np.count_nonzero(sums):
+        return None
+    return sums.copy()
 
 
 def _gram_eigenvectors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
