@@ -70,27 +70,30 @@ def check_audio_header(
     _check_format(path, int(info.samplerate), int(info.channels), int(info.frames), sample_rate, min_samples)
 
 
-def _check_format(path: Path, rate: int, channels: int, frames: int, sample_rate: int, min_samples: int) -> None:
-    if rate != sample_rate:
+def _check_format(
+    path: Path, rate: int, channels: int, frames: int, sample_rate: int | None, min_samples: int, mono: bool = True
+) -> None:
+    if sample_rate is not None and rate != sample_rate:
         raise AudioError(
             f"{path} is sampled at {rate} Hz, but the upstreams take {sample_rate} Hz audio; resample the corpus "
             f"(e.g. sox in.wav -r {sample_rate} out.wav) instead of letting it be read as {sample_rate} Hz"
         )
-    if channels != CHANNELS:
+    if mono and channels != CHANNELS:
         raise AudioError(f"{path} has {channels} channels; SUPERB tasks read mono audio: mix it down or pick one")
     if frames == 0:
         raise AudioError(f"{path} holds no samples (too short); remove its row or replace the file")
     if frames < min_samples:
         raise AudioError(
             f"{path} has {frames} samples: too short for one {min_samples}-sample frame of the upstream's CNN "
-            f"({1000 * min_samples / sample_rate:.0f} ms); remove its row or pad the file"
+            f"({1000 * min_samples / (sample_rate or rate):.0f} ms); remove its row or pad the file"
         )
 
 
 def read_audio(
     path: str | os.PathLike[str],
     *,
-    sample_rate: int = SAMPLE_RATE,
+    sample_rate: int | None = SAMPLE_RATE,
+    mono: bool = True,
     min_samples: int = MIN_SAMPLES,
     frame_offset: int = 0,
     num_frames: int = -1,
@@ -100,20 +103,21 @@ def read_audio(
 
     Args:
         path: the audio file (any format libsndfile reads: WAV, FLAC, ...).
-        sample_rate: the rate the file must have.
+        sample_rate: the rate the file must have (None: any, for readers that resample explicitly).
+        mono: whether the file must have one channel (False: any, for readers that mix down explicitly).
         min_samples: the fewest samples the whole file may have.
         frame_offset, num_frames: the part to read (``num_frames < 0``: to the end).
         dtype: ``float32`` (samples in [-1, 1]) or an integer type for raw PCM.
 
     Returns:
-        The samples as ``[channels, time]`` (channels is 1) and the sample rate.
+        The samples as ``[channels, time]`` (one channel unless ``mono=False``) and the sample rate.
 
     Raises:
         AudioError: naming the file, for anything but a readable, finite, long enough mono file at ``sample_rate``.
     """
     path = Path(path)
     info = _open_info(path)
-    _check_format(path, int(info.samplerate), int(info.channels), int(info.frames), sample_rate, min_samples)
+    _check_format(path, int(info.samplerate), int(info.channels), int(info.frames), sample_rate, min_samples, mono)
     frames = -1 if num_frames is None or num_frames < 0 else int(num_frames)
     try:
         data, rate = soundfile.read(str(path), start=int(frame_offset), frames=frames, dtype=dtype, always_2d=True)

@@ -151,3 +151,15 @@ def test_an_8khz_wav_stops_training_with_the_file_named(
     err = capsys.readouterr().err
     assert "train_3.wav" in err and "8000 Hz" in err
     assert not (tmp_path / "exp" / "results.json").exists()
+
+
+def test_speech_commands_reads_through_the_checked_reader(clips: dict[str, Path]) -> None:
+    """KS reads with SoX effects that convert rate and channels themselves: those are allowed, damage is not."""
+    from downstream_probes.s3prl.compat.sox_effects import apply_effects_file
+
+    effects = [["channels", "1"], ["rate", "16000"]]
+    for clip in ("garbage", "nan", "short"):
+        with pytest.raises(AudioError, match=clips[clip].name):
+            apply_effects_file(clips[clip], effects)
+    converted, rate = apply_effects_file(clips["rate_8k"], effects)
+    assert rate == 16000 and converted.shape == (1, 16000)

@@ -19,6 +19,8 @@ import numpy as np
 import soundfile
 import torch
 
+from downstream_probes.corpora.checks import read_audio
+
 Effect = Sequence[str]
 
 
@@ -194,8 +196,12 @@ def apply_effects_file(
     """Read an audio file with soundfile and apply a SoX effect chain; float32 samples in [-1, 1]."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
-    audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True, format=format)
-    audio, sample_rate = _apply_chain(np.ascontiguousarray(audio.T), sample_rate, effects)
+    if format is None:  # the one checked corpus reader; the chain converts rate and channels explicitly
+        samples, sample_rate = read_audio(path, sample_rate=None, mono=False)
+    else:
+        audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True, format=format)
+        samples = np.ascontiguousarray(audio.T)
+    audio, sample_rate = _apply_chain(samples, sample_rate, effects)
     out = torch.from_numpy(np.ascontiguousarray(audio))
     return (out if channels_first else out.T.contiguous()), sample_rate
 
