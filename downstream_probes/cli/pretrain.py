@@ -13,6 +13,12 @@ def run(args: argparse.Namespace) -> int:
     from upstream_mrhubert.pretraining.config import load_recipe
     from upstream_mrhubert.pretraining.trainer import train
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: give at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = load_recipe(args.config)
     if args.max_steps is not None:
         if args.max_steps < 1:
@@ -58,5 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-a", "--auto-resume", dest="resume", action="store_true", help="resume the run in --out from its last save"
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per process (default: torch's). On a machine shared with other jobs use 1: see "
+        "docs/pretraining.md (2 threads were 15x slower than 1 under load)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
