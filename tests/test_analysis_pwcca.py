@@ -223,6 +223,8 @@ def test_label_whitening_inverts_the_regularised_covariance():
         np.testing.assert_allclose(f.T @ f @ (covariance / np.abs(covariance).max() + 1e-9 * np.eye(4)), np.eye(4),
                                    atol=1e-6)  # fmt: skip
         np.testing.assert_allclose(whitening.transposed_times(np.eye(4)), f.T)
+        gram = np.cov(np.random.default_rng(rows).standard_normal((4, 9)))
+        np.testing.assert_allclose(whitening.congruence(gram), f @ gram @ f.T, rtol=1e-12)
     assert fit_module._LabelWhitening.build(np.arange(4), counts, 16, scale, 0.0) is None  # pinv would cut
 
 

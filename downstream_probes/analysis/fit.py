@@ -25,7 +25,7 @@ from functools import cached_property
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 from downstream_probes.analysis.errors import CCAInputError
 from downstream_probes.analysis.moments import JointScatter
@@ -181,12 +181,36 @@ class _LabelWhitening:
 
     def transposed_times(self, vectors: np.ndarray) -> np.ndarray:
         """``F^T @ vectors``."""
-        return self.inverse_sqrt[:, None] * (vectors + self.g * np.outer(self.w, self.w @ vectors))
+        result = np.array(vectors, order="C")
+        _add_outer(result, self.w, self.w @ vectors, self.g)
+        result *= self.inverse_sqrt[:, None]
+        return result
 
     def times(self, matrix: np.ndarray) -> np.ndarray:
         """``F @ matrix``."""
         scaled = self.inverse_sqrt[:, None] * matrix
-        return scaled + self.g * np.outer(self.w, self.w @ scaled)
+        _add_outer(scaled, self.w, self.w @ scaled, self.g)
+        return scaled
+
+    def congruence(self, gram: np.ndarray) -> np.ndarray:
+        """``F G F^T`` for a symmetric ``G``: ``H + w y^T + y w^T`` with ``H = A^-1/2 G A^-1/2``, ``u = H w`` and
+        ``y = g u + g^2 (w . u) w / 2`` (three passes over the matrix)."""
+        result = gram * self.inverse_sqrt
+        result *= self.inverse_sqrt[:, None]
+        u = result @ self.w
+        y = self.g * u + (0.5 * self.g**2 * float(self.w @ u)) * self.w
+        _add_outer(result, self.w, y, 1.0)
+        _add_outer(result, y, self.w, 1.0)
+        return result
+
+
+def _add_outer(matrix: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
+    """``matrix += alpha * outer(left, right)`` in place (BLAS ``dger`` on the C-ordered matrix's transpose)."""
+    if matrix.flags.c_contiguous and matrix.dtype == np.float64:
+        blas.dger(alpha, np.asarray(right, dtype=np.float64), np.asarray(left, dtype=np.float64), a=matrix.T,
+                  overwrite_a=1)  # fmt: skip
+    else:
+        matrix += alpha * np.outer(left, right)
 
 
 @dataclass(frozen=True)
@@ -359,7 +383,7 @@ class TrainedCovariance:
     ) -> PWCCAProjection:
         """The canonical fit when the view with fewer dimensions is one-hot labels (:class:`_LabelWhitening`)."""
         big_side = self.whitened_cross(big, dims[big], epsilons[big], labels)
-        gram = labels.times(labels.times(big_side.gram).T)  # F G F^T (G symmetric)
+        gram = labels.congruence(big_side.gram)
         vectors, singular_values = _gram_eigenvectors(gram)
         n_good = int(np.sum(~_weak(singular_values)))
         weak = _weak_completion(
