@@ -131,9 +131,15 @@ def experiment_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
         ExperimentLocked: another process holds it; the message names the folder and the holder's pid.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    with open(path, "a+", encoding="utf-8") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise ValueError(
+            f"cannot use {folder} as the experiment folder ({error.strerror or error}); pass a writable folder with -p"
+        ) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

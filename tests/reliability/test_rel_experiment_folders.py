@@ -226,3 +226,17 @@ def test_training_without_a_mode_runs(tiny_ic_run, tmp_path: Path) -> None:
     argv = _train_argv(tiny_ic_run.upstream_checkpoint, data, tmp_path / "nomode", 1)
     assert run_downstream.main(argv[2:]) == 0
     assert (tmp_path / "nomode" / "results.json").is_file()
+
+
+def test_an_unusable_experiment_folder_is_a_clear_error(tmp_path: Path) -> None:
+    occupied = tmp_path / "a_file"
+    occupied.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"a_file.*experiment folder.*-p"), experiment.experiment_lock(occupied):
+        pass
+
+
+def test_the_folder_comes_from_the_command_line(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "moved" / "states-4.ckpt"
+    assert experiment.experiment_folder(["-e", str(checkpoint)]) == checkpoint.parent
+    assert experiment.experiment_folder(["-e", str(checkpoint), "-p", str(tmp_path / "p")]) == tmp_path / "p"
+    assert experiment.experiment_folder(["-n", "x"]) == Path("result/downstream/x")
