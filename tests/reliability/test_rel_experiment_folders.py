@@ -132,43 +132,44 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_a_crash_releases_the_l
 
 
 @pytest.mark.slow
-def test_two_concurrent_runs_into_one_folder(tiny_ic_run, tmp_path: Path) -> None:
+def test_a_concurrent_run_is_refused_then_kill_9_and_resume(
+    tiny_ic_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run A trains in a subprocess; run B into the same folder is refused while A runs; A is killed with -9
+    mid-run; resuming with -a continues from A's last checkpoint, and no evaluation is recorded twice."""
     folder = tmp_path / "exp"
     data = _data_dir(tiny_ic_run.expdir.parent)
-    argv = _train_argv(tiny_ic_run.upstream_checkpoint, data, folder, 2)
-    command = [sys.executable, "-m", "downstream_probes.s3prl.run_downstream", *argv]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [run.communicate(timeout=900) for run in runs]
-    statuses = sorted(run.returncode for run in runs)
-    assert statuses == [0, 2], outputs
-    refused = outputs[[run.returncode for run in runs].index(2)][1]
-    assert "another run" in refused
-    records = [json.loads(line) for line in (folder / "evaluations.jsonl").read_text().splitlines()]
-    keys = [(r["phase"], r["split"], r["step"]) for r in records]
-    assert len(keys) == len(set(keys)), "an evaluation was recorded twice"
-
-
-@pytest.mark.slow
-def test_kill_9_mid_run_then_resume(tiny_ic_run, tmp_path: Path) -> None:
-    folder = tmp_path / "exp"
-    data = _data_dir(tiny_ic_run.expdir.parent)
-    argv = _train_argv(tiny_ic_run.upstream_checkpoint, data, folder, 400, "-o",
-                       f"config.downstream_expert.datarc.file_path={data},,config.runner.total_steps=400,,"
-                       "config.runner.save_step=1,,config.runner.eval_step=1000,,config.runner.max_keep=2")  # fmt: skip
-    argv = argv[: argv.index("-o")] + argv[argv.index("-o") + 2 :]  # the second -o (save every step) wins
-    run = subprocess.Popen([sys.executable, "-m", "downstream_probes.s3prl.run_downstream", *argv],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and len(list(folder.glob("states-*.ckpt"))) < 2:
-        time.sleep(0.2)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
+    overrides = (
+        f"config.downstream_expert.datarc.file_path={data},,config.runner.total_steps=400,,"
+        "config.runner.save_step=1,,config.runner.eval_step=2,,config.runner.max_keep=2"
+    )
+    argv = _train_argv(tiny_ic_run.upstream_checkpoint, data, folder, 400)
+    argv[argv.index("-o") + 1] = overrides
+    run_a = subprocess.Popen([sys.executable, "-m", "downstream_probes.s3prl.run_downstream", *argv],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and len(list(folder.glob("states-*.ckpt"))) < 2 and run_a.poll() is None:
+            time.sleep(0.2)
+        assert run_a.poll() is None, "run A ended before it could be interrupted"
+        capsys.readouterr()
+        assert run_downstream.main(_train_argv(tiny_ic_run.upstream_checkpoint, data, folder, 2)) == 2
+        refused = capsys.readouterr().err
+        assert "another run" in refused and f"pid {run_a.pid}" in refused
+    finally:
+        run_a.send_signal(signal.SIGKILL)
+        run_a.wait()
     saved = sorted(int(p.stem.split("-")[1]) for p in folder.glob("states-*.ckpt"))
-    assert saved, "the run saved no checkpoint before it was killed"
-    resume = _train_argv(tiny_ic_run.upstream_checkpoint, data, folder, saved[-1] + 2, "-a")
+    assert saved, "run A saved no checkpoint before it was killed"
+    end = (saved[-1] // 2 + 1) * 2  # the next evaluation step (eval_step 2) after the last checkpoint
+    resume = _train_argv(tiny_ic_run.upstream_checkpoint, data, folder, end, "-a")
     assert run_downstream.main(resume) == 0
     results = json.loads((folder / "results.json").read_text())
     assert results["expdir"] == str(folder.resolve())
+    records = [json.loads(line) for line in (folder / "evaluations.jsonl").read_text().splitlines()]
+    keys = [(r["phase"], r["split"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), "an evaluation was recorded twice"
+    assert max(r["step"] for r in records) == end
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_newest_readable_one(
