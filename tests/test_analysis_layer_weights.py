@@ -49,7 +49,8 @@ def test_run_writes_layer_weights_with_upstream_layer_names(tiny_ic_run):
 def test_export_weights_command_writes_json_and_csv(tiny_ic_run, tmp_path, capsys):
     expdir = tiny_ic_run.expdir
     assert cli.main(["export-weights", str(expdir), "-o", str(tmp_path)]) == 0
-    assert f"mrhubert_local / ic at step {tiny_ic_run.steps}, 15 layers" in capsys.readouterr().out
+    model = f"mrhubert_local:{Path(tiny_ic_run.upstream_checkpoint).stem}"
+    assert f"{model} / ic at step {tiny_ic_run.steps}, 15 layers" in capsys.readouterr().out
     record = json.loads((tmp_path / "layer_weights.json").read_text())
     assert record == json.loads((expdir / "layer_weights.json").read_text())
     rows = list(csv.DictReader((tmp_path / "layer_weights.csv").open()))

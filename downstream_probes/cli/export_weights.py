@@ -9,13 +9,15 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from downstream_probes.analysis.layer_weights import export_layer_weights
+    from downstream_probes.tasks import upstream_identity
 
     for target in args.expdirs:
         path = export_layer_weights(target, out_dir=args.out_dir, resolve_upstream=not args.no_resolve)
         record = json.loads(path.read_text(encoding="utf-8"))
         top = max(record["layers"], key=lambda layer: layer["weight"])
         print(
-            f"{path}: {record['upstream']} / {record['task']} at step {record['step']}, "
+            f"{path}: {upstream_identity(record['upstream'], record.get('upstream_ckpt'))} / {record['task']} "
+            f"at step {record['step']}, "
             f"{len(record['layers'])} layers, largest weight {top['weight']:.3f} on {top['name']}"
         )
     return 0
