@@ -181,13 +181,33 @@ def cnn_window(stride: int, receptive_field: int) -> tuple[int, int, int]:
 
 
 def average_windows(features: np.ndarray, kernel: int, step: int) -> np.ndarray:
-    """Mean over windows of ``kernel`` frames every ``step`` frames: ``((T - kernel) // step + 1, dims)`` float32."""
+    """Mean over windows of ``kernel`` frames every ``step`` frames: ``((T - kernel) // step + 1, dims)`` float32,
+    the reference's uniform ``conv1d``.
+
+    Windows start on multiples of ``step``, so the frames are summed in blocks of ``step`` (one contiguous
+    reduction), a window being ``kernel // step`` whole blocks plus the first ``kernel % step`` frames of the next;
+    sums are float64.
+    """
     if kernel == 1 and step == 1:
         return np.ascontiguousarray(features, dtype=np.float32)
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).T.unsqueeze(0)
-    return torch.nn.functional.avg_pool1d(x, kernel, step)[0].T.contiguous().numpy()
+    count = (len(features) - kernel) // step + 1
+    if count < 1:
+        return np.empty((0, features.shape[1]), dtype=np.float32)
+    whole, rest = divmod(kernel, step)
+    blocks_needed = count + whole + (1 if rest else 0)
+    frames = blocks_needed * step
+    if frames > len(features):  # the last window's partial block: zeros it never reads
+        padded = np.zeros((frames, features.shape[1]), dtype=features.dtype)
+        padded[: len(features)] = features
+        features = padded
+    blocks = np.asarray(features[:frames]).reshape(blocks_needed, step, -1)
+    running = np.zeros((blocks_needed + 1, blocks.shape[2]))
+    np.cumsum(blocks.sum(axis=1, dtype=np.float64), axis=0, out=running[1:])
+    index = np.arange(count)
+    sums = running[index + whole] - running[index]
+    if rest:
+        sums += blocks[index + whole, :rest].sum(axis=1, dtype=np.float64)
+    return (sums / kernel).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- building
@@ -242,8 +262,10 @@ def build_layers(
             if not rows:
                 continue
             times = [(spans[kind][r].start, spans[kind][r].end) for r in rows]
+            # rows of one utterance are contiguous when the spans are sorted by utterance (the samplers' order)
+            target = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] == len(rows) - 1 else rows
             for layer, state in enumerate(states):
-                pooled[kind][layer][rows] = pool_segments(
+                pooled[kind][layer][target] = pool_segments(
                     state.features, state.stride / 16_000, times, middle_third=kind in middle_third
                 )
         if index in frame_set:
