@@ -41,22 +41,25 @@ def write_results(expdir: Path, task: str, test_metrics: dict[str, float], weigh
 
 def test_plan_lists_every_stage_in_order(tmp_path: Path) -> None:
     plan = plan_for(tmp_path)
-    # asr's corpus is built whatever the tasks: the CCA reads its alignments. SD alone is evaluated separately
-    # (its DER comes from -m evaluate); the other tasks evaluate the test split while training.
+    # asr's corpus is built whatever the tasks: the analysis reads its alignments (and sts its spoken pairs). SD
+    # alone is evaluated separately (its DER comes from -m evaluate); the other tasks evaluate the test split while
+    # training. Without the pre-trained pair, the pretrain phase is empty.
     assert names(plan) == [
         "corpus asr",
         "corpus ic",
         "corpus sd",
+        "corpus sts",
         "checkpoint mono_base",
-        "cca mono_base",
+        "analyze mono_base",
         "train mono_base/ic",
         "train mono_base/sd",
         "evaluate mono_base/sd",
+        "compare",
         "profile",
         "leaderboard",
     ]
-    assert [p.name for p in plan.phases] == ["prepare", "runs", "profile", "leaderboard"]
-    assert [p.workers for p in plan.phases] == [1, 2, 1, 1]
+    assert [p.name for p in plan.phases] == ["prepare", "pretrain", "runs", "compare", "profile", "leaderboard"]
+    assert [p.workers for p in plan.phases] == [1, 1, 2, 1, 1, 1]
     assert names(plan, done=True) == []
 
 
@@ -88,6 +91,16 @@ def test_resume_skips_exactly_the_stages_whose_outputs_exist(tmp_path: Path) -> 
     (s.expdir(upstream, "ic") / "layer_weights.json").unlink()
     assert "train mono_base/ic" not in names(plan, done=True)
     assert "leaderboard" not in names(plan, done=True)  # always rendered again
+
+
+def test_the_pretrained_pair_is_pretrained_once_and_compared_on_its_tasks(tmp_path: Path) -> None:
+    settings = demo.DemoSettings(out=tmp_path / "demo", upstreams=("toy", "toy_twin"), tasks=("asr", "ic", "ks"))
+    plan = demo.DemoPlan(settings)
+    assert [s.name for s in plan.phases[1].stages] == ["pretrain toy", "checkpoint toy", "checkpoint toy_twin"]
+    trained = [s.name for s in plan.stages if s.name.startswith("train ")]
+    assert trained == ["train toy/ic", "train toy/ks", "train toy_twin/ic", "train toy_twin/ks"]
+    rows = [demo.DEMO_UPSTREAMS[k].row for k in ("toy", "toy_twin")]
+    assert rows == ["mrhubert_local:toy_pretrained", "mrhubert_local:toy_random-init"]
 
 
 def test_training_evaluates_the_test_split_unless_evaluated_separately() -> None:

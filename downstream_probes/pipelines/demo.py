@@ -1,22 +1,29 @@
-"""``make demo``: the whole pipeline on a fresh machine in a few minutes, with tiny random-init MR-HuBERTs.
+"""``make demo``: the whole pipeline on a fresh machine, with tiny MR-HuBERTs, in at most 15 minutes on 2 cores.
 
 Stages (each skipped when its output already exists, so an interrupted demo resumes where it stopped):
 
-1. corpora: a small synthetic corpus per SUPERB task (espeak-ng speech, the real datasets' on-disk layouts);
-2. checkpoints: tiny look-alikes of three paper configurations with random weights, as real fairseq files;
-3. runs: every task trained briefly (``recipes/quick``, 4 steps) through the ``run_downstream.py`` console script
-   and evaluated on its test split; each run writes ``results.json`` and ``layer_weights.json``;
-   ``mrsuperb cca --property phone`` on the ASR corpus, per upstream, runs alongside. The test split is evaluated
-   during training, next to dev, at every evaluation step (as SUPERB's IC and KS configs do), and results.json
-   reports it at the step that is best on dev: the same numbers ``-m evaluate`` gives for the best checkpoint, one
-   subprocess less per run (each pays ~10 s of imports). SD's DER comes only from ``-m evaluate -t test`` (the
-   predicted RTTM is scored there), so SD runs are evaluated separately;
-4. profile: ``mrsuperb profile`` of the demo upstreams (parameters, FLOPs, CPU latency, memory per block);
-5. leaderboard: ``leaderboard.md`` and the self-contained ``leaderboard.html``; the Markdown is printed.
+1. corpora: a small synthetic corpus per SUPERB task and a spoken STS corpus (espeak-ng speech, the real
+   datasets' on-disk layouts); checkpoints: tiny random-init look-alikes of three paper configurations, as real
+   fairseq files;
+2. pretrain: a tiny MR-HuBERT (mono-base layout, ``recipes/pretrain/demo_tiny.yaml``) pre-trained briefly on the
+   ASR corpus with ``mrsuperb pretrain``; its best checkpoint and the checkpoint written before its first step
+   (the random-init twin) become two more models; a finished pre-training is reused;
+3. runs: every task trained briefly (``recipes/quick``, 4 steps) for the random-init look-alikes, IC and KS for the
+   pre-trained model and its twin with more steps, all through the ``run_downstream.py`` console script; each run
+   writes ``results.json`` and ``layer_weights.json``. ``mrsuperb analyze`` (CCA phone and word, MI phone and word,
+   spoken STS) per model runs alongside. The test split is evaluated during training, next to dev, at every
+   evaluation step (as SUPERB's IC and KS configs do), and results.json reports it at the step that is best on dev:
+   the same numbers ``-m evaluate`` gives for the best checkpoint, one subprocess less per run. SD's DER comes only
+   from ``-m evaluate -t test`` (the predicted RTTM is scored there), so SD runs are evaluated separately;
+4. compare: ``mrsuperb compare`` of each model's learnt weights and analysis (``compare.json``, ``figures/``);
+5. profile: ``mrsuperb profile`` of the demo upstreams (parameters, FLOPs, CPU latency, memory per block);
+6. leaderboard: ``leaderboard.md`` and the self-contained ``leaderboard.html`` (with the Fig. 3-style analysis
+   figure and the comparison table); the Markdown is printed.
 
 Everything lives under ``--out`` (default ``runs/demo``); each subprocess's output is kept in ``logs/``.
-Seeded throughout (``--seed``). The numbers prove that the pipeline runs end to end; with random weights and four
-training steps they say nothing about the models, which every table and page states.
+Seeded throughout (``--seed``; the pre-training recipe holds its own). The random-init numbers prove that the
+pipeline runs end to end and say nothing about the models, which every table and page states; the pre-trained
+model beside its twin shows what a few minutes of pre-training change.
 
 Why mono-base, B2-a and B5-a: they are the efficiency comparison of arXiv 2410.23955 (two and three resolutions
 against the same 12 layers at 20 ms). B4-a's inference network is mono-base's (only its pre-training heads
@@ -46,19 +53,31 @@ from downstream_probes.pipelines.stages import (
     run_phases,
     subprocess_env,
 )
-from downstream_probes.tasks import TASK_NAMES
+from downstream_probes.tasks import TASK_NAMES, upstream_identity
 
 DEMO_SCHEMA = "mrsuperb.demo/1"
 DEFAULT_OUT = Path("runs") / "demo"
 TASKS = TASK_NAMES
-CCA_PROPERTY = "phone"
 EVALUATED_SEPARATELY = frozenset({"sd"})  # Table-2 metric only from ``-m evaluate`` (RTTM scoring)
 # The demo's ASR corpus is small: its dev-clean split holds too few phone segments for the held-out PWCCA
 # protocol at the tiny models' width, so CCA reads the training split (the one the cca tests use too).
 CCA_SPLIT = "train-clean-100"
+PRETRAIN_RECIPE = "demo_tiny"  # recipes/pretrain/<name>.yaml
+# The pre-trained model and its twin are compared where a few hundred steps can show a difference.
+PAIR_TASKS: tuple[str, ...] = ("ic", "ks")
+PAIR_TRAINING_STEPS = 60
+# The analysis of every model (arXiv 2410.23955 Fig. 3 at demo size): k-means with fewer clusters than the
+# reference's 500/5000, which the demo's few hundred segments could not fill.
+ANALYZE_PROPERTIES = ("phone", "word", "mi_phone", "mi_word", "sts")
+ANALYZE_MI_CLUSTERS = "phone=20,word=40"
+# Corpus sizes other than the builders' defaults: the ASR corpus feeds the pre-training and the analysis, whose
+# held-out word CCA needs more word segments than the default 40 utterances give.
+CORPUS_UTTERANCES: dict[str, int] = {"asr": 320}
 RANDOM_INIT_NOTE = (
-    "Demo with tiny random-init MR-HuBERT look-alikes (random weights, 4 training steps, synthetic speech): "
-    "these numbers show that the pipeline works end to end, not the quality of any model."
+    "Demo with tiny MR-HuBERT look-alikes on synthetic speech: random-init ones (4 training steps per task), and "
+    f"one pre-trained briefly beside its random-init twin ({PAIR_TRAINING_STEPS} steps on IC and KS). The random-init "
+    "rows show that the pipeline works end to end, not the quality of any model; the pair shows what a few minutes "
+    "of pre-training change."
 )
 
 
@@ -68,21 +87,31 @@ class DemoError(StageError):
 
 @dataclass(frozen=True)
 class DemoUpstream:
-    """A tiny random-init look-alike of one paper configuration, run as ``mrhubert_local -k <checkpoint>``."""
+    """One model of the demo, run as ``mrhubert_local -k <checkpoint>``.
+
+    ``kind``: ``random`` (a tiny random-init look-alike of a paper configuration, ``preset`` of
+    ``upstream_mrhubert.testing.tiny``), ``pretrained`` (the tiny MR-HuBERT the demo pre-trains briefly,
+    ``recipes/pretrain/demo_tiny.yaml``) or ``twin`` (that same network before its first step).
+    """
 
     key: str
-    preset: str  # upstream_mrhubert.testing.tiny preset
+    preset: str | None
     looks_like: str
+    kind: str = "random"
 
     @property
     def stem(self) -> str:
         """The checkpoint's file stem; the leaderboard names local-checkpoint rows after it."""
+        if self.kind == "pretrained":
+            return f"{self.key}_pretrained"
+        if self.kind == "twin":
+            return f"{self.key.removesuffix('_twin')}_random-init"
         return f"{self.key}_tiny_random-init"
 
     @property
     def row(self) -> str:
-        """The leaderboard row of its runs (see :func:`downstream_probes.reports.leaderboard.row_label`)."""
-        return f"mrhubert_local:{self.stem}"
+        """The leaderboard row of its runs (:func:`downstream_probes.tasks.upstream_identity`)."""
+        return upstream_identity("mrhubert_local", f"{self.stem}.pt")
 
 
 DEMO_UPSTREAMS: dict[str, DemoUpstream] = {
@@ -92,9 +121,13 @@ DEMO_UPSTREAMS: dict[str, DemoUpstream] = {
         DemoUpstream("b2a", "3res_32223", "B2-a: 20/40/80 ms, 3-2-2-2-3"),
         DemoUpstream("b5a", "mono_resolution", "B5-a: mono-resolution 20 ms, 4-4-4"),
         DemoUpstream("b4a", "single_prediction", "B4-a: mono-base without the low-resolution loss"),
+        DemoUpstream(
+            "toy", None, "tiny MR-HuBERT (mono-base layout, 64-dim, 1-1-1), pre-trained briefly", "pretrained"
+        ),
+        DemoUpstream("toy_twin", None, "the same tiny MR-HuBERT before pre-training (random init)", "twin"),
     )
 }
-DEFAULT_UPSTREAMS: tuple[str, ...] = ("mono_base", "b2a", "b5a")
+DEFAULT_UPSTREAMS: tuple[str, ...] = ("mono_base", "b2a", "b5a", "toy", "toy_twin")
 PROFILE_REFERENCE = "b5a"
 
 
@@ -210,7 +243,14 @@ class DemoPlan:
         self.env = subprocess_env(settings.jobs)
         self._overrides: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.phases = [self._prepare_phase(), self._runs_phase(), self._profile_phase(), self._leaderboard_phase()]
+        self.phases = [
+            self._prepare_phase(),
+            self._pretrain_phase(),
+            self._runs_phase(),
+            self._compare_phase(),
+            self._profile_phase(),
+            self._leaderboard_phase(),
+        ]
 
     @property
     def stages(self) -> list[Stage]:
@@ -220,7 +260,8 @@ class DemoPlan:
 
     def _prepare_phase(self) -> Phase:
         s = self.settings
-        corpus_tasks = [t for t in TASKS if t in s.tasks or t == "asr"]  # asr: CCA reads its alignments
+        # asr: the analysis reads its alignments and pre-training its audio; sts: the spoken STS corpus
+        corpus_tasks = [t for t in TASKS if t in s.tasks or t == "asr"] + ["sts"]
         chains = [
             [
                 Stage(
@@ -234,15 +275,75 @@ class DemoPlan:
         chains += [
             [Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(), lambda u=u: self._write_checkpoint(u))]
             for u in self.upstreams
+            if u.kind == "random"
         ]
         return Phase("prepare", chains)
+
+    # -- phase 2: the brief pre-training of the toy model (a subprocess; its checkpoints feed the runs) ---------
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.settings.root / "pretrain" / PRETRAIN_RECIPE
+
+    def _pretrained(self) -> list[DemoUpstream]:
+        return [u for u in self.upstreams if u.kind != "random"]
+
+    def _pretrain_phase(self) -> Phase:
+        s = self.settings
+        if not self._pretrained():
+            return Phase("pretrain", [])
+        chain = [Stage("pretrain toy", self._pretrain_finished, self._pretrain)]
+        chain += [
+            Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(), lambda u=u: self._copy_pretrained(u))
+            for u in self._pretrained()
+        ]
+        return Phase("pretrain", [chain])
+
+    def _pretrain_finished(self) -> bool:
+        record = _read_json(self.pretrain_dir / "results.json")
+        return bool(record) and record.get("status") == "finished"
+
+    def _pretrain(self) -> None:
+        from downstream_probes.paths import recipes_dir
+
+        s = self.settings
+        command = [
+            console_script("mrsuperb"),
+            "pretrain",
+            "--config",
+            str(recipes_dir() / "pretrain" / f"{PRETRAIN_RECIPE}.yaml"),
+            "--corpus",
+            str(s.corpus("asr")),
+            "--out",
+            str(self.pretrain_dir),
+            "-a",  # the recipe holds its own seed
+            "--quiet",
+        ]
+        run_logged("pretrain toy", command, s.log("pretrain toy"), self.env)
+        if not self._pretrain_finished():
+            raise DemoError(f"stage 'pretrain toy' did not finish; see {s.log('pretrain toy')}")
+
+    def _copy_pretrained(self, upstream: DemoUpstream) -> None:
+        """The best checkpoint (``pretrained``) or the one written before step 1 (``twin``), under the demo's name."""
+        from upstream_mrhubert.atomic_io import write_bytes_atomic
+
+        name = "checkpoint_best.pt" if upstream.kind == "pretrained" else "checkpoint_init.pt"
+        source = self.pretrain_dir / "checkpoints" / name
+        if not source.is_file():
+            raise DemoError(f"pre-training left no {source}; see {self.settings.log('pretrain toy')}")
+        write_bytes_atomic(self.settings.checkpoint(upstream), source.read_bytes())
 
     def _build_corpus(self, task: str) -> None:
         from downstream_probes.corpora import api as corpora
 
         # build_corpus renames a finished folder into place; a leftover without a manifest is an interrupted build.
         corpora.build_corpus(
-            task, self.settings.corpus(task), seed=self.settings.seed, force=True, workers=self.settings.jobs
+            task,
+            self.settings.corpus(task),
+            utterances=CORPUS_UTTERANCES.get(task),
+            seed=self.settings.seed,
+            force=True,
+            workers=self.settings.jobs,
         )
 
     def _write_checkpoint(self, upstream: DemoUpstream) -> None:
@@ -250,13 +351,19 @@ class DemoPlan:
 
         write_tiny_checkpoint(self.settings.checkpoint(upstream), upstream.preset, seed=self.settings.seed)
 
-    # -- phase 2: training runs, test evaluations and CCA (subprocesses, in parallel) --------------------------
+    # -- phase 3: training runs, test evaluations and the analysis (subprocesses, in parallel) -----------------
+
+    def tasks_of(self, upstream: DemoUpstream) -> list[str]:
+        """The tasks a model is trained on: all asked for, the pre-trained pair only where it is compared."""
+        if upstream.kind == "random":
+            return list(self.settings.tasks)
+        return [t for t in self.settings.tasks if t in PAIR_TASKS]
 
     def _runs_phase(self) -> Phase:
         s = self.settings
         chains = []
         for upstream in self.upstreams:
-            for task in s.tasks:
+            for task in self.tasks_of(upstream):
                 expdir = s.expdir(upstream, task)
                 chain = [
                     Stage(
@@ -278,13 +385,13 @@ class DemoPlan:
             chains.append(
                 [
                     Stage(
-                        f"cca {upstream.key}",
-                        lambda u=upstream: (s.analysis(u) / f"cca_{CCA_PROPERTY}.json").is_file(),
-                        lambda u=upstream: self._cca(u),
+                        f"analyze {upstream.key}",
+                        lambda u=upstream: self._analysed(u),
+                        lambda u=upstream: self._analyze(u),
                     )
                 ]
             )
-        # CCA chains are the longest: start them first.
+        # The analysis chains are the longest: start them first.
         chains = chains[-len(self.upstreams) :] + chains[: -len(self.upstreams)]
         return Phase("runs", chains, workers=s.jobs)
 
@@ -310,6 +417,12 @@ class DemoPlan:
             if expdir.exists():  # an interrupted (or incomplete) run: four steps, simply start again
                 shutil.rmtree(expdir)
             override = f"{self._override(task)},,{eval_dataloaders_override(task)}"
+            if upstream.kind != "random":
+                steps = PAIR_TRAINING_STEPS
+                override += (
+                    f",,config.runner.total_steps={steps},,config.runner.eval_step={steps // 3},,"
+                    f"config.runner.save_step={steps // 3}"
+                )
             command = [
                 console_script("run_downstream.py"),
                 "-m",
@@ -366,25 +479,39 @@ class DemoPlan:
                 f"stage '{stage}' ended without the test metrics {metrics} in {expdir}/results.json; see {s.log(stage)}"
             )
 
-    def _cca(self, upstream: DemoUpstream) -> None:
+    def _analysed(self, upstream: DemoUpstream) -> bool:
+        from downstream_probes.analysis.analyze import output_name
+
+        folder = self.settings.analysis(upstream)
+        return all((folder / f"{output_name(p)}.json").is_file() for p in ANALYZE_PROPERTIES)
+
+    def _analyze(self, upstream: DemoUpstream) -> None:
         s = self.settings
-        stage = f"cca {upstream.key}"
+        stage = f"analyze {upstream.key}"
         command = [
             console_script("mrsuperb"),
-            "cca",
+            "analyze",
             "-u",
             "mrhubert_local",
             "-k",
             str(s.checkpoint(upstream)),
             "--corpus",
             str(s.corpus("asr")),
-            "--property",
-            CCA_PROPERTY,
+            "--properties",
+            ",".join(ANALYZE_PROPERTIES),
+            "--sts-corpus",
+            str(s.corpus("sts")),
             "--split",
+            CCA_SPLIT,
+            "--mi-train-split",
+            CCA_SPLIT,
+            "--mi-clusters",
+            ANALYZE_MI_CLUSTERS,
+            "--word-counts-split",
             CCA_SPLIT,
             "--seed",
             str(s.seed),
-            "-o",
+            "--out",
             str(s.analysis(upstream)),
             "--cache-dir",
             str(s.root / "cache" / "layer_features"),
@@ -392,7 +519,30 @@ class DemoPlan:
         ]
         run_logged(stage, command, s.log(stage), self.env)
 
-    # -- phase 3: efficiency profile (alone, so that latencies are not disturbed) ------------------------------
+    # -- phase 4: compare the rankings of every model (weights, analysis) ----------------------------------------
+
+    @property
+    def compare_json(self) -> Path:
+        return self.settings.root / "compare.json"
+
+    def _compare_phase(self) -> Phase:
+        return Phase("compare", [[Stage("compare", lambda: False, self._compare)]])
+
+    def _compare(self) -> None:
+        s = self.settings
+        command = [
+            console_script("mrsuperb"),
+            "compare",
+            str(s.root / "runs"),
+            str(s.root / "analysis"),
+            "-o",
+            str(self.compare_json),
+            "--plot-dir",
+            str(s.root / "figures"),
+        ]
+        run_logged("compare", command, s.log("compare"), self.env)
+
+    # -- phase 5: efficiency profile (alone, so that latencies are not disturbed) ------------------------------
 
     def _profile_phase(self) -> Phase:
         return Phase("profile", [[Stage("profile", lambda: self.settings.profile_json.is_file(), self._profile)]])
@@ -416,7 +566,7 @@ class DemoPlan:
         ]
         run_logged("profile", command, s.log("profile"), {**self.env, "OMP_NUM_THREADS": "1"})
 
-    # -- phase 4: the leaderboard (always rendered again: it reflects whatever runs exist) ---------------------
+    # -- phase 6: the leaderboard (always rendered again: it reflects whatever runs exist) ---------------------
 
     def _leaderboard_phase(self) -> Phase:
         return Phase("leaderboard", [[Stage("leaderboard", lambda: False, self._leaderboard)]])
@@ -433,7 +583,7 @@ class DemoPlan:
                 out=path,
                 profile=profile,
                 note=RANDOM_INIT_NOTE,
-                title="mrsuperb demo leaderboard (tiny random-init models)",
+                title="mrsuperb demo leaderboard (tiny models: random-init, and one pre-trained beside its twin)",
             )
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -542,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(RANDOM_INIT_NOTE)
         plan.run()
         elapsed = time.perf_counter() - start
-    except (DemoError, ValueError, FileNotFoundError) as error:
+    except (StageError, ValueError, FileNotFoundError) as error:
         print(f"demo: error: {error}", file=sys.stderr)
         return 1
     print()
