@@ -194,15 +194,20 @@ def pooling(phones, words, frame_utterances: int) -> dict:
                 np.save(ref / span / f"layer_{layer}.npy", np.concatenate(rows, 0))
         frame_reps: dict[int, list] = {}
         cnn_reps: dict[int, list] = {}
+        import torch
+
         from downstream_probes.analysis.mel import log_mel
 
         for _ in chosen:
             log_mel(audio)  # its fbank step (librosa there; the same computation)
             for layer in range(LAYERS):
                 frame_reps.setdefault(layer, []).append(pool[layer])
-            for state in cnn_states(audio):
+            for state in cnn_states(audio):  # its transform_rep: a uniform conv1d per channel
                 kernel, step, _ = extraction.cnn_window(state.stride, state.receptive_field)
-                cnn_reps.setdefault(state.name, []).append(extraction.average_windows(state.features, kernel, step))
+                channels = torch.from_numpy(state.features).T.unsqueeze(1)  # (dims, 1, frames)
+                weight = torch.full((1, 1, kernel), 1.0 / kernel)
+                averaged = torch.nn.functional.conv1d(channels, weight, stride=step)
+                cnn_reps.setdefault(state.name, []).append(averaged.squeeze(1).T.numpy())
         (ref / "frame").mkdir()
         for layer, rows in frame_reps.items():
             np.save(ref / "frame" / f"layer_{layer}.npy", np.concatenate(rows, 0))
@@ -316,7 +321,9 @@ def run_child(threads: int, options: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
     import downstream_probes.analysis.analyze  # noqa: F401  (imports before any clock)
+    from downstream_probes.analysis.mel import mel_filters
 
+    mel_filters()  # torchaudio's filter bank (imported on first use) before any clock
     limits = threadpool_limits(limits=threads) if threads > 0 else None
     if threads > 0:
         torch.set_num_threads(threads)

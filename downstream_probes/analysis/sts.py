@@ -123,15 +123,21 @@ def spoken_sts_pair_score(vectors: Mapping[Path, np.ndarray], pairs: Sequence[ST
     """
     if len(pairs) < 3:
         raise STSInputError(f"spoken STS needs at least 3 judged pairs, got {len(pairs)}")
-    pooled = {path: mean_pool(vector) for path, vector in vectors.items()}
+    recordings = list(vectors)
+    row = {path: index for index, path in enumerate(recordings)}
+    pooled = np.stack([mean_pool(vectors[path]) for path in recordings])
+    norms = np.linalg.norm(pooled, axis=1)
+    if np.any(norms == 0.0):
+        raise STSInputError(f"cosine similarity of a zero vector is undefined ({recordings[int(np.argmin(norms))]})")
+    unit = pooled / norms[:, None]
     similarities = []
     for pair in pairs:
-        missing = [str(p) for p in (*pair.audio_a, *pair.audio_b) if p not in pooled]
+        missing = [str(p) for p in (*pair.audio_a, *pair.audio_b) if p not in row]
         if missing:
             raise STSInputError(f"no representation for {missing[0]} (pair {pair.key})")
-        similarities.append(
-            np.mean([cosine_similarity(pooled[a], pooled[b]) for a in pair.audio_a for b in pair.audio_b])
-        )
+        a = unit[[row[p] for p in pair.audio_a]]
+        b = unit[[row[p] for p in pair.audio_b]]
+        similarities.append(float((a @ b.T).mean()))  # the mean over every (speaker of a, speaker of b)
     judgements = np.asarray([pair.similarity for pair in pairs])
     if np.ptp(judgements) == 0.0:
         raise STSInputError("every human judgement is the same: Spearman's rho is undefined")
