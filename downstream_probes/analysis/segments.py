@@ -282,5 +282,6 @@ def pool_segments(
     pooled = np.empty((len(segments), features.shape[1]), dtype=np.float32)
     for row, (start, end) in enumerate(segments):
         first, last = frame_span(start, end, frame_seconds, len(features), middle_third=middle_third)
-        pooled[row] = features[first:last].mean(axis=0, dtype=np.float64)
+        # np.mean's own arithmetic (a float64 sum, then one division) without its Python wrapper
+        pooled[row] = np.add.reduce(features[first:last], axis=0, dtype=np.float64) / (last - first)
     return pooled
