@@ -171,6 +171,27 @@ def transformers_state_dict(
     return mapped
 
 
+def _check_weight_shapes(config: HubertConfig, loaded: LoadedCheckpoint, *, layer_norm_extractor: bool) -> None:
+    """Every weight's shape against the one ``config`` gives it, before anything is allocated: the reference
+    network is built on PyTorch's meta device (shapes, no data), so a small file whose cfg asks for a huge model is
+    refused for free."""
+    with torch.device("meta"):
+        reference = HubertModel(config)
+    expected = {key: tuple(value.shape) for key, value in reference.state_dict().items()}
+    mapped = transformers_state_dict(loaded.state_dict, reference, layer_norm_extractor=layer_norm_extractor)
+    wrong = [
+        f"{key}: {tuple(value.shape)} in the file, {expected[key]} expected"
+        for key, value in mapped.items()
+        if key in expected and tuple(value.shape) != expected[key]
+    ]
+    if wrong:
+        shown = ", ".join(wrong[:6]) + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+        raise CheckpointError(
+            f"{loaded.path} does not match its HuBERT configuration (wrong shape {shown}; names as transformers "
+            "spells them); the cfg and the weights disagree, so nothing was built"
+        )
+
+
 def _min_input_length(frames: torch.Tensor, conv_layers: list[tuple[int, int, int]]) -> torch.Tensor:
     """The shortest waveform length for which the CNN gives ``frames`` frames."""
     length = frames
@@ -198,8 +219,9 @@ class HubertBaseline(nn.Module):
                 f"{loaded.path} is a {loaded.model_name or 'non-HuBERT'} checkpoint, not fairseq's 'hubert'"
             )
         config = transformers_config(loaded.model_cfg)
-        model = cls(config, normalize_waveform=bool(loaded.task_cfg.get("normalize", False)))
         layer_norm_extractor = config.feat_extract_norm == "layer"
+        _check_weight_shapes(config, loaded, layer_norm_extractor=layer_norm_extractor)
+        model = cls(config, normalize_waveform=bool(loaded.task_cfg.get("normalize", False)))
         mapped = transformers_state_dict(loaded.state_dict, model.hubert, layer_norm_extractor=layer_norm_extractor)
         missing, unexpected = model.hubert.load_state_dict(mapped, strict=False)
         if missing or unexpected:

@@ -7,6 +7,7 @@ anything large is allocated; nothing may be written by ``convert`` for a refused
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -31,10 +32,17 @@ K_PROJ = "encoders.0.layers.0.self_attn.k_proj.weight"
 FC1 = "encoders.0.layers.0.fc1.weight"
 
 
-def _genuine_parts() -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor], list[list[str]]]:
+@functools.cache
+def _genuine() -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor], list[list[str]]]:
     model_cfg, task_cfg = tiny_config("base_2res")
     dictionaries = tiny_dictionaries(model_cfg)
     return model_cfg, task_cfg, tiny_state_dict(model_cfg, task_cfg, dictionaries), dictionaries
+
+
+def _genuine_parts() -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor], list[list[str]]]:
+    """A fresh copy of one genuine tiny checkpoint's parts (built once per session: the zoo mutates copies)."""
+    model_cfg, task_cfg, weights, dictionaries = _genuine()
+    return dict(model_cfg), dict(task_cfg), {k: v.clone() for k, v in weights.items()}, [list(d) for d in dictionaries]
 
 
 def write_raw(path: Path, *, mutate: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -338,4 +346,20 @@ def test_hubert_cfg_beyond_sane_bounds_is_refused(tmp_path: Path, field: str, va
         dictionaries_symbols=genuine.dictionaries_symbols,
     )
     with pytest.raises(CheckpointError, match=rf"{field}={value}"):
+        build(path)
+
+
+def test_hubert_shapes_are_checked_against_the_cfg_before_building(tmp_path: Path) -> None:
+    from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+    from upstream_mrhubert.testing.tiny_hubert import write_tiny_hubert_checkpoint
+
+    genuine = load_checkpoint(write_tiny_hubert_checkpoint(tmp_path / "hubert.pt"))
+    path = write_fairseq_checkpoint(
+        tmp_path / "wide_hubert.pt",
+        model_cfg={**genuine.model_cfg, "encoder_ffn_embed_dim": 4096},
+        task_cfg=genuine.task_cfg,
+        state_dict=genuine.state_dict,
+        dictionaries_symbols=genuine.dictionaries_symbols,
+    )
+    with pytest.raises(CheckpointError, match=r"wide_hubert\.pt.*wrong shape.*intermediate_dense.*4096"):
         build(path)
