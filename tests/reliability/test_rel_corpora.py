@@ -48,13 +48,6 @@ def test_force_refuses_a_foreign_manifest(tmp_path: Path) -> None:
     assert (folder / "thesis.tex").exists()
 
 
-def test_force_replaces_our_own_corpus(tmp_path: Path) -> None:
-    first = api.build_corpus("sd", tmp_path / "corpus", utterances=4, seed=1)
-    again = api.build_corpus("sd", first, utterances=4, seed=2, force=True)
-    assert api.load_manifest(again)["seed"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
-
-
 def test_unwritable_destination_is_one_clear_error(tmp_path: Path) -> None:
     # /proc refuses new entries even to root: a real read-only folder on any Linux machine.
     target = Path("/proc") / f"mrsuperb-corpus-{uuid.uuid4().hex}"
