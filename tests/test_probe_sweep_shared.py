@@ -173,8 +173,8 @@ def read_json(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def ic_sweep(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> tuple[Path, str]:
-    """A shared IC sweep of three layers and the weighted sum, with SpecAugment, 6 steps."""
-    override = f"{corpus_overrides('ic')},,config.runner.total_steps=6,,{SPECAUG}"
+    """A shared IC sweep of three layers and the weighted sum, with SpecAugment, 4 steps (the quick config's)."""
+    override = f"{corpus_overrides('ic')},,{SPECAUG}"
     sweep_dir = workspace / "ic_shared"
     run_shared_sweep(
         shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["T1", "D0", "U0"], with_weighted_sum=True)
@@ -194,7 +194,7 @@ def test_shared_head_matches_its_separate_run(layer, workspace: Path, tiny_ckpt:
     separate = evaluations(expdir)
     shared = [r for r in evaluations(shared_dir) if r["phase"] == "train"]
     assert [(r["split"], r["step"]) for r in shared] == [(r["split"], r["step"]) for r in separate]
-    assert len(separate) == 6  # dev and test at steps 2, 4, 6
+    assert len(separate) == 4  # dev and test at steps 2 and 4
     for a, b in zip(separate, shared, strict=True):
         assert a["metrics"].keys() == b["metrics"].keys()
         for key in a["metrics"]:
@@ -202,8 +202,8 @@ def test_shared_head_matches_its_separate_run(layer, workspace: Path, tiny_ckpt:
         assert a["scalars"].keys() == b["scalars"].keys()
         for key in a["scalars"]:
             assert abs(a["scalars"][key] - b["scalars"][key]) <= 1e-6
-    mine = torch.load(shared_dir / "states-6.ckpt", map_location="cpu", weights_only=False)
-    theirs = torch.load(expdir / "states-6.ckpt", map_location="cpu", weights_only=False)
+    mine = torch.load(shared_dir / "states-4.ckpt", map_location="cpu", weights_only=False)
+    theirs = torch.load(expdir / "states-4.ckpt", map_location="cpu", weights_only=False)
     for part in ("Downstream", "Featurizer"):
         assert mine[part].keys() == theirs[part].keys()
         for key, value in theirs[part].items():
@@ -224,7 +224,7 @@ def test_shared_sweep_json_and_files(ic_sweep) -> None:
     for entry in [*sweep["layers"], sweep["weighted_sum"]]:
         assert entry["status"] == "finished" and 0.0 <= entry["metrics"]["test"]["acc"] <= 1.0
         expdir = Path(entry["expdir"])
-        assert (expdir / "states-6.ckpt").is_file() and list(expdir.glob("events.out.tfevents.*"))
+        assert (expdir / "states-4.ckpt").is_file() and list(expdir.glob("events.out.tfevents.*"))
         results = read_json(expdir / "results.json")
         assert results["evaluated_checkpoints"]["test"]["step"] == results["best_step"]
     weights = read_json(sweep_dir / WEIGHTED_SUM / "layer_weights.json")
@@ -369,3 +369,26 @@ def test_diverging_heads_stop_and_the_others_go_on(workspace: Path, corpus_overr
     for entry in (t12, document["weighted_sum"]):
         assert entry["status"] == "diverged" and entry["diverged_step"] == 1 and "test" not in entry["metrics"]
         assert read_json(Path(entry["expdir"]) / "results.json")["sweep"]["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_under_torchrun(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    sweep_dir = workspace / "torchrun"
+    argv = _sweep_argv(tiny_ckpt, sweep_dir, corpus_overrides("ic"))
+    entry = "import sys; from downstream_probes.cli import main; sys.exit(main(sys.argv[1:]))"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    script = workspace / "probe_sweep_entry.py"
+    script.write_text(entry + "\n")
+    done = subprocess.run([*launcher, str(script), *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = read_json(sweep_dir / "sweep.json")
+    assert [entry["status"] for entry in [*sweep["layers"], sweep["weighted_sum"]]] == ["finished", "finished"]
+    for name in ("D0", WEIGHTED_SUM):
+        saved = torch.load(sweep_dir / name / "states-4.ckpt", map_location="cpu", weights_only=False)
+        assert saved["WorldSize"] == 2 and saved["Args"].backend == "gloo"
+        assert "test" in read_json(sweep_dir / name / "results.json")["evaluated_checkpoints"]
+    assert sorted(p.name for p in (sweep_dir / "shared_state").glob("*.step-4.pt")) == [
+        "pass-0.rank-0.step-4.pt",
+        "pass-0.rank-1.step-4.pt",
+    ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 
 def _layers(value: str | None) -> list[str] | None:
     if value is None or value == "all":
@@ -55,7 +57,8 @@ def run_shared(args: argparse.Namespace) -> dict:
             cache_features=Path(args.cache_features) if args.cache_features else None,
         )
     )
-    print(shared.describe_timing())
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(shared.describe_timing())
     return document
 
 
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             if given:
                 raise ValueError(f"{option} needs --shared (the sequential sweep resumes by itself)")
     document = run_shared(args) if args.shared else run_sequential(args)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return 0  # under torchrun the leader reports (and wrote the files)
     split = document["test_split"] if not args.no_evaluate else None
     entries = [*document["layers"], *([document["weighted_sum"]] if "weighted_sum" in document else [])]
     for entry in entries:

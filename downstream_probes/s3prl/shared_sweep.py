@@ -546,22 +546,16 @@ class SharedSweep:
         """``run_downstream.py -m evaluate -e <best> -t split`` of every head, from one pass over the split."""
         from downstream_probes.s3prl.sweep import best_checkpoint
 
-        if not _is_leader():
-            return
-        heads = []
+        heads = []  # built on every rank: under torchrun, s3prl wraps each expert in DDP (a collective)
         for spec in specs:
-            expdir = self.sweep_dir / spec.name
-            results = tasks.read_results(expdir) or {}
-            if results.get("sweep", {}).get("status") == DIVERGED:
-                continue
-            best = best_checkpoint(expdir)
+            best = best_checkpoint(self.sweep_dir / spec.name)
             device = ["--device", self.options.device] if self.options.device else []
             args, config, _ = parse_run_args(["-m", "evaluate", "-e", str(best), "-t", split, *device])
             write_run_files(args, config, [])
             head = self.new_head(spec, args, config)
             head.runner._phase = "evaluate"
             heads.append(head)
-        if not heads:
+        if not heads or not _is_leader():  # s3prl evaluates on the leader only
             return
         loggers, closers = {}, []
         for head in heads:
@@ -618,16 +612,22 @@ class SharedSweep:
                     _refuse_stale_folders(self.sweep_dir, specs)
                 self.train_pass(index, specs, state)
                 state = self.latest_state(index)
+            statuses = {spec.name: state["heads"].get(spec.name, {}) for spec in specs}
+            _barrier()  # every rank done, every checkpoint written
             for spec in specs:
-                mark_shared(self.sweep_dir / spec.name, index, state["heads"].get(spec.name, {}))
+                mark_shared(self.sweep_dir / spec.name, index, statuses[spec.name])
+            _barrier()
             if evaluate:
-                self.test_pass(
-                    [s for s in specs if not _head_done(self.sweep_dir / s.name, True, test_split)], test_split
-                )
+                untested = [s for s in specs if not _head_done(self.sweep_dir / s.name, True, test_split)]
+                self.test_pass([s for s in untested if statuses[s.name].get("status") != DIVERGED], test_split)
                 for spec in specs:
-                    mark_shared(self.sweep_dir / spec.name, index, state["heads"].get(spec.name, {}))
-            if torch.distributed.is_initialized():
-                torch.distributed.barrier()
+                    mark_shared(self.sweep_dir / spec.name, index, statuses[spec.name])
+            _barrier()
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 @contextmanager
