@@ -124,6 +124,7 @@ def test_cfg_beyond_sane_bounds_is_refused_before_building(tmp_path: Path, field
         build(path)
 
 
+@pytest.mark.slow  # a fresh interpreter, to measure its peak memory
 def test_tensor_shapes_are_checked_against_the_cfg_before_building(tmp_path: Path) -> None:
     # A cfg 1024 times wider than its weights (about 200 MB of feed-forward layers): the shapes are compared with
     # the cfg before any weight is allocated, so the refusal costs no memory. Measured in a fresh interpreter.

@@ -55,6 +55,7 @@ def test_unwritable_destination_is_one_clear_error(tmp_path: Path) -> None:
         api.build_corpus("sd", target, utterances=4)
 
 
+@pytest.mark.slow  # builds a corpus
 def test_a_failed_swap_leaves_no_old_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A mount point cannot be renamed (EBUSY); the swap failing must leave the corpus and no ``.X.old-*``."""
     corpus = api.build_corpus("sd", tmp_path / "corpus", utterances=4)
@@ -73,7 +74,9 @@ def test_a_failed_swap_leaves_no_old_folder(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_a_mount_point_is_refused_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    corpus = api.build_corpus("sd", tmp_path / "corpus", utterances=4)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "manifest.json").write_text(json.dumps({"schema": api.SCHEMA, "task": "sd"}))  # one of ours
     monkeypatch.setattr(api.os.path, "ismount", lambda path: Path(path) == corpus)
     with pytest.raises(CorpusError, match=r"corpus.*mount point"):
         api.build_corpus("sd", corpus, utterances=4, force=True)
