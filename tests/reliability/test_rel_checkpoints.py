@@ -364,3 +364,13 @@ def test_hubert_shapes_are_checked_against_the_cfg_before_building(tmp_path: Pat
     )
     with pytest.raises(CheckpointError, match=r"wide_hubert\.pt.*wrong shape.*intermediate_dense.*4096"):
         build(path)
+
+
+def test_mrsuperb_convert_refuses_a_bad_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from downstream_probes.cli import main as cli_main
+
+    path = write_raw(tmp_path / "nan.pt", mutate=lambda s: s["model"][FC1].fill_(float("nan")))
+    assert cli_main(["convert", str(path), str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "nan.pt" in err and FC1 in err and "Traceback" not in err
+    assert not (tmp_path / "out.pt").exists()
