@@ -392,3 +392,21 @@ def test_two_cpu_processes_under_torchrun(workspace: Path, tiny_ckpt: Path, corp
         "pass-0.rank-0.step-4.pt",
         "pass-0.rank-1.step-4.pt",
     ]
+
+
+def test_cache_key_follows_file_content(tmp_path: Path) -> None:
+    from downstream_probes.s3prl.feature_cache import cache_key, corpus_fingerprint
+
+    corpus = tmp_path / "corpus"
+    (corpus / "wavs").mkdir(parents=True)
+    audio = corpus / "wavs" / "a.wav"
+    audio.write_bytes(b"\x00\x01" * 100)
+    expert = {"datarc": {"file_path": str(corpus), "batch_size": 4}}
+    before = corpus_fingerprint(expert)
+    stat = audio.stat()
+    audio.write_bytes(b"\x00\x02" * 100)  # same size, modification time put back
+    os.utime(audio, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert corpus_fingerprint(expert) != before
+    assert corpus_fingerprint({"datarc": {**expert["datarc"], "batch_size": 8}}) != corpus_fingerprint(expert)
+    key = {"upstream": "mrhubert_local:tiny", "checkpoint_sha256": "0" * 64, "corpus": before, "rate": 320}
+    assert cache_key(key) != cache_key({**key, "rate": 640}) and cache_key(key) == cache_key(dict(key))
