@@ -1,4 +1,5 @@
-"""Layer-wise analysis: PWCCA (Pasad et al. 2023 protocol), mutual information, spoken STS, learnt layer weights.
+"""Layer-wise analysis: PWCCA (Pasad et al. 2023 protocol), mutual information, spoken STS, learnt layer weights;
+``run_analysis`` runs all of them from one pass of an upstream (``mrsuperb analyze``).
 
 The MI and STS functions are imported on first use (scikit-learn and scipy.stats are slow to import and the
 PWCCA path and the layer-weight exporter do not need them).
@@ -22,6 +23,10 @@ _LAZY = {
     "mutual_information_score": "downstream_probes.analysis.mutual_info",
     "STSInputError": "downstream_probes.analysis.sts",
     "spoken_sts_score": "downstream_probes.analysis.sts",
+    "read_spoken_sts": "downstream_probes.analysis.sts",
+    "spoken_sts_pair_score": "downstream_probes.analysis.sts",
+    "AnalysisSettings": "downstream_probes.analysis.analyze",
+    "run_analysis": "downstream_probes.analysis.analyze",
 }
 
 
@@ -32,6 +37,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "AnalysisSettings",
     "CCAFitError",
     "CCAInputError",
     "CCAResult",
@@ -43,5 +49,8 @@ __all__ = [
     "cca_score",
     "mutual_information_score",
     "pwcca",
+    "read_spoken_sts",
+    "run_analysis",
+    "spoken_sts_pair_score",
     "spoken_sts_score",
 ]

@@ -51,6 +51,8 @@ from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert.atomic_io import write_json_atomic
 
 SCHEMA = "mrsuperb.analysis/1"
+PHONE_BASED = ("phone", "mi_phone")
+WORD_BASED = ("word", "glove", "agwe", "mi_word")
 FIGURE = "analysis.png"
 
 
@@ -174,25 +176,23 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
         "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
     }  # fmt: skip
-    need_segments = any(p != "mel" for p in props)
     spans: dict[str, list[segments.Segment]] = {}
     ranking_source = None
-    if need_segments:
-        phones = segments.sample_phones(
+    if any(p in PHONE_BASED for p in props):
+        spans["phone"] = segments.sample_phones(
             segments.read_segments(utterances, "phones"), np.random.default_rng([settings.seed, 1]),
             settings.sampling.max_per_phone,
         )  # fmt: skip
+        if not spans["phone"]:
+            raise AnalysisError(f"the alignments of split {settings.split!r} hold no labelled phones")
+    if any(p in WORD_BASED for p in props):  # the ranking (training alignments) only when words are analysed
         ranking, ranking_source = _word_ranking(corpus, settings)
-        words = segments.sample_words(
+        spans["word"] = segments.sample_words(
             segments.read_segments(utterances, "words"), np.random.default_rng([settings.seed, 2]),
             settings.sampling.n_words, settings.sampling.max_per_word, ranking,
         )  # fmt: skip
-        if not phones or not words:
-            raise AnalysisError(
-                f"the alignments of split {settings.split!r} hold no labelled phones or no words of the ranking "
-                f"({ranking_source})"
-            )
-        spans = {"phone": phones, "word": words}
+        if not spans["word"]:
+            raise AnalysisError(f"split {settings.split!r} holds none of the ranked words ({ranking_source})")
     chosen: list[int] = []
     if "mel" in props:
         rng = np.random.default_rng([settings.seed, 3])
