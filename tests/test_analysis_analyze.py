@@ -112,3 +112,5 @@ def test_analyze_bad_input(corpora, tmp_path, capsys):
     assert "property glove needs --embeddings glove=FILE" in capsys.readouterr().err
     assert cli.main([*base, "--mi-clusters", "phone:5"]) == 2
     assert "--mi-clusters: 'phone:5' is not NAME=VALUE" in capsys.readouterr().err
+    assert cli.main([*base, "--mi-train-per-label", "word=9:3"]) == 2
+    assert "--mi-train-per-label: word=9:3 is not a span" in capsys.readouterr().err

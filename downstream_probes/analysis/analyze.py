@@ -120,6 +120,11 @@ def check_settings(settings: AnalysisSettings) -> None:
     bad = [s for s in settings.mi_clusters if s not in ("phone", "word")]
     if bad:
         raise AnalysisError(f"--mi-clusters: unknown span {bad[0]!r}; use phone=K,word=K")
+    for span, (low, high) in settings.mi_train_per_label.items():
+        if span not in ("phone", "word") or not 1 <= low <= high:
+            raise AnalysisError(
+                f"--mi-train-per-label: {span}={low}:{high} is not a span (phone, word) with 1 <= LOW <= HIGH"
+            )
 
 
 def run_analysis(
