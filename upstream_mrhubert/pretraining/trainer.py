@@ -20,6 +20,7 @@ What a run writes under OUT::
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import os
 import time
@@ -44,6 +45,7 @@ TARGETS_DIR = "targets"
 TENSORBOARD_DIR = "tensorboard"
 _MASK_STREAM = 0x3A5C  # keeps mask draws independent of crop draws with the same (seed, micro-batch, rank)
 _VALID_STREAM = 0x7A11
+TARGETS_TIMEOUT = datetime.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def init_distributed(device: torch.device) -> Distributed:
     if world_size <= 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # rank 0 may spend hours making the k-means targets of a large corpus while the others wait at a barrier
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=TARGETS_TIMEOUT)
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
