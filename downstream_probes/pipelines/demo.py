@@ -523,7 +523,8 @@ class DemoPlan:
 
     @property
     def compare_json(self) -> Path:
-        return self.settings.root / "compare.json"
+        # beside the analysis outputs: the leaderboard finds both under the folders it is given
+        return self.settings.root / "analysis" / "compare.json"
 
     def _compare_phase(self) -> Phase:
         return Phase("compare", [[Stage("compare", lambda: False, self._compare)]])
@@ -578,7 +579,7 @@ class DemoPlan:
         profile = s.profile_json if s.profile_json.is_file() else None
         for fmt, path in (("md", s.leaderboard_md), ("html", s.leaderboard_html)):
             write_leaderboard(
-                [s.root],
+                [s.root / "runs", s.root / "analysis"],  # not pretrain/: its results.json is the pre-training's
                 fmt,
                 out=path,
                 profile=profile,
