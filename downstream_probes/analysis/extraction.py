@@ -103,14 +103,11 @@ def _content_digest(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def read_audio(path: Path) -> np.ndarray:
-    import soundfile
+    """One utterance's samples (float32, 1-D) through the one checked corpus reader: 16 kHz, mono, long enough,
+    finite; the error (a ValueError) names the file."""
+    from downstream_probes.corpora.checks import read_audio as read_checked_audio
 
-    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
-    if rate != 16_000:
-        raise ValueError(f"{path} is sampled at {rate} Hz; the upstreams take 16 kHz audio")
-    if audio.ndim != 1:
-        audio = audio.mean(axis=1)
-    return audio
+    return read_checked_audio(path)[0][0]
 
 
 @dataclass

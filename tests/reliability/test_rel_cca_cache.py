@@ -58,3 +58,18 @@ def test_same_names_in_different_folders_are_different_files(tmp_path: Path) -> 
     second = _corpus(tmp_path / "b")
     (tmp_path / "b" / "0000.TextGrid").write_text((tmp_path / "b" / "0000.TextGrid").read_text().replace("a0", "b0"))
     assert corpus_fingerprint(first) != corpus_fingerprint(second)
+
+
+def test_analysis_reads_audio_through_the_checked_reader(tmp_path: Path) -> None:
+    """Layer-wise analyses read utterances through the same checked reader as the runs: a stereo file is an error
+    naming it (it was averaged silently), and so is an 8 kHz one."""
+    import pytest
+
+    from downstream_probes.analysis.extraction import read_audio
+    from downstream_probes.corpora.checks import AudioError
+
+    stereo = tmp_path / "stereo.wav"
+    soundfile.write(str(stereo), np.zeros((1600, 2), dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match=r"stereo\.wav.*2 channels"):
+        read_audio(stereo)
+    assert read_audio(_corpus(tmp_path / "c")[0].audio).shape == (1600,)
