@@ -305,8 +305,17 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
             )
         )
     for upstream in ("mrhubert_b5a", "mrhubert_mono_base"):
-        (runs / "cca" / upstream).mkdir(parents=True)
-        (runs / "cca" / upstream / "cca_phone.json").write_text(json.dumps({n: 0.05 * i for i, n in enumerate(names)}))
+        folder = runs / "analysis" / f"out_{upstream}"  # the model comes from the provenance, not the folder
+        folder.mkdir(parents=True)
+        for output in ("cca_phone", "mi_word"):
+            (folder / f"{output}.json").write_text(json.dumps({n: 0.05 * i for i, n in enumerate(names)}))
+            provenance = {"upstream": {"name": upstream, "checkpoint": None}}
+            (folder / f"provenance_{output}.json").write_text(json.dumps(provenance))
+    comparison = {"model": "mrhubert_b5a", "task": "asr", "a": "weights:asr", "b": "cca:phone", "layers": 15}
+    comparison |= {"spearman": 0.5, "kendall": 0.4, "top_k": 3, "top_k_overlap": 0.667}
+    (runs / "analysis" / "compare.json").write_text(
+        json.dumps({"schema": "mrsuperb.compare/2", "comparisons": [comparison]})
+    )
     page = tmp_path / "site" / "leaderboard.html"
     lb.write_leaderboard([runs], "html", out=page)
 
@@ -334,13 +343,16 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     assert reader.report, "the page's render check did not run: " + completed.stdout[-500:]
     report = json.loads(reader.report)
 
-    # Two figures (a heatmap for b5a, the CCA curves), both decoded by the browser with a real size.
+    # Two figures (a heatmap for b5a, the Fig. 3-style analysis of both models), decoded with a real size.
     assert len(report["images"]) == 2
     assert all(img["complete"] and img["width"] > 100 and img["height"] > 100 for img in report["images"])
-    assert {img["alt"] for img in report["images"]} == {
-        "Learnt layer weights (softmax), mrhubert_b5a",
-        "CCA with phone per layer",
-    }
+    alts = sorted(img["alt"] for img in report["images"])
+    assert alts[0].startswith("Layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3")
+    assert alts[1] == "Learnt layer weights (softmax), mrhubert_b5a"
+    # The comparison table: one row, naming its model.
+    table = completed.stdout[completed.stdout.index('<table id="comparisons">') :]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr data-source=") == 1 and "mrhubert_b5a" in table and "0.500" in table
     # What a reader sees in the table.
     assert reader.cells[("mrhubert_b5a", "asr_wer")]["text"] == "5.82"
     assert reader.cells[("mrhubert_b5a", "asr_wer")]["strong"]
@@ -353,7 +365,7 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     )
     # Every value links to its results.json, whose content matches the cell.
     for (row, key), cell in reader.cells.items():
-        if cell["text"] == lb.MISSING:
+        if key is None or cell["text"] == lb.MISSING:  # cells of other tables (the comparisons) carry no key
             continue
         source = (page.parent / cell["href"]).resolve()
         assert source.name == "results.json" and cell["href"] in cell["title"]

@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrsuperb", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        importlib.import_module(f"{__name__}.{module_info.name}").register(subparsers)
+        if not module_info.name.startswith("_"):  # __main__ runs the command line, it adds no subcommand
+            importlib.import_module(f"{__name__}.{module_info.name}").register(subparsers)
     return parser
 
 

@@ -137,7 +137,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #1a1a1a; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; }
 th { background: #f2f4f7; }
-td.value { text-align: right; font-variant-numeric: tabular-nums; }
+td.value, td.stat { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: bold; background: #e6f4ea; }
 td.missing { color: #999; text-align: center; }
 td a { color: inherit; text-decoration: none; border-bottom: 1px dotted #888; }
@@ -182,9 +182,9 @@ def _comparison_table(documents: Sequence[tuple[Path, list[dict[str, Any]]]], ba
             rows.append(
                 f'<tr data-source="{source}"><th scope="row">{esc(str(c.get("model", "")))}</th>'
                 f"<td>{esc(str(c.get('task', '')))}</td><td>{esc(str(c.get('a', '')))}</td>"
-                f'<td>{esc(str(c.get("b", "")))}</td><td class="value">{esc(str(c.get("layers", "")))}</td>'
-                f'<td class="value">{number(c.get("spearman"))}</td><td class="value">{number(c.get("kendall"))}</td>'
-                f'<td class="value">{number(c.get("top_k_overlap"))} (k={esc(str(c.get("top_k", "")))})</td></tr>'
+                f'<td>{esc(str(c.get("b", "")))}</td><td class="stat">{esc(str(c.get("layers", "")))}</td>'
+                f'<td class="stat">{number(c.get("spearman"))}</td><td class="stat">{number(c.get("kendall"))}</td>'
+                f'<td class="stat">{number(c.get("top_k_overlap"))} (k={esc(str(c.get("top_k", "")))})</td></tr>'
             )
     rows.append("</tbody></table>")
     files = ", ".join(esc(_relative_path(path, base_dir)) for path, _ in documents)
