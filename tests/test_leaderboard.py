@@ -372,3 +372,17 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
         data = json.loads(source.read_text())
         col = column(key)
         assert data["upstream"] == row and col.format(data["metrics"][data["test_split"]][col.metric]) == cell["text"]
+
+
+def test_results_of_other_tools_under_a_folder_are_skipped(tmp_path: Path) -> None:
+    """A pre-training run's results.json (schema mrsuperb.pretrain/1) is not a downstream run; a folder holding both
+    gives the board of the downstream runs. Given explicitly, it is refused."""
+    runs = tmp_path / "runs"
+    write_paper_runs(runs)
+    pretrain = runs / "pretrain" / "toy"
+    pretrain.mkdir(parents=True)
+    (pretrain / "results.json").write_text(json.dumps({"schema": "mrsuperb.pretrain/1", "history": []}))
+    board = lb.load_leaderboard([runs])
+    assert all("pretrain" not in str(run.path) for run in board.chosen.values()) and board.rows
+    with pytest.raises(lb.LeaderboardError, match="mrsuperb.pretrain/1"):
+        lb.load_leaderboard([pretrain / "results.json"])

@@ -19,6 +19,7 @@ from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.pretraining.heads import LossTerms, bits
 
 RESULTS_FILE = "results.json"
+SCHEMA = "mrsuperb.pretrain/1"  # not a downstream run's results.json: readers of those skip it
 _VERSIONED = ("torch", "torchaudio", "numpy", "scikit-learn", "soundfile", "s3prl")
 
 
@@ -98,4 +99,4 @@ class MetricSums:
 
 
 def write_results(out: Path, payload: dict[str, Any]) -> Path:
-    return write_json_atomic(out / RESULTS_FILE, payload)
+    return write_json_atomic(out / RESULTS_FILE, {"schema": SCHEMA, **payload})

@@ -3,6 +3,7 @@ in ``downstream_probes.tasks``), one run chosen per (model, task), cells filled 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from downstream_probes.tasks import (
     ResultsError,
     load_results_file,
     upstream_identity,
+)
+from downstream_probes.tasks import (
+    SCHEMA as RESULTS_SCHEMA,
 )
 
 
@@ -116,15 +120,25 @@ class RunRecord:
         return None if value is None else float(value)
 
 
+def _other_schema(path: Path) -> bool:
+    """A results.json another tool of ours wrote (e.g. a pre-training run, ``mrsuperb.pretrain/1``)."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8")).get("schema")
+    except (OSError, ValueError, AttributeError):
+        return False  # unreadable: load_run names it
+    return isinstance(schema, str) and schema.startswith("mrsuperb.") and schema != RESULTS_SCHEMA
+
+
 def discover_results(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """results.json files: given files as they are, folders searched recursively; sorted, without duplicates."""
+    """results.json files: given files as they are, folders searched recursively (skipping the results.json of our
+    other tools, such as pre-training runs); sorted, without duplicates."""
     found: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; pass results.json files or folders holding them")
         if path.is_dir():
-            found.update(p.resolve() for p in path.rglob(RESULTS_FILE) if p.is_file())
+            found.update(p.resolve() for p in path.rglob(RESULTS_FILE) if p.is_file() and not _other_schema(p))
         else:
             found.add(path.resolve())
     if not found:
