@@ -92,6 +92,23 @@ SLOW_MODULES = frozenset(
         "test_corpora.py",
         "test_compat_still_needed.py",
         "test_import_side_effects.py",
+        "test_s3prl_compat.py",  # these two patch the process and import s3prl's hub (and all its upstreams)
+        "test_plugins.py",
+    }
+)
+
+# The slowest of the rest (one to three seconds each: several models built, a browser started, librosa imported).
+SLOW_TESTS = frozenset(
+    {
+        "test_analysis_analyze.py::test_analyze_bad_input",
+        "test_analysis_compare.py::test_local_checkpoints_of_one_upstream_are_different_models",
+        "test_analysis_compare.py::test_compare_reports_spearman_kendall_and_top_k",
+        "test_rel_checkpoints.py::test_genuine_tiny_checkpoints_still_build",
+        "test_model_parity.py::test_every_state_matches_s3prl",
+        "test_analysis_cca_pipeline.py::test_log_mel_matches_librosa_settings_of_the_reference",
+        "test_leaderboard.py::test_html_page_as_a_browser_renders_it",
+        "test_profiling.py::test_random_weights_are_labelled",
+        "test_hub.py::test_converted_checkpoints_load_too",
     }
 )
 
@@ -99,5 +116,6 @@ SLOW_MODULES = frozenset(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SLOW_FIXTURES or item.path.name in SLOW_MODULES:
+        test = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if fixtures & SLOW_FIXTURES or item.path.name in SLOW_MODULES or test in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
