@@ -180,3 +180,19 @@ def test_s3prl_default_device() -> None:
         assert "default='cuda'" not in source and "default='nccl'" not in source
         """
     )
+
+
+@still_needed("for_s3prl.check_enhancement_audio (s3prl's SE dataset resamples any rate silently)")
+def test_s3prl_enhancement_dataset_refuses_a_wrong_rate(tmp_path) -> None:
+    path = tmp_path / "8k.wav"
+    run_unpatched(
+        f"""
+        import numpy, soundfile, librosa
+        soundfile.write({str(path)!r}, numpy.zeros(8000, dtype="float32"), 8000)
+        try:
+            librosa.load({str(path)!r}, sr=16000)  # what s3prl's enhancement_stft dataset calls
+        except Exception:
+            raise SystemExit(0)
+        raise SystemExit("an 8 kHz file was read as 16 kHz without a word")
+        """
+    )

@@ -110,20 +110,24 @@ class FeatureExtractor(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(blocks)
 
+    def layers(self) -> list[FeatureConvLayer]:
+        """The convolution layers, typed (``nn.ModuleList`` items are plain modules to the type checker)."""
+        return [layer for layer in self.conv_layers if isinstance(layer, FeatureConvLayer)]
+
     def output_length(self, length: int) -> int:
-        for layer in self.conv_layers:
+        for layer in self.layers():
             length = layer.output_length(length)
         return length
 
     @property
     def total_stride(self) -> int:
-        return math.prod(layer.stride for layer in self.conv_layers)
+        return math.prod(layer.stride for layer in self.layers())
 
     @property
     def receptive_field(self) -> int:
         """Input samples that one output frame sees."""
         field, jump = 1, 1
-        for layer in self.conv_layers:
+        for layer in self.layers():
             field += (layer.kernel_size - 1) * jump
             jump *= layer.stride
         return field

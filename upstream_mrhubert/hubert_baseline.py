@@ -62,6 +62,10 @@ def is_hubert_checkpoint(loaded: LoadedCheckpoint) -> bool:
     return any(key.startswith("encoder.layers.") for key in loaded.state_dict)
 
 
+# Keywords of transformers' PretrainedConfig that HubertConfig's own signature does not list.
+_PRETRAINED_CONFIG_OPTIONS: dict[str, Any] = {"attn_implementation": "sdpa"}
+
+
 def transformers_config(model_cfg: Mapping[str, Any]) -> HubertConfig:
     """transformers' ``HubertConfig`` equivalent to a fairseq ``hubert`` model configuration."""
     cfg = {**_FAIRSEQ_HUBERT_DEFAULTS, **{k: v for k, v in model_cfg.items() if v is not None}}
@@ -100,7 +104,7 @@ def transformers_config(model_cfg: Mapping[str, Any]) -> HubertConfig:
         apply_spec_augment=False,
         mask_time_prob=0.0,
         mask_feature_prob=0.0,
-        attn_implementation="sdpa",
+        **_PRETRAINED_CONFIG_OPTIONS,
     )
 
 

@@ -352,6 +352,7 @@ class MultiresHubert(nn.Module):
             record(next(names), layer_inputs, x, mask, strides[level])
             residuals.append((x, strides[level]))
             sampler = self.downsample_modules[level]
+            assert isinstance(sampler, Sampler)
             x, mask = sampler(x, mask)
             mask_indices = resample_mask(mask_indices, sampler.up, sampler.down, x.size(1))
 
@@ -371,6 +372,7 @@ class MultiresHubert(nn.Module):
             level = levels - 1 - index
             residual, stride = residuals[level]
             sampler = self.upsample_modules[level]
+            assert isinstance(sampler, Sampler)
             x, mask = sampler(x, mask)
             mask_indices = resample_mask(mask_indices, sampler.up, sampler.down, x.size(1))
             if self.pre_residual:

@@ -53,7 +53,7 @@ def streamed_features(extractor: FeatureExtractor, waveforms: torch.Tensor, segm
     extractor.check_length(waveforms.size(-1))
     hop, field = extractor.total_stride, extractor.receptive_field
     frames = extractor.output_length(waveforms.size(-1))
-    first, rest = extractor.conv_layers[0], list(extractor.conv_layers)[1:]
+    first, *rest = extractor.layers()
     statistics = None
     if first.norm_type == "group" and first.norm is not None:
         statistics = _first_layer_statistics(first, waveforms, segment_frames, hop)

@@ -143,7 +143,8 @@ class S3prlUpstream(nn.Module):
         self.include_block_outputs = include_block_outputs
         self.pre_residual = pre_residual
         self.precision = precision
-        self.layer_names: list[str] = list(model.layer_names(include_block_outputs=include_block_outputs))
+        names = model.layer_names  # MultiresHubert and HubertBaseline define it; nn.Module's typing does not know
+        self.layer_names: list[str] = list(names(include_block_outputs=include_block_outputs))  # type: ignore[operator]
 
     def get_downsample_rates(self, key: str) -> int:
         """Samples per frame of every feature this upstream returns (all are at 20 ms)."""

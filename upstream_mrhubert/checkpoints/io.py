@@ -133,7 +133,7 @@ def _numpy_allow_list() -> list[tuple[Any, str]]:
     return allowed
 
 
-def _allow_list() -> list[tuple[Any, str]]:
+def _allow_list() -> list[Any]:
     return [(stand_in, path) for path, stand_in in FAIRSEQ_STAND_INS.items()] + _numpy_allow_list()
 
 
@@ -221,8 +221,8 @@ def _layout_problem(tensor: torch.Tensor) -> str | None:
 
 def _byte_span(tensor: torch.Tensor) -> tuple[int, int]:
     reach = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride(), strict=True))
-    start = tensor.storage_offset() * tensor.element_size()
-    return start, start + (reach + 1) * tensor.element_size()
+    start = int(tensor.storage_offset()) * tensor.element_size()
+    return start, start + (int(reach) + 1) * tensor.element_size()
 
 
 def check_state_dict(state_dict: Any, path: Path, section: str = "model") -> dict[str, torch.Tensor]:

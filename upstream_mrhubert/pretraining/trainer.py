@@ -349,7 +349,7 @@ def train(
             batch = sampler.batch(micro_index, ddp.rank)
             _seed_torch(config.run.seed, 1, micro_index, ddp.rank)
             rng = step_generator(config.run.seed, _MASK_STREAM, micro_index, ddp.rank)
-            sync = contextlib.nullcontext() if last or ddp.world_size == 1 else trained.no_sync()
+            sync = contextlib.nullcontext() if last or ddp.world_size == 1 else trained.no_sync()  # type: ignore[operator]
             with sync:
                 with _autocast(optim.precision, wanted):
                     terms = trained(batch.waveforms.to(wanted), batch.targets.to(wanted), rng)

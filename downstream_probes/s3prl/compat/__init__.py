@@ -24,6 +24,7 @@ from downstream_probes.s3prl.compat.for_dependencies import (
 )
 from downstream_probes.s3prl.compat.for_s3prl import (
     allow_s3prl_checkpoint_globals,
+    check_enhancement_audio,
     keep_ctc_loader_settings,
     provide_ctc_snips_corpus,
     save_checkpoints_safely,
@@ -57,7 +58,7 @@ PROCESS_FIXES = (
 )
 
 
-RUNNER_FIXES = (stop_every_rank_at_total_steps, save_checkpoints_safely)
+RUNNER_FIXES = (stop_every_rank_at_total_steps, save_checkpoints_safely, check_enhancement_audio)
 
 
 def apply() -> None:
@@ -78,6 +79,7 @@ __all__ = [
     "allow_cpu_distributed_data_parallel",
     "allow_s3prl_checkpoint_globals",
     "apply",
+    "check_enhancement_audio",
     "choose_device_and_backend",
     "default_device",
     "keep_ctc_loader_settings",

@@ -176,3 +176,27 @@ def save_checkpoints_safely() -> None:
     mark(torch_proxy)
     runner_module.torch = torch_proxy
     runner_module.os = _ModuleProxy(real_os, remove=remove)
+
+
+def check_enhancement_audio() -> None:
+    """s3prl's speech-enhancement dataset (SE, ``enhancement_stft``) reads every file with
+    ``librosa.load(path, sr=16000)``, which resamples whatever rate it finds and mixes stereo down.
+
+    An 8 kHz or stereo file in a VoiceBank-DEMAND layout is then trained on as if it were right, and the run ends
+    with exit status 0. In that module, ``librosa.load`` goes through the project's one checked reader
+    (``downstream_probes.corpora.checks.read_audio``: rate, channels, length, finiteness, the file named); the rest
+    of librosa (its STFT) is untouched.
+    """
+    dataset = importlib.import_module("s3prl.downstream.enhancement_stft.dataset")
+    if is_ours(dataset.librosa):
+        return
+
+    def load(path, sr=None, mono=True, **kwargs):
+        from downstream_probes.corpora.checks import read_audio
+
+        samples, rate = read_audio(path, sample_rate=sr, mono=True)
+        return samples[0], rate
+
+    proxy = _ModuleProxy(dataset.librosa, load=load)
+    mark(proxy)
+    dataset.librosa = proxy
