@@ -312,6 +312,33 @@ def test_protocol_is_seeded():
     assert cca_score(x, y, seed=3) != cca_score(x, y, seed=4)
 
 
+def test_fits_run_at_one_blas_thread_and_restore_the_setting(monkeypatch):
+    """The fits are capped at FIT_THREADS BLAS threads (they only contend with more); the cap lifts afterwards,
+    and the score does not depend on it."""
+    from threadpoolctl import threadpool_info
+
+    def _blas_threads() -> int:
+        return max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+    seen: list[int] = []
+    original = pwcca_module._run_trial
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pwcca_module, "_run_trial", spy)
+    x, y = paired_views(np.random.default_rng(8), 600, 8, 5)
+    with threadpool_limits(limits=2):
+        capped = cca_score(x, y, seed=3)
+        assert seen and set(seen) == {pwcca_module.FIT_THREADS}
+        assert _blas_threads() == 2
+        seen.clear()
+        free = cca_score(x, y, seed=3, fit_threads=None)
+        assert set(seen) == {2}
+    assert capped == pytest.approx(free, abs=1e-12)
+
+
 def test_splits_are_stratified_by_label():
     labels = np.repeat(np.arange(7), [30, 25, 12, 10, 9, 3, 1])
     splits = stratified_splits(len(labels), labels, 10, np.random.default_rng(0))
