@@ -109,6 +109,7 @@ SLOW_TESTS = frozenset(
         "test_leaderboard.py::test_html_page_as_a_browser_renders_it",
         "test_profiling.py::test_random_weights_are_labelled",
         "test_hub.py::test_converted_checkpoints_load_too",
+        "test_pretrain_toy_report.py::test_report_tables_compare_each_variant_with_its_random_twin",
     }
 )
 

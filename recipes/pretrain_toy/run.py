@@ -8,10 +8,11 @@ Stages (each skipped when its output exists, so a killed run resumes; pretrainin
 3. downstream: IC, KS and ASR with the quick configs (``recipes/quick``) and ``--downstream-steps`` steps, for each
    trained variant (``checkpoint_best.pt``) and its random-init twin (``checkpoint_init.pt``: the same network
    before its first step);
-4. analysis: ``mrsuperb cca`` (phone and word) per trained variant and twin;
+4. analysis: ``mrsuperb analyze`` (CCA phone and word, MI phone and word, spoken STS: arXiv 2410.23955 Fig. 3
+   at toy size) per trained variant and twin;
 5. report: ``report/table3.md`` (final train / valid loss, post- vs pre-residual), ``report/table2.md`` (IC, KS,
-   ASR), ``report/cca.md`` and ``report/cca_<property>.png`` (trained next to random twin), and ``report/report.json``
-   with every number, its seed and its config.
+   ASR), ``report/analysis.md`` and ``report/analysis_<variant>.png`` (Fig. 3 panels, trained next to its random
+   twin), and ``report/report.json`` with every number, its seed and its config.
 
 Usage::
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -41,8 +41,12 @@ VARIANTS = {
     "pre_residual": "toy_pre_residual.yaml",
 }
 TASKS = ("ic", "ks", "asr")
-CCA_PROPERTIES = ("phone", "word")
-CORPUS_UTTERANCES = {"asr": 1000, "ks": 600, "ic": 600}  # asr: about 37 minutes of speech
+ANALYZE_PROPERTIES = ("phone", "word", "mi_phone", "mi_word", "sts")
+# k-means with fewer clusters than the reference's 500/5000: the toy training split has ~13k phone and ~4k
+# top-500-word segments (the reference's MI training sample is hundreds of thousands of each)
+ANALYZE_MI_CLUSTERS = "phone=50,word=100"
+MI_TRAIN_SPLIT = "train-clean-100"
+CORPUS_UTTERANCES = {"asr": 1000, "ks": 600, "ic": 600, "sts": 60}  # asr: about 37 minutes of speech
 TWINS = {"trained": "checkpoint_best.pt", "random": "checkpoint_init.pt"}
 
 
@@ -64,8 +68,9 @@ class ToyExperiment:
         self.tasks = [t for t in args.tasks.split(",") if t]
         self.downstream_steps = args.downstream_steps
         self.max_steps = args.max_steps
-        # one thread per subprocess: on a 2-core machine shared with other jobs, 2 threads ran 15x slower than 1
-        self.env = subprocess_env(os.cpu_count() or 1)
+        # the stages run one at a time: each gets every core (--jobs 2 on a 2-core machine shared with other work:
+        # there two threads per process ran 10-15x slower than one, see docs/pretraining.md)
+        self.env = subprocess_env(args.jobs)
 
     # -- paths ---------------------------------------------------------------------------------------------------
     def corpus(self, task: str) -> Path:
@@ -156,32 +161,34 @@ class ToyExperiment:
 
         return Stage(f"downstream {variant}_{twin}/{task}", lambda: (expdir / "results.json").is_file(), run)
 
-    def _cca_stage(self, variant: str, twin: str, prop: str) -> Stage:
+    def _analyze_stage(self, variant: str, twin: str) -> Stage:
+        from downstream_probes.analysis.analyze import output_name
+
         out = self.analysis(variant, twin)
 
         def run() -> None:
-            command = [
-                console_script("mrsuperb"),
-                "cca",
-                "-u",
-                "mrhubert_local",
-                "-k",
-                str(self.checkpoint(variant, twin)),
-            ]
-            command += ["-g", str(self.upstream_options(variant)), "--corpus", str(self.corpus("asr"))]
-            command += ["--property", prop, "--split", "dev-clean", "--seed", str(self.seed), "-o", str(out), "--quiet"]
-            run_logged(f"cca {variant}_{twin} {prop}", command, self.log(f"cca {variant}_{twin} {prop}"), self.env)
+            command = [console_script("mrsuperb"), "analyze", "-u", "mrhubert_local"]
+            command += ["-k", str(self.checkpoint(variant, twin)), "-g", str(self.upstream_options(variant))]
+            command += ["--corpus", str(self.corpus("asr")), "--properties", ",".join(ANALYZE_PROPERTIES)]
+            command += ["--sts-corpus", str(self.corpus("sts")), "--split", "dev-clean"]
+            command += ["--mi-train-split", MI_TRAIN_SPLIT, "--mi-clusters", ANALYZE_MI_CLUSTERS]
+            command += ["--seed", str(self.seed), "--out", str(out), "--quiet"]
+            command += ["--cache-dir", str(self.out / "cache" / "layer_features")]
+            run_logged(f"analyze {variant}_{twin}", command, self.log(f"analyze {variant}_{twin}"), self.env)
 
-        return Stage(f"cca {variant}_{twin} {prop}", lambda: (out / f"cca_{prop}.json").is_file(), run)
+        def done() -> bool:
+            return all((out / f"{output_name(p)}.json").is_file() for p in ANALYZE_PROPERTIES)
+
+        return Stage(f"analyze {variant}_{twin}", done, run)
 
     def phases(self) -> list[Phase]:
-        corpora = ["asr", *[t for t in self.tasks if t != "asr"]]
+        corpora = ["asr", "sts", *[t for t in self.tasks if t != "asr"]]
         phases = [
             Phase("corpora", [[self._corpus_stage(t) for t in corpora]]),
             Phase("pretrain", [[self._pretrain_stage(v) for v in self.variants]]),
             Phase(
                 "analysis",
-                [[self._cca_stage(v, twin, p) for v in self.variants for twin in TWINS for p in CCA_PROPERTIES]],
+                [[self._analyze_stage(v, twin) for v in self.variants for twin in TWINS]],
             ),
             Phase(
                 "downstream",
@@ -192,7 +199,8 @@ class ToyExperiment:
 
     # -- report --------------------------------------------------------------------------------------------------
     def report(self) -> dict:
-        from downstream_probes.analysis.plots import plot_cca_curves, save_figure
+        from downstream_probes.analysis.analyze import output_name
+        from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
         from downstream_probes.tasks import TASKS as SPECS
 
         report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": self.downstream_steps}
@@ -220,7 +228,7 @@ class ToyExperiment:
                 "train_wall_seconds": throughput.get("train_wall_seconds"),
                 "audio_seconds_per_second": throughput.get("audio_seconds_per_second"),
                 "downstream": {},
-                "cca": {},
+                "analysis": {},
             }
             table3.append(
                 f"| {variant} | {Path(entry['recipe']).name} | {entry['steps']} | {_fmt(entry['final_train_loss'])} | "
@@ -239,10 +247,10 @@ class ToyExperiment:
                             "best_step": downstream.get("best_step"),
                             "seed": downstream.get("seed"),
                         }
-                for prop in CCA_PROPERTIES:
-                    scores = _read(self.analysis(variant, twin) / f"cca_{prop}.json")
+                for prop in ANALYZE_PROPERTIES:
+                    scores = _read(self.analysis(variant, twin) / f"{output_name(prop)}.json")
                     if scores:
-                        entry["cca"].setdefault(twin, {})[prop] = scores
+                        entry["analysis"].setdefault(twin, {})[output_name(prop)] = scores
             report["variants"][variant] = entry
 
         table2 = [
@@ -251,9 +259,9 @@ class ToyExperiment:
             + " |",
             "|---|---|" + "---|" * len(self.tasks),
         ]
-        cca_rows = [
+        analysis_rows = [
             (
-                "| variant | property | best layer (trained) | trained | random twin at that layer | best random | "
+                "| variant | analysis | best layer (trained) | trained | random twin at that layer | best random | "
                 "trained - random (best vs best) |"
             ),
             "|---|---|---|---|---|---|---|",
@@ -262,19 +270,20 @@ class ToyExperiment:
             for twin in TWINS:
                 cells = [_fmt(entry["downstream"].get(twin, {}).get(t, {}).get("test")) for t in self.tasks]
                 table2.append(f"| {variant} | {twin} | " + " | ".join(cells) + " |")
-            for prop in CCA_PROPERTIES:
-                trained = entry["cca"].get("trained", {}).get(prop)
-                random = entry["cca"].get("random", {}).get(prop)
+            for name in map(output_name, ANALYZE_PROPERTIES):
+                trained = entry["analysis"].get("trained", {}).get(name)
+                random = entry["analysis"].get("random", {}).get(name)
                 if not trained or not random:
                     continue
                 best = max(trained, key=trained.get)
                 best_random = max(random.values())
-                cca_rows.append(
-                    f"| {variant} | {prop} | {best} | {trained[best]:.3f} | {random.get(best, float('nan')):.3f} | "
+                analysis_rows.append(
+                    f"| {variant} | {name} | {best} | {trained[best]:.3f} | {random.get(best, float('nan')):.3f} | "
                     f"{best_random:.3f} | {trained[best] - best_random:+.3f} |"
                 )
-                curves = {f"{variant} trained": trained, f"{variant} random init": random}
-                save_figure(plot_cca_curves(curves, prop), self.out / "report" / f"cca_{prop}_{variant}.png")
+            curves = {f"{variant} {twin}": entry["analysis"][twin] for twin in TWINS if entry["analysis"].get(twin)}
+            if curves:
+                save_figure(plot_analysis_figure(curves), self.out / "report" / f"analysis_{variant}.png")
         folder = self.out / "report"
         write_text_atomic(
             folder / "table3.md",
@@ -284,7 +293,7 @@ class ToyExperiment:
             folder / "table2.md",
             "\n".join(table2) + f"\n\nQuick configs, {self.downstream_steps} steps, seed {self.seed}.\n",
         )
-        write_text_atomic(folder / "cca.md", "\n".join(cca_rows) + "\n")
+        write_text_atomic(folder / "analysis.md", "\n".join(analysis_rows) + "\n")
         write_json_atomic(folder / "report.json", report)
         return report
 
@@ -301,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--downstream-steps", type=int, default=200, help="steps of each downstream training")
     parser.add_argument("--max-steps", type=int, default=None, help="override the recipes' optim.max_steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--jobs", type=int, default=1,
+        help="share the cores as if this many processes ran at once: threads per stage = cores / jobs (default 1)",
+    )  # fmt: skip
     parser.add_argument("--report-only", action="store_true", help="only rewrite report/ from what exists")
     return parser
 
@@ -311,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report_only:
         run_phases(experiment.phases(), desc="pretrain toy")
     experiment.report()
-    for name in ("table3.md", "table2.md", "cca.md"):
+    for name in ("table3.md", "table2.md", "analysis.md"):
         print((experiment.out / "report" / name).read_text(encoding="utf-8"))
     return 0
 
