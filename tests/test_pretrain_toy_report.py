@@ -57,23 +57,31 @@ def test_report_tables_compare_each_variant_with_its_random_twin(tmp_path: Path)
             _write(out / "analysis" / f"mono_base_{twin}" / f"{name}.json", dict(zip(layers, values, strict=True)))
         accuracy = 0.6 if twin == "trained" else 0.3
         _write(
-            out / "downstream" / f"mono_base_{twin}" / "ks" / "results.json",
+            out / "downstream" / "200_steps" / f"mono_base_{twin}" / "ks" / "results.json",
             {"test_split": "test", "metrics": {"test": {TASKS["ks"].primary: accuracy}}, "best_step": 200, "seed": 0},
         )
+
+    _write(
+        out / "downstream" / "1000_steps" / "mono_base_trained" / "ks" / "results.json",
+        {"test_split": "test", "metrics": {"test": {TASKS["ks"].primary: 0.75}}, "best_step": 1000, "seed": 0},
+    )
 
     assert toy.main(["--out", str(out), "--variants", "mono_base", "--tasks", "ks", "--report-only"]) == 0
 
     report = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
     entry = report["variants"]["mono_base"]
     assert entry["valid_acc_m_0"] == pytest.approx(0.145)
-    assert entry["downstream"]["trained"]["ks"]["test"] == pytest.approx(0.6)
+    assert entry["downstream"]["200"]["trained"]["ks"]["test"] == pytest.approx(0.6)
     assert entry["analysis"]["random"]["cca_phone"]["T0"] == pytest.approx(0.25)
     analysis = (out / "report" / "analysis.md").read_text(encoding="utf-8")
     # best trained layer T1 (0.45) against the best random layer (T0, 0.25): +0.200; MI word: D0 0.4 vs 0.1
     assert "| mono_base | cca_phone | T1 | 0.450 | 0.210 | 0.250 | +0.200 |" in analysis
     assert "| mono_base | mi_word | D0 | 0.400 | 0.100 | 0.100 | +0.300 |" in analysis
     table2 = (out / "report" / "table2.md").read_text(encoding="utf-8")
-    assert "| mono_base | trained | 0.600 |" in table2 and "| mono_base | random | 0.300 |" in table2
+    short, long = table2.split("1000 downstream steps")
+    assert "| mono_base | trained | 0.600 |" in short and "| mono_base | random | 0.300 |" in short
+    assert "| mono_base | trained | 0.750 |" in long and "random" not in long
+    assert report["downstream_steps"] == [200, 1000]
     table3 = (out / "report" / "table3.md").read_text(encoding="utf-8")
     assert "| mono_base | toy_mono_base.yaml | 700 | 7.500 | 7.250 | 0.145 | 0.064 | 489 |" in table3
     assert (out / "report" / "analysis_mono_base.png").stat().st_size > 0

@@ -16,7 +16,9 @@ Stages (each skipped when its output exists, so a killed run resumes; pretrainin
 
 Usage::
 
-    python recipes/pretrain_toy/run.py --out runs/pretrain_toy [--variants mono_base,b4a] [--tasks ks] [--no-asr]
+    python recipes/pretrain_toy/run.py --out runs/pretrain_toy [--variants mono_base,b4a] [--tasks ks]
+    # longer downstream runs beside the 200-step ones (downstream/<steps>_steps/); the report shows every length
+    python recipes/pretrain_toy/run.py --out runs/pretrain_toy --tasks ks --downstream-steps 1000
 
 Everything is seeded (``--seed``); each subprocess's output is in ``OUT/logs/``.
 """
@@ -41,7 +43,13 @@ VARIANTS = {
     "pre_residual": "toy_pre_residual.yaml",
 }
 TASKS = ("ic", "ks", "asr")
-ANALYZE_PROPERTIES = ("phone", "word", "mi_phone", "mi_word", "sts")
+# (split, properties): the toy corpus's dev-clean has ~1100 word segments, 110 per held-out part of the PWCCA
+# protocol, fewer than the toy model's 192 dimensions: word CCA reads the training split (phones suffice on dev)
+ANALYSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("train-clean-100", ("word",)),
+    ("dev-clean", ("phone", "mi_phone", "mi_word", "sts")),
+)
+ANALYZE_PROPERTIES = tuple(p for _, props in ANALYSES for p in props)
 # k-means with fewer clusters than the reference's 500/5000: the toy training split has ~13k phone and ~4k
 # top-500-word segments (the reference's MI training sample is hundreds of thousands of each)
 ANALYZE_MI_CLUSTERS = "phone=50,word=100"
@@ -82,8 +90,14 @@ class ToyExperiment:
     def checkpoint(self, variant: str, twin: str) -> Path:
         return self.run_dir(variant) / "checkpoints" / TWINS[twin]
 
-    def expdir(self, variant: str, twin: str, task: str) -> Path:
-        return self.out / "downstream" / f"{variant}_{twin}" / task
+    def expdir(self, variant: str, twin: str, task: str, steps: int | None = None) -> Path:
+        """One downstream run; runs of different lengths (``--downstream-steps``) live side by side."""
+        return self.out / "downstream" / f"{steps or self.downstream_steps}_steps" / f"{variant}_{twin}" / task
+
+    def downstream_lengths(self) -> list[int]:
+        """The step counts of every downstream run on disk (the report shows them all)."""
+        folders = (self.out / "downstream").glob("*_steps")
+        return sorted(int(f.name.split("_")[0]) for f in folders if f.name.split("_")[0].isdigit())
 
     def analysis(self, variant: str, twin: str) -> Path:
         return self.out / "analysis" / f"{variant}_{twin}"
@@ -167,14 +181,16 @@ class ToyExperiment:
         out = self.analysis(variant, twin)
 
         def run() -> None:
-            command = [console_script("mrsuperb"), "analyze", "-u", "mrhubert_local"]
-            command += ["-k", str(self.checkpoint(variant, twin)), "-g", str(self.upstream_options(variant))]
-            command += ["--corpus", str(self.corpus("asr")), "--properties", ",".join(ANALYZE_PROPERTIES)]
-            command += ["--sts-corpus", str(self.corpus("sts")), "--split", "dev-clean"]
-            command += ["--mi-train-split", MI_TRAIN_SPLIT, "--mi-clusters", ANALYZE_MI_CLUSTERS]
-            command += ["--seed", str(self.seed), "--out", str(out), "--quiet"]
-            command += ["--cache-dir", str(self.out / "cache" / "layer_features")]
-            run_logged(f"analyze {variant}_{twin}", command, self.log(f"analyze {variant}_{twin}"), self.env)
+            for split, props in ANALYSES:  # the same folder: the last call's analysis.png shows its properties
+                command = [console_script("mrsuperb"), "analyze", "-u", "mrhubert_local"]
+                command += ["-k", str(self.checkpoint(variant, twin)), "-g", str(self.upstream_options(variant))]
+                command += ["--corpus", str(self.corpus("asr")), "--properties", ",".join(props), "--split", split]
+                command += ["--sts-corpus", str(self.corpus("sts")), "--word-counts-split", MI_TRAIN_SPLIT]
+                command += ["--mi-train-split", MI_TRAIN_SPLIT, "--mi-clusters", ANALYZE_MI_CLUSTERS]
+                command += ["--seed", str(self.seed), "--out", str(out), "--quiet"]
+                command += ["--cache-dir", str(self.out / "cache" / "layer_features")]
+                name = f"analyze {variant}_{twin} {split}"
+                run_logged(name, command, self.log(name), self.env)
 
         def done() -> bool:
             return all((out / f"{output_name(p)}.json").is_file() for p in ANALYZE_PROPERTIES)
@@ -203,7 +219,8 @@ class ToyExperiment:
         from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
         from downstream_probes.tasks import TASKS as SPECS
 
-        report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": self.downstream_steps}
+        lengths = self.downstream_lengths()
+        report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": lengths}
         table3 = [
             (
                 "| variant | recipe | steps | final train loss | final valid loss | valid masked acc (20 ms) | "
@@ -236,12 +253,12 @@ class ToyExperiment:
                 f"{_fmt(entry['majority_baseline_valid'])} | {_fmt(entry['train_wall_seconds'], 0)} |"
             )
             for twin in TWINS:
-                for task in self.tasks:
-                    downstream = _read(self.expdir(variant, twin, task) / "results.json")
+                for steps, task in ((n, t) for n in lengths for t in TASKS):
+                    downstream = _read(self.expdir(variant, twin, task, steps) / "results.json")
                     if downstream:
                         spec = SPECS[task]
                         test = downstream.get("metrics", {}).get(downstream.get("test_split"), {})
-                        entry["downstream"].setdefault(twin, {})[task] = {
+                        entry["downstream"].setdefault(str(steps), {}).setdefault(twin, {})[task] = {
                             "metric": spec.primary,
                             "test": test.get(spec.primary),
                             "best_step": downstream.get("best_step"),
@@ -253,12 +270,23 @@ class ToyExperiment:
                         entry["analysis"].setdefault(twin, {})[output_name(prop)] = scores
             report["variants"][variant] = entry
 
-        table2 = [
-            "| variant | weights | "
-            + " | ".join(f"{SPECS[t].title} ({SPECS[t].primary}, test)" for t in self.tasks)
-            + " |",
-            "|---|---|" + "---|" * len(self.tasks),
-        ]
+        table2: list[str] = []
+        for steps in lengths:
+            ran = [t for t in TASKS if any(t in twins for e in report["variants"].values()
+                                            for twins in e["downstream"].get(str(steps), {}).values())]  # fmt: skip
+            table2 += [
+                f"\n{steps} downstream steps (quick configs, seed {self.seed}):\n",
+                "| variant | weights | "
+                + " | ".join(f"{SPECS[t].title} ({SPECS[t].primary}, test)" for t in ran)
+                + " |",
+                "|---|---|" + "---|" * len(ran),
+            ]
+            for variant, entry in report["variants"].items():
+                for twin in TWINS:
+                    results = entry["downstream"].get(str(steps), {}).get(twin, {})
+                    if results:
+                        cells = [_fmt(results.get(t, {}).get("test")) for t in ran]
+                        table2.append(f"| {variant} | {twin} | " + " | ".join(cells) + " |")
         analysis_rows = [
             (
                 "| variant | analysis | best layer (trained) | trained | random twin at that layer | best random | "
@@ -267,9 +295,6 @@ class ToyExperiment:
             "|---|---|---|---|---|---|---|",
         ]
         for variant, entry in report["variants"].items():
-            for twin in TWINS:
-                cells = [_fmt(entry["downstream"].get(twin, {}).get(t, {}).get("test")) for t in self.tasks]
-                table2.append(f"| {variant} | {twin} | " + " | ".join(cells) + " |")
             for name in map(output_name, ANALYZE_PROPERTIES):
                 trained = entry["analysis"].get("trained", {}).get(name)
                 random = entry["analysis"].get("random", {}).get(name)
@@ -291,7 +316,7 @@ class ToyExperiment:
         )
         write_text_atomic(
             folder / "table2.md",
-            "\n".join(table2) + f"\n\nQuick configs, {self.downstream_steps} steps, seed {self.seed}.\n",
+            "\n".join(table2).lstrip() + "\n",
         )
         write_text_atomic(folder / "analysis.md", "\n".join(analysis_rows) + "\n")
         write_json_atomic(folder / "report.json", report)
