@@ -84,7 +84,7 @@ def mutual_information_score(
     if label_entropy == 0.0:
         raise MutualInfoInputError("every eval label is the same: their entropy is 0, the normalised MI undefined")
     # compute_labels=False: the centroids are the same; scikit-learn's default labels the whole training sample
-    # after fitting (for inertia_, which the reference computes and never uses), a pass as long as one epoch
+    # after fitting (for inertia_, which the reference computes and never uses), a pass small next to the fit
     kmeans = MiniBatchKMeans(
         n_clusters=n_clusters, batch_size=batch_size, max_iter=max_iter, n_init=n_init, random_state=seed,
         compute_labels=False,
