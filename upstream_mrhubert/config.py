@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -420,6 +420,28 @@ class MultiresHubertConfig:
         return self.conv_feature_layers[-1][0]
 
 
+def shape_mismatches(found: Iterable[tuple[str, str, Any]], expected: Mapping[str, tuple[int, ...]]) -> str | None:
+    """The mis-shaped weights of a checkpoint, described for an error message; None when every shape matches.
+
+    Args:
+        found: ``(key as the file names it, key in expected, tensor)`` for each weight of the file; keys that
+            ``expected`` lacks are left to the strict load.
+        expected: the shape of every weight the configuration builds.
+
+    Returns:
+        ``"key: (shape) in the file, (shape) expected"`` for the first six mismatches, joined, with the count of
+        the rest.
+    """
+    wrong = []
+    for shown, name, value in found:
+        shape = tuple(getattr(value, "shape", ()))
+        if name in expected and shape != expected[name]:
+            wrong.append(f"{shown}: {shape} in the file, {expected[name]} expected")
+    if not wrong:
+        return None
+    return ", ".join(wrong[:6]) + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+
+
 def check_weight_shapes(config: MultiresHubertConfig, state_dict: Mapping[str, Any], *, source: str) -> None:
     """Compare every inference tensor of a fairseq-named state dict with the shape ``config`` gives it.
 
@@ -441,14 +463,12 @@ def check_weight_shapes(config: MultiresHubertConfig, state_dict: Mapping[str, A
         key: tuple(value.shape)
         for key, value in keys.to_fairseq(reference.state_dict(), extractor_mode=config.extractor_mode).items()
     }
-    wrong = []
-    for key, value in state_dict.items():
-        name = _SHAPE_ALIASES.sub(lambda m: _SHAPE_ALIAS_NAMES[m.group(1)], key)
-        shape = tuple(getattr(value, "shape", ()))
-        if name in expected and shape != expected[name]:
-            wrong.append(f"{key}: {shape} in the file, {expected[name]} expected")
-    if wrong:
-        shown = ", ".join(wrong[:6]) + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+    aliased = (
+        (key, _SHAPE_ALIASES.sub(lambda m: _SHAPE_ALIAS_NAMES[m.group(1)], key), value)
+        for key, value in state_dict.items()
+    )
+    shown = shape_mismatches(aliased, expected)
+    if shown:
         raise CheckpointError(
             f"{source} does not match its MR-HuBERT configuration (wrong shape {shown}); the cfg and the weights "
             "disagree, so nothing was built: is it an MR-HuBERT checkpoint with its own cfg?"

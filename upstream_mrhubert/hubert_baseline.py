@@ -24,7 +24,12 @@ from torch import nn
 from transformers import HubertConfig, HubertModel
 
 from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint
-from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, check_size_bounds, parse_conv_feature_layers
+from upstream_mrhubert.config import (
+    DEFAULT_CONV_FEATURE_LAYERS,
+    check_size_bounds,
+    parse_conv_feature_layers,
+    shape_mismatches,
+)
 from upstream_mrhubert.layer_names import LayerState
 
 # fairseq's defaults for the ``hubert`` model fields a checkpoint might omit.
@@ -183,13 +188,8 @@ def _check_weight_shapes(config: HubertConfig, loaded: LoadedCheckpoint, *, laye
         reference = HubertModel(config)
     expected = {key: tuple(value.shape) for key, value in reference.state_dict().items()}
     mapped = transformers_state_dict(loaded.state_dict, reference, layer_norm_extractor=layer_norm_extractor)
-    wrong = [
-        f"{key}: {tuple(value.shape)} in the file, {expected[key]} expected"
-        for key, value in mapped.items()
-        if key in expected and tuple(value.shape) != expected[key]
-    ]
-    if wrong:
-        shown = ", ".join(wrong[:6]) + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+    shown = shape_mismatches(((key, key, value) for key, value in mapped.items()), expected)
+    if shown:
         raise CheckpointError(
             f"{loaded.path} does not match its HuBERT configuration (wrong shape {shown}; names as transformers "
             "spells them); the cfg and the weights disagree, so nothing was built"
