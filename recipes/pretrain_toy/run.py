@@ -221,6 +221,7 @@ class ToyExperiment:
 
         lengths = self.downstream_lengths()
         report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": lengths}
+        tasks_run: dict[int, set[str]] = {steps: set() for steps in lengths}  # the columns of each Table 2 block
         table3 = [
             (
                 "| variant | recipe | steps | final train loss | final valid loss | valid masked acc (20 ms) | "
@@ -256,6 +257,7 @@ class ToyExperiment:
                 for steps, task in ((n, t) for n in lengths for t in TASKS):
                     downstream = _read(self.expdir(variant, twin, task, steps) / "results.json")
                     if downstream:
+                        tasks_run[steps].add(task)
                         spec = SPECS[task]
                         test = downstream.get("metrics", {}).get(downstream.get("test_split"), {})
                         entry["downstream"].setdefault(str(steps), {}).setdefault(twin, {})[task] = {
@@ -272,8 +274,7 @@ class ToyExperiment:
 
         table2: list[str] = []
         for steps in lengths:
-            ran = [t for t in TASKS if any(t in twins for e in report["variants"].values()
-                                            for twins in e["downstream"].get(str(steps), {}).values())]  # fmt: skip
+            ran = [t for t in TASKS if t in tasks_run[steps]]
             table2 += [
                 f"\n{steps} downstream steps (quick configs, seed {self.seed}):\n",
                 "| variant | weights | "
