@@ -157,17 +157,52 @@ def test_ctc_snips_corpus_module(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     lines = []
     for index, words in enumerate(["PLAY JAZZ", "PLAY SOME ROCK MUSIC"]):
-        _write_wav(tmp_path / "train" / f"u{index}.wav", np.zeros(1600, dtype=np.int16))
+        _write_wav(tmp_path / "train" / f"Ivy-u{index}.wav", np.zeros(1600, dtype=np.int16))
         tags = " ".join(["O"] + ["genre" if w in ("JAZZ", "ROCK") else "O" for w in words.split()] + ["PlayMusic"])
-        lines.append(f"u{index} BOS {words} EOS\t{tags}")
+        lines.append(f"Ivy-u{index} BOS {words} EOS\t{tags}")
     (tmp_path / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
     (tmp_path / "slots.txt").write_text("O\ngenre\n")
     vocab = Path(__file__).resolve().parent.parent / "recipes" / "superb" / "sf" / "vocab" / "character.txt"
     tokenizer = load_text_encoder("character-slot", str(vocab), str(tmp_path / "slots.txt"))
-    dataset = SnipsDataset(["train"], tokenizer, 1, str(tmp_path))
-    assert [Path(f).stem for f in dataset.file_list] == ["u1", "u0"]  # longest transcript first
+    dataset = SnipsDataset(["train"], tokenizer, 1, str(tmp_path), train_speakers=["Ivy"])
+    assert [Path(f).stem for f in dataset.file_list] == ["Ivy-u1", "Ivy-u0"]  # longest transcript first
     assert tokenizer.decode(dataset.text[1]).startswith("PLAY")
-    assert len(SnipsDataset(["train"], tokenizer, 2, str(tmp_path))[0]) == 2
+    assert len(SnipsDataset(["train"], tokenizer, 2, str(tmp_path), train_speakers=["Ivy"])[0]) == 2
+    with pytest.raises(ValueError, match="train_speakers"):
+        SnipsDataset(["train"], tokenizer, 1, str(tmp_path))
+
+
+def test_snips_real_layout_keeps_superb_speakers(tmp_path: Path) -> None:
+    """Audio SNIPS as distributed: all 16 speakers in all three split folders; SUPERB's 8 / 4 / 4 split by speaker."""
+    import yaml
+    from s3prl.downstream.ctc.corpus.snips import SnipsDataset
+    from s3prl.downstream.ctc.text import load_text_encoder
+
+    recipes = Path(__file__).resolve().parent.parent / "recipes" / "superb" / "sf"
+    corpus = yaml.safe_load((recipes / "config.yaml").read_text())["downstream_expert"]["corpus"]
+    speakers = {split: corpus[f"{split}_speakers"] for split in ("train", "valid", "test")}
+    everyone = sorted(name for names in speakers.values() for name in names)
+    assert len(everyone) == len(set(everyone)) == 16
+    lines = []
+    for split in ("train", "valid", "test"):
+        (tmp_path / split).mkdir()
+        for speaker in everyone:
+            for number in range(2):
+                utt_id = f"{speaker}-snips-{split}-{number}"
+                _write_wav(tmp_path / split / f"{utt_id}.wav", np.zeros(1600, dtype=np.int16))
+                lines.append(f"{utt_id} BOS PLAY JAZZ EOS\tO O genre PlayMusic")
+    (tmp_path / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "slots.txt").write_text("O\ngenre")
+    tokenizer = load_text_encoder(
+        "character-slot", str(recipes / "vocab" / "character.txt"), str(tmp_path / "slots.txt")
+    )
+    options = {key: value for key, value in corpus.items() if key.endswith("_speakers")}
+    for split in ("train", "valid", "test"):
+        dataset = SnipsDataset([split], tokenizer, 1, str(tmp_path), **options)
+        found = {Path(f).stem.split("-")[0] for f in dataset.file_list}
+        assert found == set(speakers[split]), split
+        assert all(Path(f).parent.name == split for f in dataset.file_list)
+        assert len(dataset) == 2 * len(speakers[split])
 
 
 def test_ctc_loader_keeps_num_workers() -> None:

@@ -36,6 +36,7 @@ from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, te
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
 from upstream_mrhubert.atomic_io import write_bytes_atomic
+from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 
 WEIGHTED_SUM = "weighted_sum"
 STATE_DIR = "shared_state"
@@ -326,8 +327,10 @@ class SharedSweep:
         )
         if not found:
             return None
-        state = torch.load(found[-1], map_location="cpu", weights_only=False)
-        if state.get("format") != STATE_FORMAT:
+        state = read_restricted_pickle(
+            found[-1], remedy=f"delete {found[-1]} to resume from the state before it, or rerun without -a"
+        )
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise SharedSweepError(f"{found[-1]}: not a shared-sweep state of format {STATE_FORMAT}")
         return state
 

@@ -128,7 +128,8 @@ def _numpy_allow_list() -> list[tuple[Any, str]]:
     allowed += [(_plain_numpy_dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray")]
     allowed += [
         (type(np.dtype(name)), f"numpy.dtypes.{type(np.dtype(name)).__name__}")
-        for name in ("float64", "float32", "int64", "int32", "bool")
+        # uint32: NumPy's generator state (MT19937 key), which the shared sweep's resume state holds
+        for name in ("float64", "float32", "int64", "int32", "uint32", "bool")
     ]
     return allowed
 
@@ -343,7 +344,18 @@ class LoadedCheckpoint:
 _NAMESPACES = (LegacyArgs, argparse.Namespace)
 
 
-def _read_restricted_pickle(path: Path) -> Any:
+DOWNLOAD_AGAIN = "download it again or point to another file"
+
+
+def read_restricted_pickle(path: str | os.PathLike[str], remedy: str = DOWNLOAD_AGAIN) -> Any:
+    """Any torch-saved file of ours or fairseq's/s3prl's, through the allow-listed unpickler (nothing runs).
+
+    Args:
+        path: the file.
+        remedy: what the user should do when the file is truncated or corrupt (ends the error message).
+    Raises:
+        CheckpointError: the file pickles a class outside the allow-list, holds refused values, or is corrupt.
+    """
     path = check_checkpoint_path(path)
     verify_zip_checksums(path)
     try:
@@ -353,25 +365,21 @@ def _read_restricted_pickle(path: Path) -> Any:
         return state
     except _RefusedContent as error:
         raise CheckpointError(
-            f"refused to load {path}: it holds {error}. Genuine fairseq/s3prl checkpoints never do, and such values "
-            "can make raw bytes into memory addresses. Only load checkpoints from sources you trust."
+            f"refused to load {path}: it holds {error}. Files we or fairseq/s3prl write never do, and such values "
+            "can make raw bytes into memory addresses. Only load files from sources you trust."
         ) from None
     except pickle.UnpicklingError as error:
         refused = re.search(r"GLOBAL (\S+)", str(error)) or re.search(r"function (\S+)", str(error))
         if refused:
             raise CheckpointError(
-                f"refused to load {path}: it pickles {refused.group(1)}, which genuine fairseq/s3prl checkpoints "
+                f"refused to load {path}: it pickles {refused.group(1)}, which files we or fairseq/s3prl write "
                 "never contain and which could run code when unpickled. Nothing from the file was executed. "
-                "Only load checkpoints from sources you trust."
+                "Only load files from sources you trust."
             ) from None
-        raise CheckpointError(
-            f"{path} is corrupt or not a torch checkpoint ({_first_line(error)}); "
-            "download it again or point to another file"
-        ) from None
+        raise CheckpointError(f"{path} is corrupt or not a torch file ({_first_line(error)}); {remedy}") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
         raise CheckpointError(
-            f"{path} is truncated, corrupt or not a torch checkpoint ({type(error).__name__}: {_first_line(error)}); "
-            "download it again or point to another file"
+            f"{path} is truncated, corrupt or not a torch file ({type(error).__name__}: {_first_line(error)}); {remedy}"
         ) from None
 
 
@@ -422,7 +430,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     (:func:`upstream_mrhubert.config.check_weight_shapes`).
     """
     path = Path(path)
-    state = _read_restricted_pickle(path)
+    state = read_restricted_pickle(path)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a fairseq or s3prl checkpoint dict")
 
