@@ -8,15 +8,36 @@ returning an exit code). Adding a module there adds the subcommand; nothing else
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import importlib.metadata
 import pkgutil
 import sys
 from collections.abc import Sequence
 
+from downstream_probes.cli._options import PlainHelpFormatter
+
+DISTRIBUTION = "mrsuperb"
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mrsuperb", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = argparse.ArgumentParser(
+        prog="mrsuperb", description=__doc__.splitlines()[0], formatter_class=PlainHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    subparsers = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        parser_class=functools.partial(argparse.ArgumentParser, formatter_class=PlainHelpFormatter),
+    )
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not module_info.name.startswith("_"):  # __main__ runs the command line, it adds no subcommand
             importlib.import_module(f"{__name__}.{module_info.name}").register(subparsers)
