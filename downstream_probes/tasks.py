@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from upstream_mrhubert.atomic_io import write_text_atomic
+from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.results/1"
 RESULTS_FILE = "results.json"
@@ -86,7 +87,7 @@ LOWER_IS_BETTER = frozenset({"wer", "cer", "slot_value_cer", "der", "frame_der"}
 _BY_DOWNSTREAM = {spec.downstream: spec for spec in TASKS.values()}
 
 
-class ResultsError(ValueError):
+class ResultsError(MrsuperbError, ValueError):
     """A results/sweep file that does not follow its schema; the message names the file and says what to do."""
 
 

@@ -74,3 +74,16 @@ def test_precision_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fp16 needs a CUDA device.*use precision: bf16 on CPU"):
         half([torch.randn(4000)])
     check_precision("fp16", "cuda")  # allowed where it applies (nothing runs here)
+
+
+def test_grouped_conv_workaround_probe() -> None:
+    """The released models' positional convolution (768 channels, 16 groups, kernel 128) is sound in bf16; a probe
+    of a broken shape says so only where the CPU's bf16 kernels are broken, and then the model falls back to fp32
+    (the test above holds the result to the bound either way)."""
+    from upstream_mrhubert.workarounds import low_precision_grouped_conv_is_sound
+
+    assert low_precision_grouped_conv_is_sound(768, 16, 128, "cpu", torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the probe's float32 reference ignores the caller's autocast
+        inside = low_precision_grouped_conv_is_sound(32, 4, 17, "cpu", torch.bfloat16)
+    low_precision_grouped_conv_is_sound.cache_clear()
+    assert inside == low_precision_grouped_conv_is_sound(32, 4, 17, "cpu", torch.bfloat16)

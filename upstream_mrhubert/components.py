@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upstream_mrhubert.checkpoints.keys import fold_weight_norm
+from upstream_mrhubert.workarounds import low_precision_grouped_conv_is_sound
 
 LAYER_NORM_EPS = 1e-5  # fairseq's LayerNorm/GroupNorm default
 SAMPLER_RESIDUAL_SCALE = math.sqrt(0.4)  # fairseq's residual_scale=0.4, applied as its square root
@@ -186,6 +187,15 @@ class PositionalConv(nn.Module):
         return self._folded[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type) and not low_precision_grouped_conv_is_sound(
+            x.shape[-1], self.groups, self.kernel_size, device_type, torch.get_autocast_dtype(device_type)
+        ):
+            with torch.autocast(device_type, enabled=False):
+                return self._embed(x.float())
+        return self._embed(x)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         embedding = F.conv1d(
             x.transpose(1, 2), self.weight(), self.bias, padding=self.kernel_size // 2, groups=self.groups
         )

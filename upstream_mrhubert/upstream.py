@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from upstream_mrhubert.errors import MrsuperbError
 from upstream_mrhubert.layer_names import LayerState
 from upstream_mrhubert.precision import DEFAULT_PRECISION, autocast, check_precision
 
@@ -42,7 +43,7 @@ class LayeredModel(Protocol):
     def layer_names(self, include_block_outputs: bool = False) -> list[str]: ...
 
 
-class WaveformError(ValueError):
+class WaveformError(MrsuperbError, ValueError):
     """A waveform the upstream cannot take (wrong shape, too short, not finite...)."""
 
 

@@ -49,6 +49,7 @@ from downstream_probes.analysis.protocol import (
 from downstream_probes.analysis.pwcca import cca_score
 from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert.atomic_io import write_json_atomic
+from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.analysis/1"
 PHONE_BASED = ("phone", "mi_phone")
@@ -56,7 +57,7 @@ WORD_BASED = ("word", "glove", "agwe", "mi_word")
 FIGURE = "analysis.png"
 
 
-class AnalysisError(ValueError):
+class AnalysisError(MrsuperbError, ValueError):
     """An analysis that cannot go ahead as asked (unknown property or layer, missing file or corpus)."""
 
 

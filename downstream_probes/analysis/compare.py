@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from downstream_probes.tasks import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file, upstream_identity
+from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.compare/2"
 KINDS = ("weights", "cca", "probe")
 KIND_TITLES = {"weights": "learnt layer weights", "cca": "CCA", "probe": "single-layer probes"}
 
 
-class CompareInputError(ValueError):
+class CompareInputError(MrsuperbError, ValueError):
     """A file given to ``mrsuperb compare`` that is not what it claims to be, or two sources that cannot be ranked
     against each other."""
 

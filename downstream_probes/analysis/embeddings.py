@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from upstream_mrhubert.errors import MrsuperbError
 
-class EmbeddingFileError(ValueError):
+
+class EmbeddingFileError(MrsuperbError, ValueError):
     """The embedding file is missing, empty or malformed."""
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from upstream_mrhubert.errors import MrsuperbError
 
-class CCAInputError(ValueError):
+
+class CCAInputError(MrsuperbError, ValueError):
     """The views given to PWCCA cannot be analysed (shapes, sample counts, values)."""
 
 
-class CCAFitError(ValueError):
+class CCAFitError(MrsuperbError, ValueError):
     """No regularisation value gave a usable PWCCA fit."""

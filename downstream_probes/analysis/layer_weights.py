@@ -28,12 +28,13 @@ import numpy as np
 
 from downstream_probes.tasks import LAYER_WEIGHTS_FILE, task_for
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
+from upstream_mrhubert.errors import MrsuperbError
 
 LOGGER = logging.getLogger(__name__)
 CSV_NAME = "layer_weights.csv"
 
 
-class LayerWeightsError(ValueError):
+class LayerWeightsError(MrsuperbError, ValueError):
     """A checkpoint or experiment folder from which no layer weights can be exported."""
 
 

@@ -19,8 +19,10 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import mutual_info_score
 
+from upstream_mrhubert.errors import MrsuperbError
 
-class MutualInfoInputError(ValueError):
+
+class MutualInfoInputError(MrsuperbError, ValueError):
     """The representations or labels given to the MI analysis cannot be used."""
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from downstream_probes.corpora.alignments import TextGridError, read_textgrid
+from upstream_mrhubert.errors import MrsuperbError
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 SILENCE_LABELS = frozenset({"", "sil", "sp", "spn", "<unk>", "<eps>"})
 
 
-class CorpusLayoutError(ValueError):
+class CorpusLayoutError(MrsuperbError, ValueError):
     """The corpus folder or its alignments are missing or incomplete."""
 
 

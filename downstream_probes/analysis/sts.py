@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from upstream_mrhubert.errors import MrsuperbError
+
 METADATA = "sts.jsonl"
 FIELDS = ("task", "subtask", "pair_id", "speaker_id", "audio_a", "audio_b", "similarity")
 
 
-class STSInputError(ValueError):
+class STSInputError(MrsuperbError, ValueError):
     """Utterance representations or judgement pairs that the spoken STS score cannot use."""
 
 

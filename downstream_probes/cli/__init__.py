@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from downstream_probes.cli._options import PlainHelpFormatter
+from upstream_mrhubert.errors import MrsuperbError
 
 DISTRIBUTION = "mrsuperb"
 
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (FileNotFoundError, ValueError, PermissionError) as error:
+    except (MrsuperbError, FileNotFoundError, ValueError, PermissionError) as error:
         # Bad input: one clear message, no traceback.
         print(f"mrsuperb {args.command}: error: {error}", file=sys.stderr)
         return 2

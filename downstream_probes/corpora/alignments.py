@@ -19,9 +19,10 @@ from pathlib import Path
 
 from downstream_probes.corpora.espeak import SAMPLE_RATE, Synthesis
 from downstream_probes.corpora.phones import SPLIT_FRACTION, to_arpabet
+from upstream_mrhubert.errors import MrsuperbError
 
 
-class TextGridError(ValueError):
+class TextGridError(MrsuperbError, ValueError):
     """A TextGrid file is malformed, or intervals overlap / leave gaps."""
 
 

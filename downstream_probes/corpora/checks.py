@@ -23,6 +23,7 @@ import numpy as np
 import soundfile
 
 from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
+from upstream_mrhubert.errors import MrsuperbError
 
 # What every SUPERB upstream takes, and what every s3prl dataset of these tasks assumes without checking.
 SAMPLE_RATE = 16_000
@@ -41,7 +42,7 @@ def _receptive_field(layers: list[tuple[int, int, int]]) -> int:
 MIN_SAMPLES = _receptive_field(parse_conv_feature_layers(DEFAULT_CONV_FEATURE_LAYERS))
 
 
-class CorpusInputError(ValueError):
+class CorpusInputError(MrsuperbError, ValueError):
     """A corpus file a run cannot use; the message names the file and says what to do."""
 
 

@@ -18,9 +18,10 @@ import soundfile
 from tqdm import tqdm
 
 from downstream_probes.corpora.espeak import SAMPLE_RATE, Synthesis, SynthesisRequest, Voice, synthesize_many
+from upstream_mrhubert.errors import MrsuperbError
 
 
-class CorpusError(ValueError):
+class CorpusError(MrsuperbError, ValueError):
     """Bad input to a corpus build: unknown task, occupied output folder, too few utterances."""
 
 

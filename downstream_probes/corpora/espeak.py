@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from upstream_mrhubert.errors import MrsuperbError
+
 SAMPLE_RATE = 16000
 ESPEAK_SAMPLE_RATE = 22050
 # resample_poly factors for 22050 Hz -> 16000 Hz: 22050 * 320 / 441 = 16000 (160/441 would give 8 kHz).
@@ -61,7 +63,7 @@ _EE_OK = 0
 DEFAULT_CHUNK_SIZE = 256
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(MrsuperbError, RuntimeError):
     """espeak-ng failed, or its events do not match the words of the text."""
 
 

@@ -12,6 +12,8 @@ An unknown mnemonic is an error rather than a guess: the corpora only speak word
 
 from __future__ import annotations
 
+from upstream_mrhubert.errors import MrsuperbError
+
 ARPABET_PHONES: tuple[str, ...] = (
     "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY", "JH",
     "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH",
@@ -41,7 +43,7 @@ ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-class UnknownPhonemeError(ValueError):
+class UnknownPhonemeError(MrsuperbError, ValueError):
     """espeak-ng produced a phoneme mnemonic that has no ARPAbet mapping in ``ESPEAK_TO_ARPABET``."""
 
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from downstream_probes.tasks import RESULTS_FILE
+from upstream_mrhubert.errors import MrsuperbError
 
 
-class StageError(RuntimeError):
+class StageError(MrsuperbError, RuntimeError):
     """A stage failed; the message names it and shows the tail of its log."""
 
 

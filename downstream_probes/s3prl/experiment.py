@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes.s3prl.options import find_option, set_option
+from upstream_mrhubert.errors import MrsuperbError
 
 LOCK_FILE = ".run.lock"
 S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
@@ -34,7 +35,7 @@ MODE_OPTIONS = ("-m", "--mode")
 AUTO_RESUME_FLAGS = ("-a", "--auto_resume")
 
 
-class ExperimentLocked(ValueError):
+class ExperimentLocked(MrsuperbError, ValueError):
     """Another run holds the experiment folder."""
 
 

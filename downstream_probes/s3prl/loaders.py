@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from downstream_probes.s3prl.rng import RngState, RngStream
+from upstream_mrhubert.errors import MrsuperbError
 
 
-class StreamsDivergedError(RuntimeError):
+class StreamsDivergedError(MrsuperbError, RuntimeError):
     """A shared fetch drew from a generator whose state differs between the runs sharing the loader."""
 
 

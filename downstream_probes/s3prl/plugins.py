@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
+from upstream_mrhubert.errors import MrsuperbError
+
 ENTRY_POINT_GROUP = "s3prl.upstreams"
 _PLUGIN_ATTRIBUTE = "__mrsuperb_upstream_plugin__"
 
 
-class UpstreamNameCollisionError(ValueError):
+class UpstreamNameCollisionError(MrsuperbError, ValueError):
     """Two sources provide the same upstream name."""
 
 

@@ -37,13 +37,14 @@ from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
+from upstream_mrhubert.errors import MrsuperbError
 
 WEIGHTED_SUM = "weighted_sum"
 STATE_DIR = "shared_state"
 STATE_FORMAT = 1
 
 
-class SharedSweepError(RuntimeError):
+class SharedSweepError(MrsuperbError, RuntimeError):
     """The shared sweep cannot stand for separate runs (or cannot resume)."""
 
 

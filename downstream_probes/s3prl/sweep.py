@@ -18,11 +18,12 @@ from typing import Any
 from tqdm import tqdm
 
 from downstream_probes import tasks as results_io
+from upstream_mrhubert.errors import MrsuperbError
 
 BEST_CHECKPOINT_PATTERNS = ("*-best.ckpt", "best-states-*.ckpt")
 
 
-class ProbeRunError(RuntimeError):
+class ProbeRunError(MrsuperbError, RuntimeError):
     """A downstream run of the sweep exited with an error."""
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from upstream_mrhubert.atomic_io import atomic_output
+from upstream_mrhubert.errors import MrsuperbError
 
 CKPT_DIR_ENV = "MRHUBERT_CKPT_DIR"
 DEFAULT_CKPT_DIR = Path("~/.cache/mrhubert")
 _CHUNK = 1 << 20
 
 
-class CheckpointUnavailableError(FileNotFoundError):
+class CheckpointUnavailableError(MrsuperbError, FileNotFoundError):
     """A checkpoint that is neither on disk nor downloadable (offline, URL gone)."""
 
 

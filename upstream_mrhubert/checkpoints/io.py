@@ -29,11 +29,12 @@ from typing import Any
 import torch
 
 from upstream_mrhubert.atomic_io import atomic_output
+from upstream_mrhubert.errors import MrsuperbError
 
 CONVERTED_KEYS = ("task_cfg", "model_cfg", "model_weight", "dictionaries_symbols")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MrsuperbError, ValueError):
     """A checkpoint file that cannot be used: missing, corrupt, unsafe or of an unknown layout."""
 
 

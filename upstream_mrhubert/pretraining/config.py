@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import yaml
 
 from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS, MultiresHubertConfig
+from upstream_mrhubert.errors import MrsuperbError
 
 TOY_CONV_FEATURE_LAYERS = "[(128,10,5)] + [(128,3,2)] * 4 + [(128,2,2)] * 2"  # fairseq's layout, 128 channels
 RESIDUAL_CHOICES = ("post", "pre")
@@ -40,7 +41,7 @@ TARGET_KINDS = ("mfcc", "layer")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-class RecipeError(ValueError):
+class RecipeError(MrsuperbError, ValueError):
     """A pretraining recipe that cannot be used; the message names the file and the field."""
 
 

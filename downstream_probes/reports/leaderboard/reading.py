@@ -21,9 +21,10 @@ from downstream_probes.tasks import (
 from downstream_probes.tasks import (
     SCHEMA as RESULTS_SCHEMA,
 )
+from upstream_mrhubert.errors import MrsuperbError
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(MrsuperbError, ValueError):
     """A results file or option the leaderboard cannot use; the message names it and says what to do."""
 
 

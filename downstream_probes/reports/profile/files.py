@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
+from upstream_mrhubert.errors import MrsuperbError
 
 PROFILE_SCHEMA = "mrsuperb.profile/1"
 
 
-class ProfileError(ValueError):
+class ProfileError(MrsuperbError, ValueError):
     """An upstream or profile file the profiler cannot use; the message says which and what to do."""
 
 

@@ -20,11 +20,12 @@ import soundfile
 import torch
 
 from downstream_probes.corpora.checks import read_audio
+from upstream_mrhubert.errors import MrsuperbError
 
 Effect = Sequence[str]
 
 
-class UnsupportedSoxEffectError(ValueError):
+class UnsupportedSoxEffectError(MrsuperbError, ValueError):
     """An effect chain names a SoX effect this stand-in does not implement."""
 
 
