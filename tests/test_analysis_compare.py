@@ -69,7 +69,7 @@ def test_compare_reports_spearman_kendall_and_top_k(tmp_path, capsys):
     rng = np.random.default_rng(0)
     weights, cca, wer = rng.dirichlet(np.ones(8)), rng.random(8), rng.random(8)
     write_run(tmp_path / "runs" / "up_a", "mrhubert_b4a", weights, cca, wer)
-    assert cli.main(["compare", str(tmp_path / "runs"), "-k", "3", "-o", str(tmp_path / "cmp.json"),
+    assert cli.main(["compare", str(tmp_path / "runs"), "--top-k", "3", "--out", str(tmp_path / "cmp.json"),
                      "--plot-dir", str(tmp_path / "plots")]) == 0  # fmt: skip
     document = json.loads((tmp_path / "cmp.json").read_text())
     pairs = {(c["a"], c["b"]): c for c in document["comparisons"]}
@@ -128,7 +128,8 @@ def test_local_checkpoints_of_one_upstream_are_different_models(tmp_path, capsys
     assert row.spearman == pytest.approx(spearmanr(list(weights.scores.values()), list(cca.scores.values())).statistic)
 
     assert (
-        cli.main(["compare", str(tmp_path), "-o", str(tmp_path / "cmp.json"), "--plot-dir", str(tmp_path / "f")]) == 0
+        cli.main(["compare", str(tmp_path), "--out", str(tmp_path / "cmp.json"), "--plot-dir", str(tmp_path / "f")])
+        == 0
     )
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith("model ")]

@@ -48,7 +48,7 @@ def test_run_writes_layer_weights_with_upstream_layer_names(tiny_ic_run):
 
 def test_export_weights_command_writes_json_and_csv(tiny_ic_run, tmp_path, capsys):
     expdir = tiny_ic_run.expdir
-    assert cli.main(["export-weights", str(expdir), "-o", str(tmp_path)]) == 0
+    assert cli.main(["export-weights", str(expdir), "--out", str(tmp_path)]) == 0
     model = f"mrhubert_local:{Path(tiny_ic_run.upstream_checkpoint).stem}"
     assert f"{model} / ic at step {tiny_ic_run.steps}, 15 layers" in capsys.readouterr().out
     record = json.loads((tmp_path / "layer_weights.json").read_text())

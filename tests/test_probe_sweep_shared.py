@@ -236,7 +236,7 @@ def test_compare_reads_the_shared_sweep(ic_sweep, tmp_path: Path, capsys) -> Non
     sweep_dir, _ = ic_sweep
     output = tmp_path / "compare.json"
     # the sweep holds three of the 15 layers; the weighted sum weighs all of them
-    assert cli.main(["compare", str(sweep_dir), "--common-layers", "-o", str(output)]) == 0
+    assert cli.main(["compare", str(sweep_dir), "--common-layers", "--out", str(output)]) == 0
     found = [c for c in read_json(output)["comparisons"] if {c["a"], c["b"]} == {"probe:ic", "weights:ic"}]
     assert len(found) == 1 and found[0]["model"] == "mrhubert_local:tiny" and found[0]["layers"] == 3, found
 

@@ -33,6 +33,7 @@ from upstream_mrhubert.config import (
     parse_int_list,
 )
 from upstream_mrhubert.config import block_layer_counts as config_layer_counts
+from upstream_mrhubert.errors import UsageError
 
 
 def block_layer_counts(model_cfg: Mapping[str, Any]) -> list[int]:
@@ -242,7 +243,7 @@ def architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"no architecture description for {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+        raise UsageError(f"no architecture description for {name!r}; known: {', '.join(ARCHITECTURES)}") from None
 
 
 def build_random_model(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], *, seed: int = 0) -> tuple[Any, str]:

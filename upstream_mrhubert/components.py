@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from upstream_mrhubert.checkpoints.keys import fold_weight_norm
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.workarounds import low_precision_grouped_conv_is_sound
 
 LAYER_NORM_EPS = 1e-5  # fairseq's LayerNorm/GroupNorm default
@@ -44,7 +45,7 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         "linear": lambda x: x,
     }
     if name not in functions:
-        raise ValueError(f"unsupported activation function {name!r}")
+        raise UsageError(f"unsupported activation function {name!r}")
     return functions[name]
 
 
@@ -102,7 +103,7 @@ class FeatureExtractor(nn.Module):
     def __init__(self, layers: Sequence[tuple[int, int, int]], *, mode: str = "default", bias: bool = False) -> None:
         super().__init__()
         if mode not in ("default", "layer_norm"):
-            raise ValueError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
+            raise UsageError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
         blocks = []
         in_channels = 1
         for index, (channels, kernel, stride) in enumerate(layers):
@@ -136,7 +137,7 @@ class FeatureExtractor(nn.Module):
     def check_length(self, length: int) -> None:
         """One clear error for waveforms too short to give a single frame."""
         if length < self.receptive_field:
-            raise ValueError(
+            raise UsageError(
                 f"waveforms of {length} samples are shorter than the CNN's receptive field "
                 f"({self.receptive_field} samples): there is no frame to compute"
             )
@@ -228,7 +229,7 @@ class SelfAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, *, dropout: float = 0.0) -> None:
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            raise UsageError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.dropout = dropout
         self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim)
@@ -489,11 +490,11 @@ def make_sampler(channels: int, kernel_size: int, up: int, down: int, *, plain: 
     decoder half): a ConvAdapter, or with ``plain`` (fairseq's ``use_plain_updownsample``) a ConvDownsampler going
     down (needs up == 1) or a ConvUpsampler going up (needs down == 1)."""
     if direction not in ("down", "up"):
-        raise ValueError(f"direction must be 'down' or 'up', got {direction!r}")
+        raise UsageError(f"direction must be 'down' or 'up', got {direction!r}")
     if not plain:
         return ConvAdapter(channels, kernel_size, up, down)
     if direction == "down" and up == 1:
         return ConvDownsampler(channels, kernel_size, down)
     if direction == "up" and down == 1:
         return ConvUpsampler(channels, kernel_size, up)
-    raise ValueError(f"a plain {direction}sampler cannot apply the ratio ({up}, {down})")
+    raise UsageError(f"a plain {direction}sampler cannot apply the ratio ({up}, {down})")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from upstream_mrhubert.checkpoints.io import CheckpointError
+from upstream_mrhubert.errors import UsageError
 
 # fairseq's default waveform CNN (every released base and large model): 7 layers, 20 ms frames.
 DEFAULT_CONV_FEATURE_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -180,16 +181,16 @@ def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
             left, right = evaluate(node.left), evaluate(node.right)
             repeats = right if isinstance(left, list) else left
             if isinstance(repeats, int) and repeats > MAX_CONV_LAYERS:  # checked before the list is made
-                raise ValueError(f"repeats a layer {repeats} times; at most {MAX_CONV_LAYERS} layers are accepted")
+                raise UsageError(f"repeats a layer {repeats} times; at most {MAX_CONV_LAYERS} layers are accepted")
             return left * right
-        raise ValueError(f"unsupported element {ast.dump(node)}")
+        raise UsageError(f"unsupported element {ast.dump(node)}")
 
     try:
         if len(spec) > 10_000:
-            raise ValueError(f"{len(spec)} characters long")
+            raise UsageError(f"{len(spec)} characters long")
         layers = evaluate(ast.parse(spec, mode="eval"))
         if len(layers) > MAX_CONV_LAYERS:
-            raise ValueError(f"{len(layers)} layers; at most {MAX_CONV_LAYERS} are accepted")
+            raise UsageError(f"{len(layers)} layers; at most {MAX_CONV_LAYERS} are accepted")
         parsed = [tuple(int(value) for value in layer) for layer in layers]
     except (SyntaxError, ValueError, TypeError) as error:
         raise CheckpointError(f"cannot read conv_feature_layers {spec!r}: {error}") from None

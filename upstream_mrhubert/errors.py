@@ -17,3 +17,15 @@ class MrsuperbError(Exception):
 
 class UsageError(MrsuperbError, ValueError):
     """An option or option value that cannot work; the message names the option."""
+
+
+# What a command line reports as one line: our own errors, and the OS refusing a path the user named (its message
+# carries the path). Everything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    MrsuperbError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)

@@ -32,6 +32,7 @@ from torch import nn
 from upstream_mrhubert.checkpoints import registry
 from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV, checkpoint_dir, download_file
 from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint, check_checkpoint_path, load_checkpoint
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.hubert_baseline import HubertBaseline
 from upstream_mrhubert.precision import DEFAULT_PRECISION, PRECISIONS
 from upstream_mrhubert.upstream import S3prlUpstream
@@ -60,9 +61,9 @@ def read_upstream_options(model_config: str | os.PathLike[str] | Mapping[str, An
         try:
             options = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"upstream model config {path} is not valid YAML: {error}") from None
+            raise UsageError(f"upstream model config {path} is not valid YAML: {error}") from None
         if not isinstance(options, Mapping):
-            raise ValueError(
+            raise UsageError(
                 f"upstream model config {path} must be a YAML mapping of options, got {type(options).__name__}"
             )
     return _checked_options(options, source)
@@ -71,14 +72,14 @@ def read_upstream_options(model_config: str | os.PathLike[str] | Mapping[str, An
 def _checked_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
     unknown = sorted(set(options) - set(UPSTREAM_OPTIONS))
     if unknown:
-        raise ValueError(f"{source}: unknown upstream option(s) {unknown}; known: {sorted(UPSTREAM_OPTIONS)}")
+        raise UsageError(f"{source}: unknown upstream option(s) {unknown}; known: {sorted(UPSTREAM_OPTIONS)}")
     for key, value in options.items():
         if key == "precision" and value not in PRECISIONS:
-            raise ValueError(f"{source}: option precision must be one of {sorted(PRECISIONS)}, got {value!r}")
+            raise UsageError(f"{source}: option precision must be one of {sorted(PRECISIONS)}, got {value!r}")
         if key == "cnn_segment_frames" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{source}: option cnn_segment_frames must be a positive integer, got {value!r}")
+            raise UsageError(f"{source}: option cnn_segment_frames must be a positive integer, got {value!r}")
         if not isinstance(value, UPSTREAM_OPTIONS[key]):
-            raise ValueError(f"{source}: option {key} must be true or false, got {value!r}")
+            raise UsageError(f"{source}: option {key} must be true or false, got {value!r}")
     return dict(options)
 
 
@@ -104,9 +105,9 @@ def build_model(
     """Our model for a loaded checkpoint of either family."""
     if checkpoint_family(loaded) == "hubert":
         if pre_residual:
-            raise ValueError("pre_residual applies to MR-HuBERT decoders only; HuBERT has no residual to move")
+            raise UsageError("pre_residual applies to MR-HuBERT decoders only; HuBERT has no residual to move")
         if cnn_segment_frames is not None:
-            raise ValueError("cnn_segment_frames applies to MR-HuBERT only; remove it for a HuBERT checkpoint")
+            raise UsageError("cnn_segment_frames applies to MR-HuBERT only; remove it for a HuBERT checkpoint")
         return HubertBaseline.from_checkpoint(loaded)
     from upstream_mrhubert.model import MultiresHubert  # imported late: the HuBERT path does not need it
 
@@ -125,7 +126,7 @@ def resolve_checkpoint(name: str, ckpt: str | os.PathLike[str] | None = None, re
             raise FileNotFoundError(f"checkpoint {path} given as ckpt (s3prl: -k) does not exist")
         return check_checkpoint_path(path)
     if name in registry.LOCAL_UPSTREAMS:
-        raise ValueError(f"upstream {name} needs a checkpoint file: pass ckpt=PATH (s3prl: -k PATH)")
+        raise UsageError(f"upstream {name} needs a checkpoint file: pass ckpt=PATH (s3prl: -k PATH)")
     release = registry.CHECKPOINTS_BY_NAME[name]
     target = checkpoint_dir() / release.filename
     if target.is_file() and not refresh:
@@ -148,7 +149,7 @@ def build_upstream(
 ) -> S3prlUpstream:
     """The s3prl upstream ``name`` (what every entry point of this module calls)."""
     if name not in registry.ALL_UPSTREAM_NAMES:
-        raise ValueError(f"unknown upstream {name!r}; known: {', '.join(registry.ALL_UPSTREAM_NAMES)}")
+        raise UsageError(f"unknown upstream {name!r}; known: {', '.join(registry.ALL_UPSTREAM_NAMES)}")
     settings = {**read_upstream_options(model_config), **_checked_options(options, f"upstream {name}")}
     path = resolve_checkpoint(name, ckpt, refresh)
     loaded = load_checkpoint(path)

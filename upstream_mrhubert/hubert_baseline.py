@@ -30,6 +30,7 @@ from upstream_mrhubert.config import (
     parse_conv_feature_layers,
     shape_mismatches,
 )
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.layer_names import LayerState
 
 # fairseq's defaults for the ``hubert`` model fields a checkpoint might omit.
@@ -272,7 +273,7 @@ class HubertBaseline(nn.Module):
         num_frames = self.num_frames(length)
         if num_frames < 1:
             shortest = int(_min_input_length(torch.tensor(1), self.conv_layers))
-            raise ValueError(f"waveforms of {length} samples are too short: HuBERT needs at least {shortest}")
+            raise UsageError(f"waveforms of {length} samples are too short: HuBERT needs at least {shortest}")
         if self.normalize_waveform:
             lengths = (~padding_mask).sum(-1) if padding_mask is not None else torch.full((batch,), length)
             waveforms = self._normalized(waveforms, lengths)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from upstream_mrhubert.errors import UsageError
+
 RESIDUAL_SUFFIX = "+res"
 
 
@@ -64,9 +66,9 @@ def name_blocks(layer_counts: Sequence[int], *, pre_residual: bool = False) -> l
     """Names for every block, given the layer count of each block in execution order
     (encoders..., middle, decoders...: an odd number of blocks)."""
     if len(layer_counts) % 2 != 1:
-        raise ValueError(f"expected an odd number of blocks (encoders, middle, decoders), got {list(layer_counts)}")
+        raise UsageError(f"expected an odd number of blocks (encoders, middle, decoders), got {list(layer_counts)}")
     if any(count < 0 for count in layer_counts):
-        raise ValueError(f"layer counts must be >= 0, got {list(layer_counts)}")
+        raise UsageError(f"layer counts must be >= 0, got {list(layer_counts)}")
     levels = len(layer_counts) // 2
     next_t = 0
     blocks = []

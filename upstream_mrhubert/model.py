@@ -42,6 +42,7 @@ from upstream_mrhubert.components import (
     resample_mask,
 )
 from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS, MultiresHubertConfig, check_weight_shapes
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.layer_names import BlockNames, LayerState, name_blocks
 from upstream_mrhubert.streamed_cnn import streamed_features
 
@@ -296,9 +297,9 @@ class MultiresHubert(nn.Module):
         True = padding), after the task's waveform normalisation when ``config.normalize``, before the feature
         LayerNorm (the input of fairseq's ``features_pen`` and ``feature_grad_mult``)."""
         if waveforms.dim() != 2:
-            raise ValueError(f"expected waveforms of shape [batch, samples], got {tuple(waveforms.shape)}")
+            raise UsageError(f"expected waveforms of shape [batch, samples], got {tuple(waveforms.shape)}")
         if padding_mask is not None and padding_mask.shape != waveforms.shape:
-            raise ValueError(f"padding_mask has shape {tuple(padding_mask.shape)}, waveforms {tuple(waveforms.shape)}")
+            raise UsageError(f"padding_mask has shape {tuple(padding_mask.shape)}, waveforms {tuple(waveforms.shape)}")
         if self.config.normalize:
             waveforms = normalize_waveforms(waveforms.float(), padding_mask)
         if self.cnn_segment_frames is not None:

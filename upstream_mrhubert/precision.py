@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from upstream_mrhubert.errors import UsageError
+
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_PRECISION = "fp32"
 # Relative error ||bf16 - fp32|| / ||fp32|| of every hidden state (unpadded frames) that bf16 stays within: measured
@@ -23,9 +25,9 @@ BF16_RELATIVE_ERROR_BOUND = 0.02
 def check_precision(precision: str, device: torch.device | str | None = None) -> None:
     """One clear error for an unknown precision, or for fp16 on a device other than CUDA."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device is not None and torch.device(device).type != "cuda":
-        raise ValueError(
+        raise UsageError(
             f"precision fp16 needs a CUDA device, but the forward runs on {torch.device(device)}; "
             "use precision: bf16 on CPU (or fp32)"
         )

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from upstream_mrhubert.components import FeatureConvLayer, FeatureExtractor
+from upstream_mrhubert.errors import UsageError
 
 
 def _segments(frames: int, segment_frames: int) -> list[tuple[int, int]]:
@@ -49,7 +50,7 @@ def _first_layer_statistics(
 def streamed_features(extractor: FeatureExtractor, waveforms: torch.Tensor, segment_frames: int) -> torch.Tensor:
     """``extractor(waveforms)`` [B, T, C] computed ``segment_frames`` output frames at a time."""
     if segment_frames < 1:
-        raise ValueError(f"cnn_segment_frames must be a positive number of frames, got {segment_frames}")
+        raise UsageError(f"cnn_segment_frames must be a positive number of frames, got {segment_frames}")
     extractor.check_length(waveforms.size(-1))
     hop, field = extractor.total_stride, extractor.receptive_field
     frames = extractor.output_length(waveforms.size(-1))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.layer_names import LayerState
 from upstream_mrhubert.precision import DEFAULT_PRECISION, autocast, check_precision
 
@@ -107,7 +107,7 @@ def align_to_output_rate(states: Sequence[LayerState], stride: int = OUTPUT_STRI
     aligned = []
     for state in states:
         if state.stride % stride:
-            raise ValueError(
+            raise UsageError(
                 f"state {state.name} has a stride of {state.stride} samples, not a multiple of {stride}: "
                 "s3prl cannot align it to one frame rate"
             )

@@ -38,6 +38,7 @@ import numpy as np
 from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_mel
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
+from upstream_mrhubert.errors import UsageError
 
 FORMAT_VERSION = 4
 CACHE_ENV = "MRSUPERB_CACHE"
@@ -172,7 +173,7 @@ def cnn_window(stride: int, receptive_field: int) -> tuple[int, int, int]:
     """
     if stride <= HOP:
         if HOP % stride:
-            raise ValueError(f"a CNN stride of {stride} samples does not divide the 10 ms mel hop ({HOP} samples)")
+            raise UsageError(f"a CNN stride of {stride} samples does not divide the 10 ms mel hop ({HOP} samples)")
         return max((WINDOW - receptive_field) // stride + 1, 1), HOP // stride, HOP
     return 1, 1, stride
 
@@ -233,7 +234,7 @@ def build_layers(
     frame_set = {int(i) for i in frame_utterances}
     needed = sorted({u for rows in rows_of.values() for u in rows} | frame_set)
     if not needed:
-        raise ValueError("nothing to extract: the sample is empty")
+        raise UsageError("nothing to extract: the sample is empty")
     pooled: dict[str, list[np.ndarray]] = {}
     frames = _FrameWriter(folder, "") if frame_set else None
     cnn_frames = _FrameWriter(folder, "cnn_") if frame_set and cnn is not None else None
@@ -395,7 +396,7 @@ def upstream_extractor(upstream, state_rate: str = DEFAULT_STATE_RATE) -> Extrac
     import torch
 
     if state_rate not in STATE_RATES:
-        raise ValueError(f"unknown state rate {state_rate!r}; choose one of {', '.join(STATE_RATES)}")
+        raise UsageError(f"unknown state rate {state_rate!r}; choose one of {', '.join(STATE_RATES)}")
     upstream.eval()
     names = list(getattr(upstream, "layer_names", None) or [])
     native = state_rate == "native" and hasattr(upstream, "native_states")

@@ -29,6 +29,7 @@ from scipy.linalg import blas, lapack
 
 from downstream_probes.analysis.errors import CCAInputError
 from downstream_probes.analysis.moments import JointScatter
+from upstream_mrhubert.errors import UsageError
 
 SIGN_CONVENTIONS = ("canonical", "lapack")
 PINV_RCOND = 1e-15  # numpy.linalg.pinv's default cut-off, which the reference relies on
@@ -328,7 +329,7 @@ class TrainedCovariance:
     def fit(self, epsilon_x: float, epsilon_y: float, sign_convention: str = "canonical") -> PWCCAProjection:
         """Projections for one regularisation pair; ``np.linalg.LinAlgError`` when the reference's fit fails."""
         if sign_convention not in SIGN_CONVENTIONS:
-            raise ValueError(f"sign_convention must be one of {SIGN_CONVENTIONS}, got {sign_convention!r}")
+            raise UsageError(f"sign_convention must be one of {SIGN_CONVENTIONS}, got {sign_convention!r}")
         dims = {"x": self.kept_dims("x", epsilon_x), "y": self.kept_dims("y", epsilon_y)}
         if len(dims["x"]) == 0 or len(dims["y"]) == 0:
             raise np.linalg.LinAlgError("every dimension of a view has variance below epsilon")

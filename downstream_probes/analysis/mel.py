@@ -14,6 +14,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import lfilter
 
+from upstream_mrhubert.errors import UsageError
+
 SAMPLE_RATE = 16_000
 N_FFT = 2048
 HOP = 160  # 10 ms
@@ -50,11 +52,11 @@ def _window() -> np.ndarray:
 def log_mel(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """``(frames, 80)`` log-mel features of a mono waveform, one frame per 10 ms (``1 + len // 160`` frames)."""
     if sample_rate != SAMPLE_RATE:
-        raise ValueError(f"log-mel features expect {SAMPLE_RATE} Hz audio, got {sample_rate} Hz; resample it first")
+        raise UsageError(f"log-mel features expect {SAMPLE_RATE} Hz audio, got {sample_rate} Hz; resample it first")
     signal = np.asarray(waveform, dtype=np.float64).reshape(-1)
     peak = np.max(np.abs(signal)) if signal.size else 0.0
     if peak == 0.0:
-        raise ValueError("the waveform is silent (all zeros): log-mel features are undefined")
+        raise UsageError("the waveform is silent (all zeros): log-mel features are undefined")
     signal = lfilter([1.0, -PREEMPHASIS], [1.0], signal / peak * PEAK)
     padded = np.pad(signal, N_FFT // 2)
     n_frames = 1 + len(signal) // HOP
@@ -70,8 +72,8 @@ def frames_at_stride(features: np.ndarray, stride: int, n_frames: int) -> np.nda
     """Every ``stride / 160``-th 10 ms frame, the first ``n_frames`` of them: the frames of a model state with
     ``stride`` samples per frame (the reference takes every other frame for 20 ms states)."""
     if stride % HOP:
-        raise ValueError(f"a stride of {stride} samples is not a whole number of 10 ms mel frames")
+        raise UsageError(f"a stride of {stride} samples is not a whole number of 10 ms mel frames")
     picked = features[:: stride // HOP]
     if len(picked) < n_frames:
-        raise ValueError(f"{len(picked)} mel frames at stride {stride} for {n_frames} model frames")
+        raise UsageError(f"{len(picked)} mel frames at stride {stride} for {n_frames} model frames")
     return picked[:n_frames]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from upstream_mrhubert.atomic_io import write_bytes_atomic
+from upstream_mrhubert.errors import UsageError
 
 
 def _pyplot():
@@ -118,7 +119,7 @@ def plot_analysis_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]
     plt = _pyplot()
     panels = [(key, title) for key, title in ANALYSIS_PANELS if any(key in r for r in results.values())]
     if not panels:
-        raise ValueError("no analysis results to plot")
+        raise UsageError("no analysis results to plot")
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     width = max(len(scores) for r in results.values() for scores in r.values())
@@ -172,7 +173,7 @@ def plot_layer_rankings(
     panels. Returns the Figure."""
     plt = _pyplot()
     if not panels:
-        raise ValueError(f"no layer scores of {model} to plot")
+        raise UsageError(f"no layer scores of {model} to plot")
     widest = max(len(scores) for curves in panels.values() for scores in curves.values())
     width = max(4.0, 0.32 * widest + 1.5)
     figure, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.4 + 0.17 * len(notes)), squeeze=False)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from downstream_probes.cli._options import PlainHelpFormatter
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import USER_ERRORS
 
 DISTRIBUTION = "mrsuperb"
 
@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (MrsuperbError, FileNotFoundError, ValueError, PermissionError) as error:
-        # Bad input: one clear message, no traceback.
+    except USER_ERRORS as error:
+        # Bad input: one clear message, no traceback. Anything else is a bug of ours and keeps its traceback.
         print(f"mrsuperb {args.command}: error: {error}", file=sys.stderr)
         return 2
 

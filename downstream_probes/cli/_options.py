@@ -52,15 +52,17 @@ class _Spelled(argparse.Action):
     """An option with old spellings: each still works and prints which spelling to use instead."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, old_spellings: Sequence[str] = (),
-                 flag: bool = False, **kwargs: Any) -> None:  # fmt: skip
+                 flag: bool = False, append: bool = False, **kwargs: Any) -> None:  # fmt: skip
         self.old_spellings = tuple(old_spellings)
         super().__init__(option_strings, dest, nargs=0 if flag else None, **kwargs)
-        self.flag = flag
+        self.flag, self.append = flag, append
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
         if option_string in self.old_spellings:
             new = "/".join(f for f in self.option_strings if f not in self.old_spellings)
             print(f"{parser.prog}: note: {option_string} is deprecated; use {new}", file=sys.stderr)
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
         setattr(namespace, self.dest, True if self.flag else values)
 
 
@@ -74,10 +76,15 @@ def add_option(
     shown in the help."""
     if not deprecated:
         return parser.add_argument(*flags, **kwargs)
-    flag = kwargs.pop("action", None) == "store_true"
-    if flag:
+    action = kwargs.pop("action", None)
+    if action not in (None, "store", "store_true", "append"):
+        raise TypeError(f"add_option with old spellings supports store, store_true and append, not {action!r}")
+    if action == "store_true":
         kwargs.setdefault("default", False)
-    return parser.add_argument(*flags, *deprecated, action=_Spelled, old_spellings=deprecated, flag=flag, **kwargs)
+    return parser.add_argument(
+        *flags, *deprecated, action=_Spelled, old_spellings=deprecated, flag=action == "store_true",
+        append=action == "append", **kwargs,
+    )  # fmt: skip
 
 
 def add_upstream_options(parser: argparse.ArgumentParser, *, required: bool = True, many: bool = False) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from downstream_probes.cli._options import add_upstream_options
 from downstream_probes.cli.cca import _thread_limit, add_common_arguments, word_counts_split
+from upstream_mrhubert.errors import UsageError
 
 
 def _pairs(value: str | None, option: str, convert) -> dict:
@@ -18,11 +20,11 @@ def _pairs(value: str | None, option: str, convert) -> dict:
     for item in (part.strip() for part in (value or "").split(",") if part.strip()):
         key, sep, text = item.partition("=")
         if not sep or not key or not text:
-            raise ValueError(f"{option}: {item!r} is not NAME=VALUE (e.g. {option} phone=50,word=200)")
+            raise UsageError(f"{option}: {item!r} is not NAME=VALUE (e.g. {option} phone=50,word=200)")
         try:
             result[key.strip()] = convert(text.strip())
         except ValueError:
-            raise ValueError(f"{option}: bad value {text!r} for {key!r}") from None
+            raise UsageError(f"{option}: bad value {text!r} for {key!r}") from None
     return result
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from downstream_probes.analysis.segments import SamplingSettings
 
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     settings = AnalysisSettings(
         properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
         split=args.split,
@@ -87,9 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the whole layer-wise analysis (CCA, MI, spoken STS per layer) from one pass of the upstream",
         description=__doc__,
     )
-    parser.add_argument("-u", "--upstream", required=True, help="upstream name (see `mrsuperb upstreams`)")
-    parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
-    parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
+    add_upstream_options(parser)
     parser.add_argument("--corpus", help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)")
     parser.add_argument(
         "--properties", default=",".join(p for p in PROPERTIES if p not in ("glove", "agwe", "sts")),

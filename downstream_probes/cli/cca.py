@@ -6,6 +6,9 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from downstream_probes.cli._options import add_out_option, add_quiet_option, add_upstream_options
+from upstream_mrhubert.errors import UsageError
+
 
 def run(args: argparse.Namespace) -> int:
     from downstream_probes.analysis.cca_pipeline import (
@@ -17,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from downstream_probes.analysis.segments import SamplingSettings
 
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     embeddings = Path(args.embeddings) if args.embeddings else None
     check_property(args.property, embeddings)  # before the (slow) upstream is built
     upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         progress=not args.quiet,
     )
-    out_dir = Path(args.out_dir) if args.out_dir else Path("analysis") / args.upstream
+    out_dir = Path(args.out) if args.out else Path("analysis") / args.upstream
     with _thread_limit(args.threads):
         result = run_cca(upstream, None, args.corpus, out_dir, settings)
     width = max(len(name) for name in result.scores)
@@ -79,9 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="PWCCA of every upstream layer against mel features, phones, words or word embeddings",
         description=__doc__,
     )
-    parser.add_argument("-u", "--upstream", required=True, help="upstream name (see `mrsuperb upstreams`)")
-    parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
-    parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
+    add_upstream_options(parser)
     parser.add_argument(
         "--corpus", required=True, help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)"
     )
@@ -89,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--embeddings", help="word embedding text file (word v1 v2 ...), for glove and agwe")
     parser.add_argument("--split", default="dev-clean", help="corpus split (default: dev-clean, as the reference)")
     parser.add_argument("--alignments", help="folder of TextGrids (default: CORPUS/alignments)")
-    parser.add_argument("-o", "--out-dir", help="output folder (default: analysis/UPSTREAM)")
+    add_out_option(parser, "output folder (default: analysis/UPSTREAM)", deprecated=("-o", "--out-dir"))
     parser.add_argument("--layers", help="comma-separated layer names (default: every layer)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the CCA splits (default 0)")
     parser.add_argument(
@@ -130,7 +131,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-per-word", type=int, default=15, help="segments per word (default 15)")
     parser.add_argument("--utterances", type=int, default=500, help="utterances for frame level (default 500)")
     parser.add_argument("--cache-dir", help="feature cache (default: $MRSUPERB_CACHE/layer_features)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet_option(parser)
     parser.add_argument(
         "--threads", type=int,
         help="CPU threads for torch and BLAS (default: the libraries' own choice; 1 is fastest on a shared machine)",

@@ -7,6 +7,8 @@ import argparse
 import math
 from pathlib import Path
 
+from downstream_probes.cli._options import add_option, add_out_option
+
 
 def _number(value: float | None) -> str:
     return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:6.3f}"
@@ -35,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
                 f"  {c.task:<4} {c.a:>14} vs {c.b:<14} layers {c.layers:>3}  "
                 f"rho {_number(c.spearman)}  tau {_number(c.kendall)}  top-{c.top_k} {_number(c.top_k_overlap)}"
             )
-    if args.output:
-        write_json_atomic(args.output, comparison_document(sources, comparisons, args.top_k))
-        print(f"wrote {args.output}")
+    if args.out:
+        write_json_atomic(args.out, comparison_document(sources, comparisons, args.top_k))
+        print(f"wrote {args.out}")
     if args.plot_dir:
         for path in write_plots(sources, comparisons, Path(args.plot_dir)):
             print(f"wrote {path}")
@@ -56,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="folders (searched for layer_weights.json, cca_*.json, sweep.json) or such files",
     )
-    parser.add_argument("-k", "--top-k", type=int, default=3, help="size of the top-layer sets compared (default 3)")
-    parser.add_argument("-o", "--output", help="write the comparisons as JSON here")
+    add_option(parser, "--top-k", type=int, default=3, deprecated=("-k",),
+               help="size of the top-layer sets compared (default 3)")  # fmt: skip
+    add_out_option(parser, "write the comparisons as JSON here", deprecated=("-o", "--output"))
     parser.add_argument(
         "--common-layers",
         action="store_true",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from downstream_probes.cli._options import add_quiet_option
+
 _TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all")  # sts: spoken STS pairs for `mrsuperb analyze`
 
 
@@ -47,5 +49,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--workers", type=int, default=1, help="synthesis processes (results do not depend on it)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_option(parser)
     parser.set_defaults(handler=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from downstream_probes.cli._options import add_out_option
+
 
 def run(args: argparse.Namespace) -> int:
     import json
@@ -12,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     from downstream_probes.tasks import upstream_identity
 
     for target in args.expdirs:
-        path = export_layer_weights(target, out_dir=args.out_dir, resolve_upstream=not args.no_resolve)
+        path = export_layer_weights(target, out_dir=args.out, resolve_upstream=not args.no_resolve)
         record = json.loads(path.read_text(encoding="utf-8"))
         top = max(record["layers"], key=lambda layer: layer["weight"])
         print(
@@ -32,6 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "expdirs", nargs="+", metavar="EXPDIR", help="s3prl experiment folders (-p) or checkpoint files"
     )
-    parser.add_argument("-o", "--out-dir", help="write the files here (default: next to each checkpoint)")
+    add_out_option(parser, "write the files here (default: next to each checkpoint)", deprecated=("-o", "--out-dir"))
     parser.add_argument("--no-resolve", action="store_true", help="do not rebuild the upstream to read its layer names")
     parser.set_defaults(handler=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from downstream_probes.cli._options import add_option
 from downstream_probes.reports.leaderboard import FORMATS, TABLE2_COLUMNS, write_leaderboard
 
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=[c.key for c in TABLE2_COLUMNS],
         help="order rows by this column, best first (default: the paper's row order)",
     )
-    parser.add_argument("--quiet", action="store_true", help="with --out: do not also print the result")
+    add_option(parser, "-q", "--quiet", action="store_true", help="with --out: do not also print the result")
     parser.set_defaults(handler=run)
 
 

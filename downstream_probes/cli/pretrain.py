@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from downstream_probes.cli._options import add_quiet_option, add_resume_option
+from upstream_mrhubert.errors import UsageError
+
 
 def run(args: argparse.Namespace) -> int:
     from upstream_mrhubert.pretraining.config import load_recipe
@@ -15,20 +18,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads {args.threads}: give at least 1")
+            raise UsageError(f"--threads {args.threads}: give at least 1")
         import torch
 
         torch.set_num_threads(args.threads)
     config = load_recipe(args.config)
     if args.max_steps is not None:
         if args.max_steps < 1:
-            raise ValueError(f"--max-steps {args.max_steps}: give at least 1")
+            raise UsageError(f"--max-steps {args.max_steps}: give at least 1")
         config = config.with_overrides(optim={"max_steps": args.max_steps})
     results = train(
         config,
         args.corpus,
         args.out,
-        resume=args.resume,
+        resume=args.auto_resume,
         recipe=str(args.config),
         device=args.device,
         progress=not args.quiet,
@@ -60,9 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-steps", type=int, default=None, help="override optim.max_steps (the run's length and its schedule's)"
     )
-    parser.add_argument(
-        "-a", "--auto-resume", dest="resume", action="store_true", help="resume the run in --out from its last save"
-    )
+    add_resume_option(parser, "resume the run in --out from its last save")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
         "--threads",
@@ -71,5 +72,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch threads per process (default: torch's). On a machine shared with other jobs use 1: see "
         "docs/pretraining.md (2 threads were 15x slower than 1 under load)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_option(parser)
     parser.set_defaults(handler=run)

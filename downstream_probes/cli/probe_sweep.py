@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from downstream_probes.cli._options import add_out_option, add_override_option, add_resume_option, add_upstream_options
+from upstream_mrhubert.errors import UsageError
+
 
 def _layers(value: str | None) -> list[str] | None:
     if value is None or value == "all":
@@ -25,7 +28,7 @@ def run_sequential(args: argparse.Namespace) -> dict:
     return sweep(
         upstream=args.upstream,
         task=args.downstream,
-        sweep_dir=args.sweep_dir,
+        sweep_dir=args.out,
         upstream_ckpt=args.upstream_ckpt,
         model_config=args.upstream_model_config,
         config=args.config,
@@ -43,7 +46,7 @@ def run_shared(args: argparse.Namespace) -> dict:
         SharedSweepOptions(
             upstream=args.upstream,
             task=args.downstream,
-            sweep_dir=Path(args.sweep_dir),
+            sweep_dir=Path(args.out),
             upstream_ckpt=args.upstream_ckpt,
             model_config=args.upstream_model_config,
             config=args.config,
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             ("-a", args.auto_resume),
         ):
             if given:
-                raise ValueError(f"{option} needs --shared (the sequential sweep resumes by itself)")
+                raise UsageError(f"{option} needs --shared (the sequential sweep resumes by itself)")
     document = run_shared(args) if args.shared else run_sequential(args)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return 0  # under torchrun the leader reports (and wrote the files)
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = entry["metrics"].get(split) if split else next(iter(entry["metrics"].values()), {})
         status = f"  ({entry['status']})" if entry.get("status", "finished") != "finished" else ""
         print(f"{entry['name']:>12}  {metrics}{status}")
-    print(f"wrote {args.sweep_dir}/{SWEEP_FILE}")
+    print(f"wrote {args.out}/{SWEEP_FILE}")
     return 0
 
 
@@ -93,13 +96,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train one single-layer probe per upstream layer and record each layer's result",
         description=__doc__,
     )
-    parser.add_argument("-u", "--upstream", required=True, help="upstream name (see `mrsuperb upstreams`)")
+    add_upstream_options(parser)
     parser.add_argument("-d", "--downstream", required=True, help="task: asr, sf, ic, ks, se or sd")
-    parser.add_argument("-k", "--upstream_ckpt", help="checkpoint for the upstream (s3prl's -k)")
-    parser.add_argument("-g", "--upstream_model_config", help="upstream options file (s3prl's -g)")
     parser.add_argument("-c", "--config", help="downstream config (default: recipes/superb/TASK/config.yaml)")
-    parser.add_argument("-o", "--override", help='s3prl overrides, e.g. "config.downstream_expert.datarc.x=..."')
-    parser.add_argument("-p", "--sweep_dir", required=True, help="folder for the per-layer runs and sweep.json")
+    add_override_option(parser)
+    add_out_option(
+        parser, "folder for the per-layer runs and sweep.json", required=True, short="-p",
+        deprecated=("--sweep_dir", "--sweep-dir"), metavar="DIR",
+    )  # fmt: skip
     parser.add_argument("--layers", help="comma-separated layer names, or all (default: every layer)")
     parser.add_argument("--no-evaluate", action="store_true", help="train only; skip the test-split evaluation")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
@@ -117,7 +121,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="extract every layer of every utterance once into DIR (fp16, memory-mapped) and train from it",
     )
-    shared.add_argument(
-        "-a", "--auto_resume", action="store_true", help="resume a killed shared sweep from its last checkpoint"
-    )
+    add_resume_option(shared, "resume a killed shared sweep from its last checkpoint")
     parser.set_defaults(handler=run)

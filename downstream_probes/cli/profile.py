@@ -7,6 +7,9 @@ import sys
 
 import torch
 
+from downstream_probes.cli._options import add_option
+from upstream_mrhubert.errors import UsageError
+
 
 def _checkpoint_pair(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
@@ -24,9 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Writes profile.json and profile.md (the Markdown table `mrsuperb leaderboard --profile` shows).",
     )
     parser.add_argument("-u", "--upstream", nargs="+", required=True, metavar="NAME", help="upstream names")
-    parser.add_argument(
+    add_option(
+        parser,
         "-k",
-        "--checkpoint",
+        "--ckpt",
+        dest="checkpoint",
+        deprecated=("--checkpoint",),
         action="append",
         type=_checkpoint_pair,
         default=[],
@@ -49,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.reference is not None and args.reference not in args.upstream:
-        raise ValueError(
+        raise UsageError(
             f"--reference {args.reference} is not among the profiled upstreams ({', '.join(args.upstream)})"
         )
     profile = run_profile(

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import MrsuperbError, UsageError
 
 SAMPLE_RATE = 16000
 ESPEAK_SAMPLE_RATE = 22050
@@ -437,7 +437,7 @@ def synthesize_many(
     ``workers``; they can differ (slightly) for a different ``chunk_size``, so builders keep it fixed.
     """
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     chunks = [list(requests[i : i + chunk_size]) for i in range(0, len(requests), chunk_size)]
     if not chunks:
         return

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.signal import butter, sosfilt
 
 from downstream_probes.corpora.espeak import SAMPLE_RATE
+from upstream_mrhubert.errors import UsageError
 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "hum", "fan", "babble")
 
@@ -50,7 +51,7 @@ def _fan(samples: int, rng: np.random.Generator) -> np.ndarray:
 
 def _babble(samples: int, rng: np.random.Generator, speech: Sequence[np.ndarray]) -> np.ndarray:
     if not speech:
-        raise ValueError("babble noise needs speech to mix")
+        raise UsageError("babble noise needs speech to mix")
     mixture = np.zeros(samples)
     for voice in speech:
         voice = _unit_rms(voice.astype(np.float64))
@@ -75,5 +76,5 @@ def make_noise(kind: str, samples: int, rng: np.random.Generator, speech: Sequen
     elif kind == "babble":
         signal = _babble(samples, rng, speech)
     else:
-        raise ValueError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
+        raise UsageError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
     return _unit_rms(signal - signal.mean())

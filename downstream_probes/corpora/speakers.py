@@ -12,6 +12,7 @@ import itertools
 import numpy as np
 
 from downstream_probes.corpora.espeak import Voice
+from upstream_mrhubert.errors import UsageError
 
 MALE_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "klatt", "klatt3")
 FEMALE_VARIANTS: tuple[str, ...] = ("f1", "f2", "f3", "f4", "f5")
@@ -54,7 +55,7 @@ def draw_voices(rng: np.random.Generator, genders: list[str | None]) -> list[Voi
                 wanted = "female" if wanted == "male" else "male"
         source = male if wanted == "male" else female
         if not source:
-            raise ValueError(f"the synthetic speaker pool has only {pool_size(wanted)} {wanted} voices")
+            raise UsageError(f"the synthetic speaker pool has only {pool_size(wanted)} {wanted} voices")
         voices.append(source.pop(0))
     return voices
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from upstream_mrhubert.errors import UsageError
+
 _WORD = re.compile(r"[A-Z]+(?:'[A-Z]+)?")
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -255,5 +257,5 @@ def all_words() -> list[str]:
     words.update(w.upper() for w in SPEECH_COMMANDS_KEYWORDS + SPEECH_COMMANDS_AUXILIARY)
     bad = sorted(w for w in words if not _WORD.fullmatch(w))
     if bad:
-        raise ValueError(f"word lists hold words espeak-ng may not speak one-to-one: {bad}")
+        raise UsageError(f"word lists hold words espeak-ng may not speak one-to-one: {bad}")
     return sorted(words)

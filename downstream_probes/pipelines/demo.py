@@ -54,6 +54,7 @@ from downstream_probes.pipelines.stages import (
     subprocess_env,
 )
 from downstream_probes.tasks import TASK_NAMES, upstream_identity
+from upstream_mrhubert.errors import UsageError
 
 DEMO_SCHEMA = "mrsuperb.demo/1"
 DEFAULT_OUT = Path("runs") / "demo"
@@ -145,14 +146,14 @@ class DemoSettings:
     def __post_init__(self) -> None:
         unknown = [u for u in self.upstreams if u not in DEMO_UPSTREAMS]
         if unknown or not self.upstreams:
-            raise ValueError(f"--upstreams {','.join(self.upstreams)}: choose among {', '.join(DEMO_UPSTREAMS)}")
+            raise UsageError(f"--upstreams {','.join(self.upstreams)}: choose among {', '.join(DEMO_UPSTREAMS)}")
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
-            raise ValueError(f"--tasks {','.join(self.tasks)}: choose among {', '.join(TASKS)}")
+            raise UsageError(f"--tasks {','.join(self.tasks)}: choose among {', '.join(TASKS)}")
         if self.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1, got {self.jobs}")
+            raise UsageError(f"--jobs must be at least 1, got {self.jobs}")
         if self.seed < 0:
-            raise ValueError(f"--seed must be a non-negative whole number, got {self.seed}")
+            raise UsageError(f"--seed must be a non-negative whole number, got {self.seed}")
 
     @property
     def root(self) -> Path:
@@ -607,12 +608,12 @@ def check_or_write_settings(settings: DemoSettings) -> None:
 
     recorded = _read_json(settings.settings_file)
     if recorded is not None and recorded.get("seed") != settings.seed:
-        raise ValueError(
+        raise UsageError(
             f"{settings.root} holds a demo made with seed {recorded.get('seed')}; use --fresh to start "
             f"over there, or --out for another folder"
         )
     if recorded is None and settings.root.is_dir() and any(settings.root.iterdir()):
-        raise ValueError(
+        raise UsageError(
             f"{settings.root} is not empty and holds no demo.json: not a demo folder; choose another --out"
         )
     merged = settings.record()
@@ -628,7 +629,7 @@ def remove_demo_folder(settings: DemoSettings) -> None:
     if not root.exists():
         return
     if not settings.settings_file.is_file():
-        raise ValueError(f"--fresh: {root} holds no demo.json, so it is not a demo folder; refusing to delete it")
+        raise UsageError(f"--fresh: {root} holds no demo.json, so it is not a demo folder; refusing to delete it")
     shutil.rmtree(root)
 
 

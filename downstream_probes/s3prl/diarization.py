@@ -19,6 +19,8 @@ from pathlib import Path
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
 
+from upstream_mrhubert.errors import UsageError
+
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MEDIAN_FILTERS = (1, 11)
 SAMPLE_RATE = 16000
@@ -42,7 +44,7 @@ def read_rttm(path: str | Path) -> dict[str, Annotation]:
         if not fields or fields[0] != "SPEAKER":
             continue
         if len(fields) < 8:
-            raise ValueError(f"{path}:{line_number}: an RTTM SPEAKER line needs at least 8 fields, got {line!r}")
+            raise UsageError(f"{path}:{line_number}: an RTTM SPEAKER line needs at least 8 fields, got {line!r}")
         recording, start, duration, speaker = fields[1], float(fields[3]), float(fields[4]), fields[7]
         annotations[recording].uri = recording
         annotations[recording][Segment(start, start + duration), len(annotations[recording])] = speaker

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes.s3prl.options import find_option, set_option
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import MrsuperbError, UsageError
 
 LOCK_FILE = ".run.lock"
 S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
@@ -137,7 +137,7 @@ def experiment_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
     except OSError as error:
-        raise ValueError(
+        raise UsageError(
             f"cannot use {folder} as the experiment folder ({error.strerror or error}); pass a writable folder with -p"
         ) from None
     with handle:

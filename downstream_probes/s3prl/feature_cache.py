@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from downstream_probes import tasks
 from upstream_mrhubert.atomic_io import write_json_atomic
+from upstream_mrhubert.errors import UsageError
 
 CACHE_FORMAT = "mrsuperb.feature_cache/1"
 INDEX_FILE = "index.json"
@@ -104,7 +105,7 @@ class FeatureCache:
         self.folder = Path(folder)
         index = json.loads((self.folder / INDEX_FILE).read_text(encoding="utf-8"))
         if index.get("format") != CACHE_FORMAT:
-            raise ValueError(f"{self.folder}: not a feature cache of format {CACHE_FORMAT}; delete the folder")
+            raise UsageError(f"{self.folder}: not a feature cache of format {CACHE_FORMAT}; delete the folder")
         self.layers, self.dim = int(index["layers"]), int(index["dim"])
         self.utterances: dict[str, tuple[int, int]] = {k: (int(o), int(n)) for k, (o, n) in index["utterances"].items()}
         frames = int(index["frames"])
@@ -170,7 +171,7 @@ class FeatureCache:
                         utterances[key] = (frames_written, frames)
                         frames_written += frames
             if layers is None:
-                raise ValueError("the feature cache saw no utterance: the task's data loaders are empty")
+                raise UsageError("the feature cache saw no utterance: the task's data loaders are empty")
             write_json_atomic(
                 partial / INDEX_FILE,
                 {
@@ -222,7 +223,7 @@ def cache_for_sweep(shared: Any, root: Path) -> CachedUpstream:
     args, config = shared.args, shared.config
     feature = args.upstream_feature_selection
     if feature != "hidden_states":
-        raise ValueError(f"--cache-features stores hidden_states; it cannot serve -s {feature}")
+        raise UsageError(f"--cache-features stores hidden_states; it cannot serve -s {feature}")
     model = shared.upstream.model
     rate = int(model.get_downsample_rates(feature))
     description = describe_cache(args, config, rate)

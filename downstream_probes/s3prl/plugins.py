@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import MrsuperbError, UsageError
 
 ENTRY_POINT_GROUP = "s3prl.upstreams"
 _PLUGIN_ATTRIBUTE = "__mrsuperb_upstream_plugin__"
@@ -129,5 +130,18 @@ def build_hub_upstream(name: str, ckpt: str | None = None, model_config: str | N
 
     factory = getattr(hub, name, None)
     if factory is None:
-        raise ValueError(f"unknown upstream {name!r}: see `mrsuperb upstreams` (or s3prl's own names)")
+        raise UsageError(f"unknown upstream {name!r}: see `mrsuperb upstreams` (or s3prl's own names)")
     return factory(ckpt=ckpt, model_config=model_config, refresh=False)
+
+
+def real_upstreams(hub_module: Any) -> dict[str, Any]:
+    """The upstream functions of s3prl's hub: s3prl's own (defined in its ``*.hubconf`` modules) and the entry-point
+    upstreams registered on it; not the modules, classes and helpers ``s3prl.hub`` happens to import."""
+    found = {}
+    for name in dir(hub_module):
+        value = getattr(hub_module, name)
+        if name.startswith("_") or not callable(value) or isinstance(value, type):
+            continue
+        if plugin_of(value) is not None or getattr(value, "__module__", "").endswith(".hubconf"):
+            found[name] = value
+    return found

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -26,7 +27,8 @@ from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import compat as s3prl_compat
 from downstream_probes.s3prl import experiment, plugins
 from downstream_probes.s3prl.options import find_option, set_option
-from downstream_probes.tasks import task_for
+from downstream_probes.tasks import TASKS, task_for
+from upstream_mrhubert.errors import USER_ERRORS, UsageError
 
 LAYER_OPTIONS = ("-l", "--upstream_layer_selection")
 UNSUPPORTED_OPTIONS = {
@@ -71,10 +73,10 @@ def reject_unsupported(argv: Sequence[str]) -> None:
     for option, reason in UNSUPPORTED_OPTIONS.items():
         found = find_option(argv, (option,))
         if found is not None and str(found[1]).lower() not in ("false", "0", "none"):
-            raise ValueError(f"{option}: {reason}")
+            raise UsageError(f"{option}: {reason}")
     hub = find_option(argv, ("--hub",))
     if hub is not None and hub[1] == "huggingface":
-        raise ValueError(
+        raise UsageError(
             "--hub huggingface: s3prl logs in with a username/password API that huggingface_hub removed; "
             "download the upstream and pass it with -u/-k instead"
         )
@@ -108,7 +110,7 @@ def override_option(downstream_expert: dict, prefix: str = "config.downstream_ex
         else:
             text = repr(value)
             if "=" in text or ",," in text:
-                raise ValueError(f"{prefix}.{key}={text}: s3prl's -o cannot carry '=' or ',,' in a value")
+                raise UsageError(f"{prefix}.{key}={text}: s3prl's -o cannot carry '=' or ',,' in a value")
             options.append(f"{prefix}.{key}={text}")
     return ",,".join(option for option in options if option)
 
@@ -129,16 +131,60 @@ def prepare_s3prl() -> None:
     plugins.register_entry_point_upstreams()
 
 
+def help_epilog() -> str:
+    """What s3prl's own help does not say about our additions."""
+    from upstream_mrhubert.layer_names import layer_names
+
+    tasks_line = ", ".join(f"{spec.task} ({spec.downstream})" for spec in TASKS.values())
+    return (
+        "\nmrsuperb additions:\n"
+        f"  -d TASK     our task names, each with s3prl's expert: {tasks_line};\n"
+        "              without -c, the SUPERB config recipes/superb/TASK/config.yaml is used\n"
+        f"              ({recipes_dir() / 'superb'}); quick configs for tests: recipes/quick/TASK/config.yaml\n"
+        "  -l LAYER    a layer name of the upstream as well as an index; MR-HuBERT base (4-4-4):\n"
+        f"              {' '.join(layer_names([4, 4, 4]))}; HuBERT base: T0..T12\n"
+        "  -u NAME     every upstream above: s3prl's own and those of the s3prl.upstreams entry points\n"
+        "              (mrsuperb upstreams lists the entry points, their packages and checkpoints)\n"
+        "  --device    defaults to cuda when available, else cpu\n"
+    )
+
+
+def show_help(argv: Sequence[str]) -> None:
+    """s3prl's help with only real upstreams in its list (not the names its hub module happens to import), no
+    import warnings, and our additions after it."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            prepare_s3prl()
+            import s3prl.run_downstream as s3prl_run_downstream
+        finally:
+            logging.disable(logging.NOTSET)
+    saved = (sys.argv, s3prl_run_downstream.hub)
+    s3prl_run_downstream.hub = SimpleNamespace(**plugins.real_upstreams(s3prl_run_downstream.hub))
+    sys.argv = ["run_downstream.py", *argv]
+    try:
+        s3prl_run_downstream.get_downstream_args()
+    except SystemExit:
+        sys.stdout.write(help_epilog())
+        raise
+    finally:
+        sys.argv, s3prl_run_downstream.hub = saved
+
+
 def run(argv: Sequence[str]) -> None:
     """Run s3prl's ``run_downstream.main`` with ``argv`` (without the program name)."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        show_help(argv)
+        return
     prepare_s3prl()
-    help_only = any(arg in ("-h", "--help") for arg in argv)
-    if not help_only:
-        reject_unsupported(argv)
-        argv = experiment.resolve_resume(experiment.default_mode(argv))
+    reject_unsupported(argv)
+    argv = experiment.resolve_resume(experiment.default_mode(argv))
     s3prl_argv, layer_name = build_argv(argv)
-    if not help_only:
-        check_paths(s3prl_argv)
+    check_paths(s3prl_argv)
     folder = experiment.experiment_folder(s3prl_argv)
 
     import s3prl.run_downstream as s3prl_run_downstream
@@ -148,7 +194,7 @@ def run(argv: Sequence[str]) -> None:
     saved = (sys.argv, builtins.isinstance, torch.multiprocessing.get_sharing_strategy(), s3prl_run_downstream.Runner)
     s3prl_run_downstream.Runner = make_probe_runner(layer_name)
     sys.argv = ["run_downstream.py", *s3prl_argv]
-    lock = experiment.experiment_lock(folder) if not help_only and experiment.is_leader_launch() else nullcontext()
+    lock = experiment.experiment_lock(folder) if experiment.is_leader_launch() else nullcontext()
     try:
         with lock, experiment.checkpoints_write_into(s3prl_run_downstream, folder):
             s3prl_run_downstream.main()
@@ -164,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         run(argv)
-    except (FileNotFoundError, ValueError) as error:
+    except USER_ERRORS as error:
         print(f"run_downstream.py: error: {error}", file=sys.stderr)
         return 2
     return 0

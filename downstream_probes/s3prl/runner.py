@@ -18,6 +18,7 @@ from typing import Any
 from downstream_probes import tasks as results_io
 from downstream_probes.corpora.checks import check_corpus
 from downstream_probes.paths import recipes_dir
+from upstream_mrhubert.errors import UsageError
 
 LOGGER = logging.getLogger(__name__)
 RECIPES_TOKEN = "{recipes}"
@@ -81,7 +82,7 @@ class ProbeRunnerMixin:
         missing = unset_data_paths(config)
         if missing and args.mode != "inference":
             overrides = ",,".join(f"{key}=/your/data" for key in missing)
-            raise ValueError(
+            raise UsageError(
                 f"data path(s) not set in the config: {', '.join(missing)}; point them at your corpus with "
                 f'-o "{overrides}"'
             )
@@ -101,11 +102,11 @@ class ProbeRunnerMixin:
         if name is not None and self.args.upstream_layer_selection is None:
             names = self.upstream_layer_names()
             if names is None:
-                raise ValueError(
+                raise UsageError(
                     f"-l {name}: upstream {self.args.upstream!r} does not expose layer_names; select the layer by index"
                 )
             if name not in names:
-                raise ValueError(
+                raise UsageError(
                     f"-l {name}: upstream {self.args.upstream!r} has no layer {name!r}; its layers: {names}"
                 )
             self.args.upstream_layer_selection = names.index(name)
@@ -113,7 +114,7 @@ class ProbeRunnerMixin:
         try:
             return super()._get_featurizer()
         except IndexError:  # an upstream without layer_names: s3prl's Featurizer indexes its hidden states
-            raise ValueError(
+            raise UsageError(
                 f"-l {self.args.upstream_layer_selection}: upstream {self.args.upstream!r} has fewer layers; "
                 "pass a smaller index (0 is the first, -1 the last)"
             ) from None
@@ -126,7 +127,7 @@ class ProbeRunnerMixin:
         if index is None or names is None:
             return
         if not -len(names) <= index < len(names):
-            raise ValueError(
+            raise UsageError(
                 f"-l {index}: upstream {self.args.upstream!r} has {len(names)} layers (indices 0 to {len(names) - 1}, "
                 f"or -1 for the last; or a name): {', '.join(names)}"
             )

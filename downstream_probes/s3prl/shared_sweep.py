@@ -37,7 +37,7 @@ from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import MrsuperbError, UsageError
 
 WEIGHTED_SUM = "weighted_sum"
 STATE_DIR = "shared_state"
@@ -80,7 +80,7 @@ class SharedSweepOptions:
 def plan_passes(specs: Sequence[HeadSpec], max_heads_per_pass: int | None) -> list[list[HeadSpec]]:
     """Heads in passes of at most ``max_heads_per_pass`` (None: one pass), in sweep order."""
     if max_heads_per_pass is not None and max_heads_per_pass < 1:
-        raise ValueError(f"--max-heads-per-pass {max_heads_per_pass}: give at least 1")
+        raise UsageError(f"--max-heads-per-pass {max_heads_per_pass}: give at least 1")
     size = max_heads_per_pass or max(1, len(specs))
     return [list(specs[start : start + size]) for start in range(0, len(specs), size)]
 
@@ -177,7 +177,7 @@ def build_upstream_entry(args: Any, config: dict) -> Any:
     from s3prl.downstream.runner import Runner
 
     if args.upstream_trainable:
-        raise ValueError("--shared trains probes of a frozen upstream; drop -f/--upstream_trainable")
+        raise UsageError("--shared trains probes of a frozen upstream; drop -f/--upstream_trainable")
     builder = Runner.__new__(Runner)
     builder.args, builder.config, builder.init_ckpt = args, config, {}
     return Runner._get_upstream(builder)
@@ -229,14 +229,14 @@ class SharedSweep:
         self.after_upstream = RngState.capture()
         names = getattr(getattr(self.upstream.model, "module", self.upstream.model), "layer_names", None)
         if names is None:
-            raise ValueError(f"upstream {self.args.upstream!r} does not expose layer_names; a sweep needs named layers")
+            raise UsageError(f"upstream {self.args.upstream!r} does not expose layer_names; a sweep needs named layers")
         self.all_layers = list(names)
         self.specs = resolve_heads(self.all_layers, self.options.layers, self.options.with_weighted_sum)
         self.passes = plan_passes(self.specs, self.options.max_heads_per_pass)
         self.parsed = {spec.name: parse_run_args(head_argv(self.options, spec)) for spec in self.specs}
         for name, (args, config, _) in self.parsed.items():
             if args.seed != self.args.seed or config["runner"] != self.config["runner"]:
-                raise ValueError(f"head {name}: seed or runner settings differ from the others; a sweep needs one")
+                raise UsageError(f"head {name}: seed or runner settings differ from the others; a sweep needs one")
         self.timing["setup"] += time.perf_counter() - started
 
     def build_head(self, spec: HeadSpec, init_ckpt: Path | None = None) -> Head:
@@ -714,9 +714,9 @@ def resolve_heads(all_layers: Sequence[str], layers: Sequence[str] | None, with_
     chosen = list(all_layers) if not layers or list(layers) == ["all"] else list(layers)
     unknown = [name for name in chosen if name not in all_layers]
     if unknown:
-        raise ValueError(f"--layers: the upstream has no layer(s) {unknown}; its layers: {list(all_layers)}")
+        raise UsageError(f"--layers: the upstream has no layer(s) {unknown}; its layers: {list(all_layers)}")
     if len(set(chosen)) != len(chosen):
-        raise ValueError(f"--layers {','.join(chosen)}: a layer is named twice")
+        raise UsageError(f"--layers {','.join(chosen)}: a layer is named twice")
     specs = [HeadSpec(name, name) for name in chosen]
     if with_weighted_sum:
         specs.append(HeadSpec(WEIGHTED_SUM, None))
@@ -733,7 +733,7 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
 
     spec = tasks.task_for(options.task)
     if spec is None:
-        raise ValueError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
+        raise UsageError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
     run_downstream.prepare_s3prl()
     sweep_dir = Path(options.sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)

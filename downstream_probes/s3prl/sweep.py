@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from downstream_probes import tasks as results_io
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.errors import MrsuperbError, UsageError
 
 BEST_CHECKPOINT_PATTERNS = ("*-best.ckpt", "best-states-*.ckpt")
 
@@ -34,7 +34,7 @@ def upstream_layer_names(upstream: str, ckpt: str | None = None, model_config: s
     model = build_hub_upstream(upstream, ckpt, model_config)
     names = getattr(model, "layer_names", None)
     if names is None:
-        raise ValueError(f"upstream {upstream!r} does not expose layer_names; a sweep needs named layers")
+        raise UsageError(f"upstream {upstream!r} does not expose layer_names; a sweep needs named layers")
     return list(names)
 
 
@@ -100,14 +100,14 @@ def sweep(
     """Train (and evaluate) one probe per layer; returns the sweep document written to ``sweep.json``."""
     spec = results_io.task_for(task)
     if spec is None:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(results_io.TASKS)}")
+        raise UsageError(f"unknown task {task!r}; choose one of {', '.join(results_io.TASKS)}")
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     all_layers = upstream_layer_names(upstream, upstream_ckpt, model_config)
     chosen = list(layers) if layers else all_layers
     unknown = [name for name in chosen if name not in all_layers]
     if unknown:
-        raise ValueError(f"upstream {upstream!r} has no layer(s) {unknown}; its layers: {all_layers}")
+        raise UsageError(f"upstream {upstream!r} has no layer(s) {unknown}; its layers: {all_layers}")
 
     common = ["-u", upstream, "-d", spec.task]
     if upstream_ckpt:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from upstream_mrhubert.checkpoints.io import load_checkpoint, write_converted_checkpoint
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.hub import build_model, checkpoint_family
 
 # Our family -> the s3prl upstream that reads the converted file.
@@ -29,12 +30,12 @@ def convert_to_s3prl(
     """
     source, target = Path(source), Path(target)
     if target.exists() and not overwrite:
-        raise ValueError(f"{target} already exists; choose another output path or pass --force to overwrite it")
+        raise UsageError(f"{target} already exists; choose another output path or pass --force to overwrite it")
     if target.exists() and target.resolve() == source.resolve():
-        raise ValueError(f"output {target} is the input file; choose another output path")
+        raise UsageError(f"output {target} is the input file; choose another output path")
     loaded = load_checkpoint(source)
     if loaded.source_format == "s3prl_converted":
-        raise ValueError(f"{source} is already in s3prl's converted format; nothing to convert")
+        raise UsageError(f"{source} is already in s3prl's converted format; nothing to convert")
     family = checkpoint_family(loaded)
     build_model(loaded)  # refuses what s3prl's loader would choke on later, before anything is written
     return write_converted_checkpoint(target, loaded), S3PRL_LOCAL_UPSTREAM[family]

@@ -23,6 +23,7 @@ import torch
 
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.pretraining.config import PretrainConfig
 from upstream_mrhubert.pretraining.heads import dictionary_symbols
 from upstream_mrhubert.pretraining.network import MaskedPredictionModel
@@ -77,5 +78,5 @@ def load_resume(out: Path) -> ResumeState | None:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path} cannot be read ({error}); remove it to start the run again") from None
+        raise UsageError(f"{path} cannot be read ({error}); remove it to start the run again") from None
     return ResumeState(**raw)

@@ -23,6 +23,8 @@ import numpy as np
 import soundfile
 import torch
 
+from upstream_mrhubert.errors import UsageError
+
 SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 320  # one 20 ms frame of the CNN
 RECEPTIVE_FIELD = 400  # samples the first frame needs
@@ -60,9 +62,9 @@ class Manifest:
             str(path), start=start, frames=-1 if samples is None else samples, dtype="float32", always_2d=False
         )
         if rate != SAMPLE_RATE:
-            raise ValueError(f"{path} is sampled at {rate} Hz; pretraining reads 16 kHz audio (resample it first)")
+            raise UsageError(f"{path} is sampled at {rate} Hz; pretraining reads 16 kHz audio (resample it first)")
         if audio.ndim != 1:
-            raise ValueError(f"{path} has {audio.shape[1]} channels; pretraining reads mono audio")
+            raise UsageError(f"{path} has {audio.shape[1]} channels; pretraining reads mono audio")
         return audio
 
 
@@ -82,7 +84,7 @@ def scan_split(corpus: str | os.PathLike[str], split: str, *, min_samples: int) 
         if samples >= min_samples:
             rows.append((str(path.relative_to(root)), int(samples)))
     if not rows:
-        raise ValueError(f"{root} holds no .flac/.wav utterance of at least {min_samples / SAMPLE_RATE:.2f} s")
+        raise UsageError(f"{root} holds no .flac/.wav utterance of at least {min_samples / SAMPLE_RATE:.2f} s")
     return Manifest(root=root, paths=tuple(r[0] for r in rows), lengths=tuple(r[1] for r in rows))
 
 
@@ -124,7 +126,7 @@ class BatchSampler:
         world_size: int = 1,
     ) -> None:
         if len(labels) != len(manifest):
-            raise ValueError(f"{len(labels)} label rows for {len(manifest)} utterances")
+            raise UsageError(f"{len(labels)} label rows for {len(manifest)} utterances")
         self.manifest = manifest
         self.labels = labels
         self.batch_size = batch_size

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from upstream_mrhubert.errors import UsageError
+
 
 def compute_span_mask(
     shape: tuple[int, int],
@@ -54,7 +56,7 @@ def compute_span_mask(
         if size - shortest <= spans:
             shortest = size - spans - 1
         if size - shortest <= 0 or spans > size - shortest:
-            raise ValueError(
+            raise UsageError(
                 f"an utterance of {size} frames cannot hold {spans} mask spans of {mask_length}; "
                 "use longer crops (data.min_seconds) or a smaller masking.mask_length"
             )
@@ -62,7 +64,7 @@ def compute_span_mask(
         frames_masked = (starts[:, None] + np.arange(mask_length)[None, :]).reshape(-1)
         frames_masked = np.unique(frames_masked[frames_masked < size])
         if len(frames_masked) >= size:
-            raise ValueError(
+            raise UsageError(
                 f"the whole utterance of {size} frames would be masked; lower masking.mask_prob or use longer crops"
             )
         chosen.append(frames_masked)

@@ -27,6 +27,7 @@ from sklearn.cluster import MiniBatchKMeans
 from tqdm import tqdm
 
 from upstream_mrhubert.atomic_io import write_text_atomic
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.pretraining.data import FRAME_SAMPLES, SAMPLE_RATE, Manifest, frames_of
 
 MFCC_DIM = 39
@@ -64,7 +65,7 @@ def layer_feature_extractor(
     model = MultiresHubert.from_checkpoint(loaded, pre_residual=pre_residual).to(device).eval()
     names = model.layer_names(include_block_outputs=True)
     if layer not in names:
-        raise ValueError(f"{checkpoint} has no state {layer!r}; its states are {', '.join(names)}")
+        raise UsageError(f"{checkpoint} has no state {layer!r}; its states are {', '.join(names)}")
 
     @torch.inference_mode()
     def extract(waveform: np.ndarray) -> torch.Tensor:
@@ -100,7 +101,7 @@ def fit_kmeans(
     """MiniBatchKMeans on at most ``fit_frames`` frames drawn at random from ``features``."""
     stacked = np.concatenate(features, axis=0)
     if stacked.shape[0] < clusters:
-        raise ValueError(
+        raise UsageError(
             f"{stacked.shape[0]} training frames cannot make {clusters} clusters; use a larger corpus or fewer "
             "targets.clusters"
         )

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.pretraining import checkpointing, records, targets
 from upstream_mrhubert.pretraining.config import PretrainConfig
 from upstream_mrhubert.pretraining.data import SAMPLE_RATE, BatchSampler, Manifest, merge, scan_split, step_generator
@@ -143,7 +144,7 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("optim.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        raise UsageError("optim.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
@@ -225,7 +226,7 @@ def train(
 
     saved = checkpointing.load_resume(out) if resume else None
     if not resume and (out / records.RESULTS_FILE).exists():
-        raise ValueError(f"{out} already holds a pretraining run; pass -a to resume it or choose another --out")
+        raise UsageError(f"{out} already holds a pretraining run; pass -a to resume it or choose another --out")
     if saved is not None and saved.config != config.as_dict():
         changed = sorted(
             f"{section}.{key}"
@@ -233,7 +234,7 @@ def train(
             for key, value in values.items()
             if saved.config.get(section, {}).get(key) != value
         )
-        raise ValueError(
+        raise UsageError(
             f"the run in {out} was started with another config (differs in {', '.join(changed)}); resume it with "
             "the same recipe and --max-steps, or choose another --out"
         )

@@ -28,6 +28,7 @@ import torch
 
 from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
 from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS, MultiresHubertConfig
+from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.model import MultiresHubert
 
 TINY_CONV_CHANNELS = 16
@@ -69,9 +70,9 @@ _TASK_FIELDS = ("normalize",)
 def tiny_config(preset: str = "base_2res", *, dim: int = 32) -> tuple[dict[str, Any], dict[str, Any]]:
     """fairseq's ``cfg["model"]`` and ``cfg["task"]`` (every dataclass field, as fairseq saves them) of a preset."""
     if preset not in _PRESETS:
-        raise ValueError(f"unknown tiny preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UsageError(f"unknown tiny preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if dim % 8:
-        raise ValueError(f"dim must be a multiple of 8 (4 attention heads, 4 pos-conv groups), got {dim}")
+        raise UsageError(f"dim must be a multiple of 8 (4 attention heads, 4 pos-conv groups), got {dim}")
     changes = dict(_PRESETS[preset])
     channels = TINY_CONV_CHANNELS
     model_cfg: dict[str, Any] = {

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from upstream_mrhubert.errors import UsageError
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -48,7 +50,7 @@ def split_speakers(split: list[str] | str, config: dict) -> list[str]:
     key = f"{first}_speakers"
     speakers = config.get(key)
     if not speakers:
-        raise ValueError(
+        raise UsageError(
             f"SNIPS: the corpus config has no {key!r} list; SUPERB's split is by speaker (every Audio SNIPS speaker "
             f"has files in every split folder). Add {key} to downstream_expert.corpus (recipes/superb/sf/config.yaml "
             "holds SUPERB's lists)"
