@@ -252,3 +252,38 @@ def test_probe_sweep_records_each_layer(workspace: Path, tiny_ckpt: Path, corpus
     for layer in sweep["layers"]:
         assert 0.0 <= layer["metrics"]["test"]["acc"] <= 1.0
         assert read_results(Path(layer["expdir"]))["layer_selection"]["layer"] == layer["name"]
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_trace(workspace: Path, tiny_ckpt: Path, capsys) -> None:
+    """Data paths pointing nowhere: s3prl has written args_*.yaml, config_*.yaml and tensorboard files when it fails;
+    they go, and the folder the run created goes with them (issue 23)."""
+    expdir = workspace / "exp_fails_early"
+    with pytest.raises(Exception, match="fsc"):  # whatever s3prl raises for the missing corpus
+        run_downstream.run(
+            train_argv("ic", tiny_ckpt, expdir, "config.downstream_expert.datarc.file_path='/nonexistent/fsc'")
+        )
+    assert not expdir.exists()
+    kept = workspace / "exp_kept_folder"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="fsc"):
+        run_downstream.run(
+            train_argv("ic", tiny_ckpt, kept, "config.downstream_expert.datarc.file_path='/nonexistent/fsc'")
+        )
+    assert sorted(path.name for path in kept.iterdir()) == ["notes.txt"]
+
+
+def test_train_without_an_experiment_folder_is_refused(tiny_ckpt: Path, capsys) -> None:
+    argv = ["-m", "train", "-u", "mrhubert_local", "-k", str(tiny_ckpt), "-d", "ic", "-c", quick_config("ic")]
+    assert run_downstream.main(argv) == 2
+    assert "-m train needs an experiment folder: give -p FOLDER" in capsys.readouterr().err
+    assert not (Path("result") / "downstream" / "None").exists()
+
+
+def test_cache_dir_is_where_our_checkpoints_are_looked_for(workspace: Path, corpus_overrides, capsys) -> None:
+    """--cache_dir: s3prl's own upstreams download there, and so do ours (not ~/.cache/mrhubert)."""
+    cache = workspace / "ckpt_cache"
+    argv = ["-m", "train", "-u", "mrhubert_b4a", "-d", "ic", "-c", quick_config("ic"), "-p", str(workspace / "e")]
+    assert run_downstream.main([*argv, "-o", corpus_overrides("ic"), "--cache_dir", str(cache)]) == 2
+    assert str(cache / "b4-a.pt") in capsys.readouterr().err  # offline here: the error names where to put it
+    assert os.environ.get("MRHUBERT_CKPT_DIR") != str(cache)

@@ -15,6 +15,9 @@ Before s3prl starts, ``prepare_s3prl`` applies the compatibility layer (``compat
 from __future__ import annotations
 
 import builtins
+import contextlib
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -28,6 +31,7 @@ from downstream_probes.s3prl import compat as s3prl_compat
 from downstream_probes.s3prl import experiment, plugins
 from downstream_probes.s3prl.options import find_option, set_option
 from downstream_probes.tasks import TASKS, task_for
+from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV
 from upstream_mrhubert.errors import USER_ERRORS, UsageError
 
 LAYER_OPTIONS = ("-l", "--upstream_layer_selection")
@@ -88,6 +92,10 @@ def check_paths(argv: Sequence[str]) -> None:
         found = find_option(argv, names)
         if found is not None and found[1] is not None and not Path(found[1]).exists():
             raise FileNotFoundError(f"{names[0]} {found[1]}: file not found")
+    mode = find_option(argv, ("-m", "--mode"))
+    named = [find_option(argv, names) for names in (("-p", "--expdir"), ("-n", "--expname"), ("-e", "--past_exp"))]
+    if mode is not None and mode[1] == "train" and all(found is None or not found[1] for found in named):
+        raise UsageError("-m train needs an experiment folder: give -p FOLDER (or -n NAME for result/downstream/NAME)")
     found = find_option(argv, ("-e", "--past_exp"))
     if found is not None and found[1] is not None:
         path = Path(found[1])
@@ -195,14 +203,51 @@ def run(argv: Sequence[str]) -> None:
     s3prl_run_downstream.Runner = make_probe_runner(layer_name)
     sys.argv = ["run_downstream.py", *s3prl_argv]
     lock = experiment.experiment_lock(folder) if experiment.is_leader_launch() else nullcontext()
+    before = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else None
+    cache_dir = find_option(s3prl_argv, ("--cache_dir",))
+    if cache_dir is not None and cache_dir[1]:
+        # s3prl sends its own downloads there (torch.hub.set_dir); ours follow (upstream_mrhubert.checkpoints)
+        saved_env = os.environ.get(CKPT_DIR_ENV)
+        os.environ[CKPT_DIR_ENV] = cache_dir[1]
     try:
         with lock, experiment.checkpoints_write_into(s3prl_run_downstream, folder):
             s3prl_run_downstream.main()
+    except BaseException:
+        if experiment.is_leader_launch():
+            undo_failed_start(folder, before)
+        raise
     finally:
         # s3prl's main patches builtins.isinstance and the sharing strategy process-wide; undo for in-process use.
         sys.argv, builtins.isinstance = saved[0], saved[1]
+        if cache_dir is not None and cache_dir[1]:
+            if saved_env is None:
+                os.environ.pop(CKPT_DIR_ENV, None)
+            else:
+                os.environ[CKPT_DIR_ENV] = saved_env
         torch.multiprocessing.set_sharing_strategy(saved[2])
         s3prl_run_downstream.Runner = saved[3]
+
+
+# What a run that got going leaves behind; a failure without any of them changed nothing worth keeping.
+PROGRESS_FILES = ("states-*.ckpt", "evaluations.jsonl", "results.json", "*best*.ckpt")
+
+
+def undo_failed_start(folder: Path, before: list[str] | None) -> None:
+    """A run that failed before its first save or evaluation leaves ``folder`` as it found it: the ``args_*.yaml``,
+    ``config_*.yaml``, tensorboard files and lock it wrote are removed (and the folder, if the run created it)."""
+    if not folder.is_dir():
+        return
+    added = [path for path in folder.iterdir() if before is None or path.name not in before]
+    if any(path.match(pattern) for path in added for pattern in PROGRESS_FILES):
+        return
+    for path in added:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if before is None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
