@@ -38,8 +38,53 @@ LAYER_WEIGHTS_FILE = "layer_weights.json"
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """A metric's facts, registered once here; the leaderboard, best-step selection, sweeps and the SUPERB
+    protocol look them up."""
+
+    key: str  # as results.json stores it
+    higher_is_better: bool
+
+
+METRICS: dict[str, MetricSpec] = {
+    spec.key: spec
+    for spec in (
+        MetricSpec("wer", False),
+        MetricSpec("cer", False),
+        MetricSpec("slot_type_f1", True),
+        MetricSpec("slot_value_cer", False),
+        MetricSpec("pesq", True),
+        MetricSpec("stoi", True),
+        MetricSpec("si_sdr", True),
+        MetricSpec("acc", True),
+        MetricSpec("frame_acc", True),
+        MetricSpec("frame_der", False),
+        MetricSpec("der", False),
+    )
+}
+
+
+def lower_is_better(metric: str) -> bool:
+    """The direction of ``metric`` (one of ``METRICS``)."""
+    return not METRICS[metric].higher_is_better
+
+
+@dataclass(frozen=True)
+class ReportedMetric:
+    """How one of a task's metrics appears in the paper's Table 2 (a leaderboard column)."""
+
+    key: str  # the column's key (``--sort``)
+    metric: str  # a key of METRICS
+    label: str
+    percent: bool  # shown in percent
+    digits: int
+    stored_scale: float = 1.0  # display = stored * stored_scale (100 for metrics stored as fractions)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
-    """How a SUPERB task maps onto s3prl: its expert, test split and which of its scalars are our metrics."""
+    """How a SUPERB task maps onto s3prl: its expert, splits, which of its scalars are our metrics, and which of them
+    Table 2 reports."""
 
     task: str
     title: str  # as the paper's tables name it
@@ -48,42 +93,61 @@ class TaskSpec:
     dev_split: str
     metric_keys: dict[str, str]  # s3prl scalar key -> our metric key
     primary: str  # our metric key selecting the best step
-    lower_is_better: bool
+    reported: tuple[ReportedMetric, ...]
+
+    @property
+    def lower_is_better(self) -> bool:
+        """The direction of the primary metric."""
+        return lower_is_better(self.primary)
+
+    @property
+    def reported_metrics(self) -> tuple[str, ...]:
+        """The Table-2 metrics a finished run's test split must hold."""
+        return tuple(reported.metric for reported in self.reported)
 
 
 TASKS: dict[str, TaskSpec] = {
     spec.task: spec
     for spec in (
-        TaskSpec("asr", "ASR", "asr", "test-clean", "dev-clean", {"wer": "wer", "uer": "cer"}, "wer", True),
         TaskSpec(
-            "sf",
-            "SF",
-            "ctc",
-            "test",
-            "dev",
+            "asr", "ASR", "asr", "test-clean", "dev-clean", {"wer": "wer", "uer": "cer"}, "wer",
+            (ReportedMetric("asr_wer", "wer", "ASR WER", True, 2),),  # stored in percent by s3prl's asr expert
+        ),
+        TaskSpec(
+            "sf", "SF", "ctc", "test", "dev",
             {"slot_type_f1": "slot_type_f1", "slot_value_cer": "slot_value_cer", "wer": "wer", "cer": "cer"},
             "slot_type_f1",
-            False,
+            (
+                ReportedMetric("sf_f1", "slot_type_f1", "SF F1", True, 2, 100.0),
+                ReportedMetric("sf_cer", "slot_value_cer", "SF CER", True, 2, 100.0),
+            ),
         ),
         TaskSpec(
-            "se",
-            "SE",
-            "enhancement_stft",
-            "test",
-            "dev",
-            {"pesq": "pesq", "stoi": "stoi", "si_sdr": "si_sdr"},
+            "se", "SE", "enhancement_stft", "test", "dev", {"pesq": "pesq", "stoi": "stoi", "si_sdr": "si_sdr"},
             "pesq",
-            False,
+            (
+                ReportedMetric("se_stoi", "stoi", "SE STOI", False, 3),
+                ReportedMetric("se_pesq", "pesq", "SE PESQ", False, 2),
+            ),
         ),
-        TaskSpec("ic", "IC", "fluent_commands", "test", "dev", {"acc": "acc"}, "acc", False),
-        TaskSpec("ks", "KS", "speech_commands", "test", "dev", {"acc": "acc"}, "acc", False),
         TaskSpec(
-            "sd", "SD", "diarization", "test", "dev", {"acc": "frame_acc", "der": "frame_der"}, "frame_acc", False
+            "ic", "IC", "fluent_commands", "test", "dev", {"acc": "acc"}, "acc",
+            (ReportedMetric("ic_acc", "acc", "IC Acc", True, 2, 100.0),),
+        ),
+        TaskSpec(
+            "ks", "KS", "speech_commands", "test", "dev", {"acc": "acc"}, "acc",
+            (ReportedMetric("ks_acc", "acc", "KS Acc", True, 2, 100.0),),
+        ),
+        TaskSpec(
+            "sd", "SD", "diarization", "test", "dev", {"acc": "frame_acc", "der": "frame_der"}, "frame_acc",
+            (
+                ReportedMetric("sd_der", "der", "SD DER", True, 2, 100.0),
+                ReportedMetric("sd_acc", "frame_acc", "SD Acc", True, 2, 100.0),
+            ),
         ),
     )
-}
+}  # fmt: skip
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)  # Table 2's order
-LOWER_IS_BETTER = frozenset({"wer", "cer", "slot_value_cer", "der", "frame_der"})
 _BY_DOWNSTREAM = {spec.downstream: spec for spec in TASKS.values()}
 
 

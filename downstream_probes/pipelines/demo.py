@@ -208,9 +208,9 @@ class DemoSettings:
 
 def required_test_metrics(task: str) -> tuple[str, ...]:
     """The Table-2 metrics of ``task`` (the leaderboard's columns) that its test split must hold."""
-    from downstream_probes.reports.leaderboard import TABLE2_COLUMNS
+    from downstream_probes.tasks import TASKS as TASK_SPECS
 
-    return tuple(column.metric for column in TABLE2_COLUMNS if column.task == task)
+    return TASK_SPECS[task].reported_metrics
 
 
 def _read_json(path: Path) -> dict | None:

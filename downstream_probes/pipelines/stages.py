@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from downstream_probes.tasks import RESULTS_FILE
+from downstream_probes.tasks import RESULTS_FILE, TASKS
 from upstream_mrhubert.errors import MrsuperbError
 
 
@@ -104,14 +104,12 @@ def command_stage(
 
 def has_test_metrics(expdir: Path, task: str) -> bool:
     """True when the run's results.json holds every Table-2 metric of ``task`` on its test split."""
-    from downstream_probes.reports.leaderboard import TABLE2_COLUMNS
-
     try:
         results = json.loads((expdir / RESULTS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     test = results.get("metrics", {}).get(results.get("test_split"), {})
-    return all(column.metric in test for column in TABLE2_COLUMNS if column.task == task)
+    return all(metric in test for metric in TASKS[task].reported_metrics)
 
 
 def subprocess_env(jobs: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:

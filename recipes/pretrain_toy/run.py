@@ -42,7 +42,7 @@ VARIANTS = {
     "b5a": "toy_b5a_no_downsampling.yaml",
     "pre_residual": "toy_pre_residual.yaml",
 }
-TASKS = ("ic", "ks", "asr")
+TOY_TASKS = ("ic", "ks", "asr")
 # (split, properties): the toy corpus's dev-clean has ~1100 word segments, 110 per held-out part of the PWCCA
 # protocol, fewer than the toy model's 192 dimensions: word CCA reads the training split (phones suffice on dev)
 ANALYSES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -150,7 +150,7 @@ class ToyExperiment:
     def _downstream_stage(self, variant: str, twin: str, task: str) -> Stage:
         from downstream_probes.corpora.api import s3prl_overrides
         from downstream_probes.s3prl.run_downstream import override_option
-        from downstream_probes.tasks import TASKS as SPECS
+        from downstream_probes.tasks import TASKS
 
         expdir = self.expdir(variant, twin, task)
 
@@ -161,10 +161,10 @@ class ToyExperiment:
             override = override_option(s3prl_overrides(self.corpus(task)))
             override += f",,config.runner.total_steps={steps},,config.runner.eval_step={max(1, steps // 4)}"
             override += f",,config.runner.save_step={max(1, steps // 4)},,config.runner.log_step={max(1, steps // 20)}"
-            override += ",,config.runner.eval_dataloaders=" + repr([SPECS[task].dev_split, SPECS[task].test_split])
+            override += ",,config.runner.eval_dataloaders=" + repr([TASKS[task].dev_split, TASKS[task].test_split])
             command = [console_script("run_downstream.py"), "-m", "train", "-u", "mrhubert_local"]
             command += ["-k", str(self.checkpoint(variant, twin)), "-g", str(self.upstream_options(variant))]
-            command += ["-d", SPECS[task].downstream, "-c", str(RECIPES / "quick" / task / "config.yaml")]
+            command += ["-d", TASKS[task].downstream, "-c", str(RECIPES / "quick" / task / "config.yaml")]
             command += ["-p", str(expdir), "-o", override, "--seed", str(self.seed)]
             run_logged(
                 f"downstream {variant}_{twin}/{task}",
@@ -217,7 +217,7 @@ class ToyExperiment:
     def report(self) -> dict:
         from downstream_probes.analysis.analyze import output_name
         from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
-        from downstream_probes.tasks import TASKS as SPECS
+        from downstream_probes.tasks import TASKS
 
         lengths = self.downstream_lengths()
         report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": lengths}
@@ -254,11 +254,11 @@ class ToyExperiment:
                 f"{_fmt(entry['majority_baseline_valid'])} | {_fmt(entry['train_wall_seconds'], 0)} |"
             )
             for twin in TWINS:
-                for steps, task in ((n, t) for n in lengths for t in TASKS):
+                for steps, task in ((n, t) for n in lengths for t in TOY_TASKS):
                     downstream = _read(self.expdir(variant, twin, task, steps) / "results.json")
                     if downstream:
                         tasks_run[steps].add(task)
-                        spec = SPECS[task]
+                        spec = TASKS[task]
                         test = downstream.get("metrics", {}).get(downstream.get("test_split"), {})
                         entry["downstream"].setdefault(str(steps), {}).setdefault(twin, {})[task] = {
                             "metric": spec.primary,
@@ -274,11 +274,11 @@ class ToyExperiment:
 
         table2: list[str] = []
         for steps in lengths:
-            ran = [t for t in TASKS if t in tasks_run[steps]]
+            ran = [t for t in TOY_TASKS if t in tasks_run[steps]]
             table2 += [
                 f"\n{steps} downstream steps (quick configs, seed {self.seed}):\n",
                 "| variant | weights | "
-                + " | ".join(f"{SPECS[t].title} ({SPECS[t].primary}, test)" for t in ran)
+                + " | ".join(f"{TASKS[t].title} ({TASKS[t].primary}, test)" for t in ran)
                 + " |",
                 "|---|---|" + "---|" * len(ran),
             ]
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/pretrain_toy", help="everything goes here (default runs/pretrain_toy)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    parser.add_argument("--tasks", default=",".join(TASKS), help="downstream tasks (ic, ks, asr)")
+    parser.add_argument("--tasks", default=",".join(TOY_TASKS), help="downstream tasks (ic, ks, asr)")
     parser.add_argument("--downstream-steps", type=int, default=200, help="steps of each downstream training")
     parser.add_argument("--max-steps", type=int, default=None, help="override the recipes' optim.max_steps")
     parser.add_argument("--seed", type=int, default=0)

@@ -14,8 +14,11 @@ from typing import Any
 from downstream_probes.tasks import (
     RESULTS_FILE,
     TASK_NAMES,
+    TASKS,
+    ReportedMetric,
     ResultsError,
     load_results_file,
+    lower_is_better,
     upstream_identity,
 )
 from downstream_probes.tasks import (
@@ -34,16 +37,35 @@ class LeaderboardError(MrsuperbError, ValueError):
 
 @dataclass(frozen=True)
 class Column:
-    """One metric column: which task and metric fill it, and which direction is better."""
+    """One metric column: which task and metric fill it and how it is shown (``tasks.ReportedMetric``); its
+    direction is the metric's (``tasks.METRICS``)."""
 
-    key: str
     task: str
-    metric: str
-    label: str
-    lower_is_better: bool
-    percent: bool  # shown in percent
-    digits: int
-    stored_scale: float = 1.0  # display = stored * stored_scale (100 for metrics stored as fractions)
+    reported: ReportedMetric
+
+    @property
+    def key(self) -> str:
+        return self.reported.key
+
+    @property
+    def metric(self) -> str:
+        return self.reported.metric
+
+    @property
+    def label(self) -> str:
+        return self.reported.label
+
+    @property
+    def percent(self) -> bool:
+        return self.reported.percent
+
+    @property
+    def digits(self) -> int:
+        return self.reported.digits
+
+    @property
+    def lower_is_better(self) -> bool:
+        return lower_is_better(self.metric)
 
     @property
     def arrow(self) -> str:
@@ -55,7 +77,7 @@ class Column:
         return f"{self.label}{unit} {self.arrow}"
 
     def display_value(self, stored: float) -> float:
-        return float(stored) * self.stored_scale
+        return float(stored) * self.reported.stored_scale
 
     def format(self, stored: float) -> str:
         return f"{self.display_value(stored):.{self.digits}f}"
@@ -64,16 +86,8 @@ class Column:
         return a < b if self.lower_is_better else a > b
 
 
-TABLE2_COLUMNS: tuple[Column, ...] = (
-    Column("asr_wer", "asr", "wer", "ASR WER", True, True, 2),  # stored in percent by s3prl's asr expert
-    Column("sf_f1", "sf", "slot_type_f1", "SF F1", False, True, 2, 100.0),
-    Column("sf_cer", "sf", "slot_value_cer", "SF CER", True, True, 2, 100.0),
-    Column("se_stoi", "se", "stoi", "SE STOI", False, False, 3),
-    Column("se_pesq", "se", "pesq", "SE PESQ", False, False, 2),
-    Column("ic_acc", "ic", "acc", "IC Acc", False, True, 2, 100.0),
-    Column("ks_acc", "ks", "acc", "KS Acc", False, True, 2, 100.0),
-    Column("sd_der", "sd", "der", "SD DER", True, True, 2, 100.0),
-    Column("sd_acc", "sd", "frame_acc", "SD Acc", False, True, 2, 100.0),
+TABLE2_COLUMNS: tuple[Column, ...] = tuple(
+    Column(spec.task, reported) for spec in TASKS.values() for reported in spec.reported
 )
 
 
