@@ -253,7 +253,7 @@ def test_checkpoint_loads_in_our_upstream_and_converted_in_s3prl(
 ) -> None:
     from downstream_probes.s3prl.plugins import build_hub_upstream
     from upstream_mrhubert import hub
-    from upstream_mrhubert.checkpoints.convert import convert_to_s3prl
+    from upstream_mrhubert.convert import convert_to_s3prl
 
     out, _ = finished_run
     best = out / "checkpoints" / "checkpoint_best.pt"

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from upstream_mrhubert.checkpoints.io import CheckpointError
+from upstream_mrhubert.checkpoints.errors import CheckpointError
 from upstream_mrhubert.errors import UsageError
 
 # fairseq's default waveform CNN (every released base and large model): 7 layers, 20 ms frames.
@@ -441,43 +440,3 @@ def shape_mismatches(found: Iterable[tuple[str, str, Any]], expected: Mapping[st
     if not wrong:
         return None
     return ", ".join(wrong[:6]) + (f" and {len(wrong) - 6} more" if len(wrong) > 6 else "")
-
-
-def check_weight_shapes(config: MultiresHubertConfig, state_dict: Mapping[str, Any], *, source: str) -> None:
-    """Compare every inference tensor of a fairseq-named state dict with the shape ``config`` gives it.
-
-    Runs before the model is built, so a small file whose cfg asks for a huge network (or whose one projection is
-    mis-shaped) is refused without allocating anything: the reference network is built on PyTorch's meta device,
-    which holds shapes and no data. Keys ``config`` does not know (or misses) are left to the strict load.
-
-    Raises:
-        CheckpointError: naming ``source`` and each mis-shaped key with its shape in the file and the one expected.
-    """
-    import torch
-
-    from upstream_mrhubert.checkpoints import keys
-    from upstream_mrhubert.model import MultiresHubert  # late: the model module imports this one
-
-    with torch.device("meta"):
-        reference = MultiresHubert(config)
-    expected = {
-        key: tuple(value.shape)
-        for key, value in keys.to_fairseq(reference.state_dict(), extractor_mode=config.extractor_mode).items()
-    }
-    aliased = (
-        (key, _SHAPE_ALIASES.sub(lambda m: _SHAPE_ALIAS_NAMES[m.group(1)], key), value)
-        for key, value in state_dict.items()
-    )
-    shown = shape_mismatches(aliased, expected)
-    if shown:
-        raise CheckpointError(
-            f"{source} does not match its MR-HuBERT configuration (wrong shape {shown}); the cfg and the weights "
-            "disagree, so nothing was built: is it an MR-HuBERT checkpoint with its own cfg?"
-        )
-
-
-# The positional convolution's weight norm under its other key spellings (torch's parametrizations, or one folded
-# weight, which has weight_v's shape).
-_SHAPE_ALIAS_NAMES = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
-_SHAPE_ALIAS_NAMES["weight"] = "weight_v"
-_SHAPE_ALIASES = re.compile(r"(?<=\.pos_conv\.0\.)(parametrizations\.weight\.original[01]|weight)$")

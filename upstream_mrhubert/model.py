@@ -22,6 +22,7 @@ positions followed through the samplers, returning fairseq's per-resolution outp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -41,7 +42,7 @@ from upstream_mrhubert.components import (
     make_sampler,
     resample_mask,
 )
-from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS, MultiresHubertConfig, check_weight_shapes
+from upstream_mrhubert.config import FAIRSEQ_PRETRAINING_DEFAULTS, MultiresHubertConfig, shape_mismatches
 from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.layer_names import BlockNames, LayerState, name_blocks
 from upstream_mrhubert.streamed_cnn import streamed_features
@@ -426,3 +427,38 @@ def _sampler_kernel_size(state_dict: Mapping[str, torch.Tensor], source: str) ->
 def _preview(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_weight_shapes(config: MultiresHubertConfig, state_dict: Mapping[str, Any], *, source: str) -> None:
+    """Compare every inference tensor of a fairseq-named state dict with the shape ``config`` gives it.
+
+    Runs before the model is built, so a small file whose cfg asks for a huge network (or whose one projection is
+    mis-shaped) is refused without allocating anything: the reference network is built on PyTorch's meta device,
+    which holds shapes and no data. Keys ``config`` does not know (or misses) are left to the strict load.
+
+    Raises:
+        CheckpointError: naming ``source`` and each mis-shaped key with its shape in the file and the one expected.
+    """
+    with torch.device("meta"):
+        reference = MultiresHubert(config)
+    expected = {
+        key: tuple(value.shape)
+        for key, value in fairseq_keys.to_fairseq(reference.state_dict(), extractor_mode=config.extractor_mode).items()
+    }
+    aliased = (
+        (key, _SHAPE_ALIASES.sub(lambda m: _SHAPE_ALIAS_NAMES[m.group(1)], key), value)
+        for key, value in state_dict.items()
+    )
+    shown = shape_mismatches(aliased, expected)
+    if shown:
+        raise CheckpointError(
+            f"{source} does not match its MR-HuBERT configuration (wrong shape {shown}); the cfg and the weights "
+            "disagree, so nothing was built: is it an MR-HuBERT checkpoint with its own cfg?"
+        )
+
+
+# The positional convolution's weight norm under its other key spellings (torch's parametrizations, or one folded
+# weight, which has weight_v's shape).
+_SHAPE_ALIAS_NAMES = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+_SHAPE_ALIAS_NAMES["weight"] = "weight_v"
+_SHAPE_ALIASES = re.compile(r"(?<=\.pos_conv\.0\.)(parametrizations\.weight\.original[01]|weight)$")

@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from upstream_mrhubert.checkpoints.convert import convert_to_s3prl
+    from upstream_mrhubert.convert import convert_to_s3prl
 
     written, s3prl_upstream = convert_to_s3prl(args.input, args.output, overwrite=args.force)
     print(f"wrote {written}; load it in s3prl with: -u {s3prl_upstream} -k {written}")

@@ -303,7 +303,7 @@ def test_directory_or_fifo_is_not_reported_as_missing(tmp_path: Path) -> None:
 
 
 def test_convert_refuses_invalid_input_and_writes_nothing(tmp_path: Path) -> None:
-    from upstream_mrhubert.checkpoints.convert import convert_to_s3prl
+    from upstream_mrhubert.convert import convert_to_s3prl
 
     path = write_raw(tmp_path / "kproj.pt", mutate=_set_model(K_PROJ, torch.randn(32, 16)))
     with pytest.raises(CheckpointError, match=r"kproj\.pt"):
@@ -312,7 +312,7 @@ def test_convert_refuses_invalid_input_and_writes_nothing(tmp_path: Path) -> Non
 
 
 def test_convert_writes_normal_file_permissions(tmp_path: Path) -> None:
-    from upstream_mrhubert.checkpoints.convert import convert_to_s3prl
+    from upstream_mrhubert.convert import convert_to_s3prl
 
     source = write_tiny_checkpoint(tmp_path / "tiny.pt")
     previous = os.umask(0o022)

@@ -29,13 +29,9 @@ from typing import Any
 import torch
 
 from upstream_mrhubert.atomic_io import atomic_output
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.checkpoints.errors import CheckpointError
 
 CONVERTED_KEYS = ("task_cfg", "model_cfg", "model_weight", "dictionaries_symbols")
-
-
-class CheckpointError(MrsuperbError, ValueError):
-    """A checkpoint file that cannot be used: missing, corrupt, unsafe or of an unknown layout."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -428,7 +424,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     Checked on the way (each a :class:`CheckpointError` naming the file and the key): the zip's CRCs, the unpickled
     globals (allow-list) and numpy dtypes, the top-level types, and every weight (a tensor, no stride 0 or
     overlapping storage, finite). The shapes are checked against the cfg when the model is built
-    (:func:`upstream_mrhubert.config.check_weight_shapes`).
+    (:func:`upstream_mrhubert.model.check_weight_shapes`).
     """
     path = Path(path)
     state = read_restricted_pickle(path)
