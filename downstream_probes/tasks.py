@@ -20,12 +20,11 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import platform
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypedDict
 
+from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
@@ -34,6 +33,8 @@ RESULTS_FILE = "results.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
 SWEEP_SCHEMA = "mrsuperb.probe_sweep/1"
 SWEEP_FILE = "sweep.json"
+RESULT_PACKAGES = ("mrsuperb", "s3prl", "torch", "torchaudio", "numpy", "scipy", "soundfile", "pyannote.metrics",
+                   "pesq", "pystoi", "asteroid", "editdistance")  # fmt: skip
 LAYER_WEIGHTS_FILE = "layer_weights.json"
 
 
@@ -257,27 +258,8 @@ def best_training_step(
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
-    versions = {"python": platform.python_version()}
-    for package in (
-        "mrsuperb",
-        "s3prl",
-        "torch",
-        "torchaudio",
-        "numpy",
-        "scipy",
-        "soundfile",
-        "pyannote.metrics",
-        "pesq",
-        "pystoi",
-        "asteroid",
-        "editdistance",
-    ):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    """Versions of the packages a downstream result depends on."""
+    return provenance.package_versions(RESULT_PACKAGES)
 
 
 def write_results(expdir: str | Path, results: dict[str, Any]) -> Path:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from upstream_mrhubert import audio
 from upstream_mrhubert.checkpoints.keys import fold_weight_norm
 from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.workarounds import low_precision_grouped_conv_is_sound
@@ -128,11 +129,7 @@ class FeatureExtractor(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Input samples that one output frame sees."""
-        field, jump = 1, 1
-        for layer in self.layers():
-            field += (layer.kernel_size - 1) * jump
-            jump *= layer.stride
-        return field
+        return audio.receptive_field((0, layer.kernel_size, layer.stride) for layer in self.layers())
 
     def check_length(self, length: int) -> None:
         """One clear error for waveforms too short to give a single frame."""

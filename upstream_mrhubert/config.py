@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from upstream_mrhubert.audio import SAMPLE_RATE, receptive_field
 from upstream_mrhubert.checkpoints.errors import CheckpointError
 from upstream_mrhubert.errors import UsageError
 
@@ -104,7 +105,7 @@ FAIRSEQ_HUBERT_TASK_DEFAULTS: dict[str, Any] = {
     "labels": ["km"],
     "label_dir": None,
     "label_rate": 50.0,
-    "sample_rate": 16000,
+    "sample_rate": SAMPLE_RATE,
     "normalize": False,
     "enable_padding": False,
     "max_keep_size": None,
@@ -198,6 +199,10 @@ def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
     return parsed  # type: ignore[return-value]
 
 
+# The shortest input that gives the standard waveform CNN one output frame (400 samples, 25 ms at 16 kHz).
+MIN_SAMPLES = receptive_field(parse_conv_feature_layers(DEFAULT_CONV_FEATURE_LAYERS))
+
+
 def parse_int_list(value: Any, field_name: str) -> tuple[int, ...]:
     """A list of integers given as a list/tuple or as its text (``"[1, 2]"``), parsed without eval."""
     if isinstance(value, str):
@@ -287,7 +292,7 @@ class MultiresHubertConfig:
     sampler_kernel_size: int = 7  # fairseq's "conv_adapator_kernal"; the weights' shape wins at load time
     required_seq_len_multiple: int = 2
     normalize: bool = False  # task option: layer-norm each waveform before the CNN
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
 
     @classmethod
     def from_fairseq(

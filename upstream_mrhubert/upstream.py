@@ -24,13 +24,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from upstream_mrhubert.config import MIN_SAMPLES
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.layer_names import LayerState
 from upstream_mrhubert.precision import DEFAULT_PRECISION, autocast, check_precision
 
-SAMPLE_RATE = 16_000
 OUTPUT_STRIDE = 320  # samples per output frame: 20 ms at 16 kHz
-MIN_SAMPLES = 400  # the CNN's receptive field: shorter inputs give no frame at all
 
 
 class LayeredModel(Protocol):

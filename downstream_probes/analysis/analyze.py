@@ -25,7 +25,6 @@ counts, versions), and ``analysis.png`` (Fig. 3's panels, plus Fig. 4's frame-le
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +47,7 @@ from downstream_probes.analysis.protocol import (
 )
 from downstream_probes.analysis.pwcca import cca_score
 from downstream_probes.tasks import upstream_identity
+from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
@@ -55,6 +55,7 @@ SCHEMA = "mrsuperb.analysis/1"
 PHONE_BASED = ("phone", "mi_phone")
 WORD_BASED = ("word", "glove", "agwe", "mi_word")
 FIGURE = "analysis.png"
+ANALYSIS_PACKAGES = ("mrsuperb", "numpy", "scipy", "scikit-learn", "torch", "s3prl")
 
 
 class AnalysisError(MrsuperbError, ValueError):
@@ -430,19 +431,9 @@ def _common_provenance(upstream: UpstreamFeatures, settings: AnalysisSettings) -
     return {
         "schema": SCHEMA, "upstream": upstream.identity, "seed": settings.seed,
         "sign_convention": settings.sign_convention, "stable": settings.stable, "state_rate": settings.state_rate,
-        "sampling": asdict(settings.sampling), "versions": _versions(),
+        "sampling": asdict(settings.sampling), "versions": provenance.package_versions(ANALYSIS_PACKAGES),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {}
-    for package in ("mrsuperb", "numpy", "scipy", "scikit-learn", "torch", "s3prl"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return versions
 
 
 def build_upstream_features(

@@ -14,9 +14,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import lfilter
 
+from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import UsageError
 
-SAMPLE_RATE = 16_000
 N_FFT = 2048
 HOP = 160  # 10 ms
 WINDOW = 400  # 25 ms

@@ -22,24 +22,9 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
+from upstream_mrhubert.audio import CHANNELS, SAMPLE_RATE
+from upstream_mrhubert.config import MIN_SAMPLES
 from upstream_mrhubert.errors import MrsuperbError
-
-# What every SUPERB upstream takes, and what every s3prl dataset of these tasks assumes without checking.
-SAMPLE_RATE = 16_000
-CHANNELS = 1
-
-
-def _receptive_field(layers: list[tuple[int, int, int]]) -> int:
-    field, jump = 1, 1
-    for _, kernel, stride in layers:
-        field += (kernel - 1) * jump
-        jump *= stride
-    return field
-
-
-# The shortest clip that gives the standard waveform CNN one output frame (400 samples, 25 ms at 16 kHz).
-MIN_SAMPLES = _receptive_field(parse_conv_feature_layers(DEFAULT_CONV_FEATURE_LAYERS))
 
 
 class CorpusInputError(MrsuperbError, ValueError):

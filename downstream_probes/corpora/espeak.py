@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 
-SAMPLE_RATE = 16000
 ESPEAK_SAMPLE_RATE = 22050
 # resample_poly factors for 22050 Hz -> 16000 Hz: 22050 * 320 / 441 = 16000 (160/441 would give 8 kHz).
 _UP, _DOWN = 320, 441

@@ -19,11 +19,11 @@ from pathlib import Path
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
 
+from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import UsageError
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MEDIAN_FILTERS = (1, 11)
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

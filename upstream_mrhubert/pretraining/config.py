@@ -34,11 +34,11 @@ import yaml
 
 from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS, MultiresHubertConfig
 from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.precision import PRECISIONS
 
 TOY_CONV_FEATURE_LAYERS = "[(128,10,5)] + [(128,3,2)] * 4 + [(128,2,2)] * 2"  # fairseq's layout, 128 channels
 RESIDUAL_CHOICES = ("post", "pre")
 TARGET_KINDS = ("mfcc", "layer")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class RecipeError(MrsuperbError, ValueError):
@@ -175,7 +175,7 @@ class OptimSection:
 
     def validate(self, where: str) -> None:
         if self.precision not in PRECISIONS:
-            raise RecipeError(f"{where}: optim.precision={self.precision!r}; choose one of {PRECISIONS}")
+            raise RecipeError(f"{where}: optim.precision={self.precision!r}; choose one of {tuple(PRECISIONS)}")
         if self.max_steps < 1 or self.warmup_steps < 0 or self.accumulate < 1:
             raise RecipeError(f"{where}: optim.max_steps >= 1, warmup_steps >= 0 and accumulate >= 1 are required")
 

@@ -23,18 +23,18 @@ import numpy as np
 import soundfile
 import torch
 
+from upstream_mrhubert.audio import SAMPLE_RATE
+from upstream_mrhubert.config import MIN_SAMPLES
 from upstream_mrhubert.errors import UsageError
 
-SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 320  # one 20 ms frame of the CNN
-RECEPTIVE_FIELD = 400  # samples the first frame needs
 AUDIO_SUFFIXES = (".flac", ".wav")
 LIBRI_ROOT = "LibriSpeech"
 
 
 def frames_of(samples: int) -> int:
     """20 ms frames the standard CNN (and kaldi MFCC with 25 ms windows, 20 ms shift) give for ``samples``."""
-    return 0 if samples < RECEPTIVE_FIELD else (samples - RECEPTIVE_FIELD) // FRAME_SAMPLES + 1
+    return 0 if samples < MIN_SAMPLES else (samples - MIN_SAMPLES) // FRAME_SAMPLES + 1
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class BatchSampler:
         return batches
 
     def _cut(self, indices: list[int], frames: int, rng: np.random.Generator | None) -> Batch:
-        samples = RECEPTIVE_FIELD + (frames - 1) * FRAME_SAMPLES
+        samples = MIN_SAMPLES + (frames - 1) * FRAME_SAMPLES
         waves, targets = [], []
         for index in indices:
             available = len(self.labels[index]) - frames

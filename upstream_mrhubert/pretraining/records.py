@@ -9,12 +9,11 @@ the learning rate and the gradient norm before clipping.
 from __future__ import annotations
 
 import platform
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.pretraining.heads import LossTerms, bits
 
@@ -24,13 +23,7 @@ _VERSIONED = ("torch", "torchaudio", "numpy", "scikit-learn", "soundfile", "s3pr
 
 
 def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in _VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return {**provenance.package_versions(_VERSIONED), "platform": platform.platform()}
 
 
 @dataclass

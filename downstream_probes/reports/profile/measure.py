@@ -53,8 +53,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from downstream_probes.reports.profile.files import PROFILE_SCHEMA, ProfileError
+from upstream_mrhubert.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 OTHER_BLOCK = "other"
 CNN_BLOCK = "cnn"
 FLOP_COUNTER_NOTE = (
