@@ -9,12 +9,9 @@ shared hyperparameters), its README (layer counts of the B.1/B.2 ablations), arX
 B2-a, B2-b, B4-a, B5-a) and the MR-HuBERT paper's ablation list as summarised in :mod:`upstream_mrhubert.checkpoints.registry`.
 Fields that change only the pre-training heads (``use_single_prediction``) do not change the inference network.
 
-Unconfirmed (marked ``confirmed=False``; the released checkpoint's own cfg wins whenever it is on disk):
-  * B4-a/B4-b "single target": taken as ``use_single_prediction=True`` (one prediction head, no low-resolution
-    loss); inference is the same network as mono-base either way.
-  * B5-a/B6-b "mono-resolution 20 ms": taken as ``label_rate_ratios=[1, 1]``: the same three blocks and sampling
-    modules, with ratio 1 (arXiv 2410.23955 Table 1: 4-4-4 layers, no downsampling, auxiliary loss kept).
-  * B6-a/B6-b "3-3-3 layers": ``encoder_layers=3``.
+Each released checkpoint's layout (resolutions, layers per block, sampler, heads) is part of its registry entry
+(:mod:`upstream_mrhubert.checkpoints.registry`, which also says which layouts are inferred rather than confirmed);
+this module turns a layout into fairseq's cfg dicts.
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from upstream_mrhubert.audio import SAMPLE_RATE
+from upstream_mrhubert.checkpoints.registry import RELEASED_CHECKPOINTS, Layout, ReleasedCheckpoint
 from upstream_mrhubert.config import (
     DEFAULT_CONV_FEATURE_LAYERS,
     FAIRSEQ_HUBERT_TASK_DEFAULTS,
@@ -49,17 +48,13 @@ def block_layer_counts(model_cfg: Mapping[str, Any]) -> list[int]:
 
 @dataclass(frozen=True)
 class Architecture:
-    """What a released checkpoint is, in the terms fairseq's config uses."""
+    """What a released checkpoint is, in the terms fairseq's config uses: its registry entry's layout, plus the
+    widths a tiny look-alike overrides."""
 
     name: str
     family: str  # "mrhubert" or "hubert"
     description: str
-    size: str = "base"  # "base" or "large"
-    label_rate_ratios: tuple[int, ...] = (1, 2)
-    layers: tuple[int, ...] = (4, 4, 4)  # per block in execution order; HuBERT: (12,)
-    plain_sampling: bool = False  # ConvDownsampler/ConvUpsampler instead of ConvAdapter
-    single_prediction: bool = False
-    confirmed: bool = True
+    layout: Layout
     # Set by ``scaled`` for tiny look-alikes; None keeps the size's values.
     embed_dim: int | None = None
     ffn_dim: int | None = None
@@ -68,9 +63,16 @@ class Architecture:
     conv_pos: int | None = None
     conv_pos_groups: int | None = None
 
+    @classmethod
+    def of(cls, release: ReleasedCheckpoint) -> Architecture:
+        """The architecture of a registry entry that has a layout."""
+        if release.layout is None:
+            raise UsageError(f"{release.name}: the registry has no layout for it; load its checkpoint instead")
+        return cls(release.name, release.family, release.description, release.layout)
+
     @property
     def num_resolutions(self) -> int:
-        return len(self.label_rate_ratios) // 2 + 1
+        return len(self.layout.label_rate_ratios) // 2 + 1
 
     @property
     def resolutions_ms(self) -> list[float]:
@@ -78,13 +80,13 @@ class Architecture:
         for _, _, s in parse_conv_feature_layers(self.conv_feature_layers or DEFAULT_CONV_FEATURE_LAYERS):
             stride *= s
         strides = [stride]
-        for up, down in zip(self.label_rate_ratios[0::2], self.label_rate_ratios[1::2], strict=False):
+        for up, down in zip(self.layout.label_rate_ratios[0::2], self.layout.label_rate_ratios[1::2], strict=False):
             strides.append(strides[-1] * down // up)
-        return [1000.0 * s / 16000 for s in strides]
+        return [1000.0 * s / SAMPLE_RATE for s in strides]
 
     def model_cfg(self) -> dict[str, Any]:
         """fairseq's ``cfg["model"]`` for this architecture."""
-        large = self.size == "large"
+        large = self.layout.size == "large"
         cfg: dict[str, Any] = {
             "_name": "multires_hubert" if self.family == "mrhubert" else "hubert",
             **FAIRSEQ_PRETRAINING_DEFAULTS,
@@ -112,19 +114,19 @@ class Architecture:
             "mask_prob": 0.8,
         }
         if self.family == "hubert":
-            cfg["encoder_layers"] = self.layers[0]
+            cfg["encoder_layers"] = self.layout.layers[0]
             cfg["untie_final_proj"] = False
             cfg["final_dim"] = 256
             return cfg
-        uniform = len(set(self.layers)) == 1
+        uniform = len(set(self.layout.layers)) == 1
         cfg.update(
-            label_rate_ratios=list(self.label_rate_ratios),
-            encoder_layers=self.layers[0],
+            label_rate_ratios=list(self.layout.label_rate_ratios),
+            encoder_layers=self.layout.layers[0],
             override_encoder_layers="" if uniform else "[" + ",".join(map(str, self._override_order())) + "]",
             conv_adapator_kernal=1,
-            use_plain_updownsample=self.plain_sampling,
+            use_plain_updownsample=self.layout.plain_sampling,
             use_single_target=True,
-            use_single_prediction=self.single_prediction,
+            use_single_prediction=self.layout.single_prediction,
         )
         return cfg
 
@@ -132,7 +134,11 @@ class Architecture:
         """``override_encoder_layers`` from per-block counts: encoders, middle, then decoders in reverse
         (fairseq gives decoder i the entry len-1-i)."""
         levels = self.num_resolutions - 1
-        encoders, middle, decoders = self.layers[:levels], self.layers[levels], self.layers[levels + 1 :]
+        encoders, middle, decoders = (
+            self.layout.layers[:levels],
+            self.layout.layers[levels],
+            self.layout.layers[levels + 1 :],
+        )
         return [*encoders, middle, *reversed(decoders)]
 
     def task_cfg(self) -> dict[str, Any]:
@@ -141,13 +147,13 @@ class Architecture:
         cfg: dict[str, Any] = {
             **copy.deepcopy(defaults),  # fresh lists: callers may edit the cfg
             "label_dir": "",
-            "normalize": self.size == "large",
+            "normalize": self.layout.size == "large",
             "max_sample_size": 250000,
             "min_sample_size": 32000,
             "fine_tuning": False,
         }
         if self.family == "mrhubert":
-            cfg["label_rate_ratios"] = list(self.label_rate_ratios)
+            cfg["label_rate_ratios"] = list(self.layout.label_rate_ratios)
         return cfg
 
     def scaled(
@@ -171,70 +177,12 @@ class Architecture:
             conv_feature_layers=conv,
             conv_pos=conv_pos,
             conv_pos_groups=conv_pos_groups,
-            layers=layers or self.layers,
+            layout=replace(self.layout, layers=layers or self.layout.layers),
         )
 
 
-def _mr(name: str, description: str, **fields: Any) -> Architecture:
-    return Architecture(name=name, family="mrhubert", description=description, **fields)
-
-
 ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        _mr("mrhubert_mono_base", "base, 2 resolutions (20/40 ms), 4-4-4"),
-        _mr("mrhubert_mono_large", "large, 2 resolutions (20/40 ms), 8-8-8", size="large", layers=(8, 8, 8)),
-        _mr("mrhubert_b1a", "base, 2 resolutions, 2-4-6", layers=(2, 4, 6)),
-        _mr("mrhubert_b1b", "base, 2 resolutions, 5-2-5", layers=(5, 2, 5)),
-        _mr("mrhubert_b1c", "base, 2 resolutions, 6-4-2", layers=(6, 4, 2)),
-        _mr(
-            "mrhubert_b2a",
-            "base, 3 resolutions (20/40/80 ms), 3-2-2-2-3",
-            label_rate_ratios=(1, 2, 1, 2),
-            layers=(3, 2, 2, 2, 3),
-        ),
-        _mr(
-            "mrhubert_b2b",
-            "base, 3 resolutions (20/40/80 ms), 2-2-4-2-2",
-            label_rate_ratios=(1, 2, 1, 2),
-            layers=(2, 2, 4, 2, 2),
-        ),
-        _mr(
-            "mrhubert_b2c",
-            "base, 3 resolutions (20/40/80 ms), 2-2-2-2-2",
-            label_rate_ratios=(1, 2, 1, 2),
-            layers=(2, 2, 2, 2, 2),
-        ),
-        _mr("mrhubert_b3a", "base, 2 resolutions, plain conv sampling, 4-4-4", plain_sampling=True),
-        _mr(
-            "mrhubert_b4a",
-            "base, 2 resolutions, single target (no low-resolution loss), 4-4-4",
-            single_prediction=True,
-            confirmed=False,
-        ),
-        _mr(
-            "mrhubert_b4b",
-            "base, 2 resolutions, plain conv sampling, single target, 4-4-4",
-            plain_sampling=True,
-            single_prediction=True,
-            confirmed=False,
-        ),
-        _mr(
-            "mrhubert_b5a",
-            "base, mono-resolution 20 ms (sampling ratio 1), 4-4-4",
-            label_rate_ratios=(1, 1),
-            confirmed=False,
-        ),
-        _mr("mrhubert_b6a", "base, 2 resolutions, 3-3-3", layers=(3, 3, 3), confirmed=False),
-        _mr(
-            "mrhubert_b6b",
-            "base, mono-resolution 20 ms (sampling ratio 1), 3-3-3",
-            label_rate_ratios=(1, 1),
-            layers=(3, 3, 3),
-            confirmed=False,
-        ),
-        Architecture("hubert_base_ls960", "hubert", "HuBERT base, 12 layers at 20 ms", layers=(12,)),
-    )
+    release.name: Architecture.of(release) for release in RELEASED_CHECKPOINTS if release.layout is not None
 }
 
 
