@@ -29,21 +29,8 @@ from upstream_mrhubert.config import (
     FAIRSEQ_PRETRAINING_DEFAULTS,
     FAIRSEQ_TASK_DEFAULTS,
     parse_conv_feature_layers,
-    parse_int_list,
 )
-from upstream_mrhubert.config import block_layer_counts as config_layer_counts
 from upstream_mrhubert.errors import UsageError
-
-
-def block_layer_counts(model_cfg: Mapping[str, Any]) -> list[int]:
-    """Transformer layers per block in execution order for a fairseq ``cfg["model"]`` (see
-    :func:`upstream_mrhubert.config.block_layer_counts`)."""
-    levels = len(parse_int_list(model_cfg.get("label_rate_ratios") or [], "label_rate_ratios")) // 2
-    return list(
-        config_layer_counts(
-            model_cfg.get("encoder_layers", 12), model_cfg.get("override_encoder_layers"), levels=levels
-        )
-    )
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,15 @@ def block_layer_counts(encoder_layers: Any, override_encoder_layers: Any, *, lev
     return (*encoders, override[levels], *decoders)
 
 
+def layer_counts_of(model_cfg: Mapping[str, Any]) -> list[int]:
+    """:func:`block_layer_counts` of a fairseq ``cfg["model"]`` (its sampling levels from ``label_rate_ratios``)."""
+    levels = len(parse_int_list(model_cfg.get("label_rate_ratios") or [], "label_rate_ratios")) // 2
+    counts = block_layer_counts(
+        model_cfg.get("encoder_layers", 12), model_cfg.get("override_encoder_layers"), levels=levels
+    )
+    return list(counts)
+
+
 @dataclass(frozen=True)
 class MultiresHubertConfig:
     """Everything the inference network depends on.

@@ -496,12 +496,12 @@ def _architecture_summary(model_cfg: Mapping[str, Any], family: str) -> dict[str
         "heads": model_cfg.get("encoder_attention_heads"),
     }
     if family == "mrhubert":
-        from upstream_mrhubert.architectures import block_layer_counts
+        from upstream_mrhubert.config import layer_counts_of
 
         strides = level_strides(model_cfg)
         summary.update(
             resolutions_ms=[1000.0 * s / SAMPLE_RATE for s in strides],
-            layers=block_layer_counts(model_cfg),
+            layers=layer_counts_of(model_cfg),
             sampler="plain conv" if model_cfg.get("use_plain_updownsample") else "conv adapter",
         )
     else:
