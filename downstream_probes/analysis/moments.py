@@ -50,7 +50,7 @@ class View:
 
     def dense_rows(self, rows: np.ndarray) -> np.ndarray:
         chunk = self.rows(rows)
-        return chunk.toarray() if self.sparse else chunk
+        return chunk if isinstance(chunk, np.ndarray) else chunk.toarray()
 
     def column_means(self, rows: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
         total = np.zeros(self.shape[1], dtype=np.float64)

@@ -8,12 +8,12 @@ returning an exit code). Adding a module there adds the subcommand; nothing else
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import importlib.metadata
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from downstream_probes.cli._options import PlainHelpFormatter
 from upstream_mrhubert.errors import USER_ERRORS
@@ -28,6 +28,14 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: the plain help layout unless the subcommand names its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrsuperb", description=__doc__.splitlines()[0], formatter_class=PlainHelpFormatter
@@ -37,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command",
         metavar="COMMAND",
         required=True,
-        parser_class=functools.partial(argparse.ArgumentParser, formatter_class=PlainHelpFormatter),
+        parser_class=_SubcommandParser,
     )
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not module_info.name.startswith("_"):  # __main__ runs the command line, it adds no subcommand

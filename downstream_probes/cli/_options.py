@@ -57,7 +57,13 @@ class _Spelled(argparse.Action):
         super().__init__(option_strings, dest, nargs=0 if flag else None, **kwargs)
         self.flag, self.append = flag, append
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         if option_string in self.old_spellings:
             new = "/".join(f for f in self.option_strings if f not in self.old_spellings)
             print(f"{parser.prog}: note: {option_string} is deprecated; use {new}", file=sys.stderr)

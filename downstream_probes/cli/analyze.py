@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     with _thread_limit(args.threads):
         result = run_analysis(upstream, args.corpus, Path(args.out), settings)
     for name, scores in result.scores.items():
-        best = max(scores, key=scores.get)
+        best = max(scores, key=scores.__getitem__)
         print(f"{name:>10}: {len(scores)} layers, highest {best} {scores[best]:.4f}  ({result.paths[name]})")
     print(f"figure: {result.figure}")
     return 0

@@ -36,7 +36,9 @@ def _coloured(samples: int, rng: np.random.Generator, exponent: float) -> np.nda
 def _hum(samples: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(samples) / SAMPLE_RATE
     base = 50.0 * (1 + rng.uniform(-0.002, 0.002))
-    tone = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8))
+    tone = sum(
+        (np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8)), np.zeros(samples)
+    )
     return _unit_rms(tone) + 0.05 * rng.standard_normal(samples)
 
 

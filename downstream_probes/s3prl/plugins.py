@@ -14,6 +14,8 @@ already defines, is refused with one error naming both sources.
 
 from __future__ import annotations
 
+import importlib
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -91,7 +93,7 @@ def plugin_of(obj: object) -> UpstreamPlugin | None:
 
 
 def register_entry_point_upstreams(
-    hub_module=None, plugins: dict[str, UpstreamPlugin] | None = None
+    hub_module: types.ModuleType | None = None, plugins: dict[str, UpstreamPlugin] | None = None
 ) -> dict[str, UpstreamPlugin]:
     """Make every entry-point upstream resolvable as ``getattr(s3prl.hub, name)``; returns what was registered.
 
@@ -102,7 +104,7 @@ def register_entry_point_upstreams(
         from downstream_probes.s3prl import compat
 
         compat.apply()
-        from s3prl import hub as hub_module
+        hub_module = importlib.import_module("s3prl.hub")
     if plugins is None:
         plugins = discover_upstream_plugins()
     for name, plugin in plugins.items():

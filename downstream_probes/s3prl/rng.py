@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from torch import Tensor
 
 GENERATORS = ("torch", "cuda", "numpy", "python")
 
@@ -37,8 +38,8 @@ class RngState:
     several runs whose streams are (still) identical.
     """
 
-    torch: torch.Tensor
-    cuda: tuple[torch.Tensor, ...] | None
+    torch: Tensor
+    cuda: tuple[Tensor, ...] | None
     numpy: tuple
     python: tuple
 
@@ -47,7 +48,9 @@ class RngState:
         # CUDA's generators once CUDA is in use (it is before any head is built when the device is a GPU);
         # asking for them earlier would start CUDA in a CPU run
         cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else None
-        return cls(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
+        numpy_state = np.random.get_state(legacy=True)
+        assert isinstance(numpy_state, tuple)  # the global generator is an MT19937: a dict only for other kinds
+        return cls(torch.get_rng_state(), cuda, numpy_state, random.getstate())
 
     def restore(self) -> None:
         torch.set_rng_state(self.torch)

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from downstream_probes import tasks as results_io
 from downstream_probes.corpora.checks import check_corpus
@@ -26,7 +26,7 @@ PLACEHOLDER_PREFIX = "/path/to/"
 LAYER_WEIGHTS_EXPORTER = "downstream_probes.analysis.layer_weights"
 
 
-def _unwrap(model):
+def _unwrap(model: Any) -> Any:
     return getattr(model, "module", model)
 
 
@@ -64,7 +64,23 @@ def unset_data_paths(config: Any, prefix: str = "config") -> list[str]:
     return found
 
 
-class ProbeRunnerMixin:
+if TYPE_CHECKING:
+
+    class _RunnerBase:
+        """What the mixin overrides of s3prl's (untyped) ``Runner`` and reaches through ``super()``; the real base is
+        only known at run time (:func:`make_probe_runner`)."""
+
+        def __init__(self, args: Any, config: Any) -> None: ...
+        def _get_featurizer(self) -> Any: ...
+        def _get_downstream(self) -> Any: ...
+        def train(self) -> None: ...
+        def evaluate(self, split: str | None = None, logger: Any = None, global_step: int = 0) -> Any: ...
+
+else:
+    _RunnerBase = object
+
+
+class ProbeRunnerMixin(_RunnerBase):
     """What a ProbeRunner adds to s3prl's Runner: layer names, results.json and layer-weight export.
 
     Mixed in before s3prl's ``Runner`` by :func:`make_probe_runner`; every ``super()`` call reaches s3prl's code.
@@ -77,7 +93,7 @@ class ProbeRunnerMixin:
 
     requested_layer_name: str | None = None
 
-    def __init__(self, args, config) -> None:
+    def __init__(self, args: Any, config: Any) -> None:
         expand_recipe_paths(config, recipes_dir())
         missing = unset_data_paths(config)
         if missing and args.mode != "inference":
@@ -97,7 +113,7 @@ class ProbeRunnerMixin:
         names = getattr(_unwrap(self.upstream.model), "layer_names", None)
         return list(names) if names is not None else None
 
-    def _get_featurizer(self):
+    def _get_featurizer(self) -> Any:
         name = self.requested_layer_name
         if name is not None and self.args.upstream_layer_selection is None:
             names = self.upstream_layer_names()
@@ -143,7 +159,7 @@ class ProbeRunnerMixin:
 
     # --- metric capture -----------------------------------------------------------------------------------
 
-    def _get_downstream(self):
+    def _get_downstream(self) -> Any:
         entry = super()._get_downstream()
         original = entry.model.log_records
 
@@ -177,7 +193,7 @@ class ProbeRunnerMixin:
     _phase = "train"
     _last_evaluation: dict[str, Any] | None = None
 
-    def train(self):
+    def train(self) -> None:
         self._phase = "train"
         if is_leader_process():
             results_io.truncate_evaluations(self.args.expdir, self.init_ckpt.get("Step"))
@@ -186,7 +202,7 @@ class ProbeRunnerMixin:
             self._write_training_results()
             self._export_layer_weights()
 
-    def evaluate(self, split=None, logger=None, global_step=0):
+    def evaluate(self, split: str | None = None, logger: Any = None, global_step: int = 0) -> Any:
         from_command_line = split is None and logger is None and global_step == 0
         if not from_command_line:
             return super().evaluate(split, logger, global_step)

@@ -144,14 +144,14 @@ def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Fi
                 tuple(files[t] for t in weights),
             )
         )
-    results, files = collect_analysis(search_roots)
+    results, analysis_files = collect_analysis(search_roots)
     if results:
         figures.append(
             Figure(
                 "Layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3 (and Fig. 4's frame-level CCA), "
                 "one curve per model, points above their own layer names",
                 _png(plot_analysis_figure(results)),
-                tuple(files),
+                tuple(analysis_files),
             )
         )
     return figures

@@ -114,7 +114,7 @@ def mrhubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Bloc
     """The blocks of an MR-HuBERT in execution order, with their strides (fairseq's module layout)."""
     strides = level_strides(model_cfg)
     levels = len(strides) - 1  # number of encoder (and decoder) blocks
-    paths = {
+    found = {
         name: _find_module_path(model, name)
         for name in (
             "feature_extractor",
@@ -125,12 +125,13 @@ def mrhubert_blocks(model: nn.Module, model_cfg: Mapping[str, Any]) -> list[Bloc
             "decoders",
         )
     }
-    missing = [name for name, path in paths.items() if path is None]
+    missing = [name for name, path in found.items() if path is None]
     if missing:
         raise ProfileError(
             f"{type(model).__name__} has no submodule(s) {', '.join(missing)}: not an MR-HuBERT "
             "with fairseq's module names"
         )
+    paths = {name: path for name, path in found.items() if path is not None}
     blocks = [Block(CNN_BLOCK, paths["feature_extractor"], strides[0])]
     for i in range(levels):
         blocks.append(Block(f"encoders[{i}]", f"{paths['encoders']}.{i}", strides[i]))
@@ -422,10 +423,10 @@ def profile_model(
     blocks = profiled.blocks
     params = count_parameters(model, blocks)
     flops = count_flops(model, blocks, run)
-    latency, block_latency = latency if latency is not None else measure_latency(model, blocks, run, repeats)
+    total_latency, block_latency = latency if latency is not None else measure_latency(model, blocks, run, repeats)
     peak, block_peaks = measure_peak_memory(model, blocks, run, [waveform])
 
-    block_entries = []
+    block_entries: list[dict[str, Any]] = []
     base_stride = next((b.stride for b in blocks if b.stride is not None), None)
     for block in [*blocks, Block(OTHER_BLOCK, "", base_stride)]:
         block_entries.append(
@@ -461,8 +462,8 @@ def profile_model(
             "params": sum(params.values()),
             "flops": total_flops,
             "flops_per_second": total_flops / seconds,
-            "latency_s": latency,
-            "latency_per_second": latency / seconds,
+            "latency_s": total_latency,
+            "latency_per_second": total_latency / seconds,
             "peak_memory_bytes": peak,
             "peak_memory_per_second": peak / seconds,
         },

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,7 +84,12 @@ class DistributedSamplerWrapper(torch.utils.data.DistributedSampler):
     """
 
     def __init__(self, sampler, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True) -> None:
-        super().__init__(range(len(sampler)), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
+        super().__init__(
+            range(len(sampler)),  # type: ignore[arg-type]  # only len() of the "dataset" is used: the draws' positions
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+        )
         self.sampler = sampler
 
     def __iter__(self):
@@ -104,14 +110,15 @@ def provide_catalyst_sampler() -> None:
     except ImportError:
         pass
 
+    stand_ins: dict[str, Any] = {}
     for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
         module = sys.modules.get(name) or types.ModuleType(
             name, "mrsuperb stand-in (see downstream_probes.s3prl.compat)"
         )
-        sys.modules[name] = module
-    sys.modules["catalyst"].data = sys.modules["catalyst.data"]
-    sys.modules["catalyst.data"].sampler = sys.modules["catalyst.data.sampler"]
-    sys.modules["catalyst.data.sampler"].DistributedSamplerWrapper = DistributedSamplerWrapper
+        sys.modules[name] = stand_ins[name] = module
+    stand_ins["catalyst"].data = stand_ins["catalyst.data"]
+    stand_ins["catalyst.data"].sampler = stand_ins["catalyst.data.sampler"]
+    stand_ins["catalyst.data.sampler"].DistributedSamplerWrapper = DistributedSamplerWrapper
 
 
 def restore_numpy_aliases() -> None:

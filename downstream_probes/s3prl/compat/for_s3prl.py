@@ -11,6 +11,7 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.utils.data
@@ -40,7 +41,8 @@ def provide_ctc_snips_corpus() -> None:
         except ImportError:
             snips = importlib.import_module("downstream_probes.s3prl.compat.snips")
             sys.modules[f"{package_name}.snips"] = snips
-            sys.modules[package_name].snips = snips
+            corpus_package: Any = sys.modules[package_name]
+            corpus_package.snips = snips
 
 
 def keep_ctc_loader_settings() -> None:
@@ -50,7 +52,7 @@ def keep_ctc_loader_settings() -> None:
     config says (on a 2-core machine that multiplies start-up time and memory). The function is wrapped to work on
     a copy of the corpus settings, so the configured value holds for every split.
     """
-    expert = importlib.import_module("s3prl.downstream.ctc.expert")
+    expert: Any = importlib.import_module("s3prl.downstream.ctc.expert")
     if is_ours(expert.load_dataset):
         return
     original = expert.load_dataset
@@ -84,10 +86,10 @@ def stop_every_rank_at_total_steps() -> None:
     advances it: once per optimizer step (s3prl calls ``optimizer.zero_grad()`` exactly once per step, right
     before the leader's update). The leader's behaviour is unchanged.
     """
-    runner_module = importlib.import_module("s3prl.downstream.runner")
+    runner_module: Any = importlib.import_module("s3prl.downstream.runner")
     if is_ours(runner_module.tqdm):
         return
-    original_tqdm = runner_module.tqdm
+    original_tqdm: type = runner_module.tqdm
     overall_bars: list = []
 
     class tqdm(original_tqdm):
@@ -142,7 +144,7 @@ def save_checkpoints_safely() -> None:
     ``states-*.ckpt`` is deferred until the next checkpoint is complete. Everything else of ``torch``/``os`` is
     untouched (the runner sees thin proxies of the two modules).
     """
-    runner_module = importlib.import_module("s3prl.downstream.runner")
+    runner_module: Any = importlib.import_module("s3prl.downstream.runner")
     if is_ours(runner_module.torch):
         return
     real_torch, real_os = runner_module.torch, runner_module.os
@@ -187,7 +189,7 @@ def check_enhancement_audio() -> None:
     (``downstream_probes.corpora.checks.read_audio``: rate, channels, length, finiteness, the file named); the rest
     of librosa (its STFT) is untouched.
     """
-    dataset = importlib.import_module("s3prl.downstream.enhancement_stft.dataset")
+    dataset: Any = importlib.import_module("s3prl.downstream.enhancement_stft.dataset")
     if is_ours(dataset.librosa):
         return
 

@@ -3,7 +3,10 @@ models in a CUDA-only ``DistributedDataParallel`` under torchrun; both are made 
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
+from typing import Any
 
 import torch
 import torch.utils.data
@@ -22,11 +25,11 @@ def skip_cuda_set_device_without_gpu() -> None:
         return
 
     @mark
+    @functools.wraps(original)
     def set_device(device) -> None:
         if torch.cuda.is_available():
             original(device)
 
-    set_device.__wrapped__ = original
     torch.cuda.set_device = set_device
 
 
@@ -65,12 +68,11 @@ def allow_cpu_distributed_data_parallel() -> None:
     forwards on the wrapped module directly (``isinstance(m, DistributedDataParallel)`` still holds, which
     s3prl's ``get_model_state`` relies on).
     """
-    import torch.nn.parallel
-
-    current = torch.nn.parallel.DistributedDataParallel
+    parallel: Any = importlib.import_module("torch.nn.parallel")
+    current = parallel.DistributedDataParallel
     patched = current if is_ours(current) else _make_device_aware_ddp(current)
-    torch.nn.parallel.DistributedDataParallel = patched
+    parallel.DistributedDataParallel = patched
     for module_name in ("s3prl.downstream.runner",):
-        module = sys.modules.get(module_name)
+        module: Any = sys.modules.get(module_name)
         if module is not None and not is_ours(getattr(module, "DDP", None)):
             module.DDP = patched

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 _MARK = "__mrsuperb_compat__"
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
-def mark(function: F) -> F:
-    """Tag ``function`` (or class) as installed by the compatibility layer."""
-    setattr(function, _MARK, True)
-    return function
+def mark(installed: T) -> T:
+    """Tag ``installed`` (a function, class or module proxy) as installed by the compatibility layer."""
+    setattr(installed, _MARK, True)
+    return installed
 
 
 def is_ours(obj: object) -> bool:
