@@ -25,9 +25,9 @@ from upstream_mrhubert.checkpoints.io import load_checkpoint
 from upstream_mrhubert.pretraining import checkpointing
 from upstream_mrhubert.pretraining.config import PretrainConfig, RecipeError, load_recipe
 from upstream_mrhubert.pretraining.data import frames_of
-from upstream_mrhubert.pretraining.heads import LABEL_OFFSET, PredictionHeads, count_correct
 from upstream_mrhubert.pretraining.masking import compute_span_mask
 from upstream_mrhubert.pretraining.network import MaskedPredictionModel
+from upstream_mrhubert.pretraining.prediction_heads import LABEL_OFFSET, PredictionHeads, count_correct
 from upstream_mrhubert.pretraining.schedule import polynomial_decay_lr
 from upstream_mrhubert.pretraining.targets import layer_feature_extractor, mfcc_features, subsample_targets
 from upstream_mrhubert.pretraining.trainer import train

@@ -25,8 +25,8 @@ from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
 from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.pretraining.config import PretrainConfig
-from upstream_mrhubert.pretraining.heads import dictionary_symbols
 from upstream_mrhubert.pretraining.network import MaskedPredictionModel
+from upstream_mrhubert.pretraining.prediction_heads import dictionary_symbols
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "checkpoint_last.pt"

@@ -3,7 +3,7 @@
 The forward is fairseq's ``MultiresHubertModel.forward`` with ``mask=True``: CNN features (their gradient scaled by
 ``feature_grad_mult``; their mean square is the feature penalty), LayerNorm + projection + input dropout, span
 masking with the mask embedding, the encoder/decoder stack, then per head the resolution's output cropped to its
-sub-sampled targets (:func:`targets.subsample_targets`) and the criterion (:func:`heads.criterion`).
+sub-sampled targets (:func:`targets.subsample_targets`) and the criterion (:func:`prediction_heads.criterion`).
 
 The network itself is :class:`upstream_mrhubert.model.MultiresHubert`, the class every checkpoint is read back
 into, so the weights written after pre-training are the weights that inference runs.
@@ -19,8 +19,8 @@ from torch import nn
 
 from upstream_mrhubert.model import MultiresHubert
 from upstream_mrhubert.pretraining.config import PretrainConfig
-from upstream_mrhubert.pretraining.heads import LossTerms, PredictionHeads, criterion
 from upstream_mrhubert.pretraining.masking import compute_span_mask
+from upstream_mrhubert.pretraining.prediction_heads import LossTerms, PredictionHeads, criterion
 from upstream_mrhubert.pretraining.targets import subsample_targets
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
-from upstream_mrhubert.pretraining.heads import LossTerms, bits
+from upstream_mrhubert.pretraining.prediction_heads import LossTerms, bits
 
 RESULTS_FILE = "results.json"
 SCHEMA = "mrsuperb.pretrain/1"  # not a downstream run's results.json: readers of those skip it
