@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from downstream_probes.cli.cca import _thread_limit, add_common_arguments, word_counts_split
+from downstream_probes.cli.cca import _thread_limit, add_common_arguments, add_uncertainty_arguments, word_counts_split
 
 
 def _pairs(value: str | None, option: str, convert) -> dict:
@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         cnn_layers=not args.no_cnn,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         progress=not args.quiet,
+        sample_sets=args.sample_sets,
+        chance_permutations=args.chance_permutations,
     )
     check_settings(settings)  # before the (slow) upstream is built
     upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
@@ -121,4 +123,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-cnn", action="store_true", help="mel: leave out the waveform CNN's C1..C7")
     add_common_arguments(parser)
+    add_uncertainty_arguments(parser)
     parser.set_defaults(handler=run)
