@@ -273,9 +273,9 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         names = (cached.cnn_names if prop == "mel" else []) + layer_names
         layer_scores, samples, trials, null = {}, {}, {}, {}
         for name in extraction._progress(names, settings.progress, f"CCA {prop}"):
-            trials[name], samples[name] = _cca_sample_sets(views, name, settings)
+            trials[name], samples[name] = cca_sample_set_scores(views, name, settings)
             layer_scores[name] = float(np.mean([np.mean(t) for t in trials[name]]))
-            null[name] = _cca_chance(views, name, settings)
+            null[name] = cca_chance_scores(views, name, settings)
         scores[output_name(prop)] = layer_scores
         records[output_name(prop)] = {
             **shared, "property": prop, "samples_per_layer": samples,
@@ -361,7 +361,7 @@ def _frame_sets(
     return rows
 
 
-def _cca_sample_sets(views: Callable, name: str, settings: AnalysisSettings) -> tuple[list[list[float]], int]:
+def cca_sample_set_scores(views: Callable, name: str, settings: AnalysisSettings) -> tuple[list[list[float]], int]:
     """Each sample set's CCA test scores (one per test split) for one layer, and the samples of set 0."""
     trials, samples = [], 0
     for sample_set in range(settings.sample_sets):
@@ -375,7 +375,7 @@ def _cca_sample_sets(views: Callable, name: str, settings: AnalysisSettings) -> 
     return trials, samples
 
 
-def _cca_chance(views: Callable, name: str, settings: AnalysisSettings) -> list[float]:
+def cca_chance_scores(views: Callable, name: str, settings: AnalysisSettings) -> list[float]:
     """CCA scores with one view's rows permuted across the sample (the view with fewer dimensions: the labels or
     embeddings, or the mel features), ``settings.chance_permutations`` times, taking the sample sets in turn."""
     scores = []

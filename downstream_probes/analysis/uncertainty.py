@@ -19,8 +19,8 @@ nothing about the labels:
 
 Rank agreement (``agreement_uncertainty``): Spearman's rho and Kendall's tau of two layer curves, with a 95 %
 percentile interval from a bootstrap that resamples each side's replicates (CCA: sample sets, and the test splits
-within each; downstream: seeds), the resampled deviations scaled by ``sqrt(n / (n - 1))`` (with 3 sample sets a
-plain bootstrap is too narrow); and a p-value against "no relation" from phase-randomised surrogates of one
+within each; downstream: seeds), the resampled deviations scaled by ``sqrt(n / (n - 1))`` and by ``t(df) / z``
+with ``df`` the two sides' units minus one each (with 3 sample sets a plain bootstrap is too narrow); and a p-value against "no relation" from phase-randomised surrogates of one
 curve (its Fourier amplitudes kept, phases drawn at random, after mirroring the curve so that its two ends meet),
 which keeps the smoothness of neighbouring layers; a permutation test would treat 15 correlated layers as 15
 independent ones.
@@ -48,7 +48,7 @@ STS_INTERVAL = "percentile bootstrap over sentence pairs, 95 %"
 STS_CHANCE = "Spearman's rho with the human similarities permuted across pairs; 2.5-97.5 % percentiles"
 AGREEMENT_INTERVAL = (
     "percentile bootstrap (CCA sample sets and their test splits, downstream seeds; deviations scaled by "
-    "sqrt(n/(n-1))), 95 %"
+    "sqrt(n/(n-1)) and t(df)/z, df = both sides' units - 1), 95 %"
 )
 AGREEMENT_TEST = "phase-randomised surrogates of the second curve (mirrored), two-sided, on Spearman's rho"
 
@@ -230,15 +230,28 @@ def surrogate_p_value(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, su
     return float((1 + np.sum(null >= observed - 1e-12)) / (surrogates + 1))
 
 
-def bootstrap_curves(replicates: Sequence[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _units(replicates: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [np.atleast_2d(np.asarray(r, dtype=float)) for r in replicates]
+
+
+def degrees_of_freedom(replicates: Sequence[np.ndarray]) -> int:
+    """The spread's degrees of freedom: units - 1, or rows - 1 with a single unit (0: nothing varies)."""
+    units = _units(replicates)
+    return len(units) - 1 if len(units) > 1 else len(units[0]) - 1
+
+
+def bootstrap_curves(
+    replicates: Sequence[np.ndarray], resamples: int, rng: np.random.Generator, widen: float = 1.0
+) -> np.ndarray:
     """``(resamples, layers)`` bootstrap draws of a mean curve.
 
     ``replicates``: one ``(splits, layers)`` array per independent unit (a CCA sample set with its test splits, or
     one downstream seed as a single row); units are resampled, then the rows within each; the mean curve of each
     draw. With ``n`` units the deviations from the mean curve are scaled by ``sqrt(n / (n - 1))`` (the bootstrap's
-    variance is ``(n - 1) / n`` of the mean's); with one unit of one row the curve itself comes back.
+    variance is ``(n - 1) / n`` of the mean's), and by ``widen``; with one unit of one row the curve itself comes
+    back.
     """
-    units = [np.atleast_2d(np.asarray(r, dtype=float)) for r in replicates]
+    units = _units(replicates)
     centre = np.mean([u.mean(axis=0) for u in units], axis=0)
     n = len(units)
     if n == 1 and len(units[0]) == 1:
@@ -251,7 +264,7 @@ def bootstrap_curves(replicates: Sequence[np.ndarray], resamples: int, rng: np.r
         total += (picks == index).sum(axis=1)[:, None] * means
     draws = total / n
     scale = np.sqrt(n / (n - 1)) if n > 1 else np.sqrt(len(units[0]) / (len(units[0]) - 1))
-    return centre + scale * (draws - centre)
+    return centre + widen * scale * (draws - centre)
 
 
 def agreement_uncertainty(
@@ -264,12 +277,16 @@ def agreement_uncertainty(
 ) -> dict:
     """Point rho and tau of the two mean curves, their bootstrap 95 % intervals and the surrogate p-value.
 
-    ``replicates_*``: as :func:`bootstrap_curves` (one ``(splits, layers)`` array per unit).
+    ``replicates_*``: as :func:`bootstrap_curves` (one ``(splits, layers)`` array per unit). Both sides' draws
+    are widened by ``t(df) / z`` at 97.5 %, ``df`` the two sides' degrees of freedom together (as a two-sample t
+    interval): a spread estimated from 3 sample sets and 3 seeds is itself uncertain.
     """
+    df = degrees_of_freedom(replicates_a) + degrees_of_freedom(replicates_b)
+    widen = float(student_t.ppf(0.975, df) / 1.959963984540054) if df > 0 else 1.0
     curve_a = np.mean([np.atleast_2d(r).mean(axis=0) for r in replicates_a], axis=0)
     curve_b = np.mean([np.atleast_2d(r).mean(axis=0) for r in replicates_b], axis=0)
-    draws_a = bootstrap_curves(replicates_a, resamples, rng)
-    draws_b = bootstrap_curves(replicates_b, resamples, rng)
+    draws_a = bootstrap_curves(replicates_a, resamples, rng, widen)
+    draws_b = bootstrap_curves(replicates_b, resamples, rng, widen)
     rho, tau = _spearman_rows(draws_a, draws_b), _kendall_rows(draws_a, draws_b)
 
     def interval(values: np.ndarray) -> list[float] | None:
@@ -281,7 +298,7 @@ def agreement_uncertainty(
         "kendall": _finite_or_none(_kendall_rows(curve_a[None], curve_b[None])[0]),
         "spearman_ci95": interval(rho), "kendall_ci95": interval(tau),
         "p_value": _finite_or_none(surrogate_p_value(curve_a, curve_b, rng, surrogates)),
-        "resamples": resamples, "surrogates": surrogates,
+        "resamples": resamples, "surrogates": surrogates, "degrees_of_freedom": df,
         "replicates": [len(replicates_a), len(replicates_b)],
     }  # fmt: skip
 
