@@ -211,12 +211,16 @@ def plot_layer_weight_heatmap(weights_by_task: Mapping[str, tuple[Sequence[str],
 
 
 def plot_layer_rankings(
-    model: str, panels: Mapping[str, Mapping[str, Mapping[str, float]]], notes: Sequence[str] = ()
+    model: str,
+    panels: Mapping[str, Mapping[str, Mapping[str, float]]],
+    notes: Sequence[str] = (),
+    *,
+    bands: Mapping[str, Mapping[str, Mapping[str, tuple[float, float]]]] | None = None,
 ) -> Any:
     """One model's layer scores side by side, a panel per kind of source (``panels``: panel title -> curve label
     -> ``{layer: score}``, e.g. ``{"CCA": {"phone": {...}}}``), points placed by layer name
     (:func:`draw_layer_curves`); ``notes`` (the rank agreements, Spearman's rho first) are written under the
-    panels. Returns the Figure."""
+    panels; ``bands`` (panel title -> curve label -> layer -> 95 % interval) are shaded. Returns the Figure."""
     plt = _pyplot()
     if not panels:
         raise ValueError(f"no layer scores of {model} to plot")
@@ -224,7 +228,7 @@ def plot_layer_rankings(
     width = max(4.0, 0.32 * widest + 1.5)
     figure, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.4 + 0.17 * len(notes)), squeeze=False)
     for axis, (title, curves) in zip(axes[0], panels.items(), strict=True):
-        draw_layer_curves(axis, curves, title)
+        draw_layer_curves(axis, curves, title, bands=(bands or {}).get(title))
         axis.set_title(title, fontsize="medium")
         axis.set_xlabel("layer")
     figure.suptitle(model)
