@@ -85,6 +85,8 @@ class AnalysisSettings:
     mi_train_split: str = DEFAULT_MI_TRAIN_SPLIT
     mi_clusters: dict[str, int] = field(default_factory=dict)  # span -> k, overriding the reference's
     mi_train_per_label: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # the reference's running minimum of the per-label bounds (see segments.sample_training_segments)
+    mi_running_bounds: bool = True
     sts_corpus: Path | None = None
     cnn_layers: bool = True
     cache_dir: Path | None = None
@@ -219,6 +221,7 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
     }  # fmt: skip
     spans: dict[str, list[segments.Segment]] = {}
     set_rows: dict[str, list[np.ndarray]] = {}  # span -> each sample set's rows of spans[span]
+    word_order: list[str] = []  # the sampled words in rank order
     ranking_source = None
     n_sets = settings.sample_sets
     if any(p in PHONE_BASED for p in props):
@@ -239,6 +242,8 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         )  # fmt: skip
         if not spans["word"]:
             raise AnalysisError(f"split {settings.split!r} holds none of the ranked words ({ranking_source})")
+        sampled = {s.label for s in spans["word"]}
+        word_order = [w for w in (ranking or segments.rank_words(s.label for s in words)) if w in sampled]
     chosen: list[int] = []
     chosen_sets: list[np.ndarray] = []
     if "mel" in props:
@@ -287,8 +292,9 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
     mi_props = [p for p in props if p in MI_PROPERTIES]
     if mi_props:
         _mi_analyses(
-            upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows
-        )
+            upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows,
+            word_order,
+        )  # fmt: skip
 
 
 def _word_ranking(corpus: Path, settings: AnalysisSettings) -> tuple[list[str] | None, str]:
@@ -458,7 +464,7 @@ def _cca_views(
 
 
 def _mi_analyses(
-    upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows
+    upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows, word_order
 ):
     from downstream_probes.analysis import mutual_info
 
@@ -482,10 +488,15 @@ def _mi_analyses(
     for sample_set in range(settings.sample_sets):  # one generator per set, the spans drawn in turn from it
         rng = _set_rng(settings.seed, 4, sample_set)
         for span, preset in presets.items():
-            all_labels = np.asarray(cached.meta["labels"][span])[set_rows[span][sample_set]].tolist()
-            labels = list(dict.fromkeys(sorted(all_labels) if span == "phone" else all_labels))
+            present = set(np.asarray(cached.meta["labels"][span])[set_rows[span][sample_set]].tolist())
+            # phones in sorted order (the reference's phone.lst order is not published), words in rank order
+            labels = sorted(present) if span == "phone" else [w for w in word_order if w in present]
             low, high = preset.train_per_label
-            draws[span].append(segments.sample_training_segments(available[span], labels, rng, low, high))
+            draws[span].append(
+                segments.sample_training_segments(
+                    available[span], labels, rng, low, high, running_bounds=settings.mi_running_bounds
+                )
+            )
     spans, train_rows = {}, {}
     for span, chosen_sets in draws.items():
         spans[span], train_rows[span] = _union(chosen_sets)
@@ -537,6 +548,7 @@ def _mi_analyses(
         records[prop] = {
             **shared, "property": prop, "train_splits": train_splits, "train_cache_entry": str(train.folder),
             "clustering": asdict(preset), "train_samples": [len(rows) for rows in train_rows[span]],
+            "train_bounds": "running minimum (the reference's)" if settings.mi_running_bounds else "per label",
             "eval_samples": [len(labels) for labels in eval_labels],
             **_uncertainty_record(set_scores, {}, settings.sample_sets), "chance": chance,
             "chance_method": uncertainty.MI_CHANCE, "adjusted": adjusted,

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         progress=not args.quiet,
         sample_sets=args.sample_sets,
+        mi_running_bounds=not args.mi_per_label_bounds,
         chance_permutations=args.chance_permutations,
     )
     check_settings(settings)  # before the (slow) upstream is built
@@ -122,6 +123,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="MI: training segments per label as LOW:HIGH, e.g. phone=3000:7000,word=600:1200 (the defaults)",
     )
     parser.add_argument("--no-cnn", action="store_true", help="mel: leave out the waveform CNN's C1..C7")
+    parser.add_argument(
+        "--mi-per-label-bounds", action="store_true",
+        help="MI: cap each label's LOW:HIGH by its own count only (default: the reference's running minimum, where "
+        "a label with fewer segments lowers the bounds of every later one)",
+    )  # fmt: skip
     add_common_arguments(parser)
     add_uncertainty_arguments(parser)
     parser.set_defaults(handler=run)
