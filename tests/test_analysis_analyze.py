@@ -132,9 +132,9 @@ def test_analyze_writes_spread_and_chance_for_every_property_from_sample_sets(co
     assert cli.main([*base, "--out", str(tmp_path / "one"), "--sample-sets", "1", "--chance-permutations", "0"]) == 0
     entries = len(list(cache.iterdir()))
     assert cli.main([*base, "--out", str(tmp_path / "three")]) == 0, capsys.readouterr().err
-    # one more extraction: the analysed split (the union of the sets); the MI training draws take every segment
-    # the tiny split has (3000..7000 per label asked), so their union is the one-set sample and its entry is reused
-    assert len(list(cache.iterdir())) == entries + 1
+    # one more extraction of the analysed split (the union of the sets) and one of the MI training split (the union
+    # of its draws), none more: the sample sets come from the cached features
+    assert len(list(cache.iterdir())) == entries + 2
     for name in ("cca_mel", "cca_phone", "mi_phone", "mi_word", "sts"):
         record = json.loads((tmp_path / "three" / f"provenance_{name}.json").read_text())
         one = json.loads((tmp_path / "one" / f"{name}.json").read_text())

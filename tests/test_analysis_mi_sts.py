@@ -113,7 +113,9 @@ def test_mi_training_sample_keeps_the_references_running_minimum_of_its_bounds()
 
     pool = [Segment(i, 0.0, 1.0, label) for i, label in enumerate("a" * 10 + "b" * 3 + "c" * 10)]
     for seed in range(5):
-        running = sample_training_segments(pool, ["a", "b", "c"], np.random.default_rng(seed), 5, 8, running_bounds=True)
+        running = sample_training_segments(
+            pool, ["a", "b", "c"], np.random.default_rng(seed), 5, 8, running_bounds=True
+        )
         own = sample_training_segments(pool, ["a", "b", "c"], np.random.default_rng(seed), 5, 8)
         count = lambda chosen, label: sum(s.label == label for s in chosen)  # noqa: E731
         assert 5 <= count(running, "a") <= 8 and count(running, "b") == 3

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from downstream_probes.analysis import uncertainty
 from downstream_probes.analysis.analyze import AnalysisSettings, cca_chance_scores, cca_sample_set_scores, one_hot
-from downstream_probes.analysis.mutual_info import assign_clusters, normalised_mutual_information
+from downstream_probes.analysis.mutual_info import ClusteringSettings, assign_clusters, normalised_mutual_information
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_mi_of_unrelated_features_is_inside_its_chance_interval_and_of_label_fea
     unrelated = {"train": rng.normal(size=(1200, 8)), "eval": rng.normal(size=(300, 8))}
     results = {}
     for name, features in (("related", related), ("unrelated", unrelated)):
-        clusters = [assign_clusters(features["train"], features["eval"], eval_labels, n_clusters=30, seed=s)
+        clusters = [assign_clusters(ClusteringSettings(30, 1500), features["train"], features["eval"], eval_labels, s)
                     for s in range(3)]  # fmt: skip
         score = np.mean([normalised_mutual_information(c, eval_labels) for c in clusters])
         chance = uncertainty.mi_chance(clusters, [eval_labels] * 3, np.random.default_rng(3), permutations=400)

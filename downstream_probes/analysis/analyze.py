@@ -532,7 +532,7 @@ def _mi_analyses(
                 train_set, eval_set = train_reps[train_rows[span][sample_set]], eval_reps[set_rows[span][sample_set]]
                 try:
                     seed = _kmeans_seed(settings.seed, sample_set)
-                    clusters.append(mutual_info.assign_with(preset, train_set, eval_set, labels, seed=seed))
+                    clusters.append(mutual_info.assign_clusters(preset, train_set, eval_set, labels, seed))
                 except mutual_info.MutualInfoInputError as error:
                     raise AnalysisError(f"MI {span}: {error} (small corpora: --mi-clusters {span}=K)") from None
             set_scores[name] = [

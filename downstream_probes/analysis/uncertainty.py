@@ -60,26 +60,23 @@ def _finite_or_none(value: float) -> float | None:
 def summarise(set_scores: Sequence[float]) -> dict:
     """``{"mean", "sd", "ci95": [lo, hi], "count"}`` of a score measured once per sample set; sd and interval are
     None with one set."""
-    values = np.asarray(set_scores, dtype=float)
-    count = len(values)
-    mean = float(values.mean())
-    if count < 2:
-        return {"mean": mean, "sd": None, "ci95": None, "count": count}
-    sd = float(values.std(ddof=1))
-    half = float(student_t.ppf(0.975, count - 1)) * sd / np.sqrt(count)
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "count": count}
+    return _t_summary(set_scores, lambda count: 1.0 / np.sqrt(count))
 
 
 def chance_summary(null_scores: Sequence[float], n_sets: int) -> dict:
     """The chance level of a score averaged over ``n_sets`` sample sets, from ``P`` null scores (each one sample
     set's score): mean, sd, count and the 95 % prediction interval (None with fewer than 2 null scores)."""
-    values = np.asarray(null_scores, dtype=float)
-    count = len(values)
-    mean = float(values.mean())
+    return _t_summary(null_scores, lambda count: np.sqrt(1.0 / max(n_sets, 1) + 1.0 / count))
+
+
+def _t_summary(values: Sequence[float], scale) -> dict:
+    """Mean, sd (ddof 1), count and ``mean +- t(count - 1) sd scale(count)``."""
+    array = np.asarray(values, dtype=float)
+    count, mean = len(array), float(array.mean())
     if count < 2:
         return {"mean": mean, "sd": None, "ci95": None, "count": count}
-    sd = float(values.std(ddof=1))
-    half = float(student_t.ppf(0.975, count - 1)) * sd * np.sqrt(1.0 / max(n_sets, 1) + 1.0 / count)
+    sd = float(array.std(ddof=1))
+    half = float(student_t.ppf(0.975, count - 1)) * sd * float(scale(count))
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "count": count}
 
 
