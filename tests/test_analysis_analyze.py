@@ -114,6 +114,8 @@ def test_analyze_bad_input(corpora, tmp_path, capsys):
     assert "--mi-clusters: 'phone:5' is not NAME=VALUE" in capsys.readouterr().err
     assert cli.main([*base, "--mi-train-per-label", "word=9:3"]) == 2
     assert "--mi-train-per-label: word=9:3 is not a span" in capsys.readouterr().err
+    assert cli.main([*base, "--sample-sets", "0"]) == 2
+    assert "--sample-sets must be at least 1 (got 0)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

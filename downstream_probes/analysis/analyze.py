@@ -21,6 +21,12 @@ kept together in one cache entry); the MI training sample and the STS corpus eac
 ``out_dir``: ``cca_<property>.json``, ``mi_<span>.json``, ``sts.json`` (each ``{layer: score}``), beside each a
 ``provenance_<that name>.json`` (upstream identity, corpus fingerprint, seed, sign convention, state rate, sample
 counts, versions), and ``analysis.png`` (Fig. 3's panels, plus Fig. 4's frame-level panel).
+
+Sample sets (``AnalysisSettings.sample_sets``, default 3 as Pasad et al.): independent draws of every sample (phone
+and word segments, frame-level utterances, MI training segments); their union is extracted once and each set reads
+its rows from the cache entry. A score is the mean over the sets; the provenance adds its spread and its chance
+level (:mod:`downstream_probes.analysis.uncertainty`). Set 0 is the draw of a one-set run, so ``sample_sets=1``
+reproduces the numbers written before sample sets existed.
 """
 
 from __future__ import annotations
