@@ -93,6 +93,8 @@ class AnalysisSettings:
     mi_train_per_label: dict[str, tuple[int, int]] = field(default_factory=dict)
     # the reference's running minimum of the per-label bounds (see segments.sample_training_segments)
     mi_running_bounds: bool = True
+    # k-means initialisations (None: the reference's 3; 1 is ~2.5x faster, see docs/analysis.md for its spread)
+    mi_n_init: int | None = None
     sts_corpus: Path | None = None
     cnn_layers: bool = True
     cache_dir: Path | None = None
@@ -133,6 +135,8 @@ def check_settings(settings: AnalysisSettings) -> None:
             )
     if "sts" in settings.properties and settings.sts_corpus is None:
         raise AnalysisError("property sts needs --sts-corpus DIR (a spoken STS corpus: `mrsuperb corpus sts`)")
+    if settings.mi_n_init is not None and settings.mi_n_init < 1:
+        raise AnalysisError(f"--mi-n-init must be at least 1, got {settings.mi_n_init}")
     if settings.sample_sets < 1 or settings.chance_permutations < 0:
         raise AnalysisError(
             f"--sample-sets must be at least 1 (got {settings.sample_sets}) and --chance-permutations at least 0 "
@@ -484,10 +488,10 @@ def _mi_analyses(
         span = prop.removeprefix("mi_")
         preset = mutual_info.clustering_for(span)
         low, high = settings.mi_train_per_label.get(span, preset.train_per_label)
-        if span in settings.mi_clusters:
-            preset = mutual_info.ClusteringSettings(
-                settings.mi_clusters[span], preset.batch_size, preset.max_iter, preset.n_init, (low, high)
-            )
+        preset = mutual_info.ClusteringSettings(
+            settings.mi_clusters.get(span, preset.n_clusters), preset.batch_size, preset.max_iter,
+            settings.mi_n_init or preset.n_init, (low, high),
+        )  # fmt: skip
         presets[span] = preset
         available[span] = segments.read_segments(train_utterances, "phones" if span == "phone" else "words")
     draws: dict[str, list[list[segments.Segment]]] = {span: [] for span in presets}

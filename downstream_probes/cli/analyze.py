@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         sample_sets=args.sample_sets,
         mi_running_bounds=not args.mi_per_label_bounds,
+        mi_n_init=args.mi_n_init,
         chance_permutations=args.chance_permutations,
     )
     check_settings(settings)  # before the (slow) upstream is built
@@ -123,6 +124,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="MI: training segments per label as LOW:HIGH, e.g. phone=3000:7000,word=600:1200 (the defaults)",
     )
     parser.add_argument("--no-cnn", action="store_true", help="mel: leave out the waveform CNN's C1..C7")
+    parser.add_argument(
+        "--mi-n-init", type=int,
+        help="MI: k-means initialisations (default 3, the reference's; 1 is ~2.5x faster but not inside the "
+        "reference's seed spread on every layer, see docs/analysis.md)",
+    )  # fmt: skip
     parser.add_argument(
         "--mi-per-label-bounds", action="store_true",
         help="MI: cap each label's LOW:HIGH by its own count only (default: the reference's running minimum, where "
