@@ -130,7 +130,7 @@ def test_analyze_writes_spread_and_chance_for_every_property_from_sample_sets(co
     base = ["analyze", "-u", "mrhubert_local", "-k", str(checkpoint), "--corpus", str(asr), "--split", SPLIT,
             "--properties", "mel,phone,mi_phone,mi_word,sts", "--sts-corpus", str(sts), "--mi-train-split", SPLIT,
             "--mi-clusters", "phone=8,word=8", "--layers", "T0,D0,T12", "--utterances", "10", "--no-cnn",
-            "--max-per-word", "3", "--cache-dir", str(cache), "-q"]  # fmt: skip
+            "--max-per-word", "3", "--mi-train-per-label", "phone=2:3", "--cache-dir", str(cache), "-q"]  # fmt: skip
     assert cli.main([*base, "--out", str(tmp_path / "one"), "--sample-sets", "1", "--chance-permutations", "0"]) == 0
     entries = len(list(cache.iterdir()))
     assert cli.main([*base, "--out", str(tmp_path / "three")]) == 0, capsys.readouterr().err
@@ -153,6 +153,9 @@ def test_analyze_writes_spread_and_chance_for_every_property_from_sample_sets(co
         if name.startswith("cca_"):
             assert [len(t) for t in record["trial_scores"]["T12"]] == [3, 3, 3]
             assert record["chance"]["T12"]["count"] == 3
+        if name == "mi_phone":  # --mi-train-per-label reaches every set's training draw
+            assert record["clustering"]["train_per_label"] == [2, 3]
+            assert all(n <= 3 * 39 for n in record["train_samples"])  # at most 3 of each of the 39 phones
         if name.startswith("mi_"):
             chance = record["chance"]["T12"]["mean"]
             assert record["adjusted"]["T12"] == pytest.approx((record["scores"]["T12"] - chance) / (1 - chance))
