@@ -46,7 +46,7 @@ def test_analyze_writes_every_property_from_one_extraction(corpora, tmp_path, ca
         ["analyze", "-u", "mrhubert_local", "-k", str(checkpoint), "--corpus", str(asr), "--split", SPLIT,
          "--properties", "phone,mi_phone,mi_word,sts", "--sts-corpus", str(sts), "--mi-train-split", SPLIT,
          "--mi-clusters", "phone=8,word=8", "--layers", "T0,D0,T12", "--out", str(out), "--cache-dir", str(cache),
-         "-q"]
+         "--sample-sets", "1", "-q"]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     for name in ("cca_phone", "mi_phone", "mi_word", "sts"):
@@ -114,3 +114,52 @@ def test_analyze_bad_input(corpora, tmp_path, capsys):
     assert "--mi-clusters: 'phone:5' is not NAME=VALUE" in capsys.readouterr().err
     assert cli.main([*base, "--mi-train-per-label", "word=9:3"]) == 2
     assert "--mi-train-per-label: word=9:3 is not a span" in capsys.readouterr().err
+    assert cli.main([*base, "--sample-sets", "0"]) == 2
+    assert "--sample-sets must be at least 1 (got 0)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_analyze_writes_spread_and_chance_for_every_property_from_sample_sets(corpora, tmp_path, capsys):
+    """Three sample sets from one extraction: every output has its mean, spread and chance level; sample set 0
+    is the one-set run's sample (same numbers); the figure draws bands and chance lines."""
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+
+    asr, sts = corpora
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt", "base_2res", seed=0)
+    cache = tmp_path / "cache"
+    base = ["analyze", "-u", "mrhubert_local", "-k", str(checkpoint), "--corpus", str(asr), "--split", SPLIT,
+            "--properties", "mel,phone,mi_phone,mi_word,sts", "--sts-corpus", str(sts), "--mi-train-split", SPLIT,
+            "--mi-clusters", "phone=8,word=8", "--layers", "T0,D0,T12", "--utterances", "10", "--no-cnn",
+            "--max-per-word", "3", "--mi-train-per-label", "phone=2:3", "--cache-dir", str(cache), "-q"]  # fmt: skip
+    assert cli.main([*base, "--out", str(tmp_path / "one"), "--sample-sets", "1", "--chance-permutations", "0"]) == 0
+    entries = len(list(cache.iterdir()))
+    assert cli.main([*base, "--out", str(tmp_path / "three")]) == 0, capsys.readouterr().err
+    # one more extraction of the analysed split (the union of the sets) and one of the MI training split (the union
+    # of its draws), none more: the sample sets come from the cached features
+    assert len(list(cache.iterdir())) == entries + 2
+    for name in ("cca_mel", "cca_phone", "mi_phone", "mi_word", "sts"):
+        record = json.loads((tmp_path / "three" / f"provenance_{name}.json").read_text())
+        one = json.loads((tmp_path / "one" / f"{name}.json").read_text())
+        assert list(record["scores"]) == list(one) == ["T0", "D0", "T12"], name
+        assert json.loads((tmp_path / "three" / f"{name}.json").read_text()) == record["scores"]
+        for layer, score in record["scores"].items():
+            spread, chance = record["spread"][layer], record["chance"][layer]
+            assert spread["ci95"][0] <= score <= spread["ci95"][1] and spread["sd"] >= 0, (name, layer)
+            assert chance["ci95"][0] <= chance["mean"] <= chance["ci95"][1], (name, layer)
+            if name != "sts":
+                sets = record["sample_set_scores"][layer]
+                assert spread["count"] == len(sets) == 3 and score == pytest.approx(np.mean(sets), abs=1e-12)
+                assert sets[0] == pytest.approx(one[layer], abs=1e-12), (name, layer)  # set 0 = the one-set sample
+        if name.startswith("cca_"):
+            assert [len(t) for t in record["trial_scores"]["T12"]] == [3, 3, 3]
+            assert record["chance"]["T12"]["count"] == 3
+        if name == "mi_phone":  # --mi-train-per-label reaches every set's training draw
+            assert record["clustering"]["train_per_label"] == [2, 3]
+            assert all(n <= 3 * 39 for n in record["train_samples"])  # at most 3 of each of the 39 phones
+        if name.startswith("mi_"):
+            chance = record["chance"]["T12"]["mean"]
+            assert record["adjusted"]["T12"] == pytest.approx((record["scores"]["T12"] - chance) / (1 - chance))
+    # the sets differ: different word segments (3 of each word, drawn three times)
+    word_sets = json.loads((tmp_path / "three" / "provenance_mi_word.json").read_text())["sample_set_scores"]["T12"]
+    assert len(set(word_sets)) == 3
+    assert (tmp_path / "three" / "analysis.png").stat().st_size > 5000

@@ -41,9 +41,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def _cca(corpus, checkpoint, out, cache, *extra) -> int:
+    """One sample set and no chance runs (what these tests check is per score; test_analysis_analyze.py checks the
+    sample sets and chance levels)."""
     return cli.main(
         ["cca", "-u", "mrhubert_local", "-k", str(checkpoint), "--corpus", str(corpus), "--split", SPLIT,
-         "-o", str(out), "--cache-dir", str(cache), "-q", *extra]
+         "-o", str(out), "--cache-dir", str(cache), "-q", "--sample-sets", "1", "--chance-permutations", "0", *extra]
     )  # fmt: skip
 
 

@@ -178,3 +178,71 @@ def test_bad_input(tmp_path, capsys):
     (tmp_path / "bad" / "cca_word.json").write_text("{not json")
     with pytest.raises(CompareInputError, match="not readable JSON"):
         find_sources([tmp_path / "bad"])
+
+
+# --------------------------------------------------------------------------------------------- uncertainty (issue 21)
+
+
+def write_cca_with_sample_sets(folder: Path, upstream: str, layers, trials, state_rate: str = "20ms") -> None:
+    """A CCA output as mrsuperb analyze writes it: scores = mean over sample sets, trial_scores per set and split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = {name: float(np.mean([np.mean(s) for s in trials[:, :, i]])) for i, name in enumerate(layers)}
+    (folder / "cca_word.json").write_text(json.dumps(scores))
+    provenance = {
+        "upstream": {"name": upstream, "checkpoint": None}, "property": "word", "state_rate": state_rate,
+        "split": "dev-clean", "scores": scores,
+        "trial_scores": {name: trials[:, :, i].tolist() for i, name in enumerate(layers)},
+    }  # fmt: skip
+    (folder / "provenance_cca_word.json").write_text(json.dumps(provenance))
+
+
+def test_compare_carries_intervals_p_values_and_chance_and_merges_seeds(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    true = 0.2 + 0.6 * rng.random(len(LAYERS))  # not a monotone trend: two trends agree by chance too (docs)
+    trials = true + rng.normal(0, 0.01, (3, 3, len(LAYERS)))  # 3 sample sets x 3 test splits
+    write_cca_with_sample_sets(tmp_path / "analysis", "mrhubert_b4a", LAYERS, trials)
+    seeds = [true / true.sum() + rng.normal(0, 0.01, len(LAYERS)) for _ in range(3)]
+    for seed, weights in enumerate(seeds):
+        write_weights(tmp_path / "runs" / f"seed{seed}", "mrhubert_b4a", None, LAYERS, weights)
+        record = json.loads((tmp_path / "runs" / f"seed{seed}" / "layer_weights.json").read_text())
+        (tmp_path / "runs" / f"seed{seed}" / "layer_weights.json").write_text(json.dumps({**record, "seed": seed}))
+    assert (
+        cli.main(["compare", str(tmp_path), "-o", str(tmp_path / "cmp.json"), "--plot-dir", str(tmp_path / "p")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "rho 95% [" in out and "(surrogates)" in out and "replicates 3/3" in out
+    document = json.loads((tmp_path / "cmp.json").read_text())
+    assert document["schema"] == "mrsuperb.compare/3"
+    (weights_source,) = [s for s in document["sources"] if s["kind"] == "weights"]
+    assert weights_source["replicates"] == 3 and weights_source["label"] == "weights:asr"  # the seeds are one source
+    (comparison,) = document["comparisons"]
+    assert comparison["spearman"] == pytest.approx(
+        spearmanr(np.mean(seeds, axis=0), trials.mean(axis=(0, 1))).statistic
+    )
+    low, high = comparison["spearman_ci95"]
+    assert low <= comparison["spearman"] <= high and high <= 1.0
+    assert 0.0 < comparison["p_value"] < 0.05  # a strong, real relation
+    assert comparison["top_k_chance"] == pytest.approx(3 / 8)
+    assert (comparison["replicates_a"], comparison["replicates_b"]) == (3, 3)
+    assert (tmp_path / "p" / "rankings_mrhubert_b4a.png").stat().st_size > 1000
+
+
+def test_sources_of_different_state_rates_or_splits_are_refused_with_the_reason(tmp_path):
+    trials = np.random.default_rng(0).random((3, 3, len(LAYERS)))
+    write_cca_with_sample_sets(tmp_path / "native", "mrhubert_b4a", LAYERS, trials, state_rate="native")
+    write_weights(tmp_path / "runs", "mrhubert_b4a", None, LAYERS, np.ones(len(LAYERS)) / len(LAYERS))
+    with pytest.raises(CompareInputError, match="differ in state rate: 20ms vs native"):
+        compare_sources(find_sources([tmp_path]))
+    # two probe sweeps of one task scored on different test splits
+    rng = np.random.default_rng(1)
+    write_sweep(tmp_path / "s1", "mrhubert_b4a", None, LAYERS, rng.random(len(LAYERS)))
+    write_sweep(tmp_path / "s2", "mrhubert_b4a", None, LAYERS, rng.random(len(LAYERS)))
+    record = json.loads((tmp_path / "s2" / "sweep.json").read_text())
+    record["test_split"] = "test-other"
+    record["layers"] = [
+        {**layer, "metrics": {"test-other": layer["metrics"]["test-clean"]}} for layer in record["layers"]
+    ]
+    (tmp_path / "s2" / "sweep.json").write_text(json.dumps(record))
+    (tmp_path / "native" / "cca_word.json").unlink()
+    with pytest.raises(CompareInputError, match="differ in split: test-clean vs test-other"):
+        compare_sources(find_sources([tmp_path]))

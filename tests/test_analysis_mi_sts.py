@@ -104,3 +104,20 @@ def test_spoken_sts_bad_input():
         spoken_sts_score(reps, [("a", "c", 1.0), ("a", "b", 2.0), ("b", "a", 3.0)])
     with pytest.raises(STSInputError, match="every human judgement is the same"):
         spoken_sts_score(reps, [("a", "b", 1.0), ("a", "b", 1.0), ("b", "a", 1.0)])
+
+
+def test_mi_training_sample_keeps_the_references_running_minimum_of_its_bounds():
+    """The reference's sample_tokens overwrites min_cnt/max_cnt in its loop: a label with fewer segments than the
+    lower bound lowers it for every later label. Labels a (10 segments), b (3), c (10), bounds 5..8."""
+    from downstream_probes.analysis.segments import Segment, sample_training_segments
+
+    pool = [Segment(i, 0.0, 1.0, label) for i, label in enumerate("a" * 10 + "b" * 3 + "c" * 10)]
+    for seed in range(5):
+        running = sample_training_segments(
+            pool, ["a", "b", "c"], np.random.default_rng(seed), 5, 8, running_bounds=True
+        )
+        own = sample_training_segments(pool, ["a", "b", "c"], np.random.default_rng(seed), 5, 8)
+        count = lambda chosen, label: sum(s.label == label for s in chosen)  # noqa: E731
+        assert 5 <= count(running, "a") <= 8 and count(running, "b") == 3
+        assert count(running, "c") == 3  # randint(min(5, 3), min(8, 3)): the running minimum carried over
+        assert 5 <= count(own, "c") <= 8 and count(own, "b") == 3

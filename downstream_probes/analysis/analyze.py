@@ -21,6 +21,12 @@ kept together in one cache entry); the MI training sample and the STS corpus eac
 ``out_dir``: ``cca_<property>.json``, ``mi_<span>.json``, ``sts.json`` (each ``{layer: score}``), beside each a
 ``provenance_<that name>.json`` (upstream identity, corpus fingerprint, seed, sign convention, state rate, sample
 counts, versions), and ``analysis.png`` (Fig. 3's panels, plus Fig. 4's frame-level panel).
+
+Sample sets (``AnalysisSettings.sample_sets``, default 3 as Pasad et al.): independent draws of every sample (phone
+and word segments, frame-level utterances, MI training segments); their union is extracted once and each set reads
+its rows from the cache entry. A score is the mean over the sets; the provenance adds its spread and its chance
+level (:mod:`downstream_probes.analysis.uncertainty`). Set 0 is the draw of a one-set run, so ``sample_sets=1``
+reproduces the numbers written before sample sets existed.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from downstream_probes.analysis import extraction, segments
+from downstream_probes.analysis import extraction, segments, uncertainty
+from downstream_probes.analysis.mel import HOP
 from downstream_probes.analysis.protocol import (
     CCA_PROPERTIES,
+    DEFAULT_CHANCE_PERMUTATIONS,
     DEFAULT_MI_TRAIN_SPLIT,
+    DEFAULT_SAMPLE_SETS,
     DEFAULT_SPLIT,
     DEFAULT_STATE_RATE,
     DEFAULT_WORD_COUNTS_SPLIT,
@@ -45,13 +54,15 @@ from downstream_probes.analysis.protocol import (
     PROPERTIES,
     STATE_RATES,
 )
-from downstream_probes.analysis.pwcca import cca_score
+from downstream_probes.analysis.pwcca import cca_protocol, cca_score
 from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.analysis/1"
+MI_CHANCE_PERMUTATIONS = 200  # permuted cluster assignments per layer (cheap: no clustering)
+STS_RESAMPLES = 1000  # bootstrap resamples and permutations of the STS pairs
 PHONE_BASED = ("phone", "mi_phone")
 WORD_BASED = ("word", "glove", "agwe", "mi_word")
 FIGURE = "analysis.png"
@@ -81,10 +92,18 @@ class AnalysisSettings:
     mi_train_split: str = DEFAULT_MI_TRAIN_SPLIT
     mi_clusters: dict[str, int] = field(default_factory=dict)  # span -> k, overriding the reference's
     mi_train_per_label: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # the reference's running minimum of the per-label bounds (see segments.sample_training_segments)
+    mi_running_bounds: bool = True
+    # k-means initialisations (None: the reference's 3; 1 is ~2.5x faster, see docs/analysis.md for its spread)
+    mi_n_init: int | None = None
     sts_corpus: Path | None = None
     cnn_layers: bool = True
     cache_dir: Path | None = None
     progress: bool = True
+    # independent draws of the sampled segments, utterances and MI training samples (Pasad et al. 2023: 3)
+    sample_sets: int = DEFAULT_SAMPLE_SETS
+    # CCA chance level: protocol runs with the label/embedding rows permuted (0: none)
+    chance_permutations: int = DEFAULT_CHANCE_PERMUTATIONS
 
 
 @dataclass
@@ -117,6 +136,13 @@ def check_settings(settings: AnalysisSettings) -> None:
             )
     if "sts" in settings.properties and settings.sts_corpus is None:
         raise AnalysisError("property sts needs --sts-corpus DIR (a spoken STS corpus: `mrsuperb corpus sts`)")
+    if settings.mi_n_init is not None and settings.mi_n_init < 1:
+        raise AnalysisError(f"--mi-n-init must be at least 1, got {settings.mi_n_init}")
+    if settings.sample_sets < 1 or settings.chance_permutations < 0:
+        raise AnalysisError(
+            f"--sample-sets must be at least 1 (got {settings.sample_sets}) and --chance-permutations at least 0 "
+            f"(got {settings.chance_permutations})"
+        )
     if settings.state_rate not in STATE_RATES:
         raise AnalysisError(f"unknown state rate {settings.state_rate!r}; choose one of {', '.join(STATE_RATES)}")
     bad = [s for s in settings.mi_clusters if s not in ("phone", "word")]
@@ -163,8 +189,29 @@ def run_analysis(
     if figure and scores:
         from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
 
-        figure_path = save_figure(plot_analysis_figure({_label(upstream.identity): scores}), out_dir / FIGURE)
+        label = _label(upstream.identity)
+        bands, chance = figure_uncertainty(provenance)
+        figure_path = save_figure(
+            plot_analysis_figure({label: scores}, bands={label: bands}, chance={label: chance}), out_dir / FIGURE
+        )
     return AnalysisResult(scores, paths, figure_path, provenance)
+
+
+def figure_uncertainty(records: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+    """From provenance records (output name -> record): each output's score interval ``{layer: (lo, hi)}`` and
+    chance level ``{layer: (mean, lo, hi)}``, as :func:`plots.plot_analysis_figure` draws them."""
+    bands: dict[str, dict[str, tuple[float, float]]] = {}
+    chance: dict[str, dict[str, tuple[float, float | None, float | None]]] = {}
+    for name, record in records.items():
+        spread = {k: v["ci95"] for k, v in (record.get("spread") or {}).items() if v.get("ci95")}
+        if spread:
+            bands[name] = {k: (float(lo), float(hi)) for k, (lo, hi) in spread.items()}
+        levels = record.get("chance") or {}
+        if levels:
+            chance[name] = {
+                k: (float(v["mean"]), *(v["ci95"] if v.get("ci95") else (None, None))) for k, v in levels.items()
+            }
+    return bands, chance
 
 
 def output_name(prop: str) -> str:
@@ -184,32 +231,44 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
     }  # fmt: skip
     spans: dict[str, list[segments.Segment]] = {}
+    set_rows: dict[str, list[np.ndarray]] = {}  # span -> each sample set's rows of spans[span]
+    word_order: list[str] = []  # the sampled words in rank order
     ranking_source = None
+    n_sets = settings.sample_sets
     if any(p in PHONE_BASED for p in props):
-        spans["phone"] = segments.sample_phones(
-            segments.read_segments(utterances, "phones"), np.random.default_rng([settings.seed, 1]),
-            settings.sampling.max_per_phone,
-        )  # fmt: skip
+        phones = segments.read_segments(utterances, "phones")
+        spans["phone"], set_rows["phone"] = _sample_sets(
+            n_sets, settings.seed, 1, lambda rng: segments.sample_phones(phones, rng, settings.sampling.max_per_phone)
+        )
         if not spans["phone"]:
             raise AnalysisError(f"the alignments of split {settings.split!r} hold no labelled phones")
     if any(p in WORD_BASED for p in props):  # the ranking (training alignments) only when words are analysed
         ranking, ranking_source = _word_ranking(corpus, settings)
-        spans["word"] = segments.sample_words(
-            segments.read_segments(utterances, "words"), np.random.default_rng([settings.seed, 2]),
-            settings.sampling.n_words, settings.sampling.max_per_word, ranking,
+        words = segments.read_segments(utterances, "words")
+        spans["word"], set_rows["word"] = _sample_sets(
+            n_sets, settings.seed, 2,
+            lambda rng: segments.sample_words(
+                words, rng, settings.sampling.n_words, settings.sampling.max_per_word, ranking
+            ),
         )  # fmt: skip
         if not spans["word"]:
             raise AnalysisError(f"split {settings.split!r} holds none of the ranked words ({ranking_source})")
+        sampled = {s.label for s in spans["word"]}
+        word_order = [w for w in (ranking or segments.rank_words(s.label for s in words)) if w in sampled]
     chosen: list[int] = []
+    chosen_sets: list[np.ndarray] = []
     if "mel" in props:
-        rng = np.random.default_rng([settings.seed, 3])
-        chosen = segments.sample_utterances(len(utterances), rng, settings.sampling.n_utterances).tolist()
+        chosen_sets = [
+            segments.sample_utterances(len(utterances), _set_rng(settings.seed, 3, s), settings.sampling.n_utterances)
+            for s in range(n_sets)
+        ]
+        chosen = sorted(set(np.concatenate(chosen_sets).tolist()))
     cnn = upstream.cnn if "mel" in props and settings.cnn_layers else None
     read = sorted({s.utterance for kind in spans.values() for s in kind} | set(chosen))
     base["files"] = extraction.corpus_fingerprint(utterances, corpus, read)
     description = {
         **base, "kind": "analysis", "word_ranking": ranking_source, "spans": sorted(spans),
-        "frames": bool(chosen), "cnn": cnn is not None,
+        "frames": bool(chosen), "cnn": cnn is not None, **({"sample_sets": n_sets} if n_sets > 1 else {}),
     }  # fmt: skip
     cached = extraction.load_or_build(
         cache_dir, extraction.cache_key(description),
@@ -224,25 +283,29 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
               "cache_entry": str(cached.folder), "word_ranking": ranking_source,
               "layer_strides": dict(zip(cached.layer_names, cached.meta["strides"], strict=True))}  # fmt: skip
 
+    frame_sets = _frame_sets(cached, utterances, chosen, chosen_sets) if chosen else None
     for prop in (p for p in props if p in CCA_PROPERTIES):
-        views = _cca_views(prop, cached, settings)
+        views = _cca_views(prop, cached, settings, set_rows, frame_sets)
         names = (cached.cnn_names if prop == "mel" else []) + layer_names
-        layer_scores, samples = {}, {}
+        layer_scores, samples, trials, null = {}, {}, {}, {}
         for name in extraction._progress(names, settings.progress, f"CCA {prop}"):
-            x, y, labels = views(name)
-            layer_scores[name] = cca_score(
-                x, y, labels, seed=settings.seed, stable=settings.stable, sign_convention=settings.sign_convention
-            )
-            samples[name] = int(x.shape[0])
+            trials[name], samples[name] = cca_sample_set_scores(views, name, settings)
+            layer_scores[name] = float(np.mean([np.mean(t) for t in trials[name]]))
+            null[name] = cca_chance_scores(views, name, settings)
         scores[output_name(prop)] = layer_scores
         records[output_name(prop)] = {
             **shared, "property": prop, "samples_per_layer": samples,
             "embeddings": str(settings.embeddings[prop]) if prop in settings.embeddings else None,
+            **_uncertainty_record({k: [float(np.mean(t)) for t in v] for k, v in trials.items()}, null, n_sets),
+            "trial_scores": trials, "chance_method": uncertainty.CCA_CHANCE,
         }  # fmt: skip
 
     mi_props = [p for p in props if p in MI_PROPERTIES]
     if mi_props:
-        _mi_analyses(upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records)
+        _mi_analyses(
+            upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows,
+            word_order,
+        )  # fmt: skip
 
 
 def _word_ranking(corpus: Path, settings: AnalysisSettings) -> tuple[list[str] | None, str]:
@@ -258,20 +321,135 @@ def _word_ranking(corpus: Path, settings: AnalysisSettings) -> tuple[list[str] |
     return segments.rank_words(labels), f"counts in {'+'.join(splits)}"
 
 
-def _cca_views(prop: str, cached: extraction.CachedLayers, settings: AnalysisSettings) -> Callable:
+def _set_rng(seed: int, stream: int, sample_set: int) -> np.random.Generator:
+    """The generator of one draw: sample set 0 keeps the single-set stream (``[seed, stream]``), so that one
+    sample set reproduces the numbers written before sample sets existed."""
+    return np.random.default_rng([seed, stream] if sample_set == 0 else [seed, stream, sample_set])
+
+
+def _sample_sets(
+    n_sets: int, seed: int, stream: int, draw: Callable[[np.random.Generator], list[segments.Segment]]
+) -> tuple[list[segments.Segment], list[np.ndarray]]:
+    """``n_sets`` independent draws, as one list of distinct segments (in the samplers' order) and each draw's
+    rows of it: the union is extracted once, each sample set reads its rows from the cache."""
+    return _union([draw(_set_rng(seed, stream, s)) for s in range(n_sets)])
+
+
+def _union(draws: list[list[segments.Segment]]) -> tuple[list[segments.Segment], list[np.ndarray]]:
+    """The distinct segments of several draws (in the samplers' order) and each draw's rows of them."""
+    if len(draws) == 1:
+        return draws[0], [np.arange(len(draws[0]))]
+    union = sorted(set().union(*draws), key=lambda s: (s.utterance, s.start, s.label, s.end))
+    row = {segment: index for index, segment in enumerate(union)}
+    return union, [np.array([row[segment] for segment in chosen], dtype=np.int64) for chosen in draws]
+
+
+def _frame_sets(
+    cached: extraction.CachedLayers,
+    utterances: Sequence[segments.Utterance],
+    chosen: list[int],
+    chosen_sets: list[np.ndarray],
+) -> Callable[[np.ndarray, int], np.ndarray | None] | None:
+    """Which cached frames belong to a sample set: ``rows(mel_index, s)`` gives the set's rows of a layer from the
+    layer's mel rows (None: every row, with one set). The cache keeps the union's mel frames utterance after
+    utterance (in index order), ``1 + samples // 160`` each."""
+    if len(chosen_sets) == 1:
+        return None
+    import soundfile
+
+    lengths = [1 + soundfile.info(str(utterances[i].audio)).frames // HOP for i in chosen]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    if offsets[-1] != cached.array("mel").shape[0]:
+        raise AnalysisError(
+            f"cache entry {cached.folder} holds {cached.array('mel').shape[0]} mel frames, the audio {offsets[-1]}: "
+            "delete the entry and run again"
+        )
+    position = {utterance: index for index, utterance in enumerate(chosen)}
+    members = []
+    for chosen_set in chosen_sets:
+        mask = np.zeros(len(chosen), dtype=bool)
+        mask[[position[int(u)] for u in chosen_set]] = True
+        members.append(mask)
+
+    def rows(mel_index: np.ndarray, sample_set: int) -> np.ndarray:
+        owner = np.searchsorted(offsets, np.asarray(mel_index), side="right") - 1
+        return np.flatnonzero(members[sample_set][owner])
+
+    return rows
+
+
+def cca_sample_set_scores(views: Callable, name: str, settings: AnalysisSettings) -> tuple[list[list[float]], int]:
+    """Each sample set's CCA test scores (one per test split) for one layer, and the samples of set 0."""
+    trials, samples = [], 0
+    for sample_set in range(settings.sample_sets):
+        x, y, labels = views(name, sample_set)
+        result = cca_protocol(
+            x, y, labels, seed=settings.seed if sample_set == 0 else [settings.seed, sample_set],  # type: ignore[arg-type]
+            stable=settings.stable, sign_convention=settings.sign_convention,
+        )  # fmt: skip
+        trials.append([float(t.test_score) for t in result.trials])
+        samples = samples or int(x.shape[0])
+    return trials, samples
+
+
+def cca_chance_scores(views: Callable, name: str, settings: AnalysisSettings) -> list[float]:
+    """CCA scores with one view's rows permuted across the sample (the view with fewer dimensions: the labels or
+    embeddings, or the mel features), ``settings.chance_permutations`` times, taking the sample sets in turn."""
+    scores = []
+    for permutation in range(settings.chance_permutations):
+        x, y, labels = views(name, permutation % settings.sample_sets)
+        order = np.random.default_rng([settings.seed, 5, permutation]).permutation(x.shape[0])
+        if y.shape[1] <= x.shape[1]:
+            y = np.asarray(y)[order]
+            labels = labels[order] if labels is not None else None
+        else:
+            x = np.asarray(x)[order]
+        seed: Any = [settings.seed, 6, permutation]
+        scores.append(cca_score(x, y, labels, seed, stable=settings.stable, sign_convention=settings.sign_convention))
+    return scores
+
+
+def _uncertainty_record(set_scores: dict[str, list[float]], null: dict[str, list[float]], n_sets: int) -> dict:
+    """The spread and chance fields of an output's provenance, from each layer's sample-set scores and null
+    scores."""
+    record: dict[str, Any] = {
+        "sample_sets": n_sets, "sample_set_scores": set_scores, "score_interval": uncertainty.SCORE_INTERVAL,
+        "spread": {name: _without_mean(uncertainty.summarise(values)) for name, values in set_scores.items()},
+    }  # fmt: skip
+    if any(null.values()):
+        record["chance"] = {name: uncertainty.chance_summary(values, n_sets) for name, values in null.items()}
+    return record
+
+
+def _without_mean(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "mean"}
+
+
+def _cca_views(
+    prop: str,
+    cached: extraction.CachedLayers,
+    settings: AnalysisSettings,
+    set_rows: dict[str, list[np.ndarray]],
+    frame_sets: Callable[[np.ndarray, int], np.ndarray | None] | None,
+) -> Callable:
+    """``views(layer name, sample set) -> (x, y, labels)`` of one property."""
     if prop == "mel":
         mel = cached.array("mel")
 
-        def frame_views(name: str):
-            if name in cached.cnn_names:
-                return np.asarray(mel[cached.cnn_layer(name, "mel_index_")]), cached.cnn_layer(name), None
-            return np.asarray(mel[cached.layer(name, "mel_index_")]), cached.layer(name), None
+        def frame_views(name: str, sample_set: int):
+            cnn = name in cached.cnn_names
+            index = cached.cnn_layer(name, "mel_index_") if cnn else cached.layer(name, "mel_index_")
+            states = cached.cnn_layer(name) if cnn else cached.layer(name)
+            if frame_sets is None:
+                return np.asarray(mel[index]), states, None
+            rows = frame_sets(index, sample_set)
+            return np.asarray(mel[np.asarray(index)[rows]]), np.asarray(states[rows]), None
 
         return frame_views
     kind = "phone" if prop == "phone" else "word"
     labels = np.asarray(cached.meta["labels"][kind])
     if prop in ("phone", "word"):
-        y = one_hot(labels)
+        y = None  # one-hot of each sample set's own labels
         rows = np.arange(len(labels))
     else:
         from downstream_probes.analysis.embeddings import read_embeddings
@@ -284,9 +462,11 @@ def _cca_views(prop: str, cached: extraction.CachedLayers, settings: AnalysisSet
             )
         y = np.stack([vectors[label] for label in labels[rows]])
 
-    def segment_views(name: str):
+    def segment_views(name: str, sample_set: int):
+        chosen = np.flatnonzero(np.isin(rows, set_rows[kind][sample_set]))
         x = np.asarray(cached.layer(name, f"{kind}_"))
-        return x[rows], y, labels[rows]
+        chosen_labels = labels[rows[chosen]]
+        return x[rows[chosen]], one_hot(chosen_labels) if y is None else y[chosen], chosen_labels
 
     return segment_views
 
@@ -294,32 +474,43 @@ def _cca_views(prop: str, cached: extraction.CachedLayers, settings: AnalysisSet
 # --------------------------------------------------------------------------------------------- MI
 
 
-def _mi_analyses(upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records):
+def _mi_analyses(
+    upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows, word_order
+):
     from downstream_probes.analysis import mutual_info
 
     train_splits = segments.resolve_splits(corpus, settings.mi_train_split, settings.alignments)
     train_utterances: list[segments.Utterance] = []
     for split in train_splits:
         train_utterances += segments.list_utterances(corpus, split, settings.alignments)
-    rng = np.random.default_rng([settings.seed, 4])
-    spans = {}
     presets = {}
+    available = {}
     for prop in mi_props:
         span = prop.removeprefix("mi_")
         preset = mutual_info.clustering_for(span)
         low, high = settings.mi_train_per_label.get(span, preset.train_per_label)
-        if span in settings.mi_clusters:
-            preset = mutual_info.ClusteringSettings(
-                settings.mi_clusters[span], preset.batch_size, preset.max_iter, preset.n_init, (low, high)
-            )
+        preset = mutual_info.ClusteringSettings(
+            settings.mi_clusters.get(span, preset.n_clusters), preset.batch_size, preset.max_iter,
+            settings.mi_n_init or preset.n_init, (low, high),
+        )  # fmt: skip
         presets[span] = preset
-        labels = list(
-            dict.fromkeys(sorted(cached.meta["labels"][span]) if span == "phone" else cached.meta["labels"][span])
-        )
-        tier = "phones" if span == "phone" else "words"
-        spans[span] = segments.sample_training_segments(
-            segments.read_segments(train_utterances, tier), labels, rng, low, high
-        )
+        available[span] = segments.read_segments(train_utterances, "phones" if span == "phone" else "words")
+    draws: dict[str, list[list[segments.Segment]]] = {span: [] for span in presets}
+    for sample_set in range(settings.sample_sets):  # one generator per set, the spans drawn in turn from it
+        rng = _set_rng(settings.seed, 4, sample_set)
+        for span, preset in presets.items():
+            present = set(np.asarray(cached.meta["labels"][span])[set_rows[span][sample_set]].tolist())
+            # phones in sorted order (the reference's phone.lst order is not published), words in rank order
+            labels = sorted(present) if span == "phone" else [w for w in word_order if w in present]
+            low, high = preset.train_per_label
+            draws[span].append(
+                segments.sample_training_segments(
+                    available[span], labels, rng, low, high, running_bounds=settings.mi_running_bounds
+                )
+            )
+    spans, train_rows = {}, {}
+    for span, chosen_sets in draws.items():
+        spans[span], train_rows[span] = _union(chosen_sets)
     description = {
         "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
         "splits": train_splits, "seed": settings.seed,
@@ -339,22 +530,46 @@ def _mi_analyses(upstream, corpus, mi_props, cached, layer_names, settings, cach
     for prop in mi_props:
         span = prop.removeprefix("mi_")
         preset = presets[span]
-        eval_labels = np.asarray(cached.meta["labels"][span])
-        layer_scores = {}
+        all_labels = np.asarray(cached.meta["labels"][span])
+        eval_labels = [all_labels[rows] for rows in set_rows[span]]
+        layer_scores, set_scores, chance, adjusted = {}, {}, {}, {}
         for name in extraction._progress(layer_names, settings.progress, f"MI {span}"):
-            try:
-                layer_scores[name] = mutual_info.score_with(
-                    preset, np.asarray(train.layer(name, f"{span}_")), np.asarray(cached.layer(name, f"{span}_")),
-                    eval_labels, seed=settings.seed,
-                )  # fmt: skip
-            except mutual_info.MutualInfoInputError as error:
-                raise AnalysisError(f"MI {span}: {error} (small corpora: --mi-clusters {span}=K)") from None
+            train_reps, eval_reps = (
+                np.asarray(train.layer(name, f"{span}_")),
+                np.asarray(cached.layer(name, f"{span}_")),
+            )
+            clusters = []
+            for sample_set, labels in enumerate(eval_labels):
+                train_set, eval_set = train_reps[train_rows[span][sample_set]], eval_reps[set_rows[span][sample_set]]
+                try:
+                    seed = _kmeans_seed(settings.seed, sample_set)
+                    clusters.append(mutual_info.assign_clusters(preset, train_set, eval_set, labels, seed))
+                except mutual_info.MutualInfoInputError as error:
+                    raise AnalysisError(f"MI {span}: {error} (small corpora: --mi-clusters {span}=K)") from None
+            set_scores[name] = [
+                mutual_info.normalised_mutual_information(c, labels)
+                for c, labels in zip(clusters, eval_labels, strict=True)
+            ]
+            layer_scores[name] = float(np.mean(set_scores[name]))
+            chance[name] = uncertainty.mi_chance(
+                clusters, eval_labels, np.random.default_rng([settings.seed, 8]), MI_CHANCE_PERMUTATIONS
+            )
+            adjusted[name] = uncertainty.adjusted_score(layer_scores[name], chance[name]["mean"])
         scores[prop] = layer_scores
         records[prop] = {
             **shared, "property": prop, "train_splits": train_splits, "train_cache_entry": str(train.folder),
-            "clustering": asdict(preset), "train_samples": int(train.meta["segments"][span]),
-            "eval_samples": len(eval_labels),
+            "clustering": asdict(preset), "train_samples": [len(rows) for rows in train_rows[span]],
+            "train_bounds": "running minimum (the reference's)" if settings.mi_running_bounds else "per label",
+            "eval_samples": [len(labels) for labels in eval_labels],
+            **_uncertainty_record(set_scores, {}, settings.sample_sets), "chance": chance,
+            "chance_method": uncertainty.MI_CHANCE, "adjusted": adjusted,
+            "adjusted_definition": "(MI - chance) / (1 - chance); the raw MI (scores) is the reference's number",
         }  # fmt: skip
+
+
+def _kmeans_seed(seed: int, sample_set: int) -> int:
+    """The k-means seed of a sample set (set 0: ``seed`` itself, as before sample sets existed)."""
+    return seed if sample_set == 0 else int(np.random.SeedSequence([seed, 7, sample_set]).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------------------- STS
@@ -362,8 +577,9 @@ def _mi_analyses(upstream, corpus, mi_props, cached, layer_names, settings, cach
 
 def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records) -> None:
     import soundfile
+    from scipy.stats import spearmanr
 
-    from downstream_probes.analysis.sts import read_spoken_sts, spoken_sts_pair_score
+    from downstream_probes.analysis.sts import pair_similarities, read_spoken_sts
 
     pairs = read_spoken_sts(sts_root)
     audio = list(dict.fromkeys(p for pair in pairs for p in (*pair.audio_a, *pair.audio_b)))
@@ -384,16 +600,21 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
         ),
     )  # fmt: skip
     layer_names = _chosen_layers(cached.layer_names, settings.layers)
-    layer_scores = {}
+    layer_scores, spread, chance = {}, {}, {}
     for name in extraction._progress(layer_names, settings.progress, "STS"):
         vectors = np.asarray(cached.layer(name, "utterance_"))
-        layer_scores[name] = spoken_sts_pair_score(dict(zip(audio, vectors, strict=True)), pairs)
+        similarities, judgements = pair_similarities(dict(zip(audio, vectors, strict=True)), pairs)
+        layer_scores[name] = float(spearmanr(similarities, judgements).statistic)
+        spread[name], chance[name] = uncertainty.sts_uncertainty(
+            similarities, judgements, np.random.default_rng([settings.seed, 9]), STS_RESAMPLES
+        )
     scores["sts"] = layer_scores
     records["sts"] = {
         "property": "sts", "corpus": str(sts_root.resolve()), "corpus_fingerprint": description["files"],
         "pairs": len(pairs), "recordings": len(audio),
         "combinations_per_pair": sorted({len(p.audio_a) * len(p.audio_b) for p in pairs}),
-        "cache_entry": str(cached.folder),
+        "cache_entry": str(cached.folder), "spread": spread, "score_interval": uncertainty.STS_INTERVAL,
+        "chance": chance, "chance_method": uncertainty.STS_CHANCE,
     }  # fmt: skip
 
 

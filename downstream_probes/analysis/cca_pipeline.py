@@ -30,11 +30,14 @@ from downstream_probes.analysis.analyze import (
     AnalysisSettings,
     UpstreamFeatures,
     build_upstream_features,
+    figure_uncertainty,
     one_hot,
     run_analysis,
 )
 from downstream_probes.analysis.protocol import (
     CCA_PROPERTIES,
+    DEFAULT_CHANCE_PERMUTATIONS,
+    DEFAULT_SAMPLE_SETS,
     DEFAULT_SPLIT,
     DEFAULT_STATE_RATE,
     DEFAULT_WORD_COUNTS_SPLIT,
@@ -67,6 +70,8 @@ class CCARunSettings:
     cnn_layers: bool = True
     cache_dir: Path | None = None
     progress: bool = True
+    sample_sets: int = DEFAULT_SAMPLE_SETS
+    chance_permutations: int = DEFAULT_CHANCE_PERMUTATIONS
 
     def analysis_settings(self) -> AnalysisSettings:
         return AnalysisSettings(
@@ -75,7 +80,8 @@ class CCARunSettings:
             alignments=self.alignments, layers=self.layers, stable=self.stable,
             sign_convention=self.sign_convention, state_rate=self.state_rate,
             word_counts_split=self.word_counts_split, word_list=self.word_list, cnn_layers=self.cnn_layers,
-            cache_dir=self.cache_dir, progress=self.progress,
+            cache_dir=self.cache_dir, progress=self.progress, sample_sets=self.sample_sets,
+            chance_permutations=self.chance_permutations,
         )  # fmt: skip
 
 
@@ -114,5 +120,10 @@ def run_cca(
     from downstream_probes.analysis.plots import plot_cca_curves, save_figure
 
     label = str(upstream.identity.get("identity") or upstream.identity.get("name", ""))
-    plot_path = save_figure(plot_cca_curves({label: result.scores[name]}, settings.prop), Path(out_dir) / f"{name}.png")
+    bands, chance = figure_uncertainty({name: result.provenance[name]})
+    plot_path = save_figure(
+        plot_cca_curves({label: result.scores[name]}, settings.prop, bands={label: bands.get(name, {})},
+                        chance={label: chance.get(name, {})}),
+        Path(out_dir) / f"{name}.png",
+    )  # fmt: skip
     return CCARun(result.scores[name], result.paths[name], plot_path, result.provenance[name])

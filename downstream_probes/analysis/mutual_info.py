@@ -68,6 +68,24 @@ def mutual_information_score(
     ``train_reps``/``eval_reps`` are ``(samples, dims)``; only the held-out labels are needed (the clustering is
     unsupervised).
     """
+    settings = ClusteringSettings(n_clusters, batch_size, max_iter, n_init)
+    return normalised_mutual_information(
+        assign_clusters(settings, train_reps, eval_reps, eval_labels, seed), eval_labels
+    )
+
+
+def normalised_mutual_information(clusters: Sequence, labels: Sequence) -> float:
+    """``I(cluster; label) / H(label)`` (scikit-learn's ``mutual_info_score`` twice, as the reference)."""
+    labels = np.asarray(labels)
+    return float(mutual_info_score(clusters, labels) / mutual_info_score(labels, labels))
+
+
+def assign_clusters(
+    settings: ClusteringSettings, train_reps: np.ndarray, eval_reps: np.ndarray, eval_labels: Sequence, seed: int = 0
+) -> np.ndarray:
+    """The nearest centroid of each of ``eval_reps`` under ``MiniBatchKMeans`` (``settings``) fitted on
+    ``train_reps`` (inputs checked as :func:`mutual_information_score` needs them)."""
+    n_clusters = settings.n_clusters
     train_reps = _as_matrix(train_reps, "train_reps")
     eval_reps = _as_matrix(eval_reps, "eval_reps")
     if train_reps.shape[1] != eval_reps.shape[1]:
@@ -88,21 +106,19 @@ def mutual_information_score(
     # compute_labels=False: the centroids are the same; scikit-learn's default labels the whole training sample
     # after fitting (for inertia_, which the reference computes and never uses), a pass small next to the fit
     kmeans = MiniBatchKMeans(
-        n_clusters=n_clusters, batch_size=batch_size, max_iter=max_iter, n_init=n_init, random_state=seed,
-        compute_labels=False,
+        n_clusters=n_clusters, batch_size=settings.batch_size, max_iter=settings.max_iter, n_init=settings.n_init,
+        random_state=seed, compute_labels=False,
     )  # fmt: skip
-    clusters = kmeans.fit(train_reps).predict(eval_reps)
-    return float(mutual_info_score(clusters, labels) / label_entropy)
+    return kmeans.fit(train_reps).predict(eval_reps)
 
 
 def score_with(
     settings: ClusteringSettings, train_reps: np.ndarray, eval_reps: np.ndarray, eval_labels: Sequence, seed: int = 0
 ) -> float:
     """:func:`mutual_information_score` with one preset's clustering settings."""
-    return mutual_information_score(
-        train_reps, eval_reps, eval_labels, n_clusters=settings.n_clusters, batch_size=settings.batch_size,
-        max_iter=settings.max_iter, n_init=settings.n_init, seed=seed,
-    )  # fmt: skip
+    return normalised_mutual_information(
+        assign_clusters(settings, train_reps, eval_reps, eval_labels, seed), eval_labels
+    )
 
 
 def _as_matrix(array, name: str) -> np.ndarray:

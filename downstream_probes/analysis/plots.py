@@ -55,7 +55,13 @@ def merged_layer_order(name_lists: Sequence[Sequence[str]]) -> list[str] | None:
 
 
 def draw_layer_curves(
-    axis: Any, curves: Mapping[str, Mapping[str, float]], ylabel: str, colours: Mapping[str, str] | None = None
+    axis: Any,
+    curves: Mapping[str, Mapping[str, float]],
+    ylabel: str,
+    colours: Mapping[str, str] | None = None,
+    *,
+    bands: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    chance: Mapping[str, Mapping[str, tuple[float, float | None, float | None]]] | None = None,
 ) -> None:
     """One line per model (``colours``: a colour per model, default matplotlib's cycle), every point above its
     own layer's name.
@@ -71,6 +77,7 @@ def draw_layer_curves(
         names = list(curves[model])
         xs = [order.index(name) for name in names] if order is not None else list(range(len(names)))
         axis.plot(xs, [curves[model][n] for n in names], marker="o", markersize=3.5, label=model, color=colour)
+        _draw_uncertainty(axis, xs, names, colour, (bands or {}).get(model), (chance or {}).get(model))
     if order is not None:
         axis.set_xticks(range(len(order)), order, rotation=90 if len(order) > 20 else 0, fontsize=7)
     else:
@@ -89,12 +96,35 @@ def draw_layer_curves(
         axis.legend(fontsize="x-small", loc="best")
 
 
-def plot_cca_curves(curves: Mapping[str, Mapping[str, float]], prop: str) -> Any:
-    """CCA score (y) per layer (x) for each model, points placed by layer name (:func:`draw_layer_curves`);
-    returns the Figure."""
+def _draw_uncertainty(axis: Any, xs: list[int], names: list[str], colour: str, band, chance) -> None:
+    """A model's 95 % score interval as a shaded band, and its chance level as a dashed line with the chance
+    interval lightly hatched (where given)."""
+    if band:
+        points = [(x, *band[n]) for x, n in zip(xs, names, strict=True) if n in band]
+        if points:
+            px, low, high = zip(*points, strict=True)
+            axis.fill_between(px, low, high, color=colour, alpha=0.22, linewidth=0)
+    if chance:
+        points = [(x, *chance[n]) for x, n in zip(xs, names, strict=True) if n in chance]
+        if points:
+            px, mean, low, high = zip(*points, strict=True)
+            axis.plot(px, mean, linestyle="--", linewidth=1.0, color=colour, alpha=0.8)
+            if all(v is not None for v in low + high):
+                axis.fill_between(px, low, high, color="grey", alpha=0.15, linewidth=0, hatch="..")
+
+
+def plot_cca_curves(
+    curves: Mapping[str, Mapping[str, float]],
+    prop: str,
+    *,
+    bands: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    chance: Mapping[str, Mapping[str, tuple[float, float | None, float | None]]] | None = None,
+) -> Any:
+    """CCA score (y) per layer (x) for each model, points placed by layer name (:func:`draw_layer_curves`, with
+    its ``bands`` and ``chance``); returns the Figure."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * max(len(c) for c in curves.values())), 3.6))
-    draw_layer_curves(axis, curves, f"CCA ({prop})")
+    draw_layer_curves(axis, curves, f"CCA ({prop})", bands=bands, chance=chance)
     axis.set_xlabel("layer")
     axis.set_title(f"CCA similarity with {prop} per layer")
     figure.tight_layout()
@@ -109,12 +139,20 @@ ANALYSIS_PANELS: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 
-def plot_analysis_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Any:
+def plot_analysis_figure(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    *,
+    bands: Mapping[str, Mapping[str, Mapping[str, tuple[float, float]]]] | None = None,
+    chance: Mapping[str, Mapping[str, Mapping[str, tuple[float, float | None, float | None]]]] | None = None,
+) -> Any:
     """The layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3 (MI word, MI phone, CCA phone, CCA AGWE,
     CCA GloVe, STS) followed by Fig. 4's frame-level CCA (C1..C7 before the transformer layers) and CCA word.
 
     ``results`` maps a model to ``{output name: {layer: score}}`` (output names as :data:`ANALYSIS_PANELS`); a
-    panel is drawn when some model has it, one curve per model. Returns the Figure.
+    panel is drawn when some model has it, one curve per model. ``bands`` and ``chance`` (model -> output name
+    -> layer -> interval / (chance mean, low, high)) add each score's 95 % interval (shaded) and its chance level
+    (dashed, its interval dotted grey), as :func:`analyze.figure_uncertainty` reads them from the provenance.
+    Returns the Figure.
     """
     plt = _pyplot()
     panels = [(key, title) for key, title in ANALYSIS_PANELS if any(key in r for r in results.values())]
@@ -126,10 +164,19 @@ def plot_analysis_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]
     figure, axes = plt.subplots(rows, columns, figsize=(columns * max(4.2, 0.3 * width), rows * 3.3), squeeze=False)
     colours = {model: f"C{index}" for index, model in enumerate(results)}  # one colour per model in every panel
     for axis, (key, title) in zip(axes.flat, panels, strict=False):
-        draw_layer_curves(axis, {model: r[key] for model, r in results.items() if key in r}, "score", colours)
+        draw_layer_curves(
+            axis, {model: r[key] for model, r in results.items() if key in r}, "score", colours,
+            bands={model: b[key] for model, b in (bands or {}).items() if key in b},
+            chance={model: c[key] for model, c in (chance or {}).items() if key in c},
+        )  # fmt: skip
         axis.set_title(title, fontsize=10)
     for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
+    if bands or chance:
+        figure.text(
+            0.5, 0.0, "shaded: 95 % interval of the score over sample sets (STS: over pairs); dashed: chance level; "
+            "dotted grey: its 95 % interval", ha="center", va="top", fontsize=8,
+        )  # fmt: skip
     figure.tight_layout()
     return figure
 
@@ -165,12 +212,16 @@ def plot_layer_weight_heatmap(weights_by_task: Mapping[str, tuple[Sequence[str],
 
 
 def plot_layer_rankings(
-    model: str, panels: Mapping[str, Mapping[str, Mapping[str, float]]], notes: Sequence[str] = ()
+    model: str,
+    panels: Mapping[str, Mapping[str, Mapping[str, float]]],
+    notes: Sequence[str] = (),
+    *,
+    bands: Mapping[str, Mapping[str, Mapping[str, tuple[float, float]]]] | None = None,
 ) -> Any:
     """One model's layer scores side by side, a panel per kind of source (``panels``: panel title -> curve label
     -> ``{layer: score}``, e.g. ``{"CCA": {"phone": {...}}}``), points placed by layer name
     (:func:`draw_layer_curves`); ``notes`` (the rank agreements, Spearman's rho first) are written under the
-    panels. Returns the Figure."""
+    panels; ``bands`` (panel title -> curve label -> layer -> 95 % interval) are shaded. Returns the Figure."""
     plt = _pyplot()
     if not panels:
         raise UsageError(f"no layer scores of {model} to plot")
@@ -178,7 +229,7 @@ def plot_layer_rankings(
     width = max(4.0, 0.32 * widest + 1.5)
     figure, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.4 + 0.17 * len(notes)), squeeze=False)
     for axis, (title, curves) in zip(axes[0], panels.items(), strict=True):
-        draw_layer_curves(axis, curves, title)
+        draw_layer_curves(axis, curves, title, bands=(bands or {}).get(title))
         axis.set_title(title, fontsize="medium")
         axis.set_xlabel("layer")
     figure.suptitle(model)

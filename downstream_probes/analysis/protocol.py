@@ -19,3 +19,8 @@ DEFAULT_STATE_RATE = "20ms"
 DEFAULT_WORD_COUNTS_SPLIT = "train"
 DEFAULT_MI_TRAIN_SPLIT = "train-clean"
 DEFAULT_SPLIT = "dev-clean"
+
+# Independent draws of every sample (Pasad et al. 2023 average 3 sample sets x 3 test splits), and the CCA chance
+# level's permuted runs per layer.
+DEFAULT_SAMPLE_SETS = 3
+DEFAULT_CHANCE_PERMUTATIONS = 3

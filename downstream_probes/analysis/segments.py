@@ -203,10 +203,21 @@ def sample_words(
 
 
 def sample_training_segments(
-    segments: Sequence[Segment], labels: Sequence[str], rng: np.random.Generator, low: int, high: int
+    segments: Sequence[Segment],
+    labels: Sequence[str],
+    rng: np.random.Generator,
+    low: int,
+    high: int,
+    *,
+    running_bounds: bool = False,
 ) -> list[Segment]:
-    """The MI training sample: for each of ``labels``, ``randint(min(low, n), min(high, n))`` of its ``n``
-    segments (inclusive bounds, as the reference's ``random.randint``), drawn without replacement."""
+    """The MI training sample: for each of ``labels`` in turn, ``randint(min(low, n), min(high, n))`` of its ``n``
+    segments (inclusive bounds, as the reference's ``random.randint``), drawn without replacement.
+
+    ``running_bounds``: as the reference's ``sample_tokens``, which overwrites its bounds in the loop, a label with
+    fewer segments than ``low`` (``high``) lowers ``low`` (``high``) for every LATER label too (a running minimum;
+    with words in rank order, rarer words come later). Otherwise each label is capped on its own.
+    """
     by_label: dict[str, list[Segment]] = defaultdict(list)
     for segment in segments:
         by_label[segment.label].append(segment)
@@ -215,6 +226,8 @@ def sample_training_segments(
         pool = by_label.get(label, [])
         if not pool:
             continue
+        if running_bounds:
+            low, high = min(low, len(pool)), min(high, len(pool))
         size = int(rng.integers(min(low, len(pool)), min(high, len(pool)) + 1))
         picks = rng.choice(len(pool), size=size, replace=False)
         chosen.extend(pool[i] for i in sorted(picks))

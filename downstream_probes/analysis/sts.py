@@ -123,6 +123,13 @@ def spoken_sts_pair_score(vectors: Mapping[Path, np.ndarray], pairs: Sequence[ST
 
     ``vectors`` maps each recording to its mean-pooled ``(dims,)`` vector (or its ``(frames, dims)`` states).
     """
+    similarities, judgements = pair_similarities(vectors, pairs)
+    return float(spearmanr(similarities, judgements).statistic)
+
+
+def pair_similarities(vectors: Mapping[Path, np.ndarray], pairs: Sequence[STSPair]) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's mean cosine over its speaker combinations, and its human similarity (checked as
+    :func:`spoken_sts_pair_score` needs them)."""
     if len(pairs) < 3:
         raise STSInputError(f"spoken STS needs at least 3 judged pairs, got {len(pairs)}")
     recordings = list(vectors)
@@ -143,4 +150,4 @@ def spoken_sts_pair_score(vectors: Mapping[Path, np.ndarray], pairs: Sequence[ST
     judgements = np.asarray([pair.similarity for pair in pairs])
     if np.ptp(judgements) == 0.0:
         raise STSInputError("every human judgement is the same: Spearman's rho is undefined")
-    return float(spearmanr(similarities, judgements).statistic)
+    return np.asarray(similarities), judgements

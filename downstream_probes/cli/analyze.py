@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from downstream_probes.cli._options import add_upstream_options
-from downstream_probes.cli.cca import _thread_limit, add_common_arguments, word_counts_split
+from downstream_probes.cli.cca import _thread_limit, add_common_arguments, add_uncertainty_arguments, word_counts_split
 from upstream_mrhubert.errors import UsageError
 
 
@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         cnn_layers=not args.no_cnn,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         progress=not args.quiet,
+        sample_sets=args.sample_sets,
+        mi_running_bounds=not args.mi_per_label_bounds,
+        mi_n_init=args.mi_n_init,
+        chance_permutations=args.chance_permutations,
     )
     check_settings(settings)  # before the (slow) upstream is built
     upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
@@ -120,5 +124,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="MI: training segments per label as LOW:HIGH, e.g. phone=3000:7000,word=600:1200 (the defaults)",
     )
     parser.add_argument("--no-cnn", action="store_true", help="mel: leave out the waveform CNN's C1..C7")
+    parser.add_argument(
+        "--mi-n-init", type=int,
+        help="MI: k-means initialisations (default 3, the reference's; 1 is ~2.5x faster but not inside the "
+        "reference's seed spread on every layer, see docs/analysis.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mi-per-label-bounds", action="store_true",
+        help="MI: cap each label's LOW:HIGH by its own count only (default: the reference's running minimum, where "
+        "a label with fewer segments lowers the bounds of every later one)",
+    )  # fmt: skip
     add_common_arguments(parser)
+    add_uncertainty_arguments(parser)
     parser.set_defaults(handler=run)

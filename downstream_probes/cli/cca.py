@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         cnn_layers=not args.no_cnn,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         progress=not args.quiet,
+        sample_sets=args.sample_sets,
+        chance_permutations=args.chance_permutations,
     )
     out_dir = Path(args.out) if args.out else Path("analysis") / args.upstream
     with _thread_limit(args.threads):
@@ -105,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="signs of the canonical pairs (lapack: bit-compatible with the reference, slower)",
     )
     add_common_arguments(parser)
+    add_uncertainty_arguments(parser)
     parser.add_argument(
         "--no-cnn", action="store_true", help="mel: leave out the waveform CNN's layers C1..C7 (Fig. 4)"
     )
@@ -135,4 +138,20 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int,
         help="CPU threads for torch and BLAS (default: the libraries' own choice; 1 is fastest on a shared machine)",
+    )  # fmt: skip
+
+
+def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the spread and chance levels that ``cca`` and ``analyze`` share."""
+    from downstream_probes.analysis.protocol import DEFAULT_CHANCE_PERMUTATIONS, DEFAULT_SAMPLE_SETS
+
+    parser.add_argument(
+        "--sample-sets", type=int, default=DEFAULT_SAMPLE_SETS,
+        help="independent draws of the sampled segments, utterances and MI training samples, each scored; the "
+        f"score is their mean, with sd and a 95%% interval (default {DEFAULT_SAMPLE_SETS}, Pasad et al.'s protocol)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--chance-permutations", type=int, default=DEFAULT_CHANCE_PERMUTATIONS,
+        help="CCA chance level: protocol runs per layer with the labels/embeddings permuted (default "
+        f"{DEFAULT_CHANCE_PERMUTATIONS}; 0: none)",
     )  # fmt: skip

@@ -37,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
                 f"  {c.task:<4} {c.a:>14} vs {c.b:<14} layers {c.layers:>3}  "
                 f"rho {_number(c.spearman)}  tau {_number(c.kendall)}  top-{c.top_k} {_number(c.top_k_overlap)}"
             )
+            if c.spearman_ci95 is not None:
+                print(
+                    f"  {'':<4} {'':>14}    {'':<14} {'':>10}  rho 95% [{c.spearman_ci95[0]:.2f}, {c.spearman_ci95[1]:.2f}]"
+                    f"  p {_number(c.p_value)} (surrogates)  top-{c.top_k} by chance {_number(c.top_k_chance)}"
+                    f"  replicates {c.replicates_a}/{c.replicates_b}"
+                )
     if args.out:
         write_json_atomic(args.out, comparison_document(sources, comparisons, args.top_k))
         print(f"wrote {args.out}")
