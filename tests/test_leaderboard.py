@@ -386,3 +386,23 @@ def test_results_of_other_tools_under_a_folder_are_skipped(tmp_path: Path) -> No
     assert all("pretrain" not in str(run.path) for run in board.chosen.values()) and board.rows
     with pytest.raises(lb.LeaderboardError, match="mrsuperb.pretrain/1"):
         lb.load_leaderboard([pretrain / "results.json"])
+
+
+def test_analysis_figure_reads_intervals_and_chance_from_the_provenance(tmp_path: Path) -> None:
+    """The leaderboard's Fig. 3 panel shades each score's interval and draws its chance level (issue 21)."""
+    from downstream_probes.reports.leaderboard.figures import collect_analysis, collect_uncertainty
+
+    folder = tmp_path / "analysis"
+    folder.mkdir()
+    (folder / "cca_phone.json").write_text(json.dumps({"T0": 0.2, "T1": 0.4}))
+    provenance = {
+        "upstream": {"name": "mrhubert_b5a", "checkpoint": None},
+        "spread": {"T0": {"sd": 0.01, "ci95": [0.18, 0.22], "n": 3}, "T1": {"sd": 0.02, "ci95": [0.36, 0.44], "n": 3}},
+        "chance": {"T0": {"mean": 0.05, "ci95": [0.03, 0.07]}, "T1": {"mean": 0.05, "ci95": [0.03, 0.07]}},
+    }
+    (folder / "provenance_cca_phone.json").write_text(json.dumps(provenance))
+    results, files = collect_analysis([tmp_path])
+    bands, chance = collect_uncertainty(files)
+    assert results == {"mrhubert_b5a": {"cca_phone": {"T0": 0.2, "T1": 0.4}}}
+    assert bands == {"mrhubert_b5a": {"cca_phone": {"T0": (0.18, 0.22), "T1": (0.36, 0.44)}}}
+    assert chance["mrhubert_b5a"]["cca_phone"]["T1"] == (0.05, 0.03, 0.07)

@@ -107,6 +107,34 @@ def collect_analysis(roots: Iterable[Path]) -> tuple[dict[str, dict[str, dict[st
     return results, files
 
 
+def collect_uncertainty(files: Iterable[Path]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per model, each analysis output's score intervals and chance levels (``analyze.figure_uncertainty``) from
+    the provenance files beside the outputs; outputs without one (older runs) get neither."""
+    from downstream_probes.analysis.analyze import figure_uncertainty
+
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in files:
+        provenance = path.with_name(f"provenance_{path.stem}.json")
+        if not provenance.is_file():
+            continue
+        try:
+            record = json.loads(provenance.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise LeaderboardError(f"{provenance} is not readable JSON ({error})") from None
+        if isinstance(record, Mapping):
+            records.setdefault(_analysis_model(path, None), {})[path.stem] = dict(record)
+    bands: dict[str, dict] = {}
+    chance: dict[str, dict] = {}
+    for model, by_output in records.items():
+        try:
+            bands[model], chance[model] = figure_uncertainty(by_output)
+        except (KeyError, TypeError, ValueError) as error:
+            raise LeaderboardError(
+                f"the provenance of {model}'s analysis has a malformed spread or chance ({error})"
+            ) from None
+    return bands, chance
+
+
 def collect_comparisons(roots: Iterable[Path]) -> list[tuple[Path, list[dict[str, Any]]]]:
     """The comparisons of every ``compare.json`` (``mrsuperb compare -o``) under ``roots``, per file."""
     found: set[Path] = set()
@@ -146,11 +174,13 @@ def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Fi
         )
     results, analysis_files = collect_analysis(search_roots)
     if results:
+        bands, chance = collect_uncertainty(analysis_files)
         figures.append(
             Figure(
                 "Layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3 (and Fig. 4's frame-level CCA), "
-                "one curve per model, points above their own layer names",
-                _png(plot_analysis_figure(results)),
+                "one curve per model, points above their own layer names; shaded: 95 % interval over sample sets, "
+                "dashed: chance level",
+                _png(plot_analysis_figure(results, bands=bands, chance=chance)),
                 tuple(analysis_files),
             )
         )
