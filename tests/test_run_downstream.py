@@ -273,11 +273,12 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_trace(workspace: Path,
     assert sorted(path.name for path in kept.iterdir()) == ["notes.txt"]
 
 
-def test_train_without_an_experiment_folder_is_refused(tiny_ckpt: Path, capsys) -> None:
+def test_train_without_an_experiment_folder_is_refused(tiny_ckpt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
     argv = ["-m", "train", "-u", "mrhubert_local", "-k", str(tiny_ckpt), "-d", "ic", "-c", quick_config("ic")]
     assert run_downstream.main(argv) == 2
     assert "-m train needs an experiment folder: give -p FOLDER" in capsys.readouterr().err
-    assert not (Path("result") / "downstream" / "None").exists()
+    assert list(tmp_path.iterdir()) == []  # s3prl's default, result/downstream/None, was not made
 
 
 def test_cache_dir_is_where_our_checkpoints_are_looked_for(workspace: Path, corpus_overrides, capsys) -> None:
