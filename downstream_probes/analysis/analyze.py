@@ -230,7 +230,7 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
         "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
     }  # fmt: skip
-    spans: dict[str, list[segments.Segment]] = {}
+    spans: dict[str, Sequence[segments.Segment]] = {}
     set_rows: dict[str, list[np.ndarray]] = {}  # span -> each sample set's rows of spans[span]
     word_order: list[str] = []  # the sampled words in rank order
     ranking_source = None
@@ -508,7 +508,8 @@ def _mi_analyses(
                     available[span], labels, rng, low, high, running_bounds=settings.mi_running_bounds
                 )
             )
-    spans, train_rows = {}, {}
+    spans: dict[str, Sequence[segments.Segment]] = {}
+    train_rows: dict[str, list[np.ndarray]] = {}
     for span, chosen_sets in draws.items():
         spans[span], train_rows[span] = _union(chosen_sets)
     description = {

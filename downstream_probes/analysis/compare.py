@@ -324,7 +324,7 @@ def compare_sources(
     """
     if top_k < 1:
         raise CompareInputError(f"top_k must be at least 1, got {top_k}")
-    comparisons = []
+    comparisons: list[Comparison] = []
     for model in models(sources):
         own = [s for s in sources if s.model == model]
         cca = sorted((s for s in own if s.kind == "cca"), key=lambda s: s.label)
@@ -452,7 +452,9 @@ def write_plots(sources: Sequence[LayerScores], comparisons: Sequence[Comparison
         notes = [_agreement_note(c) for c in comparisons if c.model == model]
         figure = plot_layer_rankings(model, panels, notes, bands=bands)
         written.append(save_figure(figure, plot_dir / f"rankings_{_safe(model)}.png"))
-        weights = {s.task: (list(s.scores), list(s.scores.values())) for s in own if s.kind == "weights"}
+        weights = {  # a weights source always names its task: the check only tells the type checker
+            s.task: (list(s.scores), list(s.scores.values())) for s in own if s.kind == "weights" and s.task is not None
+        }
         if weights:
             heatmap = plot_layer_weight_heatmap(dict(sorted(weights.items())), f"learnt layer weights: {model}")
             written.append(save_figure(heatmap, plot_dir / f"layer_weights_{_safe(model)}.png"))

@@ -97,11 +97,11 @@ class PWCCAProjection:
 
     @cached_property
     def proj_x(self) -> np.ndarray:
-        return self.x_matrix if self.x_matrix is not None else self.x_rows.matrix()
+        return _view_matrix(self.x_matrix, self.x_rows)
 
     @cached_property
     def proj_y(self) -> np.ndarray:
-        return self.y_matrix if self.y_matrix is not None else self.y_rows.matrix()
+        return _view_matrix(self.y_matrix, self.y_rows)
 
     @property
     def n_directions(self) -> int:
@@ -266,6 +266,7 @@ class TrainedCovariance:
         self._whitenings: dict[tuple[str, bytes], _Whitening] = {}
         self._crosses: dict[tuple, np.ndarray] = {}
         self._whitened_crosses: dict[tuple, _WhitenedCross] = {}
+        self._label_whitenings: dict[tuple[str, bytes, float], _LabelWhitening] = {}
 
     @property
     def sxx(self) -> np.ndarray:
@@ -373,11 +374,11 @@ class TrainedCovariance:
         counts = self.label_counts[view]
         if counts is None:
             return None
-        key = ("labels", view, dims.tobytes(), epsilon)
-        if key not in self._crosses:
+        key = (view, dims.tobytes(), epsilon)
+        if key not in self._label_whitenings:
             scale = (self.rows - 1) * self.maxima[view]
-            self._crosses[key] = _LabelWhitening.build(dims, counts[dims], self.rows, scale, epsilon)
-        return self._crosses[key]
+            self._label_whitenings[key] = _LabelWhitening.build(dims, counts[dims], self.rows, scale, epsilon)
+        return self._label_whitenings[key]
 
     def _fit_labels(
         self, small: str, big: str, dims: dict[str, np.ndarray], epsilons: dict[str, float], labels: _LabelWhitening
@@ -530,9 +531,19 @@ def _scaling(scales: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda matrix: scales[:, None] * matrix
 
 
+def _view_matrix(matrix: np.ndarray | None, rows: ImplicitRows | None) -> np.ndarray:
+    """A view's projection rows, from the matrix when it was formed, else from its factors."""
+    if matrix is not None:
+        return matrix
+    assert rows is not None, "every fit stores each view either as a matrix or as ImplicitRows"
+    return rows.matrix()
+
+
 def _flip_canonically(matrices: dict[str, np.ndarray | None], big_rows: ImplicitRows) -> ImplicitRows:
     """Flip every canonical pair (in place in ``matrices``) so that the largest |entry| of its Py row is positive."""
-    flip = _canonical_signs(matrices["y"])
+    proj_y = matrices["y"]
+    assert proj_y is not None, "Py is always formed: it is the small view's matrix or the big view's rows"
+    flip = _canonical_signs(proj_y)
     for matrix in matrices.values():
         if matrix is not None:
             matrix *= flip[:, None]

@@ -8,6 +8,9 @@ weights of the view with fewer directions (y on a tie), or the mean of both (``m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse
@@ -17,6 +20,8 @@ from downstream_probes.analysis.fit import PWCCAProjection
 from downstream_probes.analysis.moments import DEFAULT_CHUNK_ROWS, JointScatter, View, iter_row_chunks
 
 CACHE_BYTES = 64 * 2**20  # held-out parts up to this size are kept in memory (centred, float64)
+
+_Value = TypeVar("_Value")
 
 
 class HeldOutPart:
@@ -50,8 +55,8 @@ class HeldOutPart:
         self.rows = rows
         self.chunk_rows = chunk_rows
         dims = x.shape[1] + y.shape[1]
-        self._data: dict[str, object] = {}
-        self._shared: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._data: dict[str, np.ndarray | scipy.sparse.csr_matrix] = {}
+        self._shared: dict[tuple, tuple[object, Any]] = {}  # key -> (owner, value); values of several types
         self._centred_scatter: np.ndarray | None = None
         if scatter is not None and len(rows) > dims:
             self.strategy = "moments"
@@ -82,8 +87,8 @@ class HeldOutPart:
             scores = self._score_from_moments(projection, weight_views)
             if scores is not None:
                 return float(np.mean(scores))
-            dims = sum(view.shape[1] for view in self.views.values())
-            self.strategy = "memory" if len(self.rows) * dims * 8 <= CACHE_BYTES else "chunks"
+            total_dims = sum(view.shape[1] for view in self.views.values())
+            self.strategy = "memory" if len(self.rows) * total_dims * 8 <= CACHE_BYTES else "chunks"
             if self.strategy == "memory":
                 self._load()
         if self.strategy == "memory":
@@ -112,6 +117,7 @@ class HeldOutPart:
         """
         n, dx = projection.n_directions, self.views["x"].shape[1]
         scatter = self._centred_scatter
+        assert scatter is not None, "the moments strategy is chosen only with a scatter"
         index = {"x": projection.x_dims, "y": dx + projection.y_dims}
         matrix = {"x": projection.proj_x, "y": projection.proj_y}
         times_scatter = {  # P T[:, kept dims of both views], (n, |x dims| + |y dims|)
@@ -158,7 +164,7 @@ class HeldOutPart:
         )  # fmt: skip
         return implicit.project(columns, rows_through)
 
-    def _cached(self, key: tuple, owner: object, compute):
+    def _cached(self, key: tuple, owner: object, compute: Callable[[], _Value]) -> _Value:
         """Memoised per held-out part; ``owner`` is kept with the value so that an ``id`` in the key stays valid."""
         entry = self._shared.get(key)
         if entry is None or entry[0] is not owner:

@@ -74,10 +74,10 @@ def mutual_information_score(
     )
 
 
-def normalised_mutual_information(clusters: Sequence, labels: Sequence) -> float:
+def normalised_mutual_information(clusters: np.ndarray | Sequence, labels: np.ndarray | Sequence) -> float:
     """``I(cluster; label) / H(label)`` (scikit-learn's ``mutual_info_score`` twice, as the reference)."""
-    labels = np.asarray(labels)
-    return float(mutual_info_score(clusters, labels) / mutual_info_score(labels, labels))
+    label_array = np.asarray(labels)
+    return float(mutual_info_score(clusters, label_array) / mutual_info_score(label_array, label_array))
 
 
 def assign_clusters(

@@ -41,7 +41,7 @@ def merged_layer_order(name_lists: Sequence[Sequence[str]]) -> list[str] | None:
             if later not in after[earlier]:
                 after[earlier].add(later)
                 before_count[later] += 1
-    ready = sorted((n for n in names if before_count[n] == 0), key=rank.get)
+    ready = sorted((n for n in names if before_count[n] == 0), key=rank.__getitem__)
     order: list[str] = []
     while ready:
         name = ready.pop(0)
@@ -50,7 +50,7 @@ def merged_layer_order(name_lists: Sequence[Sequence[str]]) -> list[str] | None:
             before_count[later] -= 1
             if before_count[later] == 0:
                 ready.append(later)
-        ready.sort(key=rank.get)
+        ready.sort(key=rank.__getitem__)
     return order if len(order) == len(names) else None
 
 

@@ -53,10 +53,10 @@ __all__ = [
 
 
 def pwcca(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_eval: np.ndarray,
-    y_eval: np.ndarray,
+    x_train: np.ndarray | View,
+    y_train: np.ndarray | View,
+    x_eval: np.ndarray | View,
+    y_eval: np.ndarray | View,
     epsilon_x: float,
     epsilon_y: float,
     *,
@@ -67,8 +67,9 @@ def pwcca(
 ) -> float:
     """PWCCA similarity of ``(x_eval, y_eval)`` under projections fitted on ``(x_train, y_train)``.
 
-    Views are ``(samples, dims)`` arrays (any float dtype; read in float64 chunks). ``epsilon_x``/``epsilon_y``
-    regularise the two covariances (and drop dimensions whose rescaled variance is below them).
+    Views are ``(samples, dims)`` arrays (any float dtype; read in float64 chunks) or :class:`View` objects.
+    ``epsilon_x``/``epsilon_y`` regularise the two covariances (and drop dimensions whose rescaled variance is
+    below them).
     """
     x_train, y_train = validate_views(x_train, y_train, "train")
     x_eval, y_eval = validate_views(x_eval, y_eval, "eval")
@@ -111,8 +112,8 @@ class CCAResult:
 
 
 def cca_protocol(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: np.ndarray | View,
+    y: np.ndarray | View,
     labels: Sequence | np.ndarray | None = None,
     seed: int = 0,
     *,

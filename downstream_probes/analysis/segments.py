@@ -86,14 +86,15 @@ def list_utterances(
         raise CorpusLayoutError(f"no .flac or .wav files under {audio_root}")
     utterances = []
     for path in audio:
-        grid = alignment_root / path.relative_to(audio_root).with_suffix(".TextGrid")
-        if not grid.is_file():
+        expected = alignment_root / path.relative_to(audio_root).with_suffix(".TextGrid")
+        grid: Path | None = expected
+        if not expected.is_file():
             found = list(alignment_root.rglob(f"{path.stem}.TextGrid")) if alignment_root.is_dir() else []
             grid = found[0] if found else None
         if grid is None and need_alignments:
             raise CorpusLayoutError(
                 f"no alignment for {path}: "
-                f"expected {alignment_root / path.relative_to(audio_root).with_suffix('.TextGrid')} "
+                f"expected {expected} "
                 "(phone and word analyses need MFA-style TextGrids; pass --alignments DIR)"
             )
         utterances.append(Utterance(path.stem, path, grid))
@@ -221,7 +222,7 @@ def sample_training_segments(
     by_label: dict[str, list[Segment]] = defaultdict(list)
     for segment in segments:
         by_label[segment.label].append(segment)
-    chosen = []
+    chosen: list[Segment] = []
     for label in labels:
         pool = by_label.get(label, [])
         if not pool:
@@ -265,7 +266,7 @@ def _cap_per_label(segments, labels, rng, cap) -> list[Segment]:
     by_label: dict[str, list[Segment]] = defaultdict(list)
     for segment in segments:
         by_label[segment.label].append(segment)
-    chosen = []
+    chosen: list[Segment] = []
     for label in labels:
         pool = by_label[label]
         picks = rng.choice(len(pool), size=min(cap, len(pool)), replace=False)

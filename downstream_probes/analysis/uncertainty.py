@@ -185,7 +185,10 @@ def _kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def sts_uncertainty(
-    similarities: Sequence[float], judgements: Sequence[float], rng: np.random.Generator, resamples: int = 1000
+    similarities: np.ndarray | Sequence[float],
+    judgements: np.ndarray | Sequence[float],
+    rng: np.random.Generator,
+    resamples: int = 1000,
 ) -> tuple[dict, dict]:
     """(spread, chance) of the spoken STS score: a percentile bootstrap over the pairs, and rho under permuted
     human similarities (``resamples`` of each)."""
