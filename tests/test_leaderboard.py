@@ -4,11 +4,13 @@ page as a browser renders it, and the efficiency profile's consistency with the 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
 import shutil
 import subprocess
+import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -367,8 +369,8 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     for (row, key), cell in reader.cells.items():
         if key is None or cell["text"] == lb.MISSING:  # cells of other tables (the comparisons) carry no key
             continue
-        source = (page.parent / cell["href"]).resolve()
-        assert source.name == "results.json" and cell["href"] in cell["title"]
+        source = (page.parent / urllib.parse.unquote(cell["href"])).resolve()
+        assert source.name == "results.json" and urllib.parse.unquote(cell["href"]) in cell["title"]
         data = json.loads(source.read_text())
         col = column(key)
         assert data["upstream"] == row and col.format(data["metrics"][data["test_split"]][col.metric]) == cell["text"]
@@ -386,3 +388,88 @@ def test_results_of_other_tools_under_a_folder_are_skipped(tmp_path: Path) -> No
     assert all("pretrain" not in str(run.path) for run in board.chosen.values()) and board.rows
     with pytest.raises(lb.LeaderboardError, match="mrsuperb.pretrain/1"):
         lb.load_leaderboard([pretrain / "results.json"])
+
+
+# With ``#click-N``, clicks link N of the page once it has loaded (and reports every link). A click on a link to a
+# file is kept from navigating away (the page must stay to be dumped); any other link is left to the browser, so a
+# live ``javascript:`` link runs and a ``data:`` link replaces the page.
+_CLICK_LINK_JS = """
+<script>
+window.addEventListener("load", function () {
+  var report = {links: []};
+  var chosen = window.location.hash.startsWith("#click-") ? Number(window.location.hash.slice(7)) : -1;
+  document.querySelectorAll("a").forEach(function (a, index) {
+    report.links.push({href: a.getAttribute("href"), protocol: a.protocol});
+    a.addEventListener("click", function (event) {
+      if (a.protocol === "file:" || a.protocol === "http:" || a.protocol === "https:") { event.preventDefault(); }
+    });
+    if (index === chosen) { a.click(); }
+  });
+  var out = document.createElement("pre");
+  out.id = "click-check";
+  out.textContent = JSON.stringify(report);
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+HOSTILE_FOLDERS = (
+    "javascript:document.body.setAttribute('data-pwned','1')",
+    "JaVaScRiPt:document.body.setAttribute('data-pwned','2')",
+    "data:text",
+    "x?y#javascript:z",
+    "vbscript:msgbox(1)",
+)
+
+
+def _dump_dom(browser: str, url: str, profile: Path) -> str:
+    completed = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--virtual-time-budget=3000",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+def test_hostile_folder_names_are_never_live_links(tmp_path: Path) -> None:
+    """Issue 24 item 2: a run folder named ``javascript:...`` was linked as a live ``javascript:`` href (clicked in
+    Chromium, it ran). Every link is now a relative or ``file:`` reference to its results.json, and clicking each
+    (one page load per link) runs nothing and leaves the page."""
+    browser = chromium_binary()
+    if browser is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is required in CI (.ci/run installs the Debian package `chromium`)")
+        pytest.skip("no chromium binary (/usr/bin/chromium); install the Debian package `chromium` to run this check")
+    runs = tmp_path / "runs"
+    for index, name in enumerate(HOSTILE_FOLDERS):
+        write_results(runs, f"model_{index}", "ic", {"acc": 0.5 + index / 100}, name=name)
+    page = runs / "board.html"  # in the runs' folder: every link is relative and starts with the hostile name
+    lb.write_leaderboard([runs], "html", out=page)
+    page.write_text(page.read_text().replace("</body>", _CLICK_LINK_JS + "</body>"))
+    for index in range(len(HOSTILE_FOLDERS)):
+        dom = _dump_dom(browser, f"{page.as_uri()}#click-{index}", tmp_path / "profile")
+        assert '<table id="leaderboard">' in dom, f"clicking link {index} left the page: {dom[:300]}"
+        body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
+        assert "data-pwned" not in body, f"clicking link {index}, a hostile folder name ran as script: {body}"
+    report_start = dom.index('<pre id="click-check">') + len('<pre id="click-check">')
+    report = json.loads(html.unescape(dom[report_start : dom.index("</pre>", report_start)]))
+    assert len(report["links"]) == len(HOSTILE_FOLDERS)
+    for link in report["links"]:
+        assert link["protocol"] == "file:", link
+        target = (runs / urllib.parse.unquote(link["href"])).resolve()
+        assert target.name == "results.json" and target.parent.name in HOSTILE_FOLDERS, link

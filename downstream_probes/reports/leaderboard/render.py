@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import os
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def _relative_path(path: Path, base_dir: Path | None) -> str:
         return Path(os.path.relpath(path, base_dir.resolve())).as_posix()
     except ValueError:  # another drive on Windows
         return str(path)
+
+
+def _href(path: str) -> str:
+    """A link to a file path that a browser can only read as that file: every character but letters, digits,
+    ``/`` and ``_.-~`` percent-encoded, so a folder named ``javascript:...`` (or ``data:``, ``?``, ``#``) never
+    becomes a scheme, a query or a fragment; an absolute path becomes a ``file:`` URL."""
+    quoted = urllib.parse.quote(Path(path).as_posix(), safe="/")
+    return "file://" + quoted if quoted.startswith("/") else quoted
 
 
 def _markdown_cell(text: str) -> str:
@@ -242,7 +251,7 @@ def render_html(
             text = esc(_cell_text(cell, column))
             parts.append(
                 f'<td class="{css}" data-key="{esc(column.key)}" data-source="{esc(source)}" '
-                f'title="{esc(tooltip)}"><a href="{esc(source)}">'
+                f'title="{esc(tooltip)}"><a href="{esc(_href(source))}">'
                 + (f"<strong>{text}</strong>" if cell.best else text)
                 + "</a></td>"
             )
