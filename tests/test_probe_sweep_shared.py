@@ -25,6 +25,7 @@ from downstream_probes import cli
 from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.experiment import ExperimentLocked
 from downstream_probes.s3prl.loaders import SharedIteration, StreamsDivergedError, group_by_state
 from downstream_probes.s3prl.rng import RngState, RngStream, seed_everything
 from downstream_probes.s3prl.shared_sweep import (
@@ -36,6 +37,7 @@ from downstream_probes.s3prl.shared_sweep import (
     run_shared_sweep,
 )
 from downstream_probes.tasks import TASKS
+from upstream_mrhubert.output_folder import OutputLinkError, SettingsMismatch
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 # SpecAugment draws from torch's generator in every head, so a head that drew from another head's stream would not
@@ -410,3 +412,66 @@ def test_cache_key_follows_file_content(tmp_path: Path) -> None:
     assert corpus_fingerprint({"datarc": {**expert["datarc"], "batch_size": 8}}) != corpus_fingerprint(expert)
     key = {"upstream": "mrhubert_local:tiny", "checkpoint_sha256": "0" * 64, "corpus": before, "rate": 320}
     assert cache_key(key) != cache_key({**key, "rate": 640}) and cache_key(key) == cache_key(dict(key))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# hostile reruns (issue 24 items 3-5): one sweep at a time per folder, the recorded settings, no writes through links
+
+_HOLD_LOCK = """
+import sys, time
+from downstream_probes.s3prl.experiment import experiment_lock
+with experiment_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_layer_folder_held_by_run_downstream_is_refused(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    """A shared sweep into a -p whose layer folder a run_downstream.py holds used to write into it."""
+    sweep_dir = workspace / "locked_layer"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(sweep_dir / "D0")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        override = f"{corpus_overrides('ic')},,config.runner.total_steps=1"
+        with pytest.raises(
+            ExperimentLocked, match=rf"{sweep_dir / 'D0'} is in use by another run \(pid {holder.pid}\)"
+        ):
+            run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["T1", "D0"]))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (sweep_dir / "T1" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_reruns_with_other_settings_are_refused_naming_the_fields(
+    workspace: Path, tiny_ckpt: Path, corpus_overrides, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished sweep rerun with another lr trained nothing and rewrote sweep.json as new; -a -k OTHER.pt went on
+    with another model's features; a planted link made the expert write its predictions elsewhere."""
+    sweep_dir = workspace / "settings"
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=1,,config.runner.save_step=1"
+    run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"]))
+    recorded = read_json(sweep_dir / "sweep.json")
+
+    other_lr = f"{override},,config.optimizer.lr=0.5"
+    with pytest.raises(SettingsMismatch, match=r"config\.optimizer\.lr \(0\.001 -> 0\.5\)"):
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, other_lr, layers=["D0"]))
+    other = write_tiny_checkpoint(workspace / "other.pt", "base_2res", seed=1)
+    argv = _sweep_argv(other, sweep_dir, override)
+    argv[argv.index("--layers") + 1] = "D0"
+    argv.remove("--with-weighted-sum")
+    assert cli.main([*argv, "-a"]) == 2
+    err = capsys.readouterr().err
+    assert "upstream_ckpt ('sha256:" in err and "settings" in err and "Traceback" not in err
+    assert read_json(sweep_dir / "sweep.json") == recorded
+
+    elsewhere = workspace / "elsewhere.csv"
+    elsewhere.write_text("keep me\n")
+    (sweep_dir / "D0" / "test_predict.csv").unlink(missing_ok=True)
+    (sweep_dir / "D0" / "test_predict.csv").symlink_to(elsewhere)
+    with pytest.raises(OutputLinkError, match=r"D0/test_predict.csv is a symbolic link"):
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"]))
+    assert elsewhere.read_text() == "keep me\n"

@@ -8,35 +8,33 @@ a moved folder re-created the old one. Here the folder is decided from the comma
 2. else the folder holding the checkpoint ``-e`` names (or ``-e FOLDER`` itself);
 3. else s3prl's own default, ``result/downstream/<-n>``.
 
-The run holds an advisory lock (``fcntl.flock``) on ``FOLDER/.run.lock`` while it runs, so a second run into the
-same folder stops at once, naming the holder's pid. The operating system drops the lock when the holder exits,
-crashes or is killed (-9 included), so a lock file left behind never blocks a later run.
+The run holds the folder's advisory lock (``upstream_mrhubert.output_folder.folder_lock`` on ``FOLDER/.run.lock``)
+while it runs, so a second run into the same folder (or a shared sweep or pre-training using it) stops at once,
+naming the holder's pid. The operating system drops the lock when the holder exits, crashes or is killed (-9
+included), so a lock file left behind never blocks a later run.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import sys
 import types
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from downstream_probes.s3prl.options import find_option, set_option
-from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.output_folder import LOCK_FILE, FolderLocked, folder_lock  # noqa: F401 (re-exported)
 
-LOCK_FILE = ".run.lock"
 S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
 MODE_OPTIONS = ("-m", "--mode")
 AUTO_RESUME_FLAGS = ("-a", "--auto_resume")
 
 
-class ExperimentLocked(MrsuperbError, ValueError):
-    """Another run holds the experiment folder."""
+ExperimentLocked = FolderLocked  # the name this module gave it first
 
 
 def default_mode(argv: Sequence[str]) -> list[str]:
@@ -124,37 +122,14 @@ def resolve_resume(argv: Sequence[str]) -> list[str]:
     return argv if find_option(argv, ("-p", "--expdir")) else [*argv, "-p", str(folder)]
 
 
-@contextmanager
-def experiment_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Hold the advisory lock of ``folder`` (created if needed) for the ``with`` block.
+def experiment_lock(folder: str | os.PathLike[str]) -> AbstractContextManager[Path]:
+    """Hold the advisory lock of ``folder`` (created if needed) for the ``with`` block (``folder_lock``: the one
+    lock ``probe-sweep --shared`` and ``mrsuperb pretrain`` take too); a folder holding a link is refused.
 
     Raises:
         ExperimentLocked: another process holds it; the message names the folder and the holder's pid.
     """
-    folder = Path(folder)
-    path = folder / LOCK_FILE
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
-    except OSError as error:
-        raise ValueError(
-            f"cannot use {folder} as the experiment folder ({error.strerror or error}); pass a writable folder with -p"
-        ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise ExperimentLocked(
-                f"{folder} is in use by another run (pid {holder}); wait for it to finish, or write this run into "
-                "another folder with -p"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield path
+    return folder_lock(folder, "-p")
 
 
 def is_leader_launch(environ: os._Environ[str] | dict[str, str] | None = None) -> bool:

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,14 @@ from downstream_probes.s3prl.rng import RngState, seed_everything
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.output_folder import check_settings, file_identity, folder_lock, folder_locks
 
 WEIGHTED_SUM = "weighted_sum"
 STATE_DIR = "shared_state"
 STATE_FORMAT = 1
+SETTINGS_REMEDY = (
+    "rerun (or resume with -a) with the settings it was made with, or write this sweep into another folder with -p"
+)
 
 
 class SharedSweepError(MrsuperbError, RuntimeError):
@@ -238,6 +242,22 @@ class SharedSweep:
             if args.seed != self.args.seed or config["runner"] != self.config["runner"]:
                 raise ValueError(f"head {name}: seed or runner settings differ from the others; a sweep needs one")
         self.timing["setup"] += time.perf_counter() - started
+
+    def settings(self) -> dict[str, Any]:
+        """What makes this sweep's results (recorded in ``settings.json``; a rerun or ``-a`` must match it): the
+        upstream and its checkpoint's content, the heads and passes, the seed and s3prl's whole config (runner,
+        optimizer, expert; ``-c`` and ``-o`` applied)."""
+        return {
+            "command": "probe-sweep --shared",
+            "task": self.options.task,
+            "upstream": self.options.upstream,
+            "upstream_ckpt": file_identity(self.options.upstream_ckpt),
+            "model_config": file_identity(self.options.model_config),
+            "heads": [spec.name for spec in self.specs],
+            "passes": [[spec.name for spec in group] for group in self.passes],
+            "seed": self.args.seed,
+            "config": self.config,
+        }
 
     def build_head(self, spec: HeadSpec, init_ckpt: Path | None = None) -> Head:
         args, config, backup_files = self.parsed[spec.name]
@@ -728,7 +748,7 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
 
     Returns the sweep document and the finished ``SharedSweep`` (its ``timing`` and ``upstream_forwards``).
     """
-    from downstream_probes.s3prl import run_downstream
+    from downstream_probes.s3prl import experiment, run_downstream
     from downstream_probes.s3prl.sweep import new_document, run_entry
 
     spec = tasks.task_for(options.task)
@@ -736,15 +756,23 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
         raise ValueError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
     run_downstream.prepare_s3prl()
     sweep_dir = Path(options.sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    leader = experiment.is_leader_launch()
     shared = SharedSweep(options)
-    with s3prl_process(shared.args):
+    with folder_lock(sweep_dir) if leader else nullcontext(), s3prl_process(shared.args):
         shared.start()
-        if options.cache_features is not None:
-            from downstream_probes.s3prl.feature_cache import cache_for_sweep
+        heads = [sweep_dir / head.name for head in shared.specs]
+        # every layer folder under the lock run_downstream.py takes, so neither writes into the other's run
+        with folder_locks(heads) if leader else nullcontext():
+            if leader:
+                started = (sweep_dir / STATE_DIR).is_dir() or any(
+                    (folder / tasks.RESULTS_FILE).exists() or any(folder.glob("states-*.ckpt")) for folder in heads
+                )
+                check_settings(sweep_dir, shared.settings(), remedy=SETTINGS_REMEDY, started=started)
+            if options.cache_features is not None:
+                from downstream_probes.s3prl.feature_cache import cache_for_sweep
 
-            shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
-        shared.run(options.evaluate, spec.test_split)
+                shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
+            shared.run(options.evaluate, spec.test_split)
     all_layers, specs = shared.all_layers, shared.specs
 
     document = new_document(spec, options.upstream, options.upstream_ckpt)
