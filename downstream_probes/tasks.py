@@ -280,12 +280,12 @@ def validate_results(data: Any, path: str | os.PathLike[str]) -> ResultsDocument
     missing = [key for key in REQUIRED_RESULTS_FIELDS if key not in data]
     if missing:
         raise ResultsError(f"{path} lacks {', '.join(missing)}; it was not written by run_downstream.py")
-    if data["task"] not in TASKS:
-        raise ResultsError(f"{path}: unknown task {data['task']!r} (expected one of {', '.join(TASK_NAMES)})")
-    _check_metrics(data["metrics"], path)
     for key in ("task", "upstream", "test_split", "created"):
         if not isinstance(data[key], str):
             raise ResultsError(f"{path}: '{key}' is {data[key]!r}, not a string")
+    if data["task"] not in TASKS:
+        raise ResultsError(f"{path}: unknown task {data['task']!r} (expected one of {', '.join(TASK_NAMES)})")
+    _check_metrics(data["metrics"], path)
     if not isinstance(data["layer_selection"], dict):
         raise ResultsError(f"{path}: 'layer_selection' is {data['layer_selection']!r}, not a mapping")
     return data  # type: ignore[return-value]
