@@ -27,6 +27,7 @@ from downstream_probes.s3prl import compat as s3prl_compat
 from downstream_probes.s3prl import experiment, plugins
 from downstream_probes.s3prl.options import find_option, set_option
 from downstream_probes.tasks import task_for
+from upstream_mrhubert.errors import MrsuperbError
 
 LAYER_OPTIONS = ("-l", "--upstream_layer_selection")
 UNSUPPORTED_OPTIONS = {
@@ -139,6 +140,7 @@ def run(argv: Sequence[str]) -> None:
     s3prl_argv, layer_name = build_argv(argv)
     if not help_only:
         check_paths(s3prl_argv)
+        experiment.check_resume_settings(s3prl_argv)
     folder = experiment.experiment_folder(s3prl_argv)
 
     import s3prl.run_downstream as s3prl_run_downstream
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         run(argv)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, MrsuperbError) as error:
         print(f"run_downstream.py: error: {error}", file=sys.stderr)
         return 2
     return 0
