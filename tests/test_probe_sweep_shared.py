@@ -475,3 +475,36 @@ def test_reruns_with_other_settings_are_refused_naming_the_fields(
     with pytest.raises(OutputLinkError, match=r"D0/test_predict.csv is a symbolic link"):
         run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"]))
     assert elsewhere.read_text() == "keep me\n"
+
+
+@pytest.mark.slow
+def test_feature_cache_bytes_are_verified(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    """A cache file overwritten with other values of the same size was read (dev loss 900 instead of 6); a killed
+    build's .KEY.partial-PID stayed forever; --cache-features naming a file was a traceback (issue 24 item 7)."""
+    from downstream_probes.s3prl.feature_cache import FeatureCacheError
+
+    cache = workspace / "verified_cache"
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=2"
+    first, _ = run_shared_sweep(
+        shared_options("ic", tiny_ckpt, workspace / "verified_1", override, layers=["D0"], cache_features=cache)
+    )
+    (folder,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    data = folder / "features.f16"
+    values = np.fromfile(data, dtype=np.float16)
+    (values * np.float16(100)).tofile(data)  # same size, other values
+    dead = cache / f".{folder.name}.partial-{2**22 + 12345}"  # beyond pid_max: no process has it
+    dead.mkdir()
+    second, shared = run_shared_sweep(
+        shared_options("ic", tiny_ckpt, workspace / "verified_2", override, layers=["D0"], cache_features=cache)
+    )
+    assert shared.feature_source.hits > 0 and not dead.exists()
+    assert np.array_equal(np.fromfile(data, dtype=np.float16), values)  # rebuilt: the extracted values again
+    assert first["layers"][0]["metrics"] == second["layers"][0]["metrics"]
+    not_a_folder = workspace / "cache_file"
+    not_a_folder.write_text("x")
+    with pytest.raises(FeatureCacheError, match=r"--cache-features .*cache_file is a file"):
+        run_shared_sweep(
+            shared_options(
+                "ic", tiny_ckpt, workspace / "verified_3", override, layers=["D0"], cache_features=not_a_folder
+            )
+        )

@@ -27,7 +27,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # the temporary name stays within the file system's 255 bytes whatever the target's (legal) name
+    prefix = "." + path.name.encode("utf-8")[:200].decode("utf-8", "ignore") + "."
+    handle, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)

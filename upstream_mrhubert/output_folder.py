@@ -173,3 +173,31 @@ def file_identity(value: str | os.PathLike[str] | None) -> str | None:
         return None
     path = Path(value)
     return f"sha256:{file_sha256(path)}" if path.is_file() else str(value)
+
+
+def remove_stale_partials(folder: str | os.PathLike[str], pattern: str = "*.partial-*") -> list[Path]:
+    """Remove what builds killed mid-way left in ``folder``: entries matching ``pattern`` whose name ends in
+    ``-<pid>`` of a process that no longer runs (a live build's are kept). Returns what was removed."""
+    import shutil
+
+    removed = []
+    for path in Path(folder).glob(pattern):
+        pid = path.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -245,14 +245,18 @@ def check_resume_settings(argv: Sequence[str]) -> None:
     """
     mode = find_option(argv, MODE_OPTIONS)
     past = find_option(argv, ("-e", "--past_exp"))
-    if mode is None or mode[1] != "train" or past is None or not past[1] or not Path(past[1]).is_file():
+    if past is None or not past[1] or not Path(past[1]).is_file():
         return
     from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 
+    # read through the allow-listed loader first, in every mode: a planted file is one error, not s3prl's
+    # raw UnpicklingError
     path = Path(past[1])
     state = read_restricted_pickle(path, remedy="resume from another checkpoint of the folder, or start afresh")
     if not isinstance(state, dict):
         raise RunSettingsError(f"{path} is not an s3prl checkpoint (a {type(state).__name__})")
+    if mode is None or mode[1] != "train":
+        return
     differing = []
     override = find_option(argv, ("-o", "--override"))
     for key, value in parse_overrides(override[1]) if override is not None and override[1] else []:

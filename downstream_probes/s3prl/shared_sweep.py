@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from downstream_probes import tasks
+from downstream_probes.s3prl.experiment import check_runner_config
 from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, temporary_logger
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
@@ -218,6 +219,7 @@ class SharedSweep:
         self.upstream: Any = None
         # the upstream's arguments: a head's command line without -l, in the sweep folder
         self.args, self.config, _ = parse_run_args(head_argv(options, HeadSpec("", None)))
+        check_runner_config(self.config)
         self.specs: list[HeadSpec] = []
         self.passes: list[list[HeadSpec]] = []
         self.parsed: dict[str, tuple[Any, dict, list[str]]] = {}
@@ -633,7 +635,7 @@ class SharedSweep:
             state = self.latest_state(index) if self.options.resume else None
             if state is None or not state["finished"]:
                 if state is None:
-                    _refuse_stale_folders(self.sweep_dir, specs)
+                    _refuse_stale_folders(self.sweep_dir, specs, self.options.resume)
                 self.train_pass(index, specs, state)
                 state = self.latest_state(index)
             statuses = {spec.name: state["heads"].get(spec.name, {}) for spec in specs}
@@ -701,9 +703,14 @@ def _head_done(expdir: Path, evaluate: bool, test_split: str) -> bool:
     return not evaluate or test_split in results.get("evaluated_checkpoints", {})
 
 
-def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec]) -> None:
+def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec], resume: bool = False) -> None:
     for spec in specs:
         if list((sweep_dir / spec.name).glob("states-*.ckpt")):
+            if resume:
+                raise SharedSweepError(
+                    f"{sweep_dir / spec.name} holds checkpoints but {sweep_dir / STATE_DIR} has no saved state of "
+                    "its pass (deleted?): the heads cannot be resumed exactly; start afresh in another -p"
+                )
             raise FileExistsError(
                 f"{sweep_dir / spec.name} already holds checkpoints; resume the sweep with -a, or choose a new -p"
             )
