@@ -280,12 +280,43 @@ class _PageReader(HTMLParser):
             self.report += data
 
 
-def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
-    browser = chromium_binary()
-    if browser is None:
+@pytest.fixture
+def browser() -> str:
+    """Headless Chromium's binary; the test is skipped without it (and fails in CI, which installs it)."""
+    found = chromium_binary()
+    if found is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is required in CI (.ci/run installs the Debian package `chromium`)")
         pytest.skip("no chromium binary (/usr/bin/chromium); install the Debian package `chromium` to run this check")
+    return found
+
+
+def _dump_dom(browser: str, url: str, profile: Path, *extra: str) -> str:
+    """The DOM headless Chromium ends with after loading ``url`` (its scripts run)."""
+    completed = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *extra,
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+def test_html_page_as_a_browser_renders_it(tmp_path: Path, browser: str) -> None:
     runs = tmp_path / "runs"
     write_paper_runs(runs, skip={("mrhubert_b4a", "se")})
     names = ["T0", "T1", "T2", "T3", "T4", "D0", "T5", "T6", "T7", "T8", "U0", "T9", "T10", "T11", "T12"]
@@ -321,28 +352,10 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     page = tmp_path / "site" / "leaderboard.html"
     lb.write_leaderboard([runs], "html", out=page)
 
-    completed = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            f"{page.as_uri()}#render-check",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    dom = _dump_dom(browser, f"{page.as_uri()}#render-check", tmp_path / "profile")
     reader = _PageReader()
-    reader.feed(completed.stdout)
-    assert reader.report, "the page's render check did not run: " + completed.stdout[-500:]
+    reader.feed(dom)
+    assert reader.report, "the page's render check did not run: " + dom[-500:]
     report = json.loads(reader.report)
 
     # Two figures (a heatmap for b5a, the Fig. 3-style analysis of both models), decoded with a real size.
@@ -352,7 +365,7 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     assert alts[0].startswith("Layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3")
     assert alts[1] == "Learnt layer weights (softmax), mrhubert_b5a"
     # The comparison table: one row, naming its model.
-    table = completed.stdout[completed.stdout.index('<table id="comparisons">') :]
+    table = dom[dom.index('<table id="comparisons">') :]
     table = table[: table.index("</table>")]
     assert table.count("<tr data-source=") == 1 and "mrhubert_b5a" in table and "0.500" in table
     # What a reader sees in the table.
@@ -422,39 +435,10 @@ HOSTILE_FOLDERS = (
 )
 
 
-def _dump_dom(browser: str, url: str, profile: Path) -> str:
-    completed = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-            f"--user-data-dir={profile}",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    return completed.stdout
-
-
-def test_hostile_folder_names_are_never_live_links(tmp_path: Path) -> None:
+def test_hostile_folder_names_are_never_live_links(tmp_path: Path, browser: str) -> None:
     """Issue 24 item 2: a run folder named ``javascript:...`` was linked as a live ``javascript:`` href (clicked in
     Chromium, it ran). Every link is now a relative or ``file:`` reference to its results.json, and clicking each
     (one page load per link) runs nothing and leaves the page."""
-    browser = chromium_binary()
-    if browser is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is required in CI (.ci/run installs the Debian package `chromium`)")
-        pytest.skip("no chromium binary (/usr/bin/chromium); install the Debian package `chromium` to run this check")
     runs = tmp_path / "runs"
     for index, name in enumerate(HOSTILE_FOLDERS):
         write_results(runs, f"model_{index}", "ic", {"acc": 0.5 + index / 100}, name=name)
@@ -462,7 +446,7 @@ def test_hostile_folder_names_are_never_live_links(tmp_path: Path) -> None:
     lb.write_leaderboard([runs], "html", out=page)
     page.write_text(page.read_text().replace("</body>", _CLICK_LINK_JS + "</body>"))
     for index in range(len(HOSTILE_FOLDERS)):
-        dom = _dump_dom(browser, f"{page.as_uri()}#click-{index}", tmp_path / "profile")
+        dom = _dump_dom(browser, f"{page.as_uri()}#click-{index}", tmp_path / "profile", "--virtual-time-budget=3000")
         assert '<table id="leaderboard">' in dom, f"clicking link {index} left the page: {dom[:300]}"
         body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
         assert "data-pwned" not in body, f"clicking link {index}, a hostile folder name ran as script: {body}"
