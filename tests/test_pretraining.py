@@ -458,3 +458,23 @@ def test_reused_targets_must_match_their_settings_and_the_corpus(
     shutil.copy(extra, extra.with_name("9999-9999-9999.flac"))
     with pytest.raises(PretrainRunError, match="cannot resume .* do not fit .*corpus"):
         train(config, changed, out, resume=True, progress=False)
+
+
+def test_non_finite_target_states_name_the_checkpoint_and_layer(corpus: Path, tmp_path: Path) -> None:
+    """NaN target states were reported by sklearn's k-means with no checkpoint or layer named (issue 24)."""
+    from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+    from upstream_mrhubert.pretraining.config import PretrainRunError
+    from upstream_mrhubert.testing.tiny import tiny_config as tiny_model_config
+    from upstream_mrhubert.testing.tiny import tiny_dictionaries, tiny_state_dict
+
+    model_cfg, task_cfg = tiny_model_config("base_2res")
+    dictionaries = tiny_dictionaries(model_cfg)
+    state = tiny_state_dict(model_cfg, task_cfg, dictionaries, seed=0)
+    state["decoders.0.layers.3.fc2.weight"] = state["decoders.0.layers.3.fc2.weight"] * 1e38  # T12 overflows
+    checkpoint = write_fairseq_checkpoint(
+        tmp_path / "overflowing.pt", model_cfg=model_cfg, task_cfg=task_cfg, state_dict=state,
+        dictionaries_symbols=dictionaries,
+    )  # fmt: skip
+    config = tiny_config(targets={"kind": "layer", "checkpoint": str(checkpoint), "layer": "T12"})
+    with pytest.raises(PretrainRunError, match=rf"state T12 of {checkpoint} gives NaN or infinite values for "):
+        train(config, corpus, tmp_path / "out", progress=False)
