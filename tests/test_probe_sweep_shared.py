@@ -459,6 +459,8 @@ def test_reruns_with_other_settings_are_refused_naming_the_fields(
     other_lr = f"{override},,config.optimizer.lr=0.5"
     with pytest.raises(SettingsMismatch, match=r"config\.optimizer\.lr \(0\.001 -> 0\.5\)"):
         run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, other_lr, layers=["D0"]))
+    with pytest.raises(SettingsMismatch, match=r"heads \(\['D0'\] -> \['D0', 'T1'\]\)"):  # -a with more --layers
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0", "T1"], resume=True))
     other = write_tiny_checkpoint(workspace / "other.pt", "base_2res", seed=1)
     argv = _sweep_argv(other, sweep_dir, override)
     argv[argv.index("--layers") + 1] = "D0"
