@@ -510,3 +510,15 @@ def test_feature_cache_bytes_are_verified(workspace: Path, tiny_ckpt: Path, corp
                 "ic", tiny_ckpt, workspace / "verified_3", override, layers=["D0"], cache_features=not_a_folder
             )
         )
+
+
+def test_resume_without_the_saved_pass_state_says_so(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    """-a after shared_state/ was deleted answered "resume with -a" although -a was given (issue 24)."""
+    from downstream_probes.s3prl.shared_sweep import SharedSweepError
+
+    sweep_dir = workspace / "state_deleted"
+    (sweep_dir / "D0").mkdir(parents=True)
+    (sweep_dir / "D0" / "states-2.ckpt").write_bytes(b"")  # the heads' checkpoints stayed, the pass state went
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=2"
+    with pytest.raises(SharedSweepError, match=r"shared_state has no saved state of its pass \(deleted\?\)"):
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"], resume=True))
