@@ -37,6 +37,7 @@ from downstream_probes.s3prl.shared_sweep import (
     run_shared_sweep,
 )
 from downstream_probes.tasks import TASKS
+from upstream_mrhubert.atomic_io import loads_strict_json
 from upstream_mrhubert.output_folder import OutputLinkError, SettingsMismatch
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
@@ -371,6 +372,8 @@ def test_diverging_heads_stop_and_the_others_go_on(workspace: Path, corpus_overr
     for entry in (t12, document["weighted_sum"]):
         assert entry["status"] == "diverged" and entry["diverged_step"] == 1 and "test" not in entry["metrics"]
         assert read_json(Path(entry["expdir"]) / "results.json")["sweep"]["status"] == "diverged"
+        # strict JSON (issue 24 item 9): a non-finite metric is null beside the status, never a bare Infinity
+        loads_strict_json((Path(entry["expdir"]) / "results.json").read_text())
 
 
 @pytest.mark.slow
