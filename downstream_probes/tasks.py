@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from upstream_mrhubert import provenance
-from upstream_mrhubert.atomic_io import write_text_atomic
+from upstream_mrhubert.atomic_io import finite_or_null, loads_strict_json, write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.results/1"
@@ -209,7 +209,7 @@ def append_evaluation(expdir: str | Path, record: dict[str, Any]) -> None:
     """Append one evaluation (split, step, metrics) as a JSON line, flushed to disk."""
     path = Path(expdir) / EVALUATIONS_FILE
     with path.open("a", encoding="utf-8") as stream:
-        stream.write(json.dumps(record, sort_keys=True) + "\n")
+        stream.write(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False) + "\n")
         stream.flush()
         os.fsync(stream.fileno())
 
@@ -264,9 +264,7 @@ def package_versions() -> dict[str, str]:
 
 def write_results(expdir: str | Path, results: dict[str, Any]) -> Path:
     """Write ``results.json`` atomically."""
-    path = Path(expdir) / RESULTS_FILE
-    write_text_atomic(path, json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
-    return path
+    return write_json_atomic(Path(expdir) / RESULTS_FILE, results, default=str)
 
 
 def read_results(expdir: str | Path) -> dict[str, Any] | None:
@@ -301,11 +299,23 @@ REQUIRED_RESULTS_FIELDS = ("task", "upstream", "layer_selection", "metrics", "te
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_strict_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise ResultsError(f"{path} is not readable JSON ({error}); delete it or re-run that {what}") from None
+
+
+def _check_metrics(metrics: Any, path: str | os.PathLike[str], where: str = "metrics") -> None:
+    """``{split: {metric: number or null}}`` (null: a value that was not finite, see the run's status)."""
+    if not isinstance(metrics, dict):
+        raise ResultsError(f"{path}: '{where}' is a {type(metrics).__name__}; it must map split -> {{metric: value}}")
+    for split, values in metrics.items():
+        if not isinstance(values, dict):
+            raise ResultsError(f"{path}: {where}[{split!r}] is {values!r}, not a mapping of metric names to numbers")
+        for name, value in values.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ResultsError(f"{path}: {where}[{split!r}][{name!r}] is {value!r}, not a number")
 
 
 def validate_results(data: Any, path: str | os.PathLike[str]) -> ResultsDocument:
@@ -316,10 +326,14 @@ def validate_results(data: Any, path: str | os.PathLike[str]) -> ResultsDocument
     missing = [key for key in REQUIRED_RESULTS_FIELDS if key not in data]
     if missing:
         raise ResultsError(f"{path} lacks {', '.join(missing)}; it was not written by run_downstream.py")
+    for key in ("task", "upstream", "test_split", "created"):
+        if not isinstance(data[key], str):
+            raise ResultsError(f"{path}: '{key}' is {data[key]!r}, not a string")
     if data["task"] not in TASKS:
         raise ResultsError(f"{path}: unknown task {data['task']!r} (expected one of {', '.join(TASK_NAMES)})")
-    if not isinstance(data["metrics"], dict):
-        raise ResultsError(f"{path}: 'metrics' must map split -> {{metric: value}}")
+    _check_metrics(data["metrics"], path)
+    if not isinstance(data["layer_selection"], dict):
+        raise ResultsError(f"{path}: 'layer_selection' is {data['layer_selection']!r}, not a mapping")
     return data  # type: ignore[return-value]
 
 
@@ -336,7 +350,7 @@ def load_results_file(path: str | os.PathLike[str]) -> ResultsDocument:
 def write_sweep(sweep_dir: str | Path, document: dict[str, Any]) -> Path:
     """Write ``sweep.json`` (schema ``mrsuperb.probe_sweep/1``) atomically."""
     document = {"schema": SWEEP_SCHEMA, **document}
-    return write_text_atomic(Path(sweep_dir) / SWEEP_FILE, json.dumps(document, indent=2) + "\n")
+    return write_json_atomic(Path(sweep_dir) / SWEEP_FILE, document)
 
 
 def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -349,6 +363,20 @@ def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [key for key in ("upstream", "task", "primary_metric", "layers") if key not in data]
     if missing or not isinstance(data.get("layers"), list):
         raise ResultsError(f"{path} lacks {', '.join(missing) or 'a list of layers'}; re-run the sweep")
+    for key in ("upstream", "task", "primary_metric"):
+        if not isinstance(data[key], str):
+            raise ResultsError(f"{path}: '{key}' is {data[key]!r}, not a string")
+    entries = [*data["layers"], *([data["weighted_sum"]] if "weighted_sum" in data else [])]
+    seen: set[str] = set()
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ResultsError(
+                f"{path}: layer entry {number} is {entry!r}, not a mapping with a 'name'; re-run the sweep"
+            )
+        if entry["name"] in seen:
+            raise ResultsError(f"{path}: layer {entry['name']!r} is listed twice; re-run the sweep into a new folder")
+        seen.add(entry["name"])
+        _check_metrics(entry.get("metrics", {}), path, f"{entry['name']}.metrics")
     return data
 
 

@@ -163,3 +163,21 @@ def test_analyze_writes_spread_and_chance_for_every_property_from_sample_sets(co
     word_sets = json.loads((tmp_path / "three" / "provenance_mi_word.json").read_text())["sample_set_scores"]["T12"]
     assert len(set(word_sets)) == 3
     assert (tmp_path / "three" / "analysis.png").stat().st_size > 5000
+
+
+def test_analyze_options_are_checked_before_the_analysis(tmp_path, capsys):
+    """--seed -1 failed without the option named, --max-per-phone 0 was blamed on the alignments, and an --out
+    naming a file was refused only after the whole analysis (issue 24)."""
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt", "base_2res", seed=0)
+    out_file = tmp_path / "taken"
+    out_file.write_text("not a folder")
+    base = ["analyze", "-u", "mrhubert_local", "-k", str(checkpoint), "--corpus", str(tmp_path / "no_corpus")]
+    assert cli.main([*base, "--out", str(out_file)]) == 2
+    assert f"--out {out_file} is a file" in capsys.readouterr().err
+    assert out_file.read_text() == "not a folder"
+    assert cli.main([*base, "--out", str(tmp_path / "o"), "--seed", "-1"]) == 2
+    assert "--seed -1: give 0 or more" in capsys.readouterr().err
+    assert cli.main([*base, "--out", str(tmp_path / "o"), "--max-per-phone", "0"]) == 2
+    assert "--max-per-phone 0: give at least 1" in capsys.readouterr().err

@@ -230,3 +230,13 @@ def test_embedding_file_reader(tmp_path):
         read_embeddings(tmp_path / "bad.txt")
     with pytest.raises(FileNotFoundError, match="not found"):
         read_embeddings(tmp_path / "none.txt")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e999"])
+def test_non_finite_embeddings_are_named(tmp_path, value):
+    """NaN or 1e999 in an embeddings file failed later in the CCA with no file named (issue 24)."""
+    from downstream_probes.analysis.embeddings import EmbeddingFileError, read_embeddings
+
+    (tmp_path / "e.txt").write_text(f"hello 0.1 0.2\nworld 0.3 {value}\n")
+    with pytest.raises(EmbeddingFileError, match=r"e.txt:2: the vector of 'world' holds NaN or infinite values"):
+        read_embeddings(tmp_path / "e.txt")

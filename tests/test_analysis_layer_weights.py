@@ -88,3 +88,18 @@ def test_bad_input_gives_one_clear_error(tiny_ic_run, tmp_path, capsys):
         export_layer_weights(tmp_path / "junk.ckpt")
     assert cli.main(["export-weights", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_weights_for_another_upstream_are_refused(tiny_ic_run, tmp_path):
+    """5 Featurizer weights of a checkpoint for a 15-layer upstream used to be named 0..4 (issue 24 item 9)."""
+    checkpoint = load_s3prl_checkpoint(next(tiny_ic_run.expdir.glob("*.ckpt")))
+    checkpoint["Featurizer"]["weights"] = checkpoint["Featurizer"]["weights"][:5].clone()
+    torch.save(checkpoint, tmp_path / "five.ckpt")
+    with pytest.raises(LayerWeightsError, match="holds 5 Featurizer weights, but upstream mrhubert_local has 15"):
+        export_layer_weights(tmp_path / "five.ckpt", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "layer_weights.json").exists()
+    checkpoint = load_s3prl_checkpoint(next(tiny_ic_run.expdir.glob("*.ckpt")))
+    checkpoint["Featurizer"]["weights"][3] = float("nan")
+    torch.save(checkpoint, tmp_path / "nan.ckpt")
+    with pytest.raises(LayerWeightsError, match="NaN or infinite"):
+        export_layer_weights(tmp_path / "nan.ckpt", out_dir=tmp_path / "nan")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -13,7 +16,7 @@ from downstream_probes.analysis.mutual_info import (
     clustering_for,
     mutual_information_score,
 )
-from downstream_probes.analysis.sts import STSInputError, mean_pool, spoken_sts_score
+from downstream_probes.analysis.sts import STSInputError, mean_pool, read_spoken_sts, spoken_sts_score
 
 
 @pytest.fixture(autouse=True)
@@ -121,3 +124,38 @@ def test_mi_training_sample_keeps_the_references_running_minimum_of_its_bounds()
         assert 5 <= count(running, "a") <= 8 and count(running, "b") == 3
         assert count(running, "c") == 3  # randint(min(5, 3), min(8, 3)): the running minimum carried over
         assert 5 <= count(own, "c") <= 8 and count(own, "b") == 3
+
+
+def _sts_corpus(root: Path, audio_a: object, similarity: object = 1.0) -> Path:
+    import soundfile
+
+    corpus = root / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    soundfile.write(str(corpus / "audio" / "b.wav"), np.zeros(800, dtype=np.int16), 16000)
+    row = {"task": "t", "subtask": "s", "pair_id": 0, "speaker_id": "spk0", "audio_a": audio_a,
+           "audio_b": "audio/b.wav", "similarity": similarity}  # fmt: skip
+    (corpus / "sts.jsonl").write_text(json.dumps(row) + "\n")
+    return corpus
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "audio/../../secret.wav", "link.wav"])
+def test_spoken_sts_audio_resolves_inside_the_corpus(tmp_path: Path, name: str) -> None:
+    """Issue 24 item 3: an audio path of ``sts.jsonl`` leading out of the corpus (``..``, absolute, a link) was
+    read; now refused, naming the row."""
+    import soundfile
+
+    soundfile.write(str(tmp_path / "secret.wav"), np.zeros(800, dtype=np.int16), 16000)
+    corpus = _sts_corpus(tmp_path, name)
+    (corpus / "link.wav").symlink_to(tmp_path / "secret.wav")
+    with pytest.raises(STSInputError, match=r"sts.jsonl:1: audio_a .* leads outside the corpus folder"):
+        read_spoken_sts(corpus)
+
+
+@pytest.mark.parametrize(("audio_a", "similarity"), [(3, 1.0), ("audio/b.wav", "high"), ("audio/b.wav", None)])
+def test_spoken_sts_mistyped_rows_are_named(tmp_path: Path, audio_a: object, similarity: object) -> None:
+    corpus = _sts_corpus(tmp_path, audio_a, similarity)
+    with pytest.raises(STSInputError, match=r"sts.jsonl:1: "):
+        read_spoken_sts(corpus)
+    (corpus / "sts.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(STSInputError, match=r"sts.jsonl:1: a list, not a JSON object"):
+        read_spoken_sts(corpus)

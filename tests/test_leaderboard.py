@@ -4,11 +4,13 @@ page as a browser renders it, and the efficiency profile's consistency with the 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
 import shutil
 import subprocess
+import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -278,12 +280,43 @@ class _PageReader(HTMLParser):
             self.report += data
 
 
-def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
-    browser = chromium_binary()
-    if browser is None:
+@pytest.fixture
+def browser() -> str:
+    """Headless Chromium's binary; the test is skipped without it (and fails in CI, which installs it)."""
+    found = chromium_binary()
+    if found is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("chromium is required in CI (.ci/run installs the Debian package `chromium`)")
         pytest.skip("no chromium binary (/usr/bin/chromium); install the Debian package `chromium` to run this check")
+    return found
+
+
+def _dump_dom(browser: str, url: str, profile: Path, *extra: str) -> str:
+    """The DOM headless Chromium ends with after loading ``url`` (its scripts run)."""
+    completed = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *extra,
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+def test_html_page_as_a_browser_renders_it(tmp_path: Path, browser: str) -> None:
     runs = tmp_path / "runs"
     write_paper_runs(runs, skip={("mrhubert_b4a", "se")})
     names = ["T0", "T1", "T2", "T3", "T4", "D0", "T5", "T6", "T7", "T8", "U0", "T9", "T10", "T11", "T12"]
@@ -319,28 +352,10 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     page = tmp_path / "site" / "leaderboard.html"
     lb.write_leaderboard([runs], "html", out=page)
 
-    completed = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            f"{page.as_uri()}#render-check",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    dom = _dump_dom(browser, f"{page.as_uri()}#render-check", tmp_path / "profile")
     reader = _PageReader()
-    reader.feed(completed.stdout)
-    assert reader.report, "the page's render check did not run: " + completed.stdout[-500:]
+    reader.feed(dom)
+    assert reader.report, "the page's render check did not run: " + dom[-500:]
     report = json.loads(reader.report)
 
     # Two figures (a heatmap for b5a, the Fig. 3-style analysis of both models), decoded with a real size.
@@ -350,7 +365,7 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     assert alts[0].startswith("Layer-wise analysis in the layout of arXiv 2410.23955 Fig. 3")
     assert alts[1] == "Learnt layer weights (softmax), mrhubert_b5a"
     # The comparison table: one row, naming its model.
-    table = completed.stdout[completed.stdout.index('<table id="comparisons">') :]
+    table = dom[dom.index('<table id="comparisons">') :]
     table = table[: table.index("</table>")]
     assert table.count("<tr data-source=") == 1 and "mrhubert_b5a" in table and "0.500" in table
     # What a reader sees in the table.
@@ -367,8 +382,8 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path) -> None:
     for (row, key), cell in reader.cells.items():
         if key is None or cell["text"] == lb.MISSING:  # cells of other tables (the comparisons) carry no key
             continue
-        source = (page.parent / cell["href"]).resolve()
-        assert source.name == "results.json" and cell["href"] in cell["title"]
+        source = (page.parent / urllib.parse.unquote(cell["href"])).resolve()
+        assert source.name == "results.json" and urllib.parse.unquote(cell["href"]) in cell["title"]
         data = json.loads(source.read_text())
         col = column(key)
         assert data["upstream"] == row and col.format(data["metrics"][data["test_split"]][col.metric]) == cell["text"]
@@ -406,3 +421,59 @@ def test_analysis_figure_reads_intervals_and_chance_from_the_provenance(tmp_path
     assert results == {"mrhubert_b5a": {"cca_phone": {"T0": 0.2, "T1": 0.4}}}
     assert bands == {"mrhubert_b5a": {"cca_phone": {"T0": (0.18, 0.22), "T1": (0.36, 0.44)}}}
     assert chance["mrhubert_b5a"]["cca_phone"]["T1"] == (0.05, 0.03, 0.07)
+
+
+# With ``#click-N``, clicks link N of the page once it has loaded (and reports every link). A click on a link to a
+# file is kept from navigating away (the page must stay to be dumped); any other link is left to the browser, so a
+# live ``javascript:`` link runs and a ``data:`` link replaces the page.
+_CLICK_LINK_JS = """
+<script>
+window.addEventListener("load", function () {
+  var report = {links: []};
+  var chosen = window.location.hash.startsWith("#click-") ? Number(window.location.hash.slice(7)) : -1;
+  document.querySelectorAll("a").forEach(function (a, index) {
+    report.links.push({href: a.getAttribute("href"), protocol: a.protocol});
+    a.addEventListener("click", function (event) {
+      if (a.protocol === "file:" || a.protocol === "http:" || a.protocol === "https:") { event.preventDefault(); }
+    });
+    if (index === chosen) { a.click(); }
+  });
+  var out = document.createElement("pre");
+  out.id = "click-check";
+  out.textContent = JSON.stringify(report);
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+HOSTILE_FOLDERS = (
+    "javascript:document.body.setAttribute('data-pwned','1')",
+    "JaVaScRiPt:document.body.setAttribute('data-pwned','2')",
+    "data:text",
+    "x?y#javascript:z",
+    "vbscript:msgbox(1)",
+)
+
+
+def test_hostile_folder_names_are_never_live_links(tmp_path: Path, browser: str) -> None:
+    """Issue 24 item 2: a run folder named ``javascript:...`` was linked as a live ``javascript:`` href (clicked in
+    Chromium, it ran). Every link is now a relative or ``file:`` reference to its results.json, and clicking each
+    (one page load per link) runs nothing and leaves the page."""
+    runs = tmp_path / "runs"
+    for index, name in enumerate(HOSTILE_FOLDERS):
+        write_results(runs, f"model_{index}", "ic", {"acc": 0.5 + index / 100}, name=name)
+    page = runs / "board.html"  # in the runs' folder: every link is relative and starts with the hostile name
+    lb.write_leaderboard([runs], "html", out=page)
+    page.write_text(page.read_text().replace("</body>", _CLICK_LINK_JS + "</body>"))
+    for index in range(len(HOSTILE_FOLDERS)):
+        dom = _dump_dom(browser, f"{page.as_uri()}#click-{index}", tmp_path / "profile", "--virtual-time-budget=3000")
+        assert '<table id="leaderboard">' in dom, f"clicking link {index} left the page: {dom[:300]}"
+        body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
+        assert "data-pwned" not in body, f"clicking link {index}, a hostile folder name ran as script: {body}"
+    report_start = dom.index('<pre id="click-check">') + len('<pre id="click-check">')
+    report = json.loads(html.unescape(dom[report_start : dom.index("</pre>", report_start)]))
+    assert len(report["links"]) == len(HOSTILE_FOLDERS)
+    for link in report["links"]:
+        assert link["protocol"] == "file:", link
+        target = (runs / urllib.parse.unquote(link["href"])).resolve()
+        assert target.name == "results.json" and target.parent.name in HOSTILE_FOLDERS, link

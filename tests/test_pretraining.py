@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -337,3 +338,143 @@ def test_torchrun_ddp_on_cpu(corpus: Path, tmp_path: Path) -> None:
     assert results["world_size"] == 2 and results["status"] == "finished"
     assert [h["step"] for h in results["history"]] == [4]
     assert (out / "checkpoints" / "checkpoint_best.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile recipes, folders and state files (issue 24): one error naming the field or file, before the k-means
+
+
+@pytest.mark.parametrize(
+    ("sections", "field"),
+    [
+        ({"data": {"batch_size": 0}}, "data.batch_size=0"),
+        ({"run": {"log_every": 0}}, "run.log_every=0"),
+        ({"run": {"save_every": 0}}, "run.save_every=0"),
+        ({"run": {"valid_every": 0}}, "run.valid_every=0"),
+        ({"run": {"valid_batches": 0}}, "run.valid_batches=0"),
+        ({"run": {"seed": -1}}, "run.seed=-1"),
+        ({"data": {"min_seconds": 0.0}}, "data.min_seconds=0.0"),
+        ({"data": {"crop_seconds": 0.0}}, "data.crop_seconds=0.0"),
+        ({"targets": {"fit_frames": 0}}, "targets.fit_frames=0"),
+        ({"targets": {"batch_size": 0}}, "targets.batch_size=0"),
+        ({"loss": {"logit_temp": 0.0}}, "loss.logit_temp=0.0"),
+        ({"optim": {"lr": float("inf")}}, "optim.lr=inf"),
+    ],
+)
+def test_recipe_values_that_cannot_work_are_named(sections: dict[str, Any], field: str) -> None:
+    """Each used to fail deep in the run (ZeroDivisionError after the k-means, sklearn's batch_size, masking) or
+    to run on: logit_temp 0 gave NaN losses to `status: finished`, valid_batches 0 a validation loss of 0.0."""
+    with pytest.raises(RecipeError, match=rf"the test recipe: {re.escape(field)}"):
+        tiny_config(**sections)
+
+
+def test_a_second_run_into_a_held_folder_is_refused(corpus: Path, tmp_path: Path) -> None:
+    from upstream_mrhubert.output_folder import FolderLocked, folder_lock
+
+    out = tmp_path / "held"
+    with folder_lock(out), pytest.raises(FolderLocked, match=rf"{out} is in use by another run \(pid {os.getpid()}\)"):
+        train(tiny_config(), corpus, out, progress=False)
+    assert not (out / "results.json").exists()
+
+
+def _resume_file(out: Path) -> Path:
+    return out / "checkpoints" / "resume.pt"
+
+
+@pytest.mark.slow
+def test_damaged_resume_states_are_one_error_naming_the_file(
+    corpus: Path, finished_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """resume.pt missing a key, holding a list, a weight of another shape, NaN weights, or cut short: each used to
+    be a raw traceback (or, NaN weights, a resume into NaN steps)."""
+    import shutil
+
+    from upstream_mrhubert.pretraining.config import PretrainRunError
+
+    source, _ = finished_run
+    state = torch.load(_resume_file(source), map_location="cpu", weights_only=True)
+    first = next(iter(state["model"]))
+    variants = {
+        "missing": ({k: v for k, v in state.items() if k != "optimizer"}, r"missing \['optimizer'\]"),
+        "list": ([1, 2], "holds a list, not a resume state"),
+        "shape": ({**state, "model": {**state["model"], first: torch.zeros(3)}}, "does not fit this recipe's model"),
+        "nan": ({**state, "model": {**state["model"], first: state["model"][first] * float("nan")}}, "NaN"),
+    }
+    for name, (payload, message) in variants.items():
+        out = tmp_path / name
+        shutil.copytree(source, out)
+        torch.save(payload, _resume_file(out))
+        with pytest.raises(PretrainRunError, match=message):
+            train(tiny_config(), corpus, out, resume=True, progress=False)
+    out = tmp_path / "cut"
+    shutil.copytree(source, out)
+    _resume_file(out).write_bytes(_resume_file(source).read_bytes()[:1000])
+    from upstream_mrhubert.errors import MrsuperbError
+
+    with pytest.raises(MrsuperbError, match="resume.pt"):
+        train(tiny_config(), corpus, out, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_with_status_diverged(corpus: Path, tmp_path: Path) -> None:
+    """lr 1e8 used to run on NaN weights to `status: finished`, exit 0, with an unloadable checkpoint_last.pt."""
+    from upstream_mrhubert.pretraining.config import PretrainDiverged
+
+    out = tmp_path / "diverging"
+    config = tiny_config(optim={"lr": 1.0e8, "warmup_steps": 0, "max_steps": 12})
+    with pytest.raises(PretrainDiverged, match=r"diverged at step \d+"):
+        train(config, corpus, out, progress=False)
+    text = (out / "results.json").read_text()
+    results = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in results.json"))
+    assert results["status"] == "diverged" and results["diverged_step"] >= 1
+    last = out / "checkpoints" / "checkpoint_last.pt"
+    if last.exists():  # saved before the divergence: finite, loadable
+        load_checkpoint(last)
+
+
+@pytest.mark.slow
+def test_reused_targets_must_match_their_settings_and_the_corpus(
+    corpus: Path, finished_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Targets of an 8-cluster run copied into a 6-cluster run were used (results.json said 6); -a after the
+    corpus changed silently redid the k-means with permuted cluster ids."""
+    import shutil
+
+    from upstream_mrhubert.pretraining.config import PretrainRunError
+
+    source, _ = finished_run
+    out = tmp_path / "six"
+    shutil.copytree(source / "targets", out / "targets")
+    config = tiny_config(targets={"clusters": 6}, optim={"max_steps": 1}, run={"valid_every": 1, "log_every": 1})
+    train(config, corpus, out, progress=False)
+    record = json.loads((out / "targets" / "targets.json").read_text())
+    assert record["settings"]["clusters"] == 6
+    assert (out / "targets" / "dict.km.txt").read_text().count("\n") == 6
+    assert max(int(x) for line in (out / "targets" / "train.km").read_text().split("\n") for x in line.split()) < 6
+
+    changed = tmp_path / "changed_corpus"
+    shutil.copytree(corpus, changed)
+    extra = sorted((changed / "LibriSpeech").rglob("*.flac"))[0]
+    shutil.copy(extra, extra.with_name("9999-9999-9999.flac"))
+    with pytest.raises(PretrainRunError, match="cannot resume .* do not fit .*corpus"):
+        train(config, changed, out, resume=True, progress=False)
+
+
+def test_non_finite_target_states_name_the_checkpoint_and_layer(corpus: Path, tmp_path: Path) -> None:
+    """NaN target states were reported by sklearn's k-means with no checkpoint or layer named (issue 24)."""
+    from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
+    from upstream_mrhubert.pretraining.config import PretrainRunError
+    from upstream_mrhubert.testing.tiny import tiny_config as tiny_model_config
+    from upstream_mrhubert.testing.tiny import tiny_dictionaries, tiny_state_dict
+
+    model_cfg, task_cfg = tiny_model_config("base_2res")
+    dictionaries = tiny_dictionaries(model_cfg)
+    state = tiny_state_dict(model_cfg, task_cfg, dictionaries, seed=0)
+    state["decoders.0.layers.3.fc2.weight"] = state["decoders.0.layers.3.fc2.weight"] * 1e38  # T12 overflows
+    checkpoint = write_fairseq_checkpoint(
+        tmp_path / "overflowing.pt", model_cfg=model_cfg, task_cfg=task_cfg, state_dict=state,
+        dictionaries_symbols=dictionaries,
+    )  # fmt: skip
+    config = tiny_config(targets={"kind": "layer", "checkpoint": str(checkpoint), "layer": "T12"})
+    with pytest.raises(PretrainRunError, match=rf"state T12 of {checkpoint} gives NaN or infinite values for "):
+        train(config, corpus, tmp_path / "out", progress=False)

@@ -25,6 +25,7 @@ from downstream_probes import cli
 from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.experiment import ExperimentLocked
 from downstream_probes.s3prl.loaders import SharedIteration, StreamsDivergedError, group_by_state
 from downstream_probes.s3prl.rng import RngState, RngStream, seed_everything
 from downstream_probes.s3prl.shared_sweep import (
@@ -36,6 +37,8 @@ from downstream_probes.s3prl.shared_sweep import (
     run_shared_sweep,
 )
 from downstream_probes.tasks import TASKS
+from upstream_mrhubert.atomic_io import loads_strict_json
+from upstream_mrhubert.output_folder import OutputLinkError, SettingsMismatch
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 # SpecAugment draws from torch's generator in every head, so a head that drew from another head's stream would not
@@ -369,6 +372,8 @@ def test_diverging_heads_stop_and_the_others_go_on(workspace: Path, corpus_overr
     for entry in (t12, document["weighted_sum"]):
         assert entry["status"] == "diverged" and entry["diverged_step"] == 1 and "test" not in entry["metrics"]
         assert read_json(Path(entry["expdir"]) / "results.json")["sweep"]["status"] == "diverged"
+        # strict JSON (issue 24 item 9): a non-finite metric is null beside the status, never a bare Infinity
+        loads_strict_json((Path(entry["expdir"]) / "results.json").read_text())
 
 
 @pytest.mark.slow
@@ -410,3 +415,113 @@ def test_cache_key_follows_file_content(tmp_path: Path) -> None:
     assert corpus_fingerprint({"datarc": {**expert["datarc"], "batch_size": 8}}) != corpus_fingerprint(expert)
     key = {"upstream": "mrhubert_local:tiny", "checkpoint_sha256": "0" * 64, "corpus": before, "rate": 320}
     assert cache_key(key) != cache_key({**key, "rate": 640}) and cache_key(key) == cache_key(dict(key))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# hostile reruns (issue 24 items 3-5): one sweep at a time per folder, the recorded settings, no writes through links
+
+_HOLD_LOCK = """
+import sys, time
+from downstream_probes.s3prl.experiment import experiment_lock
+with experiment_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_layer_folder_held_by_run_downstream_is_refused(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    """A shared sweep into a -p whose layer folder a run_downstream.py holds used to write into it."""
+    sweep_dir = workspace / "locked_layer"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(sweep_dir / "D0")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        override = f"{corpus_overrides('ic')},,config.runner.total_steps=1"
+        with pytest.raises(
+            ExperimentLocked, match=rf"{sweep_dir / 'D0'} is in use by another run \(pid {holder.pid}\)"
+        ):
+            run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["T1", "D0"]))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (sweep_dir / "T1" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_reruns_with_other_settings_are_refused_naming_the_fields(
+    workspace: Path, tiny_ckpt: Path, corpus_overrides, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished sweep rerun with another lr trained nothing and rewrote sweep.json as new; -a -k OTHER.pt went on
+    with another model's features; a planted link made the expert write its predictions elsewhere."""
+    sweep_dir = workspace / "settings"
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=1,,config.runner.save_step=1"
+    run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"]))
+    recorded = read_json(sweep_dir / "sweep.json")
+
+    other_lr = f"{override},,config.optimizer.lr=0.5"
+    with pytest.raises(SettingsMismatch, match=r"config\.optimizer\.lr \(0\.001 -> 0\.5\)"):
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, other_lr, layers=["D0"]))
+    with pytest.raises(SettingsMismatch, match=r"heads \(\['D0'\] -> \['D0', 'T1'\]\)"):  # -a with more --layers
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0", "T1"], resume=True))
+    other = write_tiny_checkpoint(workspace / "other.pt", "base_2res", seed=1)
+    argv = _sweep_argv(other, sweep_dir, override)
+    argv[argv.index("--layers") + 1] = "D0"
+    argv.remove("--with-weighted-sum")
+    assert cli.main([*argv, "-a"]) == 2
+    err = capsys.readouterr().err
+    assert "upstream_ckpt ('sha256:" in err and "settings" in err and "Traceback" not in err
+    assert read_json(sweep_dir / "sweep.json") == recorded
+
+    elsewhere = workspace / "elsewhere.csv"
+    elsewhere.write_text("keep me\n")
+    (sweep_dir / "D0" / "test_predict.csv").unlink(missing_ok=True)
+    (sweep_dir / "D0" / "test_predict.csv").symlink_to(elsewhere)
+    with pytest.raises(OutputLinkError, match=r"D0/test_predict.csv is a symbolic link"):
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"]))
+    assert elsewhere.read_text() == "keep me\n"
+
+
+@pytest.mark.slow
+def test_feature_cache_bytes_are_verified(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    """A cache file overwritten with other values of the same size was read (dev loss 900 instead of 6); a killed
+    build's .KEY.partial-PID stayed forever; --cache-features naming a file was a traceback (issue 24 item 7)."""
+    from downstream_probes.s3prl.feature_cache import FeatureCacheError
+
+    cache = workspace / "verified_cache"
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=2"
+    first, _ = run_shared_sweep(
+        shared_options("ic", tiny_ckpt, workspace / "verified_1", override, layers=["D0"], cache_features=cache)
+    )
+    (folder,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    data = folder / "features.f16"
+    values = np.fromfile(data, dtype=np.float16)
+    (values * np.float16(100)).tofile(data)  # same size, other values
+    dead = cache / f".{folder.name}.partial-{2**22 + 12345}"  # beyond pid_max: no process has it
+    dead.mkdir()
+    second, shared = run_shared_sweep(
+        shared_options("ic", tiny_ckpt, workspace / "verified_2", override, layers=["D0"], cache_features=cache)
+    )
+    assert shared.feature_source.hits > 0 and not dead.exists()
+    assert np.array_equal(np.fromfile(data, dtype=np.float16), values)  # rebuilt: the extracted values again
+    assert first["layers"][0]["metrics"] == second["layers"][0]["metrics"]
+    not_a_folder = workspace / "cache_file"
+    not_a_folder.write_text("x")
+    with pytest.raises(FeatureCacheError, match=r"--cache-features .*cache_file is a file"):
+        run_shared_sweep(
+            shared_options(
+                "ic", tiny_ckpt, workspace / "verified_3", override, layers=["D0"], cache_features=not_a_folder
+            )
+        )
+
+
+def test_resume_without_the_saved_pass_state_says_so(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
+    """-a after shared_state/ was deleted answered "resume with -a" although -a was given (issue 24)."""
+    from downstream_probes.s3prl.shared_sweep import SharedSweepError
+
+    sweep_dir = workspace / "state_deleted"
+    (sweep_dir / "D0").mkdir(parents=True)
+    (sweep_dir / "D0" / "states-2.ckpt").write_bytes(b"")  # the heads' checkpoints stayed, the pass state went
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=2"
+    with pytest.raises(SharedSweepError, match=r"shared_state has no saved state of its pass \(deleted\?\)"):
+        run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0"], resume=True))

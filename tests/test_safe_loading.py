@@ -63,3 +63,19 @@ def test_truncated_shared_sweep_state_is_named(tmp_path: Path) -> None:
     (state_dir / "pass-0.rank-0.step-8.pt").write_bytes(buffer.getvalue()[:100])
     with pytest.raises(CheckpointError, match=r"step-8\.pt is truncated.*delete .*rerun without -a"):
         shared_sweep.SharedSweep.latest_state(SimpleNamespace(sweep_dir=tmp_path), 0)
+
+
+def test_crafted_downstream_checkpoint_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A planted states-*.ckpt was refused by torch's weights_only, but as a raw UnpicklingError traceback."""
+    from downstream_probes.s3prl import run_downstream
+
+    marker = tmp_path / "pwned"
+    planted = tmp_path / "exp" / "states-2.ckpt"
+    planted.parent.mkdir()
+    buffer = io.BytesIO()
+    torch.save({"Args": _Payload(marker)}, buffer, pickle_module=pickle)
+    planted.write_bytes(buffer.getvalue())
+    assert run_downstream.main(["-m", "evaluate", "-e", str(planted), "-t", "test", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"refused to load {planted}" in err and "Traceback" not in err
+    assert not marker.exists()

@@ -9,9 +9,10 @@ the permissions a plain ``open()`` would give it (``mkstemp`` alone creates 0600
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,7 +27,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # the temporary name stays within the file system's 255 bytes whatever the target's (legal) name
+    prefix = "." + path.name.encode("utf-8")[:200].decode("utf-8", "ignore") + "."
+    handle, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -53,6 +56,33 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
-    """Write ``payload`` as indented JSON (UTF-8, trailing newline) atomically."""
-    return write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (at any depth of dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``payload`` as indented, strict JSON (UTF-8, trailing newline) atomically.
+
+    JSON has no NaN or Infinity (Python's bare ``NaN`` breaks every strict reader), so a non-finite number is
+    written as ``null``; whoever writes one records why next to it (e.g. ``status: diverged``). ``default`` turns
+    other objects into JSON values (as ``json.dumps``'s).
+    """
+    text = json.dumps(finite_or_null(payload), indent=2, ensure_ascii=False, allow_nan=False, default=default)
+    return write_text_atomic(path, text + "\n")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (strict JSON has no NaN or Infinity)")
+
+
+def loads_strict_json(text: str) -> Any:
+    """Parse JSON as strict readers do: a bare ``NaN``, ``Infinity`` or ``-Infinity`` (which Python's ``json``
+    accepts by default) is a ValueError, like any other syntax error."""
+    return json.loads(text, parse_constant=_refuse_constant)

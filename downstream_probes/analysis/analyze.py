@@ -143,6 +143,13 @@ def check_settings(settings: AnalysisSettings) -> None:
             f"--sample-sets must be at least 1 (got {settings.sample_sets}) and --chance-permutations at least 0 "
             f"(got {settings.chance_permutations})"
         )
+    if settings.seed < 0:
+        raise AnalysisError(f"--seed {settings.seed}: give 0 or more (NumPy's seeds are non-negative)")
+    options = {"max_per_phone": "--max-per-phone", "n_words": "--words", "max_per_word": "--max-per-word"}
+    for name, value in asdict(settings.sampling).items():
+        if value < 1:
+            option = options.get(name, "--utterances")
+            raise AnalysisError(f"{option} {value}: give at least 1 (sampling.{name})")
     if settings.state_rate not in STATE_RATES:
         raise AnalysisError(f"unknown state rate {settings.state_rate!r}; choose one of {', '.join(STATE_RATES)}")
     bad = [s for s in settings.mi_clusters if s not in ("phone", "word")]
@@ -167,6 +174,8 @@ def run_analysis(
     (with ``figure``, also :data:`FIGURE`)."""
     check_settings(settings)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # found before the analysis, not after it
+        raise AnalysisError(f"--out {out_dir} is a file; give a folder (it is created if missing)")
     cache_dir = settings.cache_dir or extraction.default_cache_dir()
     props = list(dict.fromkeys(settings.properties))
     scores: dict[str, dict[str, float]] = {}

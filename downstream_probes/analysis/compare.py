@@ -28,7 +28,6 @@ CCA-word vs ASR number.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from downstream_probes.analysis import uncertainty
+from downstream_probes.analysis.layer_weights import LayerWeightsError, load_layer_weights_file
 from downstream_probes.tasks import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file, upstream_identity
+from upstream_mrhubert.atomic_io import loads_strict_json
 from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.compare/3"
@@ -130,8 +131,9 @@ def read_source(path: Path) -> LayerScores:
     try:
         if path.name == SWEEP_FILE:
             return _read_sweep(path)
-        data = _read_json(path)
+        data = _read_json(path) if path.name != LAYER_WEIGHTS_FILE else None
         if path.name == LAYER_WEIGHTS_FILE:
+            data = load_layer_weights_file(path)
             scores = {str(layer["name"]): float(layer["weight"]) for layer in data["layers"]}
             task = str(data["task"])
             source = _source("weights", path, str(data["upstream"]), data.get("upstream_ckpt"), task, scores)
@@ -139,6 +141,8 @@ def read_source(path: Path) -> LayerScores:
         return _read_cca(path, data)
     except KeyError as error:
         raise CompareInputError(f"{path} lacks the expected field {error}") from None
+    except LayerWeightsError as error:
+        raise CompareInputError(str(error)) from None
     except (TypeError, ValueError) as error:
         if isinstance(error, CompareInputError):
             raise
@@ -147,8 +151,8 @@ def read_source(path: Path) -> LayerScores:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        return loads_strict_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
         raise CompareInputError(f"{path} is not readable JSON ({error})") from None
 
 

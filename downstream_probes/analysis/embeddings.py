@@ -51,6 +51,8 @@ def read_embeddings(path: str | Path, vocabulary: Iterable[str] | None = None) -
                     vectors[word] = np.asarray(values, dtype=np.float64)
                 except ValueError:
                     raise EmbeddingFileError(f"{path}:{number}: non-numeric value in the vector of {word!r}") from None
+                if not np.isfinite(vectors[word]).all():  # NaN, inf, or 1e999 read as inf
+                    raise EmbeddingFileError(f"{path}:{number}: the vector of {word!r} holds NaN or infinite values")
     if dims is None:
         raise EmbeddingFileError(f"embedding file {path} is empty")
     return vectors

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,9 @@ import numpy as np
 from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_mel
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
-from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
+from upstream_mrhubert.errors import MrsuperbError, UsageError
+from upstream_mrhubert.output_folder import file_sha256, remove_stale_partials
 
 FORMAT_VERSION = 4
 CACHE_ENV = "MRSUPERB_CACHE"
@@ -63,12 +64,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mrsuperb")) / "layer_features"
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_digest = file_sha256  # the checkpoint's content hash in the cache key
 
 
 def cache_key(description: dict) -> str:
@@ -138,17 +134,56 @@ class CachedLayers:
         return np.load(self.folder / f"{name}.npy", mmap_mode="r")
 
 
-def load_or_build(cache_dir: Path, key: str, build: Callable[[Path], dict]) -> CachedLayers:
-    """The cache entry ``key``; built by ``build(folder) -> meta`` into a temporary folder when missing."""
-    final = cache_dir / key
+class CacheEntryError(MrsuperbError, ValueError):
+    """A cache entry whose files are not what was written (named in the message)."""
+
+
+CHECKSUMS = "sha256"  # meta.json's field: the SHA-256 of every file of the entry, taken when it was built
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "meta.json"}
+
+
+def _read_entry(final: Path) -> CachedLayers:
+    """The entry in ``final``, its meta.json read strictly and every file checked against its recorded checksum."""
     meta_path = final / "meta.json"
-    if meta_path.is_file():
-        return CachedLayers(final, json.loads(meta_path.read_text(encoding="utf-8")))
+    try:
+        meta = loads_strict_json(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get(CHECKSUMS), dict):
+            raise ValueError("no checksums recorded (an entry of an older version)")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CacheEntryError(f"{meta_path} is unreadable or incomplete ({error})") from None
+    if _checksums(final) != meta[CHECKSUMS]:
+        changed = sorted(set(_checksums(final).items()) ^ set(meta[CHECKSUMS].items()))
+        raise CacheEntryError(
+            f"{final}: {', '.join(sorted({name for name, _ in changed}))} differ from what was written"
+        )
+    return CachedLayers(final, meta)
+
+
+def load_or_build(cache_dir: Path, key: str, build: Callable[[Path], dict]) -> CachedLayers:
+    """The cache entry ``key``; built by ``build(folder) -> meta`` into a temporary folder when missing.
+
+    Every file's SHA-256 is recorded in ``meta.json`` and checked on each use: an entry whose bytes changed (cut
+    short, overwritten with other values of the same size) is built again, never read. Temporary folders of
+    builds that were killed (``.KEY.partial-PID``) are removed."""
+    final = cache_dir / key
+    if (final / "meta.json").is_file():
+        try:
+            return _read_entry(final)
+        except CacheEntryError as error:
+            print(f"rebuilding the cache entry: {error}")
+            shutil.rmtree(final)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    remove_stale_partials(cache_dir, ".*.partial-*")
+    work = cache_dir / f".{key}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     try:
         meta = build(work)
-        (work / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        meta[CHECKSUMS] = _checksums(work)
+        write_json_atomic(work / "meta.json", meta)
         try:
             os.replace(work, final)
         except OSError:  # another process finished the same entry first
@@ -156,7 +191,7 @@ def load_or_build(cache_dir: Path, key: str, build: Callable[[Path], dict]) -> C
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return CachedLayers(final, json.loads((final / "meta.json").read_text(encoding="utf-8")))
+    return _read_entry(final)
 
 
 # --------------------------------------------------------------------------------------------- CNN windows

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from downstream_probes.tasks import LAYER_WEIGHTS_FILE, task_for
-from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
+from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 LOGGER = logging.getLogger(__name__)
@@ -106,6 +106,11 @@ def read_layer_weights(
             "downstream checkpoint, so there is no weighted sum to export"
         )
     raw = np.asarray(featurizer["weights"].detach().cpu().double().numpy()).reshape(-1)
+    if not np.isfinite(raw).all():
+        raise LayerWeightsError(
+            f"{checkpoint_path}: the Featurizer weights hold NaN or infinite values (the run diverged); export an "
+            "earlier checkpoint"
+        )
     weights = np.exp(raw - raw.max())
     weights /= weights.sum()
     args = checkpoint.get("Args")
@@ -147,8 +152,10 @@ def _resolve_names(checkpoint: dict, args: Any, count: int, resolve_upstream: bo
         if names is not None and len(names) == count:
             return names
         if names is not None:
-            LOGGER.warning(
-                "upstream %s has %d layer names for %d weights; ignoring them", args.upstream, len(names), count
+            raise LayerWeightsError(
+                f"the checkpoint holds {count} Featurizer weights, but upstream {args.upstream} has {len(names)} "
+                f"layers ({', '.join(names)}): it was trained with another upstream or checkpoint; export it with "
+                "the -k it was trained with"
             )
     stored = checkpoint.get("layer_names")
     if isinstance(stored, (list, tuple)) and len(stored) == count:
@@ -177,3 +184,36 @@ def _csv(record: dict[str, Any]) -> str:
     for index, layer in enumerate(record["layers"]):
         writer.writerow([index, layer["name"], repr(layer["weight"]), repr(layer["raw"])])
     return buffer.getvalue()
+
+
+def load_layer_weights_file(path: str | Path) -> dict[str, Any]:
+    """Read and check a ``layer_weights.json`` (see the module docstring): strict JSON, one entry per layer name,
+    every weight a finite number.
+
+    Raises:
+        LayerWeightsError: naming the file and what is wrong.
+    """
+    path = Path(path)
+    remedy = "write it again with mrsuperb export-weights"
+    try:
+        data = loads_strict_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise LayerWeightsError(f"{path} is not readable JSON ({error}); {remedy}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("layers"), list) or not data["layers"]:
+        raise LayerWeightsError(f"{path} is not a layer_weights.json (no list of layers); {remedy}")
+    for key in ("upstream", "task"):
+        if not isinstance(data.get(key), str):
+            raise LayerWeightsError(f"{path}: '{key}' is {data.get(key)!r}, not a string; {remedy}")
+    seen: set[str] = set()
+    for number, layer in enumerate(data["layers"]):
+        if not isinstance(layer, dict) or not isinstance(layer.get("name"), str):
+            raise LayerWeightsError(f"{path}: layer entry {number} is {layer!r}, not a mapping with a name; {remedy}")
+        weight = layer.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not np.isfinite(weight):
+            raise LayerWeightsError(
+                f"{path}: the weight of layer {layer['name']} is {weight!r}, not a number; {remedy}"
+            )
+        if layer["name"] in seen:
+            raise LayerWeightsError(f"{path}: layer {layer['name']} is listed twice; {remedy}")
+        seen.add(layer["name"])
+    return data

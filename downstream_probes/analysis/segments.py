@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
-from downstream_probes.corpora.alignments import TextGridError, read_textgrid
+from downstream_probes.corpora.alignments import TextGridError, check_fits_audio, read_textgrid
 from upstream_mrhubert.errors import MrsuperbError
 
 AUDIO_SUFFIXES = (".flac", ".wav")
@@ -141,11 +142,15 @@ def read_segments(utterances: Sequence[Utterance], tier: str) -> list[Segment]:
         if utterance.alignment is None:
             raise CorpusLayoutError(f"no alignment for {utterance.audio}")
         try:
-            intervals = read_textgrid(utterance.alignment).tier(tier).intervals
+            grid = read_textgrid(utterance.alignment)
+            check_fits_audio(grid, soundfile.info(str(utterance.audio)).duration, str(utterance.alignment))
+            intervals = grid.tier(tier).intervals
         except KeyError as error:
             raise CorpusLayoutError(f"{utterance.alignment}: {error.args[0]}") from None
         except TextGridError as error:
             raise CorpusLayoutError(str(error)) from None
+        except (RuntimeError, OSError) as error:  # soundfile's own errors
+            raise CorpusLayoutError(f"{utterance.audio}: unreadable audio ({error})") from None
         for interval in intervals:
             label = _normalise(interval.label, tier)
             if label not in SILENCE_LABELS and interval.end > interval.start:

@@ -12,6 +12,7 @@ speaker j), and the score is Spearman's rho between these and the human similari
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ def read_spoken_sts(root: str | Path) -> list[STSPair]:
         )
     sides: dict[str, tuple[list[Path], list[Path]]] = {}
     similarity: dict[str, float] = {}
+    inside = root.resolve()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -100,22 +102,37 @@ def read_spoken_sts(root: str | Path) -> list[STSPair]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise STSInputError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise STSInputError(f"{path}:{number}: a {type(row).__name__}, not a JSON object with {', '.join(FIELDS)}")
         missing = [field for field in FIELDS if field not in row]
         if missing:
             raise STSInputError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
         key = f"{row['task']}_{row['subtask']}_{row['pair_id']}"
-        score = float(row["similarity"])
+        score = row["similarity"]
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise STSInputError(f"{path}:{number}: similarity {score!r} is not a finite number")
+        score = float(score)
         if similarity.setdefault(key, score) != score:
             raise STSInputError(f"{path}:{number}: pair {key} has similarity {score}, an earlier row {similarity[key]}")
         a, b = sides.setdefault(key, ([], []))
         for side, target in (("audio_a", a), ("audio_b", b)):
-            audio = root / row[side]
-            if not audio.is_file():
-                raise STSInputError(f"{path}:{number}: {side} {audio} not found")
-            target.append(audio)
+            target.append(_corpus_audio(root, inside, row[side], f"{path}:{number}: {side}"))
     if not sides:
         raise STSInputError(f"{path} holds no rows")
     return [STSPair(key, tuple(a), tuple(b), similarity[key]) for key, (a, b) in sides.items()]
+
+
+def _corpus_audio(root: Path, inside: Path, name: object, where: str) -> Path:
+    """``root / name`` when it is an existing file inside the corpus folder ``root`` (``inside``: resolved);
+    an absolute name, ``..`` or a link leading out of the corpus is refused, so a corpus file never reads elsewhere."""
+    if not isinstance(name, str) or not name:
+        raise STSInputError(f"{where} {name!r} is not a file name relative to {root}")
+    audio = root / name
+    if Path(name).is_absolute() or not audio.resolve().is_relative_to(inside):
+        raise STSInputError(f"{where} {name!r} leads outside the corpus folder {root}; name files inside it")
+    if not audio.is_file():
+        raise STSInputError(f"{where} {audio} not found")
+    return audio
 
 
 def spoken_sts_pair_score(vectors: Mapping[Path, np.ndarray], pairs: Sequence[STSPair]) -> float:

@@ -12,6 +12,7 @@ accepts TextGrids written by Praat or MFA in that format. ``textgrid_from_synthe
 from __future__ import annotations
 
 import codecs
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,6 +162,42 @@ def write_textgrid(path: str | Path, grid: TextGrid) -> Path:
 _TOKEN = re.compile(r'"((?:[^"]|"")*)"|([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(\[[^\]"]*\])|<exists>|<absent>')
 
 
+# Praat writes times with up to 17 significant digits; aligners round them to the millisecond
+TIME_TOLERANCE = 1e-3
+
+
+def _check_intervals(intervals: Sequence[Interval], where: str) -> None:
+    """Intervals in time order, each ending after it starts, none overlapping the one before."""
+    previous_end = -math.inf
+    for interval in intervals:
+        if not (math.isfinite(interval.start) and math.isfinite(interval.end)) or interval.end < interval.start:
+            raise TextGridError(
+                f"{where}: interval {interval.label!r} [{interval.start}, {interval.end}] is not a time span"
+            )
+        if interval.start < previous_end - TIME_TOLERANCE:
+            raise TextGridError(
+                f"{where}: interval {interval.label!r} [{interval.start}, {interval.end}] overlaps the previous one, "
+                f"which ends at {previous_end}; an alignment's intervals follow each other"
+            )
+        previous_end = interval.end
+
+
+def check_fits_audio(grid: TextGrid, seconds: float, source: str, tolerance: float = 0.02) -> None:
+    """Refuse an alignment whose intervals end after its audio (an alignment of another or a cut recording): their
+    segments would be pooled from frames that do not exist. ``tolerance`` allows one 20 ms frame of rounding.
+
+    Raises:
+        TextGridError: naming the file, the tier and both lengths.
+    """
+    for tier in grid.tiers:
+        end = max((interval.end for interval in tier.intervals), default=0.0)
+        if end > seconds + tolerance:
+            raise TextGridError(
+                f"{source}: tier {tier.name!r} runs to {end:.3f} s, but its audio is {seconds:.3f} s long; the "
+                "alignment belongs to another (or an uncut) recording: align the audio again"
+            )
+
+
 def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
     """Parse Praat's long (or short) text format: the values in order are all that matter."""
     tokens = []
@@ -191,6 +228,7 @@ def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
                 start, end, label = tokens[position : position + 3]
                 intervals.append(Interval(float(start), float(end), str(label)))
                 position += 3
+            _check_intervals(intervals, f"{source}: tier {name!r}")
             tiers.append(Tier(str(name), tuple(intervals)))
     except (IndexError, TypeError, ValueError) as error:
         if isinstance(error, TextGridError):

@@ -8,35 +8,34 @@ a moved folder re-created the old one. Here the folder is decided from the comma
 2. else the folder holding the checkpoint ``-e`` names (or ``-e FOLDER`` itself);
 3. else s3prl's own default, ``result/downstream/<-n>``.
 
-The run holds an advisory lock (``fcntl.flock``) on ``FOLDER/.run.lock`` while it runs, so a second run into the
-same folder stops at once, naming the holder's pid. The operating system drops the lock when the holder exits,
-crashes or is killed (-9 included), so a lock file left behind never blocks a later run.
+The run holds the folder's advisory lock (``upstream_mrhubert.output_folder.folder_lock`` on ``FOLDER/.run.lock``)
+while it runs, so a second run into the same folder (or a shared sweep or pre-training using it) stops at once,
+naming the holder's pid. The operating system drops the lock when the holder exits, crashes or is killed (-9
+included), so a lock file left behind never blocks a later run.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import sys
 import types
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from downstream_probes.s3prl.options import find_option, set_option
-from upstream_mrhubert.errors import MrsuperbError, UsageError
+from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.output_folder import LOCK_FILE, FolderLocked, folder_lock  # noqa: F401 (re-exported)
 
-LOCK_FILE = ".run.lock"
 S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
 MODE_OPTIONS = ("-m", "--mode")
 AUTO_RESUME_FLAGS = ("-a", "--auto_resume")
 
 
-class ExperimentLocked(MrsuperbError, ValueError):
-    """Another run holds the experiment folder."""
+ExperimentLocked = FolderLocked  # the name this module gave it first
 
 
 def default_mode(argv: Sequence[str]) -> list[str]:
@@ -124,37 +123,14 @@ def resolve_resume(argv: Sequence[str]) -> list[str]:
     return argv if find_option(argv, ("-p", "--expdir")) else [*argv, "-p", str(folder)]
 
 
-@contextmanager
-def experiment_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Hold the advisory lock of ``folder`` (created if needed) for the ``with`` block.
+def experiment_lock(folder: str | os.PathLike[str]) -> AbstractContextManager[Path]:
+    """Hold the advisory lock of ``folder`` (created if needed) for the ``with`` block (``folder_lock``: the one
+    lock ``probe-sweep --shared`` and ``mrsuperb pretrain`` take too); a folder holding a link is refused.
 
     Raises:
         ExperimentLocked: another process holds it; the message names the folder and the holder's pid.
     """
-    folder = Path(folder)
-    path = folder / LOCK_FILE
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (closed by the with below)
-    except OSError as error:
-        raise UsageError(
-            f"cannot use {folder} as the experiment folder ({error.strerror or error}); pass a writable folder with -p"
-        ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise ExperimentLocked(
-                f"{folder} is in use by another run (pid {holder}); wait for it to finish, or write this run into "
-                "another folder with -p"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield path
+    return folder_lock(folder, "-p")
 
 
 def is_leader_launch(environ: os._Environ[str] | dict[str, str] | None = None) -> bool:
@@ -192,3 +168,117 @@ def checkpoints_write_into(module: types.ModuleType, folder: Path) -> Iterator[N
         yield
     finally:
         module.torch = real
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# settings checked before the upstream is built
+
+RUNNER_STEPS = ("total_steps", "log_step", "eval_step", "save_step", "gradient_accumulate_steps")
+# what a checkpoint's state holds: the optimizer's and scheduler's settings live in their state dicts, the expert's
+# model settings in its weights' shapes, the arguments (upstream, layer) in the features the weights were fit to
+STATEFUL_OVERRIDES = ("config.optimizer.", "config.scheduler.", "config.downstream_expert.modelrc.", "args.")
+RESUMED_ARGS = (("-u", "--upstream"), ("-d", "--downstream"), ("-l", "--upstream_layer_selection"))
+
+
+class RunSettingsError(MrsuperbError, ValueError):
+    """A config value, override or resume that cannot work (named in the message)."""
+
+
+def check_runner_config(config: Any) -> None:
+    """Every step count s3prl's runner divides by or counts to is a whole number >= 1 (``-o
+    config.runner.save_step=0`` was a ZeroDivisionError after the upstream was built).
+
+    Raises:
+        RunSettingsError: naming the field.
+    """
+    runner = config.get("runner") if isinstance(config, dict) else None
+    if not isinstance(runner, dict):
+        raise RunSettingsError("the config has no runner section; start from recipes/superb/<task>/config.yaml")
+    for key in RUNNER_STEPS:
+        value = runner.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RunSettingsError(
+                f"config.runner.{key}={value!r} must be a whole number of at least 1; fix the config or pass "
+                f"-o config.runner.{key}=N"
+            )
+
+
+def parse_overrides(override: str) -> list[tuple[str, Any]]:
+    """s3prl's ``-o`` as (dotted key, value) pairs, the values read as s3prl reads them (a Python literal, else
+    the text)."""
+    import ast
+
+    pairs = []
+    for option in override.split(",,"):
+        key, separator, text = option.strip().partition("=")
+        if not separator or not key.strip():
+            raise RunSettingsError(f"-o {option!r}: expected config.FIELD=VALUE or args.FIELD=VALUE")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _saved_value(state: dict[str, Any], key: str) -> tuple[bool, Any]:
+    first, *rest = key.split(".")
+    node: Any = state.get("Config") if first == "config" else state.get("Args")
+    for name in rest:
+        if first == "args" and not isinstance(node, dict):
+            node = vars(node) if hasattr(node, "__dict__") else {}
+        if not isinstance(node, dict) or name not in node:
+            return False, None
+        node = node[name]
+    return True, node
+
+
+def check_resume_settings(argv: Sequence[str]) -> None:
+    """A training run resumed with ``-e``/``-a`` takes its arguments and config from the checkpoint (s3prl's rule);
+    an ``-o`` value the saved state holds (``STATEFUL_OVERRIDES``: optimizer, scheduler, the expert's model, the
+    arguments), ``-k``, ``-u``, ``-d`` or ``-l`` on the command line that contradicts them used to be recorded in
+    results.json while training went on with the saved ones (``-a -o config.optimizer.lr=0.5`` kept the optimizer
+    at 0.001). Refused, naming the fields. Other overrides (more ``total_steps``, a moved corpus) apply.
+
+    Raises:
+        RunSettingsError: naming each contradicted field and the checkpoint.
+    """
+    mode = find_option(argv, MODE_OPTIONS)
+    past = find_option(argv, ("-e", "--past_exp"))
+    if past is None or not past[1] or not Path(past[1]).is_file():
+        return
+    from upstream_mrhubert.checkpoints.io import read_restricted_pickle
+
+    # read through the allow-listed loader first, in every mode: a planted file is one error, not s3prl's
+    # raw UnpicklingError
+    path = Path(past[1])
+    state = read_restricted_pickle(path, remedy="resume from another checkpoint of the folder, or start afresh")
+    if not isinstance(state, dict):
+        raise RunSettingsError(f"{path} is not an s3prl checkpoint (a {type(state).__name__})")
+    if mode is None or mode[1] != "train":
+        return
+    differing = []
+    override = find_option(argv, ("-o", "--override"))
+    for key, value in parse_overrides(override[1]) if override is not None and override[1] else []:
+        if not key.startswith(STATEFUL_OVERRIDES):
+            continue  # e.g. more total_steps, a moved corpus: nothing saved holds them
+        found, saved = _saved_value(state, key)
+        if not found or saved != value:
+            differing.append(f"{key} ({saved!r} -> {value!r})" if found else f"{key} (not set -> {value!r})")
+    for names in (*RESUMED_ARGS, ("-k", "--upstream_ckpt")):
+        given = find_option(argv, names)
+        if given is None or given[1] is None:
+            continue
+        found, saved = _saved_value(state, f"args.{names[1].lstrip('-')}")
+        same = str(saved) == str(given[1])
+        if names[0] == "-k" and found and saved and Path(str(saved)).is_file() and Path(given[1]).is_file():
+            from upstream_mrhubert.output_folder import file_sha256
+
+            same = file_sha256(str(saved)) == file_sha256(given[1])
+        if found and not same:
+            differing.append(f"{names[0]} ({saved!r} -> {given[1]!r})")
+    if differing:
+        raise RunSettingsError(
+            f"{path} was trained with other settings than this resume asks for: {'; '.join(differing)}; resume "
+            "without them (the run goes on with its saved settings), or start a new run in another folder with -p"
+        )

@@ -3,14 +3,17 @@
 For small tasks the upstream forward dominates a sweep even when it is shared. ``--cache-features DIR`` runs the
 frozen upstream once over every utterance of the task's splits and stores each utterance's frames of every layer,
 ``[frames, layers, dim]`` in float16, one after the other in ``features.f16``; ``index.json`` maps each waveform's
-SHA-1 (of its float32 samples) to its offset and frame count. Training then reads the batch's rows instead of
+SHA-1 (of its float32 samples) to its offset and frame count, and holds the SHA-256 of ``features.f16`` taken
+while it was written: a cache whose bytes differ (cut short, or overwritten with other values of the same size) is
+rebuilt, never read. Training then reads the batch's rows instead of
 running the upstream. A waveform the cache has not seen (a dataset that crops at random each epoch) is run through
 the upstream as usual, so the cache never changes what a head sees except by float16 rounding.
 
 The cache lives in ``DIR/<key>/``; the key hashes the upstream identity, the SHA-256 of the checkpoint (and of the
 upstream options file), the corpus fingerprint (the expert's data settings and the content of every file they
 point at) and the state rate, so a different model, checkpoint or corpus never reads another's features. A cache is built
-in a temporary folder and renamed into place when complete.
+in a temporary folder (``.<key>.partial-<pid>``; those of killed builds are removed) and renamed into place when
+complete.
 """
 
 from __future__ import annotations
@@ -28,20 +31,18 @@ import torch
 from tqdm import tqdm
 
 from downstream_probes import tasks
-from upstream_mrhubert.atomic_io import write_json_atomic
-from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
+from upstream_mrhubert.errors import MrsuperbError, UsageError
+from upstream_mrhubert.output_folder import file_sha256, remove_stale_partials
 
-CACHE_FORMAT = "mrsuperb.feature_cache/1"
+
+class FeatureCacheError(MrsuperbError, ValueError):
+    """A feature cache that cannot be used (damaged, other settings, or not a folder); the message names it."""
+
+
+CACHE_FORMAT = "mrsuperb.feature_cache/2"  # /2: index.json holds the SHA-256 of features.f16
 INDEX_FILE = "index.json"
 DATA_FILE = "features.f16"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _paths_in(config: Any) -> Iterable[Path]:
@@ -101,17 +102,30 @@ class FeatureCache:
         folder: ``DIR/<key>``, as ``build`` left it.
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], description: dict[str, Any] | None = None) -> None:
         self.folder = Path(folder)
-        index = json.loads((self.folder / INDEX_FILE).read_text(encoding="utf-8"))
-        if index.get("format") != CACHE_FORMAT:
-            raise UsageError(f"{self.folder}: not a feature cache of format {CACHE_FORMAT}; delete the folder")
-        self.layers, self.dim = int(index["layers"]), int(index["dim"])
-        self.utterances: dict[str, tuple[int, int]] = {k: (int(o), int(n)) for k, (o, n) in index["utterances"].items()}
-        frames = int(index["frames"])
-        self.data = np.memmap(
-            self.folder / DATA_FILE, dtype=np.float16, mode="r", shape=(frames, self.layers, self.dim)
-        )
+        index_path, data_path = self.folder / INDEX_FILE, self.folder / DATA_FILE
+        try:
+            index = loads_strict_json(index_path.read_text(encoding="utf-8"))
+            if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
+                raise ValueError(f"not a feature cache index of format {CACHE_FORMAT}")
+            self.layers, self.dim = int(index["layers"]), int(index["dim"])
+            self.utterances: dict[str, tuple[int, int]] = {
+                str(k): (int(o), int(n)) for k, (o, n) in index["utterances"].items()
+            }
+            frames, checksum = int(index["frames"]), str(index["sha256"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise FeatureCacheError(f"{index_path} is unreadable or damaged ({error})") from None
+        if description is not None and index.get("key") != json.loads(json.dumps(description, default=str)):
+            raise FeatureCacheError(f"{index_path} was made with other settings than its folder name says")
+        expected = frames * self.layers * self.dim * 2
+        size = data_path.stat().st_size if data_path.is_file() else None
+        if size != expected:
+            raise FeatureCacheError(f"{data_path} holds {size} bytes, its index says {expected}: cut short or replaced")
+        # the bytes are checked against the checksum taken while they were written: same-size overwrites included
+        if file_sha256(data_path) != checksum:
+            raise FeatureCacheError(f"{data_path} is not the file the cache wrote (its SHA-256 differs)")
+        self.data = np.memmap(data_path, dtype=np.float16, mode="r", shape=(frames, self.layers, self.dim))
 
     def lookup(self, wavs: Sequence[torch.Tensor], device: str | torch.device) -> list[torch.Tensor] | None:
         """Every layer of the batch, ``layers`` tensors of ``[batch, frames, dim]`` (zero-padded, float32)."""
@@ -153,6 +167,7 @@ class FeatureCache:
         partial.mkdir(parents=True)
         utterances: dict[str, tuple[int, int]] = {}
         frames_written, layers, dim = 0, None, None
+        checksum = hashlib.sha256()
         try:
             with open(partial / DATA_FILE, "wb") as stream, torch.no_grad():
                 for wavs in tqdm(batches, desc="feature cache", unit="batch"):
@@ -168,6 +183,7 @@ class FeatureCache:
                         frames = min(stacked.shape[1], round(len(wav) / rate))
                         block = stacked[row, :frames].to("cpu", torch.float16).contiguous().numpy()
                         stream.write(block.tobytes())
+                        checksum.update(block.tobytes())
                         utterances[key] = (frames_written, frames)
                         frames_written += frames
             if layers is None:
@@ -182,6 +198,7 @@ class FeatureCache:
                     "rate": rate,
                     "feature": feature,
                     "key": description,
+                    "sha256": checksum.hexdigest(),
                     "utterances": utterances,
                 },
             )
@@ -192,7 +209,7 @@ class FeatureCache:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        return cls(folder)
+        return cls(folder, description)
 
 
 class CachedUpstream:
@@ -221,15 +238,28 @@ def cache_for_sweep(shared: Any, root: Path) -> CachedUpstream:
     from downstream_probes.s3prl.rng import RngState
 
     args, config = shared.args, shared.config
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise FeatureCacheError(f"--cache-features {root} is a file; give a folder (it is created if missing)")
     feature = args.upstream_feature_selection
     if feature != "hidden_states":
         raise UsageError(f"--cache-features stores hidden_states; it cannot serve -s {feature}")
     model = shared.upstream.model
     rate = int(model.get_downsample_rates(feature))
     description = describe_cache(args, config, rate)
-    folder = Path(root) / cache_key(description)
+    folder = root / cache_key(description)
     saved = RngState.capture()
-    if not (folder / INDEX_FILE).is_file():
+    if root.is_dir():
+        for stale in remove_stale_partials(root, ".*.partial-*"):
+            print(f"[shared sweep] - removed {stale}, left by a cache build that was killed")
+    cache = None
+    if (folder / INDEX_FILE).is_file():
+        try:
+            cache = FeatureCache(folder, description)
+        except FeatureCacheError as error:
+            print(f"[shared sweep] - rebuilding the feature cache: {error}")
+            shutil.rmtree(folder)
+    if cache is None:
         spec = shared.specs[0]
         probe = shared.new_head(spec, *shared.parsed[spec.name][:2])
         runner_cfg = config["runner"]
@@ -244,8 +274,8 @@ def cache_for_sweep(shared: Any, root: Path) -> CachedUpstream:
                     yield [torch.FloatTensor(wav).to(args.device) for wav in wavs]
 
         model.eval()
-        FeatureCache.build(folder, model, batches(), rate=rate, feature=feature, description=description)
+        cache = FeatureCache.build(folder, model, batches(), rate=rate, feature=feature, description=description)
         del probe
     saved.restore()
     print(f"[shared sweep] - features from the cache {folder}")
-    return CachedUpstream(FeatureCache(folder), model, feature, args.device)
+    return CachedUpstream(cache, model, feature, args.device)

@@ -193,6 +193,7 @@ def run(argv: Sequence[str]) -> None:
     argv = experiment.resolve_resume(experiment.default_mode(argv))
     s3prl_argv, layer_name = build_argv(argv)
     check_paths(s3prl_argv)
+    experiment.check_resume_settings(s3prl_argv)
     folder = experiment.experiment_folder(s3prl_argv)
 
     import s3prl.run_downstream as s3prl_run_downstream

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from downstream_probes import tasks as results_io
 from downstream_probes.corpora.checks import check_corpus
 from downstream_probes.paths import recipes_dir
+from downstream_probes.s3prl.experiment import check_runner_config
 from upstream_mrhubert.errors import UsageError
 
 LOGGER = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class ProbeRunnerMixin(_RunnerBase):
     requested_layer_name: str | None = None
 
     def __init__(self, args: Any, config: Any) -> None:
+        check_runner_config(config)  # before the upstream is built: a 0 here was a ZeroDivisionError in training
         expand_recipe_paths(config, recipes_dir())
         missing = unset_data_paths(config)
         if missing and args.mode != "inference":

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,16 +32,21 @@ import torch
 from tqdm import tqdm
 
 from downstream_probes import tasks
+from downstream_probes.s3prl.experiment import check_runner_config
 from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, temporary_logger
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 from upstream_mrhubert.errors import MrsuperbError, UsageError
+from upstream_mrhubert.output_folder import check_settings, file_identity, folder_lock, folder_locks
 
 WEIGHTED_SUM = "weighted_sum"
 STATE_DIR = "shared_state"
 STATE_FORMAT = 1
+SETTINGS_REMEDY = (
+    "rerun (or resume with -a) with the settings it was made with, or write this sweep into another folder with -p"
+)
 
 
 class SharedSweepError(MrsuperbError, RuntimeError):
@@ -214,6 +219,7 @@ class SharedSweep:
         self.upstream: Any = None
         # the upstream's arguments: a head's command line without -l, in the sweep folder
         self.args, self.config, _ = parse_run_args(head_argv(options, HeadSpec("", None)))
+        check_runner_config(self.config)
         self.specs: list[HeadSpec] = []
         self.passes: list[list[HeadSpec]] = []
         self.parsed: dict[str, tuple[Any, dict, list[str]]] = {}
@@ -238,6 +244,22 @@ class SharedSweep:
             if args.seed != self.args.seed or config["runner"] != self.config["runner"]:
                 raise UsageError(f"head {name}: seed or runner settings differ from the others; a sweep needs one")
         self.timing["setup"] += time.perf_counter() - started
+
+    def settings(self) -> dict[str, Any]:
+        """What makes this sweep's results (recorded in ``settings.json``; a rerun or ``-a`` must match it): the
+        upstream and its checkpoint's content, the heads and passes, the seed and s3prl's whole config (runner,
+        optimizer, expert; ``-c`` and ``-o`` applied)."""
+        return {
+            "command": "probe-sweep --shared",
+            "task": self.options.task,
+            "upstream": self.options.upstream,
+            "upstream_ckpt": file_identity(self.options.upstream_ckpt),
+            "model_config": file_identity(self.options.model_config),
+            "heads": [spec.name for spec in self.specs],
+            "passes": [[spec.name for spec in group] for group in self.passes],
+            "seed": self.args.seed,
+            "config": self.config,
+        }
 
     def build_head(self, spec: HeadSpec, init_ckpt: Path | None = None) -> Head:
         args, config, backup_files = self.parsed[spec.name]
@@ -613,7 +635,7 @@ class SharedSweep:
             state = self.latest_state(index) if self.options.resume else None
             if state is None or not state["finished"]:
                 if state is None:
-                    _refuse_stale_folders(self.sweep_dir, specs)
+                    _refuse_stale_folders(self.sweep_dir, specs, self.options.resume)
                 self.train_pass(index, specs, state)
                 state = self.latest_state(index)
             statuses = {spec.name: state["heads"].get(spec.name, {}) for spec in specs}
@@ -681,9 +703,14 @@ def _head_done(expdir: Path, evaluate: bool, test_split: str) -> bool:
     return not evaluate or test_split in results.get("evaluated_checkpoints", {})
 
 
-def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec]) -> None:
+def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec], resume: bool = False) -> None:
     for spec in specs:
         if list((sweep_dir / spec.name).glob("states-*.ckpt")):
+            if resume:
+                raise SharedSweepError(
+                    f"{sweep_dir / spec.name} holds checkpoints but {sweep_dir / STATE_DIR} has no saved state of "
+                    "its pass (deleted?): the heads cannot be resumed exactly; start afresh in another -p"
+                )
             raise FileExistsError(
                 f"{sweep_dir / spec.name} already holds checkpoints; resume the sweep with -a, or choose a new -p"
             )
@@ -728,7 +755,7 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
 
     Returns the sweep document and the finished ``SharedSweep`` (its ``timing`` and ``upstream_forwards``).
     """
-    from downstream_probes.s3prl import run_downstream
+    from downstream_probes.s3prl import experiment, run_downstream
     from downstream_probes.s3prl.sweep import new_document, run_entry
 
     spec = tasks.task_for(options.task)
@@ -736,15 +763,23 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
         raise UsageError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
     run_downstream.prepare_s3prl()
     sweep_dir = Path(options.sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    leader = experiment.is_leader_launch()
     shared = SharedSweep(options)
-    with s3prl_process(shared.args):
+    with folder_lock(sweep_dir) if leader else nullcontext(), s3prl_process(shared.args):
         shared.start()
-        if options.cache_features is not None:
-            from downstream_probes.s3prl.feature_cache import cache_for_sweep
+        heads = [sweep_dir / head.name for head in shared.specs]
+        # every layer folder under the lock run_downstream.py takes, so neither writes into the other's run
+        with folder_locks(heads) if leader else nullcontext():
+            if leader:
+                started = (sweep_dir / STATE_DIR).is_dir() or any(
+                    (folder / tasks.RESULTS_FILE).exists() or any(folder.glob("states-*.ckpt")) for folder in heads
+                )
+                check_settings(sweep_dir, shared.settings(), remedy=SETTINGS_REMEDY, started=started)
+            if options.cache_features is not None:
+                from downstream_probes.s3prl.feature_cache import cache_for_sweep
 
-            shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
-        shared.run(options.evaluate, spec.test_split)
+                shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
+            shared.run(options.evaluate, spec.test_split)
     all_layers, specs = shared.all_layers, shared.specs
 
     document = new_document(spec, options.upstream, options.upstream_ckpt)

@@ -19,6 +19,9 @@ from tqdm import tqdm
 
 from downstream_probes import tasks as results_io
 from upstream_mrhubert.errors import MrsuperbError, UsageError
+from upstream_mrhubert.output_folder import check_settings, file_identity, folder_lock
+
+SETTINGS_REMEDY = "rerun with the settings it was made with, or write this sweep into another folder with -p"
 
 BEST_CHECKPOINT_PATTERNS = ("*-best.ckpt", "best-states-*.ckpt")
 
@@ -97,12 +100,44 @@ def sweep(
     evaluate: bool = True,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Train (and evaluate) one probe per layer; returns the sweep document written to ``sweep.json``."""
+    """Train (and evaluate) one probe per layer; returns the sweep document written to ``sweep.json``.
+
+    The sweep folder is locked while it runs (each layer's run locks its own folder) and records its settings in
+    ``settings.json``: a rerun with another checkpoint, config or ``-o`` is refused, naming the fields, instead of
+    keeping the finished layers at the old settings and mixing both in ``sweep.json``."""
     spec = results_io.task_for(task)
     if spec is None:
         raise UsageError(f"unknown task {task!r}; choose one of {', '.join(results_io.TASKS)}")
     sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "command": "probe-sweep",
+        "task": spec.task,
+        "upstream": upstream,
+        "upstream_ckpt": file_identity(upstream_ckpt),
+        "model_config": file_identity(model_config),
+        "config": file_identity(config),
+        "override": override,
+    }
+    with folder_lock(sweep_dir, "-p"):
+        started = any((folder / results_io.RESULTS_FILE).exists() for folder in sweep_dir.iterdir() if folder.is_dir())
+        check_settings(sweep_dir, settings, remedy=SETTINGS_REMEDY, started=started)
+        return _sweep_layers(
+            spec, sweep_dir, upstream, upstream_ckpt, model_config, config, override, layers, evaluate, device
+        )
+
+
+def _sweep_layers(
+    spec: results_io.TaskSpec,
+    sweep_dir: Path,
+    upstream: str,
+    upstream_ckpt: str | None,
+    model_config: str | None,
+    config: str | None,
+    override: str | None,
+    layers: Sequence[str] | None,
+    evaluate: bool,
+    device: str | None,
+) -> dict[str, Any]:
     all_layers = upstream_layer_names(upstream, upstream_ckpt, model_config)
     chosen = list(layers) if layers else all_layers
     unknown = [name for name in chosen if name not in all_layers]

@@ -73,3 +73,30 @@ def test_analysis_reads_audio_through_the_checked_reader(tmp_path: Path) -> None
     with pytest.raises(AudioError, match=r"stereo\.wav.*2 channels"):
         read_audio(stereo)
     assert read_audio(_corpus(tmp_path / "c")[0].audio).shape == (1600,)
+
+
+def test_a_cache_entry_with_other_bytes_is_rebuilt_and_dead_builds_are_cleaned(tmp_path: Path) -> None:
+    """An entry overwritten with other values of the same size was read (T0 phone CCA 0.112 -> -0.010); a killed
+    build's temporary folder stayed forever (issue 24 item 7)."""
+    from downstream_probes.analysis.extraction import load_or_build
+
+    builds = []
+
+    def build(folder: Path) -> dict:
+        builds.append(folder)
+        np.save(folder / "layer_000.npy", np.arange(12, dtype=np.float32).reshape(4, 3))
+        return {"layer_names": ["T0"]}
+
+    cache = tmp_path / "cache"
+    entry = load_or_build(cache, "key", build)
+    assert len(builds) == 1 and load_or_build(cache, "key", build).layer("T0").sum() == 66
+    assert len(builds) == 1  # read, not rebuilt
+    array = np.load(entry.folder / "layer_000.npy")
+    np.save(entry.folder / "layer_000.npy", array * 0 - 1)  # same size, other values
+    dead = cache / f".other.partial-{2**22 + 99}"  # beyond pid_max: no process has it
+    dead.mkdir()
+    again = load_or_build(cache, "key", build)
+    assert len(builds) == 2 and again.layer("T0").sum() == 66
+    assert not dead.exists() and not any(p.name.startswith(".key.partial") for p in cache.iterdir())
+    (entry.folder / "meta.json").write_text('{"layer_names": ["T0"], "sha256": NaN')  # cut short
+    assert load_or_build(cache, "key", build).layer("T0").sum() == 66 and len(builds) == 3

@@ -241,3 +241,55 @@ def test_the_folder_comes_from_the_command_line(tmp_path: Path) -> None:
     assert experiment.experiment_folder(["-e", str(checkpoint)]) == checkpoint.parent
     assert experiment.experiment_folder(["-e", str(checkpoint), "-p", str(tmp_path / "p")]) == tmp_path / "p"
     assert experiment.experiment_folder(["-n", "x"]) == Path("result/downstream/x")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Issue 24 items 3, 5 and the runner's raw tracebacks
+
+
+@pytest.mark.parametrize("key", ["save_step", "log_step", "eval_step", "gradient_accumulate_steps", "total_steps"])
+def test_zero_runner_steps_are_named_before_the_upstream_is_built(
+    tiny_ic_run, tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    """-o config.runner.save_step=0 (log_step, gradient_accumulate_steps) was a ZeroDivisionError in training."""
+    data = _data_dir(tiny_ic_run.expdir.parent)
+    argv = _train_argv(tiny_ic_run.upstream_checkpoint, data, tmp_path / "zero", 1)
+    argv[-1] += f",,config.runner.{key}=0"
+    assert run_downstream.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"config.runner.{key}=0 must be a whole number of at least 1" in err and "Traceback" not in err
+
+
+def test_resume_with_settings_the_checkpoint_contradicts_is_refused(
+    copied_run, tiny_ic_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-a -o config.optimizer.lr=0.5 recorded lr 0.5 while the optimizer kept 0.001; -a -k OTHER.pt went on with
+    the saved upstream while naming the new one. More total_steps (nothing saved holds them) still resume."""
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+
+    _, copy, _ = copied_run
+    data = _data_dir(tiny_ic_run.expdir.parent)
+    before = _snapshot(copy)
+    argv = _train_argv(tiny_ic_run.upstream_checkpoint, data, copy, 3, "-a")
+    argv[argv.index("-o") + 1] += ",,config.optimizer.lr=0.5"
+    assert run_downstream.main(argv) == 2
+    assert "config.optimizer.lr (0.001 -> 0.5)" in capsys.readouterr().err
+    other = write_tiny_checkpoint(tmp_path / "other.pt", "base_2res", seed=1)
+    assert run_downstream.main(_train_argv(other, data, copy, 3, "-a")) == 2
+    assert f"-k ('{tiny_ic_run.upstream_checkpoint}' -> '{other}')" in capsys.readouterr().err
+    assert _snapshot(copy) == before
+
+
+def test_a_planted_link_in_the_folder_is_refused(
+    tiny_ic_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FOLDER/test_predict.csv -> elsewhere link made the expert overwrite elsewhere (issue 24 item 3)."""
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("keep me\n")
+    (folder / "test_predict.csv").symlink_to(elsewhere)
+    data = _data_dir(tiny_ic_run.expdir.parent)
+    assert run_downstream.main(_train_argv(tiny_ic_run.upstream_checkpoint, data, folder, 1)) == 2
+    assert "test_predict.csv is a symbolic link" in capsys.readouterr().err
+    assert elsewhere.read_text() == "keep me\n"

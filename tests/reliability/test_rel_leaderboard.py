@@ -89,3 +89,15 @@ def test_results_file_that_is_not_json_is_named(tmp_path: Path, capsys: pytest.C
     path.write_text('{"schema": "mrsuperb.results/1", "task": ')
     assert cli_main(["leaderboard", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+def test_out_with_a_name_too_long_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 300-character --out was an OSError traceback from is_dir (issue 24); a legal 245-character one is written."""
+    path = _run(tmp_path / "run")
+    too_long = tmp_path / ("x" * 300 + ".md")
+    assert cli_main(["leaderboard", str(path), "--out", str(too_long)]) == 2
+    err = capsys.readouterr().err
+    assert "at most 255" in err and "Traceback" not in err
+    legal = tmp_path / ("y" * 242 + ".md")
+    assert cli_main(["leaderboard", str(path), "--out", str(legal)]) == 0
+    assert legal.is_file()

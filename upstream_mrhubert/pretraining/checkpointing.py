@@ -14,6 +14,7 @@ fairseq file at its next save.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,8 @@ from typing import Any
 import torch
 
 from upstream_mrhubert.atomic_io import write_bytes_atomic
-from upstream_mrhubert.checkpoints.io import write_fairseq_checkpoint
-from upstream_mrhubert.errors import UsageError
-from upstream_mrhubert.pretraining.config import PretrainConfig
+from upstream_mrhubert.checkpoints.io import read_restricted_pickle, write_fairseq_checkpoint
+from upstream_mrhubert.pretraining.config import PretrainConfig, PretrainRunError
 from upstream_mrhubert.pretraining.network import MaskedPredictionModel
 from upstream_mrhubert.pretraining.prediction_heads import dictionary_symbols
 
@@ -71,12 +71,39 @@ def save(out: Path, state: ResumeState, model: MaskedPredictionModel, clusters: 
 
 
 def load_resume(out: Path) -> ResumeState | None:
-    """The saved state of the run in ``out``, or None when it has none."""
+    """The saved state of the run in ``out``, or None when it has none.
+
+    Read through the allow-listed unpickler (nothing in the file can run code); its fields, their types and the
+    finiteness of every weight are checked, so a damaged or planted file is one error naming it, never a traceback
+    deep in the loop or a run resumed into NaN steps.
+
+    Raises:
+        PretrainRunError: the file is unreadable or is not a resume state of ours.
+    """
     path = out / CHECKPOINT_DIR / RESUME
-    if not path.is_file():
+    if not path.exists():
         return None
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UsageError(f"{path} cannot be read ({error}); remove it to start the run again") from None
+    remedy = f"remove {path} (and {path.parent / LAST}) to start the run again, or choose another --out"
+    raw = read_restricted_pickle(path, remedy=remedy)
+    fields = {f.name for f in dataclasses.fields(ResumeState)}
+    if not isinstance(raw, dict):
+        raise PretrainRunError(f"{path} holds a {type(raw).__name__}, not a resume state; {remedy}")
+    if set(raw) != fields:
+        missing, extra = sorted(fields - set(raw)), sorted(map(str, set(raw) - fields))
+        raise PretrainRunError(f"{path}: not a resume state (missing {missing}, unknown {extra}); {remedy}")
+    expected = {"model": dict, "optimizer": dict, "history": list, "valid_history": list, "config": dict}
+    for name, kind in expected.items():
+        if not isinstance(raw[name], kind):
+            raise PretrainRunError(f"{path}: {name} is a {type(raw[name]).__name__}, not a {kind.__name__}; {remedy}")
+    if isinstance(raw["step"], bool) or not isinstance(raw["step"], int) or raw["step"] < 0:
+        raise PretrainRunError(f"{path}: step {raw['step']!r} is not a step number; {remedy}")
+    if raw["best_valid"] is not None and not isinstance(raw["best_valid"], float):
+        raise PretrainRunError(f"{path}: best_valid {raw['best_valid']!r} is not a number; {remedy}")
+    for name, value in raw["model"].items():
+        if not isinstance(value, torch.Tensor):
+            raise PretrainRunError(f"{path}: model weight {name} is a {type(value).__name__}; {remedy}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PretrainRunError(
+                f"{path}: model weight {name} holds NaN or infinite values (saved from a diverged run); {remedy}"
+            )
     return ResumeState(**raw)

@@ -24,6 +24,7 @@ MR-HuBERT checkpoint carries, so every checkpoint written here is read by the sa
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS, MultiresHubertConfig
+from upstream_mrhubert.audio import SAMPLE_RATE
+from upstream_mrhubert.config import FAIRSEQ_MODEL_DEFAULTS, FAIRSEQ_TASK_DEFAULTS, MIN_SAMPLES, MultiresHubertConfig
 from upstream_mrhubert.errors import MrsuperbError
 from upstream_mrhubert.precision import PRECISIONS
 
@@ -43,6 +45,14 @@ TARGET_KINDS = ("mfcc", "layer")
 
 class RecipeError(MrsuperbError, ValueError):
     """A pretraining recipe that cannot be used; the message names the file and the field."""
+
+
+class PretrainRunError(MrsuperbError, ValueError):
+    """A run folder, resume state or target file that cannot be used; the message names the file."""
+
+
+class PretrainDiverged(MrsuperbError, RuntimeError):
+    """Training reached a non-finite loss, gradient or weight; the last finite checkpoint is kept."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,15 @@ class LossSection:
     pred_nomask_weight: float = 0.0
     feature_pen_weight: float = 10.0
 
+    def validate(self, where: str) -> None:
+        # the logits are cosines divided by logit_temp: 0 makes every loss NaN, a negative one inverts the ranking
+        if not (math.isfinite(self.logit_temp) and self.logit_temp > 0):
+            raise RecipeError(f"{where}: loss.logit_temp={self.logit_temp} must be a positive number (fairseq: 0.1)")
+        for name in ("pred_masked_weight", "pred_nomask_weight", "feature_pen_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise RecipeError(f"{where}: loss.{name}={value} must be a finite number >= 0")
+
 
 @dataclass(frozen=True)
 class MaskingSection:
@@ -143,6 +162,13 @@ class TargetsSection:
             )
         if self.clusters < 2:
             raise RecipeError(f"{where}: targets.clusters={self.clusters} must be at least 2")
+        if self.fit_frames < self.clusters:
+            raise RecipeError(
+                f"{where}: targets.fit_frames={self.fit_frames} must be at least targets.clusters={self.clusters} "
+                "(k-means needs a frame per cluster; the default is 100000)"
+            )
+        if self.batch_size < 1:
+            raise RecipeError(f"{where}: targets.batch_size={self.batch_size} (k-means' mini-batch) must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -155,6 +181,19 @@ class DataSection:
     batch_size: int = 8
     train_splits: tuple[str, ...] = ("train-clean-100",)
     valid_splits: tuple[str, ...] = ("dev-clean",)
+
+    def validate(self, where: str) -> None:
+        if not (math.isfinite(self.min_seconds) and self.min_seconds * SAMPLE_RATE >= MIN_SAMPLES):
+            raise RecipeError(
+                f"{where}: data.min_seconds={self.min_seconds} must be at least {MIN_SAMPLES / SAMPLE_RATE} s (the "
+                f"CNN's first window, {MIN_SAMPLES} samples): shorter utterances give no frame"
+            )
+        if not (math.isfinite(self.crop_seconds) and self.crop_seconds >= self.min_seconds):
+            raise RecipeError(
+                f"{where}: data.crop_seconds={self.crop_seconds} must be at least data.min_seconds={self.min_seconds}"
+            )
+        if self.batch_size < 1:
+            raise RecipeError(f"{where}: data.batch_size={self.batch_size} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -178,6 +217,13 @@ class OptimSection:
             raise RecipeError(f"{where}: optim.precision={self.precision!r}; choose one of {tuple(PRECISIONS)}")
         if self.max_steps < 1 or self.warmup_steps < 0 or self.accumulate < 1:
             raise RecipeError(f"{where}: optim.max_steps >= 1, warmup_steps >= 0 and accumulate >= 1 are required")
+        for name in ("lr", "end_lr", "eps", "weight_decay", "clip_norm", "power"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name in ("lr", "clip_norm") and value == 0):
+                raise RecipeError(
+                    f"{where}: optim.{name}={value} must be a finite number > 0"
+                    + ("" if name in ("lr", "clip_norm") else " or 0")
+                )
 
 
 @dataclass(frozen=True)
@@ -187,6 +233,16 @@ class RunSection:
     valid_every: int = 100
     save_every: int = 100
     valid_batches: int = 8
+
+    def validate(self, where: str) -> None:
+        if self.seed < 0:
+            raise RecipeError(f"{where}: run.seed={self.seed} must be 0 or more")
+        for name in ("log_every", "valid_every", "save_every", "valid_batches"):
+            if getattr(self, name) < 1:
+                raise RecipeError(
+                    f"{where}: run.{name}={getattr(self, name)} must be at least 1"
+                    + (" (a validation from no batches has no loss)" if name == "valid_batches" else "")
+                )
 
 
 @dataclass(frozen=True)
@@ -220,9 +276,12 @@ class PretrainConfig:
 
     def validate(self, where: str = "the recipe") -> None:
         self.model.validate(where)
+        self.loss.validate(where)
         self.masking.validate(where)
         self.targets.validate(where)
+        self.data.validate(where)
         self.optim.validate(where)
+        self.run.validate(where)
         try:
             self.network_config()
         except ValueError as error:
@@ -293,8 +352,8 @@ class PretrainConfig:
             "label_rate": 50.0,
             "label_rate_ratios": m.label_rate_ratios,
             "labels": ["km"],
-            "max_sample_size": int(self.data.crop_seconds * 16000),
-            "min_sample_size": int(self.data.min_seconds * 16000),
+            "max_sample_size": int(self.data.crop_seconds * SAMPLE_RATE),
+            "min_sample_size": int(self.data.min_seconds * SAMPLE_RATE),
         }
         return model_cfg, task_cfg
 

@@ -16,9 +16,11 @@ order of ``<split>.tsv``) and ``dict.km.txt``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,11 +28,13 @@ import torchaudio
 from sklearn.cluster import MiniBatchKMeans
 from tqdm import tqdm
 
-from upstream_mrhubert.atomic_io import write_text_atomic
+from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.pretraining.data import FRAME_SAMPLES, SAMPLE_RATE, Manifest, frames_of
 
 MFCC_DIM = 39
+TARGETS_RECORD = "targets.json"
+TARGET_FILES = ("train.tsv", "train.km", "valid.tsv", "valid.km", "dict.km.txt")
 
 
 def mfcc_features(waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -169,3 +173,35 @@ def read_labels(folder: Path, split: str, manifest: Manifest) -> list[np.ndarray
     if len(rows) != len(manifest) or any(len(r) != frames_of(n) for r, n in zip(rows, manifest.lengths, strict=True)):
         return None
     return rows
+
+
+def record_targets(folder: Path, settings: dict[str, Any]) -> None:
+    """``targets.json``: the settings that made the targets and the SHA-256 of each file (written last)."""
+    from upstream_mrhubert.output_folder import file_sha256
+
+    files = {name: file_sha256(folder / name) for name in TARGET_FILES if (folder / name).is_file()}
+    write_json_atomic(folder / TARGETS_RECORD, {"settings": settings, "sha256": files})
+
+
+def stale_targets(folder: Path, settings: dict[str, Any]) -> str | None:
+    """Why the targets in ``folder`` cannot be reused for ``settings`` (None: they can): no record, other settings
+    (naming the fields), or a file whose content is not what was recorded."""
+    from upstream_mrhubert.output_folder import differing_fields, file_sha256
+
+    path = folder / TARGETS_RECORD
+    if not path.is_file():
+        return f"{path} is missing" if folder.is_dir() else "no targets yet"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        saved, sums = record["settings"], record["sha256"]
+        if not isinstance(saved, dict) or not isinstance(sums, dict):
+            raise TypeError("settings and sha256 must be mappings")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{path} is unreadable ({error})"
+    fields = differing_fields(saved, json.loads(json.dumps(settings)))
+    if fields:
+        return f"they were made with other settings: {'; '.join(fields)}"
+    for name in TARGET_FILES:
+        if not (folder / name).is_file() or sums.get(name) != file_sha256(folder / name):
+            return f"{folder / name} is not the file recorded in {path} (changed or missing)"
+    return None

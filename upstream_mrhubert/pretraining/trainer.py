@@ -36,8 +36,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.output_folder import differing_fields, file_identity, folder_lock
 from upstream_mrhubert.pretraining import checkpointing, records, targets
-from upstream_mrhubert.pretraining.config import PretrainConfig
+from upstream_mrhubert.pretraining.config import PretrainConfig, PretrainDiverged, PretrainRunError
 from upstream_mrhubert.pretraining.data import SAMPLE_RATE, BatchSampler, Manifest, merge, scan_split, step_generator
 from upstream_mrhubert.pretraining.network import MaskedPredictionModel
 from upstream_mrhubert.pretraining.schedule import build_optimizer, set_learning_rate
@@ -85,21 +86,53 @@ class PreparedData:
     info: dict[str, Any]
 
 
-def prepare_data(config: PretrainConfig, corpus: Path, out: Path, ddp: Distributed, progress: bool) -> PreparedData:
-    """Manifests of the training and validation splits and their k-means labels (made once, by rank 0)."""
+def targets_settings(config: PretrainConfig) -> dict[str, Any]:
+    """What makes the k-means targets (recorded in ``targets/targets.json``; reused targets must match it)."""
+    t = config.targets
+    return {
+        "kind": t.kind,
+        "clusters": t.clusters,
+        "checkpoint": file_identity(t.checkpoint) if t.kind == "layer" else None,
+        "layer": t.layer if t.kind == "layer" else None,
+        "fit_frames": t.fit_frames,
+        "batch_size": t.batch_size,
+        "seed": config.run.seed,
+        "min_seconds": config.data.min_seconds,
+    }
+
+
+def prepare_data(
+    config: PretrainConfig, corpus: Path, out: Path, ddp: Distributed, progress: bool, resuming: bool = False
+) -> PreparedData:
+    """Manifests of the training and validation splits and their k-means labels (made once, by rank 0).
+
+    Targets already in ``out/targets`` are reused only when their record (settings and file checksums) matches
+    this recipe and their rows match the corpus; else they are made again, or, when ``resuming``, refused: the
+    resumed model would train on other labels (k-means on another corpus gives other, permuted cluster ids)."""
     min_samples = int(config.data.min_seconds * SAMPLE_RATE)
     train = merge([scan_split(corpus, s, min_samples=min_samples) for s in config.data.train_splits])
     valid = merge([scan_split(corpus, s, min_samples=min_samples) for s in config.data.valid_splits])
     folder = out / TARGETS_DIR
-    if ddp.is_main and (
-        targets.read_labels(folder, "train", train) is None or targets.read_labels(folder, "valid", valid) is None
-    ):
-        _make_labels(config, train, valid, folder, progress)
+    settings = targets_settings(config)
+    if ddp.is_main:
+        stale = targets.stale_targets(folder, settings)
+        if stale is None and (
+            targets.read_labels(folder, "train", train) is None or targets.read_labels(folder, "valid", valid) is None
+        ):
+            stale = f"the corpus {corpus} is not the one they were made from (utterances added, removed or changed)"
+        if stale is not None and resuming:
+            raise PretrainRunError(
+                f"cannot resume the run in {out}: its targets in {folder} do not fit ({stale}); resuming would train "
+                "on other labels. Restore the corpus and recipe it started with, or start afresh in another --out"
+            )
+        if stale is not None:
+            _make_labels(config, train, valid, folder, progress)
+            targets.record_targets(folder, settings)
     _barrier(ddp)
     train_labels = targets.read_labels(folder, "train", train)
     valid_labels = targets.read_labels(folder, "valid", valid)
     if train_labels is None or valid_labels is None:
-        raise RuntimeError(f"the labels in {folder} do not match the corpus; remove {folder} and start again")
+        raise PretrainRunError(f"the labels in {folder} do not match the corpus; remove {folder} and start again")
     train_majority = int(np.bincount(np.concatenate(train_labels)).argmax())
     all_valid = np.concatenate(valid_labels)
     info = {
@@ -131,13 +164,26 @@ def _make_labels(config: PretrainConfig, train: Manifest, valid: Manifest, folde
         extractor = targets.layer_feature_extractor(t.checkpoint, t.layer)
     del progress  # extract_all shows its own bars
     train_features = targets.extract_all(train, extractor, desc=f"{t.kind} features (train)")
+    source = "the MFCCs" if t.kind == "mfcc" else f"state {t.layer} of {t.checkpoint}"
+    _check_finite(train_features, train, source)
     kmeans = targets.fit_kmeans(
         train_features, clusters=t.clusters, fit_frames=t.fit_frames, batch_size=t.batch_size, seed=config.run.seed
     )
     valid_features = targets.extract_all(valid, extractor, desc=f"{t.kind} features (valid)")
+    _check_finite(valid_features, valid, source)
     targets.write_labels(folder, "train", targets.assign(kmeans, train_features), train, t.clusters)
     targets.write_labels(folder, "valid", targets.assign(kmeans, valid_features), valid, t.clusters)
     np.save(folder / "kmeans_centers.npy", kmeans.cluster_centers_.astype(np.float32))
+
+
+def _check_finite(features: list[np.ndarray], manifest: Manifest, source: str) -> None:
+    """Refuse NaN or infinite features before k-means (sklearn's own error names no file, layer or checkpoint)."""
+    for index, values in enumerate(features):
+        if not np.isfinite(values).all():
+            raise PretrainRunError(
+                f"{source} gives NaN or infinite values for {manifest.paths[index]}; the k-means targets need finite "
+                "features (for targets.kind=layer, use a checkpoint that did not diverge)"
+            )
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -180,6 +226,8 @@ def validate(
     model: MaskedPredictionModel, batches: list[Any], config: PretrainConfig, device: torch.device
 ) -> dict[str, float]:
     """Loss and masked accuracy per head on the fixed validation batches (eval mode, fixed masks)."""
+    if not batches:
+        raise PretrainRunError("validation has no batch (run.valid_batches, or an empty validation split)")
     was_training = model.training
     model.eval()
     sums = records.MetricSums(heads=model.heads.num_heads)
@@ -189,6 +237,25 @@ def validate(
             sums.add(model(batch.waveforms.to(device), batch.targets.to(device), rng))
     model.train(was_training)
     return sums.summary()
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    """Every weight finite, with one device synchronisation (the sum of the per-tensor norms: a NaN or an infinity
+    anywhere makes it non-finite)."""
+    norms = torch._foreach_norm([p.detach() for p in model.parameters()])
+    return bool(torch.isfinite(torch.stack(norms).sum()))
+
+
+def _diverged(write: Callable[..., None], out: Path, step: int, reason: str) -> None:
+    """Stop a run whose loss, gradients or weights are no longer finite: ``results.json`` says ``diverged``, the
+    checkpoints of the last save (finite weights) are kept, and the caller gets one error."""
+    write("diverged", diverged_step=step)
+    last = out / checkpointing.CHECKPOINT_DIR / checkpointing.LAST
+    kept = f"the last finite checkpoint is {last}" if last.is_file() else "no checkpoint was saved before"
+    raise PretrainDiverged(
+        f"pretraining in {out} diverged at step {step} ({reason}); {kept}. Lower optim.lr, or check loss.logit_temp "
+        "and the targets"
+    )
 
 
 def _micro_batches(step: int, accumulate: int) -> Iterator[tuple[int, bool]]:
@@ -223,25 +290,35 @@ def train(
     if wanted.type == "cuda":
         wanted = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(wanted)
+    # one run at a time in OUT: the lock run_downstream.py and probe-sweep take (rank 0 holds it for all)
+    with folder_lock(out, "--out") if ddp.is_main else contextlib.nullcontext():
+        return _train(config, corpus, out, ddp, wanted, resume=resume, recipe=recipe, progress=progress)
 
+
+def _train(
+    config: PretrainConfig,
+    corpus: Path,
+    out: Path,
+    ddp: Distributed,
+    wanted: torch.device,
+    *,
+    resume: bool,
+    recipe: str | None,
+    progress: bool,
+) -> dict[str, Any]:
     saved = checkpointing.load_resume(out) if resume else None
     if not resume and (out / records.RESULTS_FILE).exists():
-        raise UsageError(f"{out} already holds a pretraining run; pass -a to resume it or choose another --out")
+        raise PretrainRunError(f"{out} already holds a pretraining run; pass -a to resume it or choose another --out")
     if saved is not None and saved.config != config.as_dict():
-        changed = sorted(
-            f"{section}.{key}"
-            for section, values in config.as_dict().items()
-            for key, value in values.items()
-            if saved.config.get(section, {}).get(key) != value
-        )
-        raise UsageError(
-            f"the run in {out} was started with another config (differs in {', '.join(changed)}); resume it with "
+        changed = differing_fields(saved.config, config.as_dict())
+        raise PretrainRunError(
+            f"the run in {out} was started with another config (differs in {'; '.join(changed)}); resume it with "
             "the same recipe and --max-steps, or choose another --out"
         )
     if ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    data = prepare_data(config, corpus, out, ddp, progress)
+    data = prepare_data(config, corpus, out, ddp, progress, resuming=saved is not None)
     clusters = config.targets.clusters
     model = initial_model(config).to(wanted)
     if ddp.is_main and saved is None:
@@ -252,10 +329,17 @@ def train(
     history: list[dict[str, Any]] = []
     valid_history: list[dict[str, Any]] = []
     if saved is not None:
-        model.load_state_dict(saved.model)
-        optimizer.load_state_dict(saved.optimizer)
-        if scaler is not None and saved.scaler is not None:
-            scaler.load_state_dict(saved.scaler)
+        try:
+            model.load_state_dict(saved.model)
+            optimizer.load_state_dict(saved.optimizer)
+            if scaler is not None and saved.scaler is not None:
+                scaler.load_state_dict(saved.scaler)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+            path = out / checkpointing.CHECKPOINT_DIR / checkpointing.RESUME
+            raise PretrainRunError(
+                f"{path} does not fit this recipe's model ({str(error).splitlines()[0]}); remove it to start the run "
+                "again, or choose another --out"
+            ) from None
         start_step = saved.step
         best_valid = saved.best_valid if saved.best_valid is not None else math.inf
         history = [h for h in saved.history if h["step"] <= start_step]
@@ -320,8 +404,9 @@ def train(
         )
         checkpointing.save(out, state, model, clusters, best=best)
 
-    def write(status: str) -> None:
+    def write(status: str, **extra: Any) -> None:
         payload.update(
+            **extra,
             status=status,
             steps_done=step,
             max_steps=optim.max_steps,
@@ -361,11 +446,16 @@ def train(
         if scaler is not None:
             scaler.unscale_(optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm))
+        # fp16's scaler skips steps with infinite gradients by design; elsewhere they mean the run diverged
+        if scaler is None and not math.isfinite(grad_norm):
+            _diverged(write, out, step + 1, f"the gradient norm is {grad_norm}")
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
-        elif math.isfinite(grad_norm):
+        else:
             optimizer.step()
+        if not _finite_weights(model):
+            _diverged(write, out, step + 1, "a weight became NaN or infinite")
         step += 1
         train_seconds += time.perf_counter() - began
         bar.update(1)

@@ -36,14 +36,13 @@ def _layer_weight_files(board: Leaderboard) -> dict[str, dict[str, Path]]:
 
 
 def _read_layer_weights(path: Path) -> tuple[list[str], list[float]]:
+    from downstream_probes.analysis.layer_weights import LayerWeightsError, load_layer_weights_file
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        layers = data["layers"]
-        return [str(layer["name"]) for layer in layers], [float(layer["weight"]) for layer in layers]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise LeaderboardError(
-            f"{path} is not a layer_weights.json ({error}); re-run mrsuperb export-weights"
-        ) from None
+        layers = load_layer_weights_file(path)["layers"]
+    except LayerWeightsError as error:
+        raise LeaderboardError(str(error)) from None
+    return [layer["name"] for layer in layers], [float(layer["weight"]) for layer in layers]
 
 
 def _png(figure: Any) -> bytes:

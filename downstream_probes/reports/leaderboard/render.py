@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import os
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def _relative_path(path: Path, base_dir: Path | None) -> str:
         return Path(os.path.relpath(path, base_dir.resolve())).as_posix()
     except ValueError:  # another drive on Windows
         return str(path)
+
+
+def _href(path: str) -> str:
+    """A link to a file path that a browser can only read as that file: every character but letters, digits,
+    ``/`` and ``_.-~`` percent-encoded, so a folder named ``javascript:...`` (or ``data:``, ``?``, ``#``) never
+    becomes a scheme, a query or a fragment; an absolute path becomes a ``file:`` URL."""
+    quoted = urllib.parse.quote(Path(path).as_posix(), safe="/")
+    return "file://" + quoted if quoted.startswith("/") else quoted
 
 
 def _markdown_cell(text: str) -> str:
@@ -242,7 +251,7 @@ def render_html(
             text = esc(_cell_text(cell, column))
             parts.append(
                 f'<td class="{css}" data-key="{esc(column.key)}" data-source="{esc(source)}" '
-                f'title="{esc(tooltip)}"><a href="{esc(source)}">'
+                f'title="{esc(tooltip)}"><a href="{esc(_href(source))}">'
                 + (f"<strong>{text}</strong>" if cell.best else text)
                 + "</a></td>"
             )
@@ -299,6 +308,8 @@ def write_leaderboard(
         raise LeaderboardError(
             "--profile is shown in md and html output only; the profile's own JSON holds its numbers for CSV users"
         )
+    if out is not None:
+        _check_out(Path(out))
     board = load_leaderboard(paths, sort_by=sort_by)
     # Written files link relative to their own folder; printed tables show paths under the current folder
     # relative to it, others absolute.
@@ -338,10 +349,24 @@ def write_leaderboard(
     return text
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be written before anything is read: a folder, a name too long for the file
+    system (which ``is_dir`` itself reports as an OSError)."""
+    if len(out.name.encode("utf-8")) > 255:
+        raise LeaderboardError(
+            f"--out {out}: the file name is {len(out.name.encode())} bytes long; at most 255 are allowed"
+        )
+    try:
+        is_dir = out.is_dir()
+    except OSError as error:
+        raise LeaderboardError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    if is_dir:
+        raise LeaderboardError(f"--out {out} is a folder; give a file name, e.g. {out / 'leaderboard.md'}")
+
+
 def _write_out(out: Path, text: str) -> None:
     """Write the rendered board to ``out``; a folder or an unwritable place is one clear error."""
-    if out.is_dir():
-        raise LeaderboardError(f"--out {out} is a folder; give a file name, e.g. {out / 'leaderboard.md'}")
+    _check_out(out)
     try:
         write_text_atomic(out, text)
     except OSError as error:
