@@ -58,6 +58,7 @@ from downstream_probes.analysis.pwcca import cca_protocol, cca_score
 from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
+from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError
 
 SCHEMA = "mrsuperb.analysis/1"
@@ -595,7 +596,7 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
     audio = list(dict.fromkeys(p for pair in pairs for p in (*pair.audio_a, *pair.audio_b)))
     utterances = [segments.Utterance(str(path.relative_to(sts_root)), path, None) for path in audio]
     whole = [
-        segments.Segment(i, 0.0, soundfile.info(str(u.audio)).frames / 16_000, u.utt_id)
+        segments.Segment(i, 0.0, soundfile.info(str(u.audio)).frames / SAMPLE_RATE, u.utt_id)
         for i, u in enumerate(utterances)
     ]
     description = {

@@ -38,6 +38,7 @@ from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_me
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
 from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
+from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.output_folder import file_sha256, remove_stale_partials
 
@@ -270,7 +271,7 @@ def build_layers(
     needed = sorted({u for rows in rows_of.values() for u in rows} | frame_set)
     if not needed:
         raise UsageError("nothing to extract: the sample is empty")
-    pooled: dict[str, list[np.ndarray]] = {}
+    pooled: dict[str, list[np.memmap]] = {}  # one memory-mapped array per layer and span kind
     frames = _FrameWriter(folder, "") if frame_set else None
     cnn_frames = _FrameWriter(folder, "cnn_") if frame_set and cnn is not None else None
     names: list[str] = []
@@ -299,7 +300,7 @@ def build_layers(
             target = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] == len(rows) - 1 else rows
             for layer, state in enumerate(states):
                 pooled[kind][layer][target] = pool_segments(
-                    state.features, state.stride / 16_000, times, middle_third=kind in middle_third
+                    state.features, state.stride / SAMPLE_RATE, times, middle_third=kind in middle_third
                 )
         if index in frame_set:
             mel = log_mel(audio).astype(np.float32)

@@ -152,7 +152,7 @@ class _TorchLoadingInto(types.ModuleType):
 
 
 @contextmanager
-def checkpoints_write_into(module: types.ModuleType, folder: Path) -> Iterator[None]:
+def checkpoints_write_into(module: Any, folder: Path) -> Iterator[None]:
     """While the block runs, every checkpoint s3prl's ``module`` (``s3prl.run_downstream``) loads says its
     experiment folder is ``folder``: the stored ``Args.expdir`` of a copied or moved folder is never used."""
     real = module.torch

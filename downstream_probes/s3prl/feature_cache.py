@@ -129,8 +129,9 @@ class FeatureCache:
 
     def lookup(self, wavs: Sequence[torch.Tensor], device: str | torch.device) -> list[torch.Tensor] | None:
         """Every layer of the batch, ``layers`` tensors of ``[batch, frames, dim]`` (zero-padded, float32)."""
-        found = [self.utterances.get(waveform_key(wav)) for wav in wavs]
-        if any(entry is None for entry in found):
+        looked_up = [self.utterances.get(waveform_key(wav)) for wav in wavs]
+        found = [entry for entry in looked_up if entry is not None]
+        if len(found) < len(looked_up):
             return None
         longest = max(frames for _, frames in found)
         batch = torch.zeros(self.layers, len(wavs), longest, self.dim)
