@@ -179,7 +179,9 @@ def test_sd_writes_kaldi_folders_from_libri2mix(tmp_path: Path) -> None:
     assert (dev / "utt2spk").read_text().splitlines()[2] == f"{mix}_000050_002250 201"
     assert (dev / "spk2utt").read_text() == f"101 {mix} {mix}\n201 {mix}\n"
     assert (dev / "reco2dur").read_text() == f"{mix} 2.5\n"
-    assert (dev / "rttm").read_text().splitlines()[0] == f"SPEAKER\t{mix}\t1\t0.37\t1.3399999999999999\t<NA>\t<NA>\t101\t<NA>"
+    assert (dev / "rttm").read_text().splitlines()[
+        0
+    ] == f"SPEAKER\t{mix}\t1\t0.37\t1.3399999999999999\t<NA>\t<NA>\t101\t<NA>"
 
 
 def test_sd_scores_its_own_reference_as_perfect(tmp_path: Path) -> None:
@@ -209,3 +211,77 @@ def test_checked_tasks_name_the_missing_part(tmp_path: Path) -> None:
         prepare("ic", tmp_path, tmp_path / "out")
     with pytest.raises(PrepareError, match="--rttm-dir is for sd"):
         prepare("ic", tmp_path, tmp_path / "out", rttm_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# run_downstream.py without prepared data: one line, before s3prl (and so the upstream) is loaded
+
+_PREFLIGHT = """
+import sys
+from downstream_probes.s3prl import run_downstream
+status = run_downstream.main(sys.argv[1:])
+print(status, "s3prl" in sys.modules, "s3prl.run_downstream" in sys.modules)
+"""
+
+
+def _run_without_data(tmp_path: Path, task: str, override: str) -> tuple[str, str]:
+    import os
+    import subprocess
+    import sys
+
+    from downstream_probes.paths import recipes_dir
+
+    argv = ["-m", "train", "-u", "mrhubert_local", "-k", str(tmp_path / "never_read.pt"), "-d", task,
+            "-c", str(recipes_dir() / "quick" / task / "config.yaml"), "-p", str(tmp_path / "exp"), "-o", override]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _PREFLIGHT, *argv], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    return done.stdout.strip(), done.stderr.strip()
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_asr_without_len_for_bucket_stops_before_s3prl(tmp_path: Path, state: str) -> None:
+    raw = write_librispeech(tmp_path / "raw")
+    bucket = tmp_path / "len_for_bucket"
+    if state == "empty":
+        bucket.mkdir()
+        (bucket / "train-clean-100.csv").write_text(",file_path,length,label\n")
+    override = (
+        f"config.downstream_expert.datarc.libri_root='{raw / 'LibriSpeech'}',,"
+        f"config.downstream_expert.datarc.bucket_file='{bucket}'"
+    )
+    stdout, stderr = _run_without_data(tmp_path, "asr", override)
+    assert stdout == "2 False False"  # exit status 2; s3prl never imported, so no upstream was built
+    assert len(stderr.splitlines()) == 1
+    named = bucket if state == "missing" else bucket / "train-clean-100.csv"
+    assert f"{named} {'not found' if state == 'missing' else 'has no rows'}" in stderr
+    assert "mrsuperb prepare asr --raw" in stderr
+
+
+def _loaderrc(folder: str) -> str:
+    """The three ``loaderrc.<split>_dir`` overrides, ``folder`` holding ``{split}`` (and ``{d}``, the test folder)."""
+    return ",,".join(
+        f"config.downstream_expert.loaderrc.{split}_dir='{{d}}/{folder.replace('{split}', split)}'"
+        for split in ("train", "dev", "test")
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "override", "named"),
+    [
+        ("se", _loaderrc("wav16k/{split}"), "wav16k/train/noisy/wav.scp"),
+        ("sd", _loaderrc("{split}"), "train/wav.scp"),
+        (
+            "ks",
+            (
+                "config.downstream_expert.datarc.speech_commands_root='{d}/sc',,"
+                "config.downstream_expert.datarc.speech_commands_test_root='{d}/sc_test'"
+            ),
+            "sc/_background_noise_",
+        ),
+    ],
+)
+def test_other_tasks_without_prepared_data_stop_before_s3prl(tmp_path: Path, task: str, override: str, named: str):
+    stdout, stderr = _run_without_data(tmp_path, task, override.format(d=tmp_path))
+    assert stdout == "2 False False"
+    assert f"{tmp_path / named} not found" in stderr and f"mrsuperb prepare {task} --raw" in stderr
