@@ -4,8 +4,9 @@ it (``enhancement_stft/scripts/Voicebank/data_prepare.py``).
 ``prepare_voicebank(raw, out)``:
 
 1. 16 kHz audio: ``{clean,noisy}_{trainset_28spk,testset}_wav/`` (48 kHz) are resampled into
-   ``out/{clean,noisy}_{trainset_28spk,testset}_wav_16k/`` (polyphase, scipy's ``resample_poly``; 16-bit PCM), as
-   s3prl's SUPERB docs ask (they follow SpeechBrain's ``download_vctk``). A folder that already exists at 16 kHz in
+   ``out/{clean,noisy}_{trainset_28spk,testset}_wav_16k/`` (16-bit PCM) as s3prl's SUPERB docs ask: they follow
+   SpeechBrain's ``download_vctk``, which resamples with torchaudio's ``Resample`` (windowed sinc, its defaults);
+   so does this step (``torchaudio.functional.resample``). A folder that already exists at 16 kHz in
    ``raw`` (``..._wav_16k/``, s3prl's preprocessed archive) is used where it lies. A file already resampled is
    kept (the step is idempotent).
 2. Kaldi lists: ``out/wav16k/{train,dev,test}/{clean,noisy}/{wav.scp,utt2spk,spk2utt}``, one line per utterance
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
+import torch
+import torchaudio
 from tqdm import tqdm
 
 from downstream_probes.corpora.prepare.common import (
@@ -56,11 +58,11 @@ def resample_file(source: Path, target: Path, rate: int = SAMPLE_RATE) -> None:
         done = soundfile.info(str(target))
         if done.samplerate == rate and done.frames == expected:
             return
-    audio, _ = soundfile.read(str(source), dtype="float64", always_2d=True)
+    audio, _ = soundfile.read(str(source), dtype="float32", always_2d=True)
     if audio.shape[1] != 1:
         raise PrepareError(f"{source} has {audio.shape[1]} channels; VoiceBank-DEMAND is mono: download it again")
-    resampled = resample_poly(audio[:, 0], up, down)
-    samples = np.clip(np.rint(resampled * 32768.0), -32768, 32767).astype(np.int16)
+    resampled = torchaudio.functional.resample(torch.from_numpy(audio[:, 0]), int(info.samplerate), rate).numpy()
+    samples = np.clip(np.rint(resampled.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     with atomic_output(target) as stream:
         soundfile.write(stream, samples, rate, subtype="PCM_16", format="WAV")
 
