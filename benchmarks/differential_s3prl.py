@@ -62,8 +62,11 @@ EXPECTED_CONFIG_DIFFERENCES = {  # (task, key prefix): why
     (
         "asr",
         "downstream_expert.datarc.decoder_args.kenlm_model",
-    ): "s3prl's authors' local LM path; SUPERB scores without LM",
-    ("asr", "downstream_expert.datarc.decoder_args.lexicon"): "s3prl's authors' local lexicon path",
+    ): "unused (decoder_type None, as in the official config); the official value is its authors' local path",
+    (
+        "asr",
+        "downstream_expert.datarc.decoder_args.lexicon",
+    ): "unused (decoder_type None); the official value is its authors' local path",
     ("sf", "downstream_expert.corpus.path"): "data path",
     ("sf", "downstream_expert.text.slots_file"): "data path",
     ("sf", "downstream_expert.text.vocab_file"): "the same vocabulary, under recipes/",

@@ -22,8 +22,8 @@ Dataset layouts (``docs/tasks.md`` describes each in full):
   --snips           Audio SNIPS root (train/valid/test audio, all.iob.snips.txt, slots.txt)
   --fsc             fluent_speech_commands_dataset/ (data/{train,valid,test}_data.csv, wavs/)
   --speech-commands speech_commands_v0.01/ ; --speech-commands-test speech_commands_test_set_v0.01/
-  --voicebank       folder with {train,dev,test}/{noisy,clean}/wav.scp (s3prl's VoiceBank-DEMAND preparation)
-  --sd              folder with {train,dev,test}/ Kaldi data dirs of LibriMix (wav.scp, segments, utt2spk, rttm, ...)
+  --voicebank       folder with {train,dev,test}/{noisy,clean}/wav.scp: PREPARED/wav16k of ``mrsuperb prepare se``
+  --sd              folder with {train,dev,test}/ Kaldi data dirs of Libri2Mix: PREPARED of ``mrsuperb prepare sd``
 A task whose dataset option is not given is skipped (and its leaderboard cells stay empty).
 
 Example::
@@ -31,7 +31,7 @@ Example::
     python recipes/paper_2410.23955/reproduce.py --checkpoints ~/ckpt --librispeech /data/LibriSpeech \\
         --alignments /data/librispeech_alignments --snips /data/SNIPS --fsc /data/fluent_speech_commands_dataset \\
         --speech-commands /data/speech_commands_v0.01 --speech-commands-test /data/speech_commands_test_set_v0.01 \\
-        --voicebank /data/voicebank --sd /data/librimix_sd --out runs/paper_2410.23955
+        --voicebank /data/prepared/se/wav16k --sd /data/prepared/sd --out runs/paper_2410.23955
 """
 
 from __future__ import annotations
