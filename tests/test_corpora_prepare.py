@@ -285,3 +285,77 @@ def test_other_tasks_without_prepared_data_stop_before_s3prl(tmp_path: Path, tas
     stdout, stderr = _run_without_data(tmp_path, task, override.format(d=tmp_path))
     assert stdout == "2 False False"
     assert f"{tmp_path / named} not found" in stderr and f"mrsuperb prepare {task} --raw" in stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a real recording: pyannote.audio 4.0.7's sample.wav (30 s, two speakers who overlap) with its reference
+# sample.rttm, read from the wheel that `make fixtures` downloads (pip download --no-deps; not installed). Licence:
+# MIT (pyannote_audio-4.0.7.dist-info/licenses/LICENSE, "Copyright (c) 2020 CNRS"); the wheel does not say where
+# the recording itself comes from.
+
+PYANNOTE_WHEEL = Path(__file__).parent / ".fixtures" / "pyannote_audio-4.0.7-py3-none-any.whl"
+
+
+@pytest.fixture(scope="module")
+def pyannote_sample() -> dict[str, bytes]:
+    import os
+    import zipfile
+
+    if not PYANNOTE_WHEEL.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{PYANNOTE_WHEEL} missing: `make fixtures` downloads it (make test does)")
+        pytest.skip(f"{PYANNOTE_WHEEL} missing: run `make fixtures` (pip download --no-deps pyannote.audio==4.0.7)")
+    with zipfile.ZipFile(PYANNOTE_WHEEL) as wheel:
+        return {name: wheel.read(f"pyannote/audio/sample/sample.{name}") for name in ("wav", "rttm")}
+
+
+def test_sd_preparation_and_der_on_a_real_conversation(tmp_path: Path, pyannote_sample: dict[str, bytes]) -> None:
+    """The real conversation as a Libri2Mix mixture (its two speakers as the two sources): prepared, read by s3prl's
+    own KaldiData, and scored against pyannote's reference with our DER."""
+    from s3prl.downstream.diarization.dataset import KaldiData
+
+    from downstream_probes.corpora.checks import read_audio
+    from downstream_probes.s3prl.diarization import diarization_error_rate, read_reco2dur, read_rttm
+
+    speakers = {"speaker90": ("90", "1-0000"), "speaker91": ("91", "2-0000")}  # label -> (LibriSpeech-style id, reco)
+    mix_id = "90-1-0000_91-2-0000"
+    raw = tmp_path / "raw"
+    wav = raw / "Libri2Mix" / "wav16k" / "max" / "test" / "mix_both" / f"{mix_id}.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(pyannote_sample["wav"])
+    audio, rate = read_audio(wav)
+    metadata = raw / "Libri2Mix" / "wav16k" / "max" / "metadata"
+    metadata.mkdir(parents=True)
+    rttm_dir = raw / "metadata" / "LibriSpeech"
+    rttm_dir.mkdir(parents=True)
+    reference_lines = pyannote_sample["rttm"].decode().splitlines()
+    sources = []
+    for line in reference_lines:
+        fields = line.split()
+        speaker, reco = speakers[fields[7]]
+        sources.append(f"SPEAKER {reco} 1 {fields[3]} {fields[4]} <NA> <NA> {speaker} <NA> <NA>")
+    for mixtures, rttm in (
+        ("train-100", "train_clean_100.rttm"),
+        ("dev", "dev_clean.rttm"),
+        ("test", "test_clean.rttm"),
+    ):
+        row = f"{mix_id},/gen/Libri2Mix/wav16k/max/test/mix_both/{mix_id}.wav,s1,s2,noise,{audio.shape[1]}"
+        (metadata / f"mixture_{mixtures}_mix_both.csv").write_text(
+            "mixture_ID,mixture_path,source_1_path,source_2_path,noise_path,length\n" + row + "\n"
+        )
+        (rttm_dir / rttm).write_text("\n".join(sources) + "\n")
+    prepare("sd", raw, tmp_path / "out")
+    test = tmp_path / "out" / "test"
+
+    data = KaldiData(str(test))  # s3prl's own reader of the prepared folder
+    assert rate == 16000 and data.reco2dur[mix_id] == 30.0
+    assert sorted(data.spk2utt) == ["90", "91"] and len(data.segments[mix_id]) == len(reference_lines)
+    (tmp_path / "reference.rttm").write_bytes(pyannote_sample["rttm"])
+    reference = {mix_id: read_rttm(tmp_path / "reference.rttm")["sample"]}
+    prepared = read_rttm(test / "rttm")
+    durations = read_reco2dur(test / "reco2dur")
+    assert diarization_error_rate(reference, prepared, durations) == pytest.approx(0.0, abs=1e-9)
+    one_speaker = {mix_id: prepared[mix_id].subset(["90"])}  # speaker 91's turns missed
+    missed = sum(s.duration for s, _, label in reference[mix_id].itertracks(yield_label=True) if label == "speaker91")
+    total = sum(s.duration for s, _ in reference[mix_id].itertracks())
+    assert diarization_error_rate(reference, one_speaker, durations) == pytest.approx(missed / total, abs=1e-6)
