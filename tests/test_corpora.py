@@ -59,20 +59,11 @@ def corpus(tmp_path_factory):
     return get
 
 
-def _merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def _expert(task: str, root: Path, expdir: Path):
     """s3prl's downstream expert for ``task``, configured by our quick recipe plus the corpus's overrides."""
     s3prl_compat.apply()
     config = yaml.safe_load((recipes_dir() / "quick" / task / "config.yaml").read_text())["downstream_expert"]
-    _merge(config, s3prl_overrides(root))
+    api.merge_config(config, s3prl_overrides(root))
     module = importlib.import_module(f"s3prl.downstream.{EXPERT_MODULES[task]}.expert")
     return module.DownstreamExpert(
         upstream_dim=8, upstream_rate=320, downstream_expert=copy.deepcopy(config), expdir=str(expdir)

@@ -322,10 +322,11 @@ def load_manifest(root: str | os.PathLike[str]) -> dict:
     return manifest
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_config(base: dict, extra: dict) -> dict:
+    """``extra`` merged into the nested config ``base`` (in place; sections merge, other values replace)."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge_config(base[key], value)
         else:
             base[key] = value
     return base
@@ -361,5 +362,5 @@ def s3prl_overrides(root: str | os.PathLike[str], prepared: str | os.PathLike[st
             record = load_prepared(folder)
         except PrepareError:
             record = prepare(task, root, folder).to_json()
-        _merge(overrides, record["overrides"])
+        merge_config(overrides, record["overrides"])
     return overrides
