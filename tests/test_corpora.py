@@ -26,6 +26,7 @@ from downstream_probes.corpora import (
     load_manifest,
     minimum_utterances,
     s3prl_overrides,
+    snips_sf,
     text,
 )
 from downstream_probes.corpora.alignments import read_textgrid
@@ -58,20 +59,11 @@ def corpus(tmp_path_factory):
     return get
 
 
-def _merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def _expert(task: str, root: Path, expdir: Path):
     """s3prl's downstream expert for ``task``, configured by our quick recipe plus the corpus's overrides."""
     s3prl_compat.apply()
     config = yaml.safe_load((recipes_dir() / "quick" / task / "config.yaml").read_text())["downstream_expert"]
-    _merge(config, s3prl_overrides(root))
+    api.merge_config(config, s3prl_overrides(root))
     module = importlib.import_module(f"s3prl.downstream.{EXPERT_MODULES[task]}.expert")
     return module.DownstreamExpert(
         upstream_dim=8, upstream_rate=320, downstream_expert=copy.deepcopy(config), expdir=str(expdir)
@@ -162,8 +154,9 @@ def test_sf_snips_loads_with_s3prl(corpus, tmp_path):
     expert = _expert("sf", root, tmp_path)
     tokenizer = expert.tokenizer
     lines = {l.split(" ", 1)[0]: l for l in (root / "SNIPS" / "all.iob.snips.txt").read_text().splitlines()}
-    for split in ("train", "dev", "test"):
-        seen = 0
+    superb = {split: {name for name, _ in snips_sf.SPEAKERS[split]} for split in snips_sf.SPLITS}
+    for split, folder in (("train", "train"), ("dev", "valid"), ("test", "test")):
+        seen = []
         for wavs, tokens, files in expert.get_dataloader(split):
             for wav, token_ids, name in zip(wavs, tokens, files, strict=False):
                 assert wav.ndim == 1 and wav.shape[0] > 8000
@@ -176,21 +169,15 @@ def test_sf_snips_loads_with_s3prl(corpus, tmp_path):
                     assert f"B-{slot} " in decoded and f" E-{slot}" in decoded
                 plain = " ".join(w for w in decoded.split() if not w.startswith(("B-", "E-")))
                 assert plain == " ".join(spoken)
-                seen += 1
-        assert seen > 0
-    # the stock SUPERB speaker lists select our files
-    speakers = load_manifest(root)["splits"]
-    assert set(speakers["train"]["speakers"]) <= {
-        "Ivy",
-        "Joanna",
-        "Joey",
-        "Justin",
-        "Kendra",
-        "Kimberly",
-        "Matthew",
-        "Salli",
-    }
-    assert set(speakers["test"]["speakers"]) <= {"Brian", "Emma", "Raveena", "Russell"}
+                seen.append(name)
+        # the real layout: every folder holds other splits' voices too; the reader keeps SUPERB's speakers of it
+        in_folder = [wav.stem for wav in (root / "SNIPS" / folder).glob("*.wav")]
+        assert {name.split("-")[0] for name in in_folder} - superb[folder]
+        kept = sorted(n for n in in_folder if n.split("-")[0] in superb[folder])
+        if split == "train":  # s3prl's train loader samples its buckets (with repeats)
+            assert seen and set(seen) <= set(kept)
+        else:
+            assert sorted(seen) == kept and seen
 
 
 def test_ic_fluent_commands_loads_with_s3prl(corpus, tmp_path):
@@ -240,6 +227,14 @@ def test_ks_speech_commands_loads_with_s3prl(corpus, tmp_path):
         assert hash_percentage(speaker) < 10
     for speaker in load_manifest(root)["splits"]["train"]["speakers"]:
         assert hash_percentage(speaker) >= 20
+    # the real tarball's layout: the train tree also holds the testing partition, listed and dropped by the hash rule
+    tree = root / "speech_commands_v0.01"
+    testing = (tree / "testing_list.txt").read_text().split()
+    assert testing and all((tree / name).is_file() and 10 <= hash_percentage(name.split("/")[1].split("_")[0]) < 20
+                           for name in testing)  # fmt: skip
+    used = {Path(path).relative_to(tree).as_posix() for _, path in expert.train_dataset.data + expert.dev_dataset.data}
+    assert not used & set(testing)
+    assert set((tree / "validation_list.txt").read_text().split()) <= used
 
 
 def test_se_voicebank_loads_with_s3prl(corpus, tmp_path):
@@ -260,6 +255,9 @@ def test_se_voicebank_loads_with_s3prl(corpus, tmp_path):
         snr = 10 * np.log10(np.sum(clean**2) / np.sum(residual**2))
         assert -3 < snr < 25  # noisy = clean + noise at VoiceBank-DEMAND SNRs (whole-file SNR, speech padded)
     manifest = load_manifest(root)
+    raw = sorted((root / "VoiceBank-DEMAND").glob("*_wav/*.wav"))
+    assert raw and {soundfile.info(str(path)).samplerate for path in raw} == {48000}  # DataShare's rate
+    assert not list((root / "VoiceBank-DEMAND").glob("*_16k"))  # the 16 kHz copies are the preparation's
     assert set(manifest["splits"]["dev"]["speakers"]) <= {"p226", "p287"}
     assert set(manifest["splits"]["test"]["speakers"]) <= {"p232", "p257"}
 
@@ -277,7 +275,7 @@ def test_sd_kaldi_mixtures_load_with_s3prl(corpus, tmp_path):
             assert label[:, 0].any() and label[:, 1].any()
     assert overlapped > 0
     for split in ("train", "dev", "test"):
-        folder = root / split
+        folder = Path(s3prl_overrides(root)["loaderrc"][f"{split}_dir"])  # prepared from the Libri2Mix layout
         durations = dict(l.split() for l in (folder / "reco2dur").read_text().splitlines())
         for line in (folder / "wav.scp").read_text().splitlines():
             recording, path = line.split()
@@ -290,6 +288,13 @@ def test_sd_kaldi_mixtures_load_with_s3prl(corpus, tmp_path):
             (rec, float(st), utt2spk[utt]) for utt, rec, st, _ in segments
         )
         assert all(len({utt2spk[u] for u, r, _, _ in segments if r == rec}) == 2 for rec in durations)
+    # mix_both is the sum of its two sources and the noise (LibriMix's mixture), up to int16 rounding
+    mixture = next((root / "Libri2Mix" / "wav16k" / "max" / "test" / "mix_both").glob("*.wav"))
+    parts = [
+        soundfile.read(mixture.parent.parent / kind / mixture.name, dtype="int16")[0] for kind in ("s1", "s2", "noise")
+    ]
+    total = sum(part.astype(np.int32) for part in parts)
+    assert np.max(np.abs(soundfile.read(mixture, dtype="int16")[0] - total)) <= 2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,7 +319,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     for task in reversed(TASKS):  # another order in the same process: results must not depend on it
         build_corpus(task, out / task, utterances=sizes[task], seed=3)
     assert _digest(out) == first
-    assert any(name.endswith(".flac") for name in first) and any(name.endswith("wav.scp") for name in first)
+    assert any(name.endswith(".flac") for name in first) and any(name.endswith("_mix_both.csv") for name in first)
     other = build_corpus("asr", tmp_path / "other", utterances=sizes["asr"], seed=4)
     assert _digest(other) != _digest(out / "asr")
 

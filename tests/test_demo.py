@@ -46,8 +46,11 @@ def test_plan_lists_every_stage_in_order(tmp_path: Path) -> None:
     # training. Without the pre-trained pair, the pretrain phase is empty.
     assert names(plan) == [
         "corpus asr",
+        "prepare asr",  # the user's path: the corpus is the real dataset's raw layout, `mrsuperb prepare` reads it
         "corpus ic",
+        "prepare ic",
         "corpus sd",
+        "prepare sd",
         "corpus sts",
         "checkpoint mono_base",
         "analyze mono_base",
@@ -75,9 +78,12 @@ def test_resume_skips_exactly_the_stages_whose_outputs_exist(tmp_path: Path) -> 
     s.checkpoint(upstream).write_bytes(b"x")
     write_results(s.expdir(upstream, "ic"), "ic", {"acc": 0.25})
     write_results(s.expdir(upstream, "sd"), "sd", {"frame_acc": 0.5})  # trained, DER not evaluated yet
+    s.prepared("ic").mkdir(parents=True)
+    (s.prepared("ic") / "prepared.json").write_text("{}")
     assert names(plan, done=True) == [
         "corpus asr",
         "corpus ic",
+        "prepare ic",
         "checkpoint mono_base",
         "train mono_base/ic",
         "train mono_base/sd",

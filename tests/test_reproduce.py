@@ -1,4 +1,4 @@
-"""recipes/paper_2410.23955/reproduce.py: the planned commands (dry run), resume, and the len_for_bucket writer.
+"""recipes/paper_2410.23955/reproduce.py: the planned commands (dry run), resume, and the ASR preparation step (`mrsuperb prepare asr`).
 
 The real reproduction needs the released checkpoints, the SUPERB datasets and days of GPU time; here the plan is
 checked: every (upstream, task) is trained with the SUPERB config and evaluated on its test split, CCA covers the
@@ -7,15 +7,12 @@ Fig. 2a models, finished steps are skipped, and nothing is written by a dry run.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 
 from downstream_probes.paths import recipes_dir
 
@@ -83,14 +80,14 @@ def test_dry_run_prints_the_whole_plan_and_writes_nothing(reproduce, tmp_path: P
             assert f"recipes/superb/{task}/config.yaml" in train and " -a " in train and "--seed 1337" in train
             assert str(out / "runs" / upstream / task) in train
     asr_train = next(line for line in trains if " -d asr " in line)
-    assert "/data/LibriSpeech" in asr_train and str(out / "len_for_bucket") in asr_train
+    assert "/data/LibriSpeech" in asr_train and str(out / "prepared" / "asr" / "len_for_bucket") in asr_train
     assert sum("-t test-clean" in line for line in evaluations) == len(upstreams)
     cca = [line for line in lines if " cca " in line]
     assert {line.split(" -u ")[1].split()[0] for line in cca} == {*upstreams, *reproduce.FIG2A_EXTRA_UPSTREAMS}
     assert all("--property word" in line and "--split dev-clean" in line for line in cca)
     assert any(" profile -u " in line for line in lines) and any(" compare " in line for line in lines)
     assert sum(" leaderboard " in line for line in lines) == 2
-    assert "--write-len-for-bucket" in lines[0]
+    assert " prepare asr --raw /data/LibriSpeech --out " in lines[0]
 
 
 def test_finished_steps_are_skipped(reproduce, tmp_path: Path, capsys) -> None:
@@ -132,21 +129,3 @@ def test_missing_checkpoints_are_one_clear_error(reproduce, tmp_path: Path, caps
     )
     error = capsys.readouterr().err
     assert "b5-a.pt" in error and "https://dl.fbaipublicfiles.com/mrhubert/b5-a/b5-a.pt" in error
-
-
-def test_len_for_bucket_lists_lengths_and_transcripts(reproduce, tmp_path: Path) -> None:
-    libri = tmp_path / "LibriSpeech"
-    for split, (speaker, samples) in {
-        "train-clean-100": ("19", 1600),
-        "dev-clean": ("84", 3200),
-        "test-clean": ("61", 800),
-    }.items():
-        chapter = libri / split / speaker / "7"
-        chapter.mkdir(parents=True)
-        soundfile.write(chapter / f"{speaker}-7-0000.flac", np.zeros(samples, dtype=np.float32), 16000)
-        (chapter / f"{speaker}-7.trans.txt").write_text(f"{speaker}-7-0000 HELLO WORLD\n")
-    out = reproduce.write_len_for_bucket(libri, tmp_path / "len_for_bucket")
-    with open(out / "dev-clean.csv", newline="") as handle:
-        rows = list(csv.reader(handle))
-    assert rows == [["", "file_path", "length", "label"], ["0", "dev-clean/84/7/84-7-0000.flac", "3200", "HELLO WORLD"]]
-    assert sorted(p.name for p in out.iterdir()) == ["dev-clean.csv", "test-clean.csv", "train-clean-100.csv"]

@@ -1,11 +1,14 @@
 """End to end: s3prl's runner and experts through run_downstream.py, with a tiny MR-HuBERT on synthetic corpora.
 
-Every SUPERB task is trained for a few steps and evaluated on its test split (``-u mrhubert_local -k tiny.pt``);
+Every SUPERB task takes the user's path: ``mrsuperb corpus`` (the real dataset's raw layout), ``mrsuperb prepare``,
+then trained for a few steps with the printed ``-o`` and evaluated on its test split (``-u mrhubert_local -k tiny.pt``);
 one run selects a layer by name; one runs two CPU processes under torchrun (gloo); one is killed and resumed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from downstream_probes.cli import main as cli_main
 from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import run_downstream
@@ -47,14 +51,20 @@ def tiny_ckpt(workspace: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus_overrides(workspace: Path):
-    """Build each task's corpus once (smallest size) and hand out its s3prl ``-o`` string."""
+    """Each task's data as a user gets it: ``mrsuperb corpus TASK`` writes the raw layout of the real dataset
+    (smallest size), ``mrsuperb prepare TASK`` prepares it; the ``-o`` it prints is handed out."""
     cache: dict[str, str] = {}
 
     def get(task: str) -> str:
         if task not in cache:
-            root = workspace / "corpora" / task
-            corpora.build_corpus(task, root, utterances=corpora.minimum_utterances(task), seed=0)
-            cache[task] = run_downstream.override_option(corpora.s3prl_overrides(root))
+            root, prepared = workspace / "corpora" / task, workspace / "prepared" / task
+            size = str(corpora.minimum_utterances(task))
+            assert cli_main(["corpus", task, "--out", str(root), "--utterances", size, "--quiet"]) == 0
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert cli_main(["prepare", task, "--raw", str(root), "--out", str(prepared), "-q"]) == 0
+            line = next(line for line in printed.getvalue().splitlines() if line.startswith('-o "'))
+            cache[task] = line.removeprefix('-o "').removesuffix('"')
         return cache[task]
 
     return get

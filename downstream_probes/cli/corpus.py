@@ -1,4 +1,5 @@
-"""``mrsuperb corpus TASK --out DIR``: build a synthetic speech corpus (espeak-ng) in the layout s3prl reads."""
+"""``mrsuperb corpus TASK --out DIR``: build a synthetic speech corpus (espeak-ng) in the raw layout of the task's real
+dataset; ``mrsuperb prepare TASK --raw DIR --out PREPARED`` then prepares it for s3prl, as the real data."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ _TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all")  # sts: spoken STS 
 
 def run(args: argparse.Namespace) -> int:
     from downstream_probes.corpora import build_corpus, load_manifest, s3prl_overrides
+    from downstream_probes.corpora.prepare import PREPARERS, prepare_command
 
     root = build_corpus(
         args.task,
@@ -29,8 +31,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{task}: {root / folder} ({sub['utterances']} utterances, {sub['duration_seconds']:.1f} s)")
     else:
         print(f"{manifest['task']}: {root} ({manifest['utterances']} utterances, {manifest['duration_seconds']:.1f} s)")
-        print("s3prl downstream_expert overrides:")
-        print(json.dumps(s3prl_overrides(root), indent=2))
+        if manifest["task"] in PREPARERS:  # the real dataset's raw layout: prepared as the real data is
+            print(f"next: {prepare_command(manifest['task'], str(root), str(root.parent / (root.name + '_prepared')))}")
+        else:
+            print("s3prl downstream_expert overrides:")
+            print(json.dumps(s3prl_overrides(root), indent=2))
     return 0
 
 

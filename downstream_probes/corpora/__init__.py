@@ -1,9 +1,10 @@
 """Synthetic speech corpora with exact alignments for the six SUPERB tasks (espeak-ng via ``espeakng-loader``).
 
-``build_corpus(task, out_dir, utterances=None, seed=0, force=False)`` writes a corpus in the on-disk layout that
-s3prl's downstream expert for the task reads; see ``downstream_probes.corpora.api`` for the API and guarantees and
-the task modules (``librispeech_asr``, ``snips_sf``, ``fluent_ic``, ``speech_commands_ks``, ``voicebank_se``,
-``kaldi_sd``) for each layout. Alignments (``alignments``) are MFA-style TextGrids.
+``build_corpus(task, out_dir, utterances=None, seed=0, force=False)`` writes a corpus in the raw layout of the task's
+real dataset (what its download unpacks to); ``corpora.prepare`` (``mrsuperb prepare``) turns it, as it turns the
+real dataset, into what s3prl's downstream expert reads. See ``downstream_probes.corpora.api`` for the API and
+guarantees and the task modules (``librispeech_asr``, ``snips_sf``, ``fluent_ic``, ``speech_commands_ks``,
+``voicebank_se``, ``kaldi_sd`` (Libri2Mix)) for each layout. Alignments (``alignments``) are MFA-style TextGrids.
 """
 
 from __future__ import annotations

@@ -11,8 +11,12 @@ reads (see the task modules' docstrings) plus ``manifest.json``::
      "s3prl": {"downstream_expert": {... relative paths ...}, "path_keys": ["datarc.libri_root", ...]},
      "layout": {...}, "extra": {...}}
 
-``s3prl_overrides(root)`` turns the ``s3prl`` entry into the ``downstream_expert`` config overrides with absolute
-paths (merge them into the task's config). ``load_manifest(root)`` reads the manifest.
+Each SUPERB corpus is written in the layout its real dataset's download unpacks to (LibriSpeech without
+``len_for_bucket``, VoiceBank-DEMAND at 48 kHz, Libri2Mix with its metadata and source RTTMs, ...), so it takes the
+user's path: ``mrsuperb prepare TASK --raw <corpus> --out DIR`` (``corpora.prepare``) writes what s3prl reads.
+``s3prl_overrides(root, prepared=None)`` turns the manifest's ``s3prl`` entry into the ``downstream_expert`` config
+overrides with absolute paths and merges the preparation's (``prepared``: a folder ``mrsuperb prepare`` wrote for
+this corpus; by default ``root/prepared``, prepared there on first use). ``load_manifest(root)`` reads the manifest.
 
 Guarantees: the same task, utterances and seed give byte-identical files (audio included; the Kaldi ``wav.scp``
 files of ``se``/``sd`` hold absolute paths, so they are identical for the same output folder). The corpus is built
@@ -46,10 +50,12 @@ from downstream_probes.corpora import (
 )
 from downstream_probes.corpora.common import BuildContext, CorpusError, TaskResult
 from downstream_probes.corpora.espeak import SAMPLE_RATE, espeak_version
+from downstream_probes.corpora.prepare import PREPARERS, PrepareError, load_prepared, prepare
 from downstream_probes.tasks import TASK_NAMES
 
 SCHEMA = "mrsuperb.corpus/1"
 MANIFEST = "manifest.json"
+PREPARED = "prepared"  # where s3prl_overrides prepares a corpus by default
 _BUILDERS: dict[str, ModuleType] = {
     "asr": librispeech_asr,
     "sf": snips_sf,
@@ -316,9 +322,28 @@ def load_manifest(root: str | os.PathLike[str]) -> dict:
     return manifest
 
 
-def s3prl_overrides(root: str | os.PathLike[str]) -> dict:
+def merge_config(base: dict, extra: dict) -> dict:
+    """``extra`` merged into the nested config ``base`` (in place; sections merge, other values replace)."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def s3prl_overrides(root: str | os.PathLike[str], prepared: str | os.PathLike[str] | None = None) -> dict:
     """The ``downstream_expert`` config entries (datarc/corpus/loaderrc/text...) for the corpus at ``root``, with
-    absolute paths: merge them into the task's s3prl config."""
+    absolute paths: merge them into the task's s3prl config.
+
+    Args:
+        root: a corpus built by :func:`build_corpus` (one task).
+        prepared: the folder ``mrsuperb prepare`` wrote for it; default ``root/prepared``, written by the same
+            preparation on first use (idempotent, so concurrent first uses agree).
+
+    Returns:
+        The manifest's entries merged with the preparation's (``bucket_file``, ``loaderrc.*_dir`` ...).
+    """
     root = Path(root).resolve()
     manifest = load_manifest(root)
     if manifest["task"] == ALL:
@@ -330,4 +355,12 @@ def s3prl_overrides(root: str | os.PathLike[str]) -> dict:
         for key in parents:
             section = section[key]
         section[leaf] = str(root / section[leaf])
+    task = manifest["task"]
+    if task in PREPARERS:
+        folder = Path(prepared) if prepared is not None else root / PREPARED
+        try:
+            record = load_prepared(folder)
+        except PrepareError:
+            record = prepare(task, root, folder).to_json()
+        merge_config(overrides, record["overrides"])
     return overrides

@@ -183,3 +183,75 @@ def check_corpus(task: str, downstream_expert: Mapping[str, Any]) -> None:
     tasks' audio is checked file by file as s3prl reads it, through :func:`read_audio`)."""
     if task == "ic":
         check_fluent_commands(downstream_expert["datarc"]["file_path"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# prepared data, checked before s3prl starts (``run_downstream.py -m train``)
+
+_RAW = {
+    "asr": "the folder holding LibriSpeech/",
+    "sf": "the folder holding SNIPS/",
+    "ic": "the folder holding fluent_speech_commands_dataset/",
+    "ks": "the folder holding speech_commands_v0.01/ and speech_commands_test_set_v0.01/",
+    "se": "the folder holding VoiceBank-DEMAND's *_wav/ folders",
+    "sd": "the folder holding Libri2Mix/",
+}
+ASR_SPLIT_KEYS = ("train", "dev-clean", "dev-other", "test-clean", "test-other")
+KALDI_FILES = {"se": ("noisy/wav.scp", "clean/wav.scp"), "sd": ("wav.scp", "segments", "utt2spk", "reco2dur")}
+
+
+class NotPreparedError(CorpusInputError, FileNotFoundError):
+    """A run's data is not where its config says, or not prepared; the message names the path and the command."""
+
+
+def _not_prepared(task: str, path: Path, what: str) -> NotPreparedError:
+    return NotPreparedError(
+        f"{path} {what}: prepare the {task} data with `mrsuperb prepare {task} --raw RAW --out PREPARED` "
+        f"(RAW: {_RAW[task]}) and train with the -o it prints"
+    )
+
+
+def _exists(task: str, path: Any) -> Path:
+    path = Path(str(path))
+    if not path.exists():
+        raise _not_prepared(task, path, "not found")
+    return path
+
+
+def _asr_splits(datarc: Mapping[str, Any]) -> list[str]:
+    splits: list[str] = []
+    for key in ASR_SPLIT_KEYS:
+        value = datarc.get(key)
+        splits += [value] if isinstance(value, str) else list(value or [])
+    return list(dict.fromkeys(splits))
+
+
+def check_prepared(task: str, downstream_expert: Mapping[str, Any]) -> None:
+    """Check that the files s3prl's reader of ``task`` opens first exist (and, for ASR, that every split's
+    ``len_for_bucket`` table has rows), before anything is built. Raises :class:`NotPreparedError`."""
+    if task == "asr":
+        datarc = downstream_expert["datarc"]
+        _exists(task, datarc["libri_root"])
+        bucket = _exists(task, datarc["bucket_file"])
+        for split in _asr_splits(datarc):
+            table = bucket / f"{split}.csv"
+            if not table.is_file():
+                raise _not_prepared(task, table, "not found")
+            with table.open(encoding="utf-8", errors="replace") as stream:
+                if sum(1 for line in stream if line.strip()) < 2:
+                    raise _not_prepared(task, table, "has no rows")
+    elif task == "sf":
+        root = _exists(task, downstream_expert["corpus"]["path"])
+        _exists(task, root / "all.iob.snips.txt")
+        _exists(task, downstream_expert["text"]["slots_file"])
+    elif task == "ic":
+        _exists(task, Path(str(downstream_expert["datarc"]["file_path"])) / "data" / "train_data.csv")
+    elif task == "ks":
+        datarc = downstream_expert["datarc"]
+        _exists(task, Path(str(datarc["speech_commands_root"])) / "_background_noise_")
+        _exists(task, datarc["speech_commands_test_root"])
+    elif task in KALDI_FILES:
+        loaderrc = downstream_expert["loaderrc"]
+        for key in ("train_dir", "dev_dir", "test_dir"):
+            for name in KALDI_FILES[task]:
+                _exists(task, Path(str(loaderrc[key])) / name)

@@ -28,7 +28,7 @@ class CorpusError(MrsuperbError, ValueError):
 @dataclass(frozen=True)
 class BuildContext:
     """``work``: the folder being written (a temporary sibling of the destination); ``final``: the absolute
-    destination, for the files that must hold absolute paths (Kaldi ``wav.scp``)."""
+    destination, for the files that must hold absolute paths (Libri2Mix's metadata)."""
 
     task: str
     work: Path

@@ -1,23 +1,22 @@
-"""Speaker-diarization corpus: two-speaker conversations with overlapping turns, as the Kaldi data directories that
-s3prl's ``diarization`` expert reads (``downstream/diarization/dataset.py``, ``KaldiData``).
+"""Speaker-diarization corpus in the layout of SUPERB's Libri2Mix (github.com/s3prl/LibriMix,
+``generate_librimix_sd.sh``: 16 kHz, ``max`` mode, ``mix_both``): two-speaker mixtures with overlapping turns,
+their sources and metadata, and LibriMix's speech-activity RTTMs of the sources. ``mrsuperb prepare sd`` turns it
+into the Kaldi data folders s3prl's ``diarization`` expert reads, as for the real Libri2Mix.
 
 Layout under the corpus root::
 
-    wav/{train,dev,test}/<recording>.wav          16-bit PCM, 16 kHz
-    {train,dev,test}/wav.scp     "<recording> <ABSOLUTE path>"
-    {train,dev,test}/segments    "<utt> <recording> <start s> <end s>"  one per speech turn
-    {train,dev,test}/utt2spk     "<utt> <speaker>"      (utt ids start with the speaker id, so sorting agrees)
-    {train,dev,test}/spk2utt     "<speaker> <utt> <utt> ..."
-    {train,dev,test}/reco2dur    "<recording> <duration s>"
-    {train,dev,test}/rttm        "SPEAKER <recording> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>"
+    Libri2Mix/wav16k/max/{train-100,dev,test}/{mix_both,s1,s2,noise}/<mixture>.wav       16-bit PCM, 16 kHz
+    Libri2Mix/wav16k/max/metadata/mixture_{train-100,dev,test}_mix_both.csv
+        "mixture_ID,mixture_path,source_1_path,source_2_path,noise_path,length" (absolute paths, length in samples)
+    metadata/LibriSpeech/{train_clean_100,dev_clean,test_clean}.rttm
+        "SPEAKER <chapter>-<utt> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>" per speech turn of a source
 
-What s3prl needs: ``loaderrc.{train,dev,test}_dir`` = train/, dev/, test/ and ``datarc.num_speakers: 2``. Labels
-are built per frame from ``segments`` + ``utt2spk`` (frame shift = the upstream's rate), lengths from
-``reco2dur``. Every recording has exactly two speakers. Each recording is 3-4 alternating turns (A B A [B]) whose
-starts are drawn so that neighbouring turns overlap or leave a short pause; the first change of speaker always
-overlaps. Segment boundaries are the exact first/last phoneme times of each turn and are written as exact decimals.
-Speakers are disjoint across splits (SUPERB's LibriMix-based data is too). wav.scp paths are absolute (see
-``voicebank_se``).
+A mixture is named ``<spk1>-<chapter1>-<utt1>_<spk2>-<chapter2>-<utt2>`` (LibriMix's rule), each source's turns are
+listed under ``<chapter>-<utt>`` (chapters are unique per source), and the sources start at 0 in the mixture, so the
+source times are the mixture times. Each recording is 3-4 alternating turns (A B A [B]) whose starts are drawn so
+that neighbouring turns overlap or leave a short pause; the first change of speaker always overlaps. Turn boundaries
+are the exact first/last phoneme times, written with 3 decimals as LibriMix's RTTMs (so a boundary is within 0.5 ms).
+``noise`` is the faint noise floor that ``mix_both`` adds. Speakers are disjoint across splits (as in Libri2Mix).
 
 ``utterances`` counts recordings (60/20/20 over train/dev/test).
 """
@@ -25,6 +24,7 @@ Speakers are disjoint across splits (SUPERB's LibriMix-based data is too). wav.s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from downstream_probes.corpora.common import (
     SplitSummary,
     TaskResult,
     allocate,
-    format_seconds,
     speaker_count,
     to_float,
     to_int16,
@@ -53,6 +52,12 @@ NUM_SPEAKERS = 2
 FIRST_GAP = (-0.8, -0.25)  # seconds between turns 1 and 2: always an overlap
 LATER_GAP = (-0.6, 0.4)
 EDGE = (0.2, 0.5)  # silence before the first and after the last turn
+LIBRI2MIX = "Libri2Mix"
+MIX_FOLDER = "wav16k/max"
+MIX_SETS = {"train": "train-100", "dev": "dev", "test": "test"}
+CSV_COLUMNS = ("mixture_ID", "mixture_path", "source_1_path", "source_2_path", "noise_path", "length")
+RTTM_DIR = Path("metadata") / "LibriSpeech"
+RTTM_FILES = {"train": "train_clean_100.rttm", "dev": "dev_clean.rttm", "test": "test_clean.rttm"}
 
 
 def minimum_utterances() -> int:
@@ -111,9 +116,9 @@ class Segment:
 
 def mix_turns(
     turns: list[Synthesis], speakers: list[str], rng: np.random.Generator
-) -> tuple[np.ndarray, list[Segment]]:
-    """Place the speech of each turn (trimmed to its first..last phoneme) on one timeline; return int16 audio and
-    the turn segments."""
+) -> tuple[np.ndarray, list[Segment], dict[str, np.ndarray], np.ndarray]:
+    """Place the speech of each turn (trimmed to its first..last phoneme) on one timeline; return the int16 mixture,
+    the turn segments, each speaker's int16 source on the same timeline and the int16 noise floor."""
     pieces, starts = [], []
     cursor = int(rng.uniform(*EDGE) * SAMPLE_RATE)
     for index, synthesis in enumerate(turns):
@@ -130,16 +135,18 @@ def mix_turns(
         starts.append(cursor)
         pieces.append(speech)
     total = max(s + p.shape[0] for s, p in zip(starts, pieces, strict=False)) + int(rng.uniform(*EDGE) * SAMPLE_RATE)
-    mixture = np.zeros(total)
-    for start, piece in zip(starts, pieces, strict=False):
-        mixture[start : start + piece.shape[0]] += piece
-    mixture *= 10 ** (-3.0 / 20) / (float(np.max(np.abs(mixture))) or 1.0)
-    mixture += rng.standard_normal(total) * 10 ** (-66 / 20)
+    sources = {speaker: np.zeros(total) for speaker in dict.fromkeys(speakers)}
+    for speaker, start, piece in zip(speakers, starts, pieces, strict=False):
+        sources[speaker][start : start + piece.shape[0]] += piece
+    mixture = sum(sources.values())
+    gain = 10 ** (-3.0 / 20) / (float(np.max(np.abs(mixture))) or 1.0)
+    noise = rng.standard_normal(total) * 10 ** (-66 / 20)
     segments = [
         Segment(speaker, start, start + piece.shape[0])
         for speaker, start, piece in zip(speakers, starts, pieces, strict=False)
     ]
-    return to_int16(mixture), segments
+    scaled = {speaker: to_int16(source * gain) for speaker, source in sources.items()}
+    return to_int16(mixture * gain + noise), segments, scaled, to_int16(noise)
 
 
 def overlap_samples(segments: list[Segment], total: int) -> int:
@@ -149,54 +156,62 @@ def overlap_samples(segments: list[Segment], total: int) -> int:
     return int(np.count_nonzero(activity >= 2))
 
 
+def _seconds(samples: int) -> str:
+    """LibriMix's RTTM precision: seconds with 3 decimals."""
+    return f"{samples / SAMPLE_RATE:.3f}"
+
+
 def build(ctx: BuildContext) -> TaskResult:
     recordings, voice_of = _plan(ctx)
     requests = [turn.request for rec in recordings for turn in rec.turns]
-    results = ctx.synthesize(requests, "sd: Kaldi mixtures")
+    results = ctx.synthesize(requests, "sd: Libri2Mix")
     summaries = {split: SplitSummary() for split in SPLITS}
-    files = {split: {name: [] for name in ("wav.scp", "segments", "utt2spk", "reco2dur", "rttm")} for split in SPLITS}
-    speaker_utts: dict[str, dict[str, list[str]]] = {split: {} for split in SPLITS}
+    metadata: dict[str, list[str]] = {split: [",".join(CSV_COLUMNS)] for split in SPLITS}
+    rttm: dict[str, list[str]] = {split: [] for split in SPLITS}
     overlap = dict.fromkeys(SPLITS, 0)
-    for rec in recordings:
+    mix_root = ctx.work / LIBRI2MIX / MIX_FOLDER
+    for number, rec in enumerate(recordings):
         turns = [next(results) for _ in rec.turns]
-        audio, segments = mix_turns(turns, [t.speaker for t in rec.turns], ctx.rng("mix", rec.recording))
-        relative = f"wav/{rec.split}/{rec.recording}.wav"
-        write_audio(ctx.work / relative, audio)
-        lines = files[rec.split]
-        lines["wav.scp"].append(f"{rec.recording} {ctx.final_path(relative)}")
-        lines["reco2dur"].append(f"{rec.recording} {format_seconds(audio.shape[0])}")
-        for segment in segments:
-            utt = f"{segment.speaker}_{rec.recording}_{segment.start:08d}_{segment.end:08d}"
-            start, end = format_seconds(segment.start), format_seconds(segment.end)
-            lines["segments"].append(f"{utt} {rec.recording} {start} {end}")
-            lines["utt2spk"].append(f"{utt} {segment.speaker}")
-            lines["rttm"].append(
-                f"SPEAKER {rec.recording} 1 {start} {format_seconds(segment.end - segment.start)} <NA> <NA> "
-                f"{segment.speaker} <NA> <NA>"
+        audio, segments, sources, noise = mix_turns(
+            turns, [t.speaker for t in rec.turns], ctx.rng("mix", rec.recording)
+        )
+        speakers = list(sources)
+        source_ids = [f"{speaker}-{10000 + 2 * number + index}-0000" for index, speaker in enumerate(speakers)]
+        mix_id = "_".join(source_ids)
+        folder = MIX_SETS[rec.split]
+        paths = {
+            kind: f"{LIBRI2MIX}/{MIX_FOLDER}/{folder}/{kind}/{mix_id}.wav" for kind in ("mix_both", "s1", "s2", "noise")
+        }
+        write_audio(ctx.work / paths["mix_both"], audio)
+        for kind, speaker in zip(("s1", "s2"), speakers, strict=True):
+            write_audio(ctx.work / paths[kind], sources[speaker])
+        write_audio(ctx.work / paths["noise"], noise)
+        metadata[rec.split].append(
+            ",".join(
+                [mix_id, *(ctx.final_path(paths[k]) for k in ("mix_both", "s1", "s2", "noise")), str(audio.shape[0])]
             )
-            speaker_utts[rec.split].setdefault(segment.speaker, []).append(utt)
-            summaries[rec.split].speakers.add(segment.speaker)
+        )
+        for speaker, source_id in zip(speakers, source_ids, strict=True):
+            reco = source_id.partition("-")[2]
+            for segment in (s for s in segments if s.speaker == speaker):
+                rttm[rec.split].append(
+                    f"SPEAKER {reco} 1 {_seconds(segment.start)} {_seconds(segment.end - segment.start)} "
+                    f"<NA> <NA> {speaker} <NA> <NA>"
+                )
+        summaries[rec.split].speakers.update(speakers)
         summaries[rec.split].utterances += 1
         summaries[rec.split].seconds += audio.shape[0] / SAMPLE_RATE
         overlap[rec.split] += overlap_samples(segments, audio.shape[0])
 
     for split in SPLITS:
-        folder = ctx.work / split
-        for name, lines in files[split].items():
-            write_lines(folder / name, lines if name == "rttm" else sorted(lines))
-        write_lines(
-            folder / "spk2utt",
-            [f"{speaker} {' '.join(sorted(utts))}" for speaker, utts in sorted(speaker_utts[split].items())],
-        )
+        write_lines(mix_root / "metadata" / f"mixture_{MIX_SETS[split]}_mix_both.csv", metadata[split])
+        write_lines(ctx.work / RTTM_DIR / RTTM_FILES[split], rttm[split])
     return TaskResult(
         splits=summaries,
         voices=voice_of,
-        s3prl={
-            "datarc": {"num_speakers": NUM_SPEAKERS, "rate": SAMPLE_RATE},
-            "loaderrc": {f"{split}_dir": split for split in SPLITS},
-        },
-        path_keys=[f"loaderrc.{split}_dir" for split in SPLITS],
-        layout={"audio": "wav", "wav_scp_paths": "absolute"},
+        s3prl={"datarc": {"num_speakers": NUM_SPEAKERS, "rate": SAMPLE_RATE}},
+        path_keys=[],
+        layout={"libri2mix": LIBRI2MIX, "rttm_dir": str(RTTM_DIR), "metadata_paths": "absolute"},
         extra={
             "overlap_ratio": {
                 split: round(overlap[split] / SAMPLE_RATE / summaries[split].seconds, 4)

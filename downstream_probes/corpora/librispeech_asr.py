@@ -1,17 +1,16 @@
-"""ASR corpus in the LibriSpeech layout that s3prl's ``asr`` expert reads (``downstream/asr/dataset.py``).
+"""ASR corpus in the LibriSpeech layout as its tarballs unpack; ``mrsuperb prepare asr`` writes the ``len_for_bucket/``
+index that s3prl's ``asr`` expert (``downstream/asr/dataset.py``) needs beside it, as for the real LibriSpeech.
 
 Layout under the corpus root::
 
     LibriSpeech/{train-clean-100,dev-clean,test-clean}/<speaker>/<chapter>/<speaker>-<chapter>-<NNNN>.flac
     LibriSpeech/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt   "<utt-id> <UPPER CASE TEXT>" lines
     LibriSpeech/SPEAKERS.TXT                      "ID | SEX | SUBSET | MINUTES | NAME" (NAME: the espeak voice)
-    len_for_bucket/<split>.csv                    ",file_path,length,label" (pandas index; path relative to
-                                                  LibriSpeech/, length in samples, sorted longest first, no label)
     char.dict                                     fairseq dictionary "<symbol> <count>": | A-Z ' (train counts)
     alignments/<split>/<speaker>/<chapter>/<utt-id>.TextGrid   MFA-style words/phones tiers
 
-What s3prl needs: ``datarc.libri_root`` = LibriSpeech/, ``datarc.bucket_file`` = len_for_bucket/,
-``datarc.dict_path`` = char.dict, and split lists ``train: [train-clean-100]``, ``dev-clean: [dev-clean]``,
+What s3prl needs: ``datarc.libri_root`` = LibriSpeech/, ``datarc.bucket_file`` = the prepared len_for_bucket/,
+``datarc.dict_path`` = char.dict (or SUPERB's, which has the same symbols), and split lists ``train: [train-clean-100]``, ``dev-clean: [dev-clean]``,
 ``test-clean: [test-clean]``. The dataset upper-cases transcripts, spells them with ``|`` between words and finds
 ``<spk>-<chap>.trans.txt`` from the CSV path; a bucket with a single utterance left over is dropped, so every split
 has at least two utterances. Speakers are disjoint across splits, as in LibriSpeech.
@@ -47,7 +46,6 @@ FRACTIONS = {"train-clean-100": 0.6, "dev-clean": 0.2, "test-clean": 0.2}
 MINIMUM = {"train-clean-100": 2, "dev-clean": 2, "test-clean": 2}
 DEFAULT_UTTERANCES = 40
 LIBRI_ROOT = "LibriSpeech"
-BUCKET_DIR = "len_for_bucket"
 DICT_FILE = "char.dict"
 ALIGNMENT_DIR = "alignments"
 CHAR_SYMBOLS = ("|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
@@ -114,7 +112,6 @@ def build(ctx: BuildContext) -> TaskResult:
     plan, voice_of = _plan(ctx)
     root = ctx.work
     summaries = {split: SplitSummary() for split in SPLITS}
-    lengths: dict[str, list[tuple[str, int]]] = defaultdict(list)
     transcripts: dict[Path, list[str]] = defaultdict(list)
     speaker_seconds: dict[str, float] = defaultdict(float)
     for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "asr: LibriSpeech"), strict=False):
@@ -125,19 +122,12 @@ def build(ctx: BuildContext) -> TaskResult:
             root / ALIGNMENT_DIR / utterance.folder / f"{utterance.utt_id}.TextGrid", textgrid_from_synthesis(finished)
         )
         transcripts[utterance.folder].append(f"{utterance.utt_id} {utterance.text}")
-        lengths[utterance.split].append((relative.as_posix(), finished.num_samples))
         summaries[utterance.split].add(utterance.speaker, finished.num_samples)
         speaker_seconds[utterance.speaker] += finished.duration
 
     for folder, lines in transcripts.items():
         speaker, chapter = folder.parts[-2:]
         write_lines(root / LIBRI_ROOT / folder / f"{speaker}-{chapter}.trans.txt", sorted(lines))
-    for split in SPLITS:
-        rows = sorted(lengths[split], key=lambda row: (-row[1], row[0]))
-        write_lines(
-            root / BUCKET_DIR / f"{split}.csv",
-            [",file_path,length,label", *(f"{i},{path},{length}," for i, (path, length) in enumerate(rows))],
-        )
     train_text = [u.text for u in plan if u.split == SPLITS[0]]
     counts = _char_counts(train_text)
     write_lines(root / DICT_FILE, [f"{s} {counts[s]}" for s in sorted(counts, key=lambda s: (-counts[s], s))])
@@ -157,14 +147,13 @@ def build(ctx: BuildContext) -> TaskResult:
         s3prl={
             "datarc": {
                 "libri_root": LIBRI_ROOT,
-                "bucket_file": BUCKET_DIR,
                 "dict_path": DICT_FILE,
                 "train": [SPLITS[0]],
                 "dev-clean": [SPLITS[1]],
                 "test-clean": [SPLITS[2]],
             }
         },
-        path_keys=["datarc.libri_root", "datarc.bucket_file", "datarc.dict_path"],
+        path_keys=["datarc.libri_root", "datarc.dict_path"],
         layout={"alignments": ALIGNMENT_DIR, "libri_root": LIBRI_ROOT},
         extra={"phone_set": "ARPAbet-39 (downstream_probes.corpora.phones.ARPABET_PHONES)"},
     )

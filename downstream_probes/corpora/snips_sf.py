@@ -10,12 +10,16 @@ Layout under the corpus root::
 
 Tags are bare slot names (``artist artist``), not B-/I-: s3prl's ``CharacterTextSlotEncoder`` opens a slot where
 the tag changes and reads ``slots.txt`` skipping its first line (``O``), adding ``B-<slot>``/``E-<slot>`` tokens.
-Speakers carry the Amazon Polly names of Audio SNIPS and follow SUPERB's speaker split (``snips.yaml``):
-train Ivy, Joanna, Joey, Justin, Kendra, Kimberly, Matthew, Salli; valid Aditi, Amy, Geraint, Nicole;
-test Brian, Emma, Raveena, Russell. A small corpus uses the first few names of each list. The ctc dataset keeps a
-file when its name starts with one of the split's speakers, so the stock speaker lists work unchanged.
+Speakers carry the Amazon Polly names of Audio SNIPS. As in the real Audio SNIPS, every speaker has files in every
+split folder, and SUPERB's split is by speaker (``snips.yaml``): the reader keeps, in ``train/``, only Ivy, Joanna,
+Joey, Justin, Kendra, Kimberly, Matthew and Salli; in ``valid/`` Aditi, Amy, Geraint and Nicole; in ``test/``
+Brian, Emma, Raveena and Russell (the lists of ``recipes/superb/sf/config.yaml``). Each folder's speakers are its own
+split's alternating with the others' (own first), as many as it has files (at most 16): a folder of 16 or more
+files holds all 16 voices, a smaller one at least one of its own. ``mrsuperb prepare sf`` checks the
+layout, as for the real data.
 
-``utterances`` counts all utterances (70/15/15 over train/valid/test); each is a different sentence.
+``utterances`` counts all files (70/15/15 over the train/valid/test folders); each is a different sentence; the
+sentences of the train folder's own speakers cycle through the intents.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from downstream_probes.corpora.common import (
     TaskResult,
     allocate,
     finish,
-    speaker_count,
     spread,
     write_audio,
     write_lines,
@@ -51,6 +54,7 @@ SPEAKERS: dict[str, tuple[tuple[str, str], ...]] = {
     "valid": (("Amy", "female"), ("Geraint", "male"), ("Aditi", "female"), ("Nicole", "female")),
     "test": (("Brian", "male"), ("Emma", "female"), ("Russell", "male"), ("Raveena", "female")),
 }  # fmt: skip
+GENDERS = {name: gender for split in SPLITS for name, gender in SPEAKERS[split]}
 CHARACTER_VOCABULARY = (" ", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
 
 
@@ -67,24 +71,32 @@ class _Utterance:
     request: SynthesisRequest
 
 
+def folder_speakers(split: str) -> list[str]:
+    """The speakers of a split folder in the order they get files: the split's own, alternating with the others."""
+    own = [name for name, _ in SPEAKERS[split]]
+    others = [name for other in SPLITS if other != split for name, _ in SPEAKERS[other]]
+    order = [name for pair in zip(own, others, strict=False) for name in pair]
+    return order + [name for name in others if name not in order]
+
+
 def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
     sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
-    chosen = {
-        split: SPEAKERS[split][: speaker_count(sizes[split], per_speaker=5, least=1, most=len(SPEAKERS[split]))]
-        for split in SPLITS
-    }
-    rng = ctx.rng("speakers")
-    genders = [gender for split in SPLITS for _, gender in chosen[split]]
-    voices = iter(draw_voices(rng, genders))
-    voice_of = {name: next(voices) for split in SPLITS for name, _ in chosen[split]}
+    chosen = {split: folder_speakers(split)[: min(sizes[split], len(GENDERS))] for split in SPLITS}
+    used = [name for name in GENDERS if any(name in names for names in chosen.values())]
+    voices = iter(draw_voices(ctx.rng("speakers"), [GENDERS[name] for name in used]))
+    voice_of = {name: next(voices) for name in used}
     plan = []
     for split in SPLITS:
-        number = 0
-        for (speaker, _), count in zip(chosen[split], spread(sizes[split], len(chosen[split])), strict=False):
+        own = {name for name, _ in SPEAKERS[split]}
+        number = intents = 0
+        for speaker, count in zip(chosen[split], spread(sizes[split], len(chosen[split])), strict=False):
             for _ in range(count):
                 utt_id = f"{speaker}-snips-{split}-{number}"
                 utt_rng = ctx.rng("utterance", utt_id)
-                intent = text.SNIPS_INTENTS[number % len(text.SNIPS_INTENTS)] if split == "train" else None
+                intent = None
+                if split == "train" and speaker in own:
+                    intent = text.SNIPS_INTENTS[intents % len(text.SNIPS_INTENTS)]
+                    intents += 1
                 sentence = text.snips_sentence(utt_rng, intent)
                 voice = utterance_voice(voice_of[speaker], utt_rng)
                 plan.append(
@@ -120,7 +132,6 @@ def build(ctx: BuildContext) -> TaskResult:
     (root / "slots.txt").write_text("\n".join(slots), encoding="utf-8")
     write_lines(root / "character.txt", CHARACTER_VOCABULARY)
 
-    speakers = {split: [name for name, _ in SPEAKERS[split] if name in summaries[split].speakers] for split in SPLITS}
     return TaskResult(
         splits=summaries,
         voices=voice_of,
@@ -131,9 +142,7 @@ def build(ctx: BuildContext) -> TaskResult:
                 "train": ["train"],
                 "dev": ["valid"],
                 "test": ["test"],
-                "train_speakers": speakers["train"],
-                "valid_speakers": speakers["valid"],
-                "test_speakers": speakers["test"],
+                **{f"{split}_speakers": [name for name, _ in SPEAKERS[split]] for split in SPLITS},
             },
             "text": {
                 "mode": "character-slot",

@@ -5,6 +5,8 @@ Layout under the corpus root::
     speech_commands_v0.01/<word>/<speaker>_nohash_<n>.wav       1 s clips; 10 keywords + 20 auxiliary words
     speech_commands_v0.01/_background_noise_/<kind>_noise.wav    10 s synthetic noises (white, pink, brown, hum,
                                                                  fan, babble)
+    speech_commands_v0.01/{validation,testing}_list.txt          "<word>/<file>.wav" of the train tree's files
+                                                                 in the validation / testing partition
     speech_commands_test_set_v0.01/<class>/<speaker>_nohash_<n>.wav   test tree, one folder per class:
                                                                  the keywords, ``_unknown_``, ``_silence_``
 
@@ -15,7 +17,9 @@ file name before ``_nohash_`` (sha1 of the speaker id: < 10 % valid, 10-20 % dro
 10 keywords to ``_unknown_``. The test tree's folder names ARE the labels, so it holds only the 12 class folders.
 Our speaker ids are drawn so that the hash rule puts each speaker where we planned (train speakers hash >= 20 %,
 valid speakers < 10 %, test speakers in 10-20 %, like the real test list): speakers are disjoint across splits.
-No ``validation_list.txt``/``testing_list.txt`` (s3prl does not read them).
+As in the real tarball, the training tree also holds the test speakers' clips (under the spoken word's folder; the
+hash rule drops them), and ``validation_list.txt``/``testing_list.txt`` list the training tree's files of the
+validation and testing partitions (s3prl does not read them; ``mrsuperb prepare ks`` checks the layout).
 
 ``utterances`` counts the spoken clips (70/15/15 over train/valid/test); the test tree also gets about one
 ``_silence_`` clip per 11 spoken ones.
@@ -39,6 +43,7 @@ from downstream_probes.corpora.common import (
     to_float,
     to_int16,
     write_audio,
+    write_lines,
 )
 from downstream_probes.corpora.espeak import SAMPLE_RATE, Synthesis, SynthesisRequest, Voice
 from downstream_probes.corpora.noises import make_noise
@@ -160,19 +165,28 @@ def build(ctx: BuildContext) -> TaskResult:
     requests = [c.request for c in clips] + babble_requests
     summaries = {split: SplitSummary() for split in SPLITS}
     repetitions: dict[tuple[str, str], int] = {}
+    partition_lists: dict[str, list[str]] = {"valid": [], "test": []}
     babble_speech: list[np.ndarray] = []
     for index, synthesis in enumerate(ctx.synthesize(requests, "ks: Speech Commands")):
         if index >= len(clips):
             babble_speech.append(synthesis.audio)
             continue
         clip = clips[index]
-        folder = (TRAIN_ROOT, clip.word) if clip.split != "test" else (TEST_ROOT, clip.label)
-        number = repetitions.get((clip.speaker, folder[1]), 0)
-        repetitions[(clip.speaker, folder[1])] = number + 1
+        number = repetitions.get((clip.speaker, clip.word), 0)
+        repetitions[(clip.speaker, clip.word)] = number + 1
+        name = f"{clip.speaker}_nohash_{number}.wav"
         audio = one_second_clip(synthesis, ctx.rng("place", index))
-        write_audio(ctx.work.joinpath(*folder, f"{clip.speaker}_nohash_{number}.wav"), audio)
+        write_audio(ctx.work / TRAIN_ROOT / clip.word / name, audio)
+        if clip.split == "test":
+            in_class = repetitions.get((clip.speaker, f"test/{clip.label}"), 0)
+            repetitions[(clip.speaker, f"test/{clip.label}")] = in_class + 1
+            write_audio(ctx.work / TEST_ROOT / clip.label / f"{clip.speaker}_nohash_{in_class}.wav", audio)
+        if clip.split != "train":
+            partition_lists[clip.split].append(f"{clip.word}/{name}")
         summaries[clip.split].add(clip.speaker, audio.shape[0])
 
+    write_lines(ctx.work / TRAIN_ROOT / "validation_list.txt", sorted(partition_lists["valid"]))
+    write_lines(ctx.work / TRAIN_ROOT / "testing_list.txt", sorted(partition_lists["test"]))
     backgrounds = _background(ctx, babble_speech)
     for kind, noise in backgrounds.items():
         write_audio(ctx.work / TRAIN_ROOT / "_background_noise_" / f"{kind}_noise.wav", to_int16(noise))

@@ -1,20 +1,19 @@
-"""Speech-enhancement corpus in the VoiceBank-DEMAND layout, prepared the way s3prl's ``enhancement_stft`` expert
-reads it (``scripts/Voicebank/data_prepare.py`` then ``SeparationDataset`` with ``src: [noisy]``, ``tgt: [clean]``).
+"""Speech-enhancement corpus in the layout of VoiceBank-DEMAND as Edinburgh DataShare's zips unpack (48 kHz);
+``mrsuperb prepare se`` resamples it to 16 kHz and writes the Kaldi lists s3prl's ``enhancement_stft`` expert reads,
+as for the real dataset (s3prl's ``scripts/Voicebank/data_prepare.py``, ``SeparationDataset`` with ``src: [noisy]``,
+``tgt: [clean]``).
 
 Layout under the corpus root::
 
-    VoiceBank-DEMAND/{clean,noisy}_trainset_28spk_wav_16k/p<NNN>_<MMM>.wav     train + dev speakers
-    VoiceBank-DEMAND/{clean,noisy}_testset_wav_16k/p<NNN>_<MMM>.wav            test speakers (p232, p257)
-    VoiceBank-DEMAND/log_trainset_28spk.txt, log_testset.txt                  "<utt> <noise kind> <snr dB>"
-    wav16k/{train,dev,test}/{noisy,clean}/wav.scp    "<utt> <ABSOLUTE path>" (+ utt2spk, spk2utt: "<utt> <utt>")
+    VoiceBank-DEMAND/{clean,noisy}_trainset_28spk_wav/p<NNN>_<MMM>.wav     train + dev speakers, 48 kHz
+    VoiceBank-DEMAND/{clean,noisy}_testset_wav/p<NNN>_<MMM>.wav            test speakers (p232, p257), 48 kHz
+    VoiceBank-DEMAND/log_trainset_28spk.txt, log_testset.txt               "<utt> <noise kind> <snr dB>"
 
-What s3prl needs: ``loaderrc.{train,dev,test}_dir`` = wav16k/{train,dev,test}; each holds ``noisy/wav.scp`` and
-``clean/wav.scp`` with the same utterance names. The paths in wav.scp are absolute (Kaldi style, split on
-whitespace, so the corpus path must not contain spaces) and point into the corpus where it was built: move the
-corpus and the wav.scp files must be rebuilt. As s3prl's preparation does, dev is the train-set speakers p226 and
-p287 and train the other 26; test is p232 and p257. The clean signal and the noise are added at VoiceBank-DEMAND's
-SNRs (train 15/10/5/0 dB, test 17.5/12.5/7.5/2.5 dB, over the active speech) with different synthetic noise kinds
-for train and test (the real test noises are unseen too). Files are 16-bit PCM, 16 kHz.
+As s3prl's preparation splits it, dev is the train-set speakers p226 and p287 and train the other 26; test is p232
+and p257. The clean signal and the noise are added at VoiceBank-DEMAND's SNRs (train 15/10/5/0 dB, test
+17.5/12.5/7.5/2.5 dB, over the active speech) with different synthetic noise kinds for train and test (the real
+test noises are unseen too). The speech is synthesised at 16 kHz and written at 48 kHz (polyphase upsampling), so
+its band ends at 8 kHz; files are 16-bit PCM.
 
 ``utterances`` counts clean/noisy pairs (60/20/20 over train/dev/test).
 """
@@ -22,8 +21,11 @@ for train and test (the real test noises are unseen too). Files are 16-bit PCM, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile
+from scipy.signal import resample_poly
 
 from downstream_probes.corpora import text
 from downstream_probes.corpora.common import (
@@ -36,10 +38,9 @@ from downstream_probes.corpora.common import (
     spread,
     to_float,
     to_int16,
-    write_audio,
     write_lines,
 )
-from downstream_probes.corpora.espeak import SynthesisRequest, Voice
+from downstream_probes.corpora.espeak import SAMPLE_RATE, SynthesisRequest, Voice
 from downstream_probes.corpora.noises import make_noise
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
 
@@ -49,7 +50,7 @@ FRACTIONS = {"train": 0.6, "dev": 0.2, "test": 0.2}
 MINIMUM = {"train": 2, "dev": 1, "test": 1}
 DEFAULT_UTTERANCES = 30
 RAW_ROOT = "VoiceBank-DEMAND"
-PREPARED_ROOT = "wav16k"
+RAW_RATE = 48_000
 # VoiceBank-DEMAND's 28 training speakers; s3prl holds out p226 and p287 as dev. Test speakers: p232, p257.
 DEV_SPEAKERS = ("p226", "p287")
 TRAIN_SPEAKERS = (
@@ -62,9 +63,9 @@ SNRS = {"train": (15.0, 10.0, 5.0, 0.0), "dev": (15.0, 10.0, 5.0, 0.0), "test": 
 NOISES = {"train": ("white", "pink", "hum", "babble"), "dev": ("white", "pink", "hum", "babble"),
           "test": ("brown", "fan", "babble")}  # fmt: skip
 RAW_FOLDERS = {
-    "train": "{kind}_trainset_28spk_wav_16k",
-    "dev": "{kind}_trainset_28spk_wav_16k",
-    "test": "{kind}_testset_wav_16k",
+    "train": "{kind}_trainset_28spk_wav",
+    "dev": "{kind}_trainset_28spk_wav",
+    "test": "{kind}_testset_wav",
 }
 
 
@@ -133,6 +134,13 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float, active: slic
     return clean, noisy
 
 
+def write_48k(path: Path, signal: np.ndarray) -> None:
+    """A 16 kHz float signal written as DataShare's 48 kHz 16-bit WAV (polyphase upsampling by 3)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    upsampled = resample_poly(signal, RAW_RATE // SAMPLE_RATE, 1)
+    soundfile.write(str(path), to_int16(upsampled), RAW_RATE, subtype="PCM_16", format="WAV")
+
+
 def build(ctx: BuildContext) -> TaskResult:
     pairs, voice_of = _plan(ctx)
     babble = _babble_requests(ctx)
@@ -142,7 +150,6 @@ def build(ctx: BuildContext) -> TaskResult:
 
     summaries = {split: SplitSummary() for split in SPLITS}
     logs: dict[str, list[str]] = {"train": [], "test": []}
-    scp: dict[tuple[str, str], list[str]] = {(split, kind): [] for split in SPLITS for kind in ("clean", "noisy")}
     for pair, synthesis in zip(pairs, results, strict=False):
         finished = finish(synthesis, ctx.rng("finish", pair.utt_id))
         clean = to_float(finished.audio)
@@ -152,30 +159,20 @@ def build(ctx: BuildContext) -> TaskResult:
         clean, noisy = mix_at_snr(clean, noise, pair.snr, active)
         for kind, signal in (("clean", clean), ("noisy", noisy)):
             relative = f"{RAW_ROOT}/{RAW_FOLDERS[pair.split].format(kind=kind)}/{pair.utt_id}.wav"
-            write_audio(ctx.work / relative, to_int16(signal))
-            scp[(pair.split, kind)].append(f"{pair.utt_id} {ctx.final_path(relative)}")
+            write_48k(ctx.work / relative, signal)
         logs[babble_group].append(f"{pair.utt_id} {pair.noise} {pair.snr:g}")
         summaries[pair.split].add(pair.speaker, finished.num_samples)
 
     write_lines(ctx.work / RAW_ROOT / "log_trainset_28spk.txt", sorted(logs["train"]))
     write_lines(ctx.work / RAW_ROOT / "log_testset.txt", sorted(logs["test"]))
-    for (split, kind), lines in scp.items():
-        folder = ctx.work / PREPARED_ROOT / split / kind
-        lines = sorted(lines)
-        write_lines(folder / "wav.scp", lines)
-        identity = [f"{line.split()[0]} {line.split()[0]}" for line in lines]
-        write_lines(folder / "utt2spk", identity)
-        write_lines(folder / "spk2utt", identity)
-
     return TaskResult(
         splits=summaries,
         voices=voice_of,
-        s3prl={"loaderrc": {f"{split}_dir": f"{PREPARED_ROOT}/{split}" for split in SPLITS}},
-        path_keys=[f"loaderrc.{split}_dir" for split in SPLITS],
-        layout={"raw_root": RAW_ROOT, "prepared_root": PREPARED_ROOT},
+        s3prl={},
+        path_keys=[],
+        layout={"raw_root": RAW_ROOT, "raw_sample_rate": str(RAW_RATE)},
         extra={
             "snrs": {split: list(SNRS[split]) for split in SPLITS},
             "noises": {s: list(NOISES[s]) for s in SPLITS},
-            "wav_scp_paths": "absolute",
         },
     )

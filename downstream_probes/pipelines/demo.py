@@ -162,6 +162,10 @@ class DemoSettings:
     def corpus(self, task: str) -> Path:
         return self.root / "corpora" / task
 
+    def prepared(self, task: str) -> Path:
+        """What ``mrsuperb prepare`` wrote for the corpus of ``task`` (the real datasets' path)."""
+        return self.root / "prepared" / task
+
     def checkpoint(self, upstream: DemoUpstream) -> Path:
         return self.root / "checkpoints" / f"{upstream.stem}.pt"
 
@@ -269,7 +273,18 @@ class DemoPlan:
                     f"corpus {task}",
                     lambda t=task: (s.corpus(t) / "manifest.json").is_file(),
                     lambda t=task: self._build_corpus(t),
-                )
+                ),
+                *(
+                    [
+                        Stage(
+                            f"prepare {task}",
+                            lambda t=task: (s.prepared(t) / "prepared.json").is_file(),
+                            lambda t=task: self._prepare_corpus(t),
+                        )
+                    ]
+                    if task in TASKS
+                    else []
+                ),
             ]
             for task in corpus_tasks
         ]
@@ -347,6 +362,11 @@ class DemoPlan:
             workers=self.settings.jobs,
         )
 
+    def _prepare_corpus(self, task: str) -> None:
+        from downstream_probes.corpora.prepare import prepare
+
+        prepare(task, self.settings.corpus(task), self.settings.prepared(task))
+
     def _write_checkpoint(self, upstream: DemoUpstream) -> None:
         from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
@@ -402,7 +422,8 @@ class DemoPlan:
                 from downstream_probes.corpora.api import s3prl_overrides
                 from downstream_probes.s3prl.run_downstream import override_option
 
-                self._overrides[task] = override_option(s3prl_overrides(self.settings.corpus(task)))
+                corpus, prepared = self.settings.corpus(task), self.settings.prepared(task)
+                self._overrides[task] = override_option(s3prl_overrides(corpus, prepared))
             return self._overrides[task]
 
     def _train(self, upstream: DemoUpstream, task: str) -> None:

@@ -8,12 +8,16 @@ Before s3prl starts, ``prepare_s3prl`` applies the compatibility layer (``compat
 - ``-l`` takes a layer name of the upstream (``T7``, ``D0``) as well as an index;
 - ``--device`` defaults to cuda when available, else cpu; under ``torchrun`` the local rank comes from the
   environment and the backend is gloo on CPU, nccl on GPU;
+- ``-m train`` checks first that the task's data is prepared (``preflight``: ASR's ``len_for_bucket`` tables, the
+  Kaldi lists of SE and SD, the roots of SF, IC and KS), so a missing folder is one line naming it and the
+  ``mrsuperb prepare`` command, before s3prl or the upstream is loaded;
 - every ``train``/``evaluate`` writes ``<expdir>/results.json``; training with a weighted sum also exports
   ``layer_weights.json``.
 """
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import os
@@ -105,6 +109,51 @@ def check_paths(argv: Sequence[str]) -> None:
             raise FileNotFoundError(f"-e {path}: the folder holds no states-*.ckpt to resume from")
 
 
+def _apply_overrides(config: dict, overrides: str) -> None:
+    """s3prl's ``-o`` rule (``config.a.b=VALUE`` joined by ``,,``, values read as Python literals) on ``config``."""
+    for option in overrides.split(",,"):
+        key, separator, text = option.strip().partition("=")
+        fields = key.strip().split(".")
+        if not separator or fields[0] != "config" or len(fields) < 2:
+            continue
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        section = config
+        for field in fields[1:-1]:
+            section = section.setdefault(field, {})
+        section[fields[-1]] = value
+
+
+def preflight(argv: Sequence[str]) -> None:
+    """Before s3prl starts: for ``-m train`` (the default mode) of a SUPERB task, check that its data is prepared (the
+    config of ``-c``
+    with the ``-o`` overrides; ``corpora.checks.check_prepared``). A config still holding a ``/path/to/``
+    placeholder is left to the runner's own message."""
+    import yaml
+
+    from downstream_probes.corpora.checks import check_prepared
+    from downstream_probes.s3prl.runner import expand_recipe_paths, unset_data_paths
+
+    mode, task, config_path = (find_option(argv, names) for names in (("-m", "--mode"), ("-d", "--downstream"),
+                                                                      ("-c", "--config")))  # fmt: skip
+    spec = task_for(task[1]) if task is not None and task[1] else None
+    if (mode is not None and mode[1] != "train") or spec is None or config_path is None or not config_path[1]:
+        return
+    config = yaml.safe_load(Path(config_path[1]).read_text(encoding="utf-8")) or {}
+    override = find_option(argv, ("-o", "--override"))
+    if override is not None and override[1]:
+        _apply_overrides(config, override[1])
+    expand_recipe_paths(config, recipes_dir())
+    if unset_data_paths(config):
+        return
+    try:
+        check_prepared(spec.task, config.get("downstream_expert", {}))
+    except KeyError as missing:
+        raise UsageError(f"{config_path[1]}: downstream_expert lacks the data key {missing}") from None
+
+
 def override_option(downstream_expert: dict, prefix: str = "config.downstream_expert") -> str:
     """s3prl's ``-o`` string setting every leaf of a nested ``downstream_expert`` mapping (e.g. a corpus's paths).
 
@@ -188,6 +237,7 @@ def run(argv: Sequence[str]) -> None:
     if any(arg in ("-h", "--help") for arg in argv):
         show_help(argv)
         return
+    preflight(resolve_task_and_config(argv))  # before s3prl is imported: seconds, not a model build
     prepare_s3prl()
     reject_unsupported(argv)
     argv = experiment.resolve_resume(experiment.default_mode(argv))

@@ -17,13 +17,13 @@ leaderboard (``leaderboard.md``, ``leaderboard.html`` with the figures inline; T
 
 Dataset layouts (``docs/tasks.md`` describes each in full):
   --librispeech     LibriSpeech/ holding train-clean-100, dev-clean, test-clean (``len_for_bucket/`` is written
-                    next to the output if ``--len-for-bucket`` is not given)
+                    by ``mrsuperb prepare asr`` into ``<out>/prepared/asr`` if ``--len-for-bucket`` is not given)
   --alignments      MFA TextGrids of dev-clean (``<dir>/dev-clean/**/<utt>.TextGrid``, tiers words and phones)
   --snips           Audio SNIPS root (train/valid/test audio, all.iob.snips.txt, slots.txt)
   --fsc             fluent_speech_commands_dataset/ (data/{train,valid,test}_data.csv, wavs/)
   --speech-commands speech_commands_v0.01/ ; --speech-commands-test speech_commands_test_set_v0.01/
-  --voicebank       folder with {train,dev,test}/{noisy,clean}/wav.scp (s3prl's VoiceBank-DEMAND preparation)
-  --sd              folder with {train,dev,test}/ Kaldi data dirs of LibriMix (wav.scp, segments, utt2spk, rttm, ...)
+  --voicebank       folder with {train,dev,test}/{noisy,clean}/wav.scp: PREPARED/wav16k of ``mrsuperb prepare se``
+  --sd              folder with {train,dev,test}/ Kaldi data dirs of Libri2Mix: PREPARED of ``mrsuperb prepare sd``
 A task whose dataset option is not given is skipped (and its leaderboard cells stay empty).
 
 Example::
@@ -31,14 +31,12 @@ Example::
     python recipes/paper_2410.23955/reproduce.py --checkpoints ~/ckpt --librispeech /data/LibriSpeech \\
         --alignments /data/librispeech_alignments --snips /data/SNIPS --fsc /data/fluent_speech_commands_dataset \\
         --speech-commands /data/speech_commands_v0.01 --speech-commands-test /data/speech_commands_test_set_v0.01 \\
-        --voicebank /data/voicebank --sd /data/librimix_sd --out runs/paper_2410.23955
+        --voicebank /data/prepared/se/wav16k --sd /data/prepared/sd --out runs/paper_2410.23955
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -123,40 +121,6 @@ def check_dataset_layout(task: str, args: argparse.Namespace) -> None:
         )
 
 
-def write_len_for_bucket(libri_root: Path, out_dir: Path) -> Path:
-    """s3prl's ``len_for_bucket/<split>.csv`` (``,file_path,length,label``, paths relative to ``libri_root``).
-
-    Lengths in samples from the FLAC headers (no decoding); labels are the transcripts. Written atomically per split.
-    """
-    import soundfile
-
-    from upstream_mrhubert.atomic_io import write_text_atomic
-
-    for split in ASR_SPLITS:
-        target = out_dir / f"{split}.csv"
-        if target.is_file():
-            continue
-        transcripts: dict[str, str] = {}
-        for trans in sorted((libri_root / split).rglob("*.trans.txt")):
-            for line in trans.read_text(encoding="utf-8").splitlines():
-                utterance, _, text = line.partition(" ")
-                transcripts[utterance] = text
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["", "file_path", "length", "label"])
-        for index, flac in enumerate(sorted((libri_root / split).rglob("*.flac"))):
-            writer.writerow(
-                [
-                    index,
-                    flac.relative_to(libri_root).as_posix(),
-                    soundfile.info(str(flac)).frames,
-                    transcripts.get(flac.stem, ""),
-                ]
-            )
-        write_text_atomic(target, buffer.getvalue())
-    return out_dir
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Steps
 
@@ -177,7 +141,8 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
     def stage(name: str, done: Callable[[], bool], command: Callable[[], list[str]], after=None) -> Stage:
         return command_stage(name, done, command, out / "logs", env, after)
 
-    bucket_dir = args.len_for_bucket or out / "len_for_bucket"
+    prepared_asr = out / "prepared" / "asr"
+    bucket_dir = args.len_for_bucket or prepared_asr / "len_for_bucket"
     steps: list[Stage] = []
     tasks = [t for t in args.tasks if data_overrides(t, args, bucket_dir) is not None]
     for task in tasks:
@@ -188,7 +153,7 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
             stage(
                 "len_for_bucket",
                 lambda: all((bucket_dir / f"{s}.csv").is_file() for s in ASR_SPLITS),
-                lambda: [sys.executable, __file__, "--write-len-for-bucket", str(args.librispeech), str(bucket_dir)],
+                lambda: [mrsuperb, "prepare", "asr", "--raw", str(args.librispeech), "--out", str(prepared_asr), "-q"],
             )
         )
     for upstream in args.upstreams:
@@ -386,18 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument(
-        "--write-len-for-bucket", nargs=2, type=Path, metavar=("LIBRI_ROOT", "OUT_DIR"), help=argparse.SUPPRESS
-    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.write_len_for_bucket:
-            write_len_for_bucket(*args.write_len_for_bucket)
-            return 0
         for option in (
             "checkpoints",
             "librispeech",

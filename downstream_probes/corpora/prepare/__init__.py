@@ -1,0 +1,74 @@
+"""Real SUPERB datasets, prepared for s3prl's readers: ``prepare(task, raw, out)`` (``mrsuperb prepare``).
+
+One module per corpus, in the manner of lhotse's recipes (``prepare_<corpus>(raw, out, ...)``): ``librispeech``
+(ASR: ``len_for_bucket/``), ``snips`` (SF: checked), ``fluent_commands`` (IC: checked), ``speech_commands`` (KS:
+checked), ``voicebank`` (SE: 16 kHz audio and Kaldi lists), ``librimix`` (SD: Kaldi folders with RTTMs). Each reads
+the dataset as its download unpacks, writes only into ``out`` (atomically, idempotently) and returns a
+:class:`~downstream_probes.corpora.prepare.common.Prepared` whose ``overrides`` point s3prl at the result; the same
+record is ``out/prepared.json`` (``load_prepared``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from downstream_probes.corpora.prepare.common import RECORD, SCHEMA, Prepared, PrepareError
+from downstream_probes.corpora.prepare.fluent_commands import prepare_fluent_commands
+from downstream_probes.corpora.prepare.librimix import prepare_librimix
+from downstream_probes.corpora.prepare.librispeech import prepare_librispeech
+from downstream_probes.corpora.prepare.snips import prepare_snips
+from downstream_probes.corpora.prepare.speech_commands import prepare_speech_commands
+from downstream_probes.corpora.prepare.voicebank import prepare_voicebank
+
+PREPARERS: dict[str, Callable[..., Prepared]] = {
+    "asr": prepare_librispeech,
+    "sf": prepare_snips,
+    "ic": prepare_fluent_commands,
+    "ks": prepare_speech_commands,
+    "se": prepare_voicebank,
+    "sd": prepare_librimix,
+}
+
+__all__ = ["PREPARERS", "RECORD", "PrepareError", "Prepared", "load_prepared", "prepare", "prepare_command"]
+
+
+def prepare(task: str, raw: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> Prepared:
+    """Prepare the real dataset of ``task`` (asr, sf, ic, ks, se, sd) found in ``raw`` into ``out``.
+
+    Args:
+        task: the SUPERB task.
+        raw: the folder the official download was unpacked into.
+        out: the folder for the prepared files and ``prepared.json``.
+        options: the corpus module's own options (``rttm_dir`` for sd, ``progress``).
+
+    Returns:
+        The preparation record (its ``overrides`` are s3prl's ``downstream_expert`` entries).
+    """
+    try:
+        preparer = PREPARERS[task]
+    except KeyError:
+        raise PrepareError(f"unknown task {task!r}; choose one of {', '.join(PREPARERS)}") from None
+    if task != "sd" and options.get("rttm_dir") is not None:
+        raise PrepareError(f"--rttm-dir is for sd (LibriMix) only, not {task}")
+    options = {key: value for key, value in options.items() if key != "rttm_dir" or task == "sd"}
+    return preparer(raw, out, **options)
+
+
+def load_prepared(out: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``prepared.json`` record of a prepared folder."""
+    path = Path(out) / RECORD
+    if not path.is_file():
+        raise PrepareError(f"{path} not found: {out} was not written by `mrsuperb prepare`")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("schema") != SCHEMA:
+        raise PrepareError(f"{path} has schema {record.get('schema')!r}, expected {SCHEMA!r}")
+    return record
+
+
+def prepare_command(task: str, raw: str = "RAW_DIR", out: str = "PREPARED_DIR") -> str:
+    """The command line that prepares ``task`` (for error messages)."""
+    return f"mrsuperb prepare {task} --raw {raw} --out {out}"
