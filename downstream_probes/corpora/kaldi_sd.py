@@ -119,7 +119,8 @@ def mix_turns(
 ) -> tuple[np.ndarray, list[Segment], dict[str, np.ndarray], np.ndarray]:
     """Place the speech of each turn (trimmed to its first..last phoneme) on one timeline; return the int16 mixture,
     the turn segments, each speaker's int16 source on the same timeline and the int16 noise floor."""
-    pieces, starts = [], []
+    pieces: list[np.ndarray] = []
+    starts: list[int] = []
     cursor = int(rng.uniform(*EDGE) * SAMPLE_RATE)
     for index, synthesis in enumerate(turns):
         speech = to_float(synthesis.audio[synthesis.words[0].start : synthesis.words[-1].end])
