@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from downstream_probes.corpora.checks import AudioError
+from downstream_probes.audio import AudioError
 from downstream_probes.s3prl import compat
 
 

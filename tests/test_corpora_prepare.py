@@ -314,7 +314,7 @@ def test_sd_preparation_and_der_on_a_real_conversation(tmp_path: Path, pyannote_
     own KaldiData, and scored against pyannote's reference with our DER."""
     from s3prl.downstream.diarization.dataset import KaldiData
 
-    from downstream_probes.corpora.checks import read_audio
+    from downstream_probes.audio import read_audio
     from downstream_probes.s3prl.diarization import diarization_error_rate, read_reco2dur, read_rttm
 
     speakers = {"speaker90": ("90", "1-0000"), "speaker91": ("91", "2-0000")}  # label -> (LibriSpeech-style id, reco)

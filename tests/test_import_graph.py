@@ -96,3 +96,40 @@ def test_the_model_package_never_imports_the_probes() -> None:
 
 def test_the_cycle_finder_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# The hops of the data flow, first to last; a module may import its own hop and earlier ones only. Modules not named
+# take the rank of their nearest named package.
+FLOW: dict[str, int] = {
+    "upstream_mrhubert.errors": 0,
+    "upstream_mrhubert.audio": 0,
+    "upstream_mrhubert.atomic_io": 0,
+    "upstream_mrhubert.checkpoints": 1,
+    "upstream_mrhubert": 2,
+    "upstream_mrhubert.pretraining": 3,
+    "downstream_probes": 3,  # the neutral modules: task table, paths, the audio reader, data checks
+    "downstream_probes.s3prl": 4,
+    "downstream_probes.corpora": 5,
+    "downstream_probes.analysis": 5,
+    "downstream_probes.reports": 6,
+    "downstream_probes.pipelines": 7,
+    "downstream_probes.cli": 8,
+}
+
+
+def hop(module: str) -> int:
+    parts = module.split(".")
+    for length in range(len(parts), 0, -1):
+        if ".".join(parts[:length]) in FLOW:
+            return FLOW[".".join(parts[:length])]
+    raise AssertionError(f"{module} is in no hop of FLOW")
+
+
+def test_imports_follow_the_data_flow() -> None:
+    against = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if hop(target) > hop(module)
+    )
+    assert against == []

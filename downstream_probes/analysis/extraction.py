@@ -103,7 +103,7 @@ def _content_digest(path: Path, chunk: int = 1 << 20) -> str:
 def read_audio(path: Path) -> np.ndarray:
     """One utterance's samples (float32, 1-D) through the one checked corpus reader: 16 kHz, mono, long enough,
     finite; the error (a ValueError) names the file."""
-    from downstream_probes.corpora.checks import read_audio as read_checked_audio
+    from downstream_probes.audio import read_audio as read_checked_audio
 
     return read_checked_audio(path)[0][0]
 

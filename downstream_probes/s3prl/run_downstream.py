@@ -129,11 +129,11 @@ def _apply_overrides(config: dict, overrides: str) -> None:
 def preflight(argv: Sequence[str]) -> None:
     """Before s3prl starts: for ``-m train`` (the default mode) of a SUPERB task, check that its data is prepared (the
     config of ``-c``
-    with the ``-o`` overrides; ``corpora.checks.check_prepared``). A config still holding a ``/path/to/``
+    with the ``-o`` overrides; ``data_checks.check_prepared``). A config still holding a ``/path/to/``
     placeholder is left to the runner's own message."""
     import yaml
 
-    from downstream_probes.corpora.checks import check_prepared
+    from downstream_probes.data_checks import check_prepared
     from downstream_probes.s3prl.runner import expand_recipe_paths, unset_data_paths
 
     mode, task, config_path = (find_option(argv, names) for names in (("-m", "--mode"), ("-d", "--downstream"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from downstream_probes import tasks as results_io
-from downstream_probes.corpora.checks import check_corpus
+from downstream_probes.data_checks import check_corpus
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl.experiment import check_runner_config
 from upstream_mrhubert.errors import UsageError

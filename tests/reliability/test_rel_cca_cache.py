@@ -66,7 +66,7 @@ def test_analysis_reads_audio_through_the_checked_reader(tmp_path: Path) -> None
     import pytest
 
     from downstream_probes.analysis.extraction import read_audio
-    from downstream_probes.corpora.checks import AudioError
+    from downstream_probes.audio import AudioError
 
     stereo = tmp_path / "stereo.wav"
     soundfile.write(str(stereo), np.zeros((1600, 2), dtype=np.float32), 16000)

@@ -1,7 +1,7 @@
 """Broken corpora reaching run_downstream.py (issue 14, item 5 and the corpus errors): one clear error naming the file.
 
 Audio: every read checks the sample rate, the channels, the length and that the samples are finite
-(``downstream_probes.corpora.checks.read_audio``, which s3prl's datasets reach through ``torchaudio.load``). The
+(``downstream_probes.audio.read_audio``, which s3prl's datasets reach through ``torchaudio.load``). The
 Fluent Speech Commands CSVs (IC) are checked before the upstream is built: columns, complete rows, labels seen in
 training, readable audio.
 """
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from downstream_probes.corpora.checks import AudioError, CorpusInputError, check_corpus, read_audio
+from downstream_probes.audio import AudioError, CorpusInputError, read_audio
+from downstream_probes.data_checks import check_corpus
 
 
 def _write(path: Path, samples: np.ndarray, rate: int = 16000, subtype: str | None = None) -> Path:

@@ -1,7 +1,7 @@
 """IC: Fluent Speech Commands as its archive unpacks (``fluent_speech_commands_dataset/``).
 
 s3prl reads the dataset where it lies, so ``prepare_fluent_commands(raw, out)`` only checks it, with the same
-check a run makes before building the upstream (``corpora.checks.check_fluent_commands``: the three CSVs, their
+check a run makes before building the upstream (``data_checks.check_fluent_commands``: the three CSVs, their
 labels, every audio header), and records the ``datarc.file_path`` override.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from downstream_probes.corpora.checks import FLUENT_SPLITS, CorpusInputError, check_fluent_commands
+from downstream_probes.audio import CorpusInputError
 from downstream_probes.corpora.prepare.common import (
     Prepared,
     PrepareError,
@@ -18,6 +18,7 @@ from downstream_probes.corpora.prepare.common import (
     out_folder,
     write_record,
 )
+from downstream_probes.data_checks import FLUENT_SPLITS, check_fluent_commands
 
 TASK = "ic"
 ROOT = "fluent_speech_commands_dataset"

@@ -186,7 +186,7 @@ def check_enhancement_audio() -> None:
 
     An 8 kHz or stereo file in a VoiceBank-DEMAND layout is then trained on as if it were right, and the run ends
     with exit status 0. In that module, ``librosa.load`` goes through the project's one checked reader
-    (``downstream_probes.corpora.checks.read_audio``: rate, channels, length, finiteness, the file named); the rest
+    (``downstream_probes.audio.read_audio``: rate, channels, length, finiteness, the file named); the rest
     of librosa (its STFT) is untouched.
     """
     dataset: Any = importlib.import_module("s3prl.downstream.enhancement_stft.dataset")
@@ -194,7 +194,7 @@ def check_enhancement_audio() -> None:
         return
 
     def load(path, sr=None, mono=True, **kwargs):
-        from downstream_probes.corpora.checks import read_audio
+        from downstream_probes.audio import read_audio
 
         samples, rate = read_audio(path, sample_rate=sr, mono=True)
         return samples[0], rate

@@ -14,7 +14,7 @@ import soundfile
 import torch
 import torch.utils.data
 
-from downstream_probes.corpora.checks import read_audio
+from downstream_probes.audio import read_audio
 from downstream_probes.s3prl.compat.marks import is_ours, mark
 
 
@@ -86,7 +86,7 @@ def soundfile_load(
 ) -> tuple[torch.Tensor, int]:
     """``torchaudio.load`` through soundfile: float32 in [-1, 1] ([channels, time]) and the sample rate.
 
-    A file named by its path is read by :func:`downstream_probes.corpora.checks.read_audio`, so s3prl's datasets
+    A file named by its path is read by :func:`downstream_probes.audio.read_audio`, so s3prl's datasets
     get 16 kHz mono audio or an error naming the file (a wrong rate was used silently before).
 
     With ``normalize=False`` integer PCM comes back as int16/int32 like torchaudio's sox backend did.

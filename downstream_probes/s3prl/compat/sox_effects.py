@@ -19,7 +19,7 @@ import numpy as np
 import soundfile
 import torch
 
-from downstream_probes.corpora.checks import read_audio
+from downstream_probes.audio import read_audio
 from upstream_mrhubert.errors import MrsuperbError
 
 Effect = Sequence[str]
