@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -254,3 +255,42 @@ def test_a_diverging_lr_is_recorded_and_left_out(grid_inputs: dict) -> None:
     cell = json.loads((task_folder(out) / "lr1e30_seed0" / "cell.json").read_text())
     assert cell["attempts"][-1]["nan_gradient_steps"], cell["attempts"]
     assert all(value is None or math.isfinite(value) for value in protocol["cells"][0]["dev"].values())
+
+
+@pytest.mark.slow
+def test_leaderboard_shows_the_protocol_number_not_the_newest_run(whole_grid: Path) -> None:
+    from downstream_probes.reports import leaderboard as lb
+
+    protocol = strict_json(task_folder(whole_grid) / "protocol.json")
+    board = lb.load_leaderboard([whole_grid])
+    column = next(c for c in lb.TABLE2_COLUMNS if c.key == "ic_acc")
+    cell = board.cell("mrhubert_local:tiny", column)
+    assert cell.run.protocol and cell.value == protocol["selection"]["test"]["acc"]["mean"]
+    assert board.rows == ["mrhubert_local:tiny"] and not board.ignored  # the six cells are summarised, not rows
+    summary = protocol["selection"]["test"]["acc"]
+    sd = f" ± {column.format(summary['sd'])}" if summary["sd"] is not None else ""
+    assert f"{column.format(summary['mean'])}{sd} (n=2)" in lb.render_markdown(board)
+
+
+@pytest.mark.slow
+def test_slurm_and_local_executors_give_the_same_protocol(grid_inputs: dict, whole_grid: Path, slurm_cluster) -> None:
+    """The 2-cell grid (1 lr x 2 seeds) as a Slurm job array on the one-node cluster equals the same cells run by
+    the local executor (the fixture's grid); a rerun submits only the cell that is missing."""
+    from downstream_probes.s3prl.protocol.slurm import SLURM_FILE
+
+    out = grid_inputs["root"] / "slurm"
+    argv = [*grid_argv(grid_inputs, out, lrs=("1e-4",)), "--executor", "slurm", "--slurm-partition",
+            slurm_cluster.partition, "--wait"]  # fmt: skip
+    assert cli.main(argv) == 0
+    cells = [task_folder(out) / name for name in ("lr1e-4_seed0", "lr1e-4_seed1")]
+    jobs = [json.loads((cell / SLURM_FILE).read_text())["job_id"] for cell in cells]
+    assert len({job.split("_")[0] for job in jobs}) == 1  # one array
+    assert all(json.loads((cell / "cell.json").read_text())["attempts"][-1]["slurm_job_id"] for cell in cells)
+    reference = [c for c in expand_grid(options_of(grid_inputs, whole_grid)) if c.lr == 1e-4]
+    assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))
+
+    shutil.rmtree(cells[1])
+    assert cli.main(argv) == 0
+    assert json.loads((cells[0] / SLURM_FILE).read_text())["job_id"] == jobs[0]  # finished: not submitted again
+    assert json.loads((cells[1] / SLURM_FILE).read_text())["job_id"] not in jobs
+    assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))
