@@ -294,3 +294,28 @@ def test_slurm_and_local_executors_give_the_same_protocol(grid_inputs: dict, who
     assert json.loads((cells[0] / SLURM_FILE).read_text())["job_id"] == jobs[0]  # finished: not submitted again
     assert json.loads((cells[1] / SLURM_FILE).read_text())["job_id"] not in jobs
     assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))
+
+
+def evaluations(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "evaluations.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_shared_heads_give_their_separate_runs_metrics(grid_inputs: dict, whole_grid: Path) -> None:
+    """--shared: the three learning rates of seed 0 as heads of one pass equal the separate cells of the grid."""
+    out = grid_inputs["root"] / "shared"
+    assert cli.main([*grid_argv(grid_inputs, out, seeds=("0",)), "--shared"]) == 0
+    for lr in LRS:
+        name = f"lr{format_lr(float(lr))}_seed0"
+        shared, separate = task_folder(out) / name, task_folder(whole_grid) / name
+        a, b = evaluations(shared), evaluations(separate)
+        assert [(r["phase"], r["split"], r["step"]) for r in a] == [(r["phase"], r["split"], r["step"]) for r in b]
+        for mine, theirs in zip(a, b, strict=True):
+            assert mine["scalars"].keys() == theirs["scalars"].keys()
+            for key, value in theirs["scalars"].items():
+                assert abs(mine["scalars"][key] - value) <= 1e-6, (name, key)
+        results = json.loads((shared / "results.json").read_text())
+        assert results["config"]["optimizer"]["lr"] == float(lr) and results["sweep"]["status"] == "finished"
+        assert json.loads((shared / "cell.json").read_text())["attempts"][-1]["status"] == "finished"
+    reference = [c for c in expand_grid(options_of(grid_inputs, whole_grid)) if c.seed == 0]
+    assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))

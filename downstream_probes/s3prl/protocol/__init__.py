@@ -109,6 +109,8 @@ def run_superb(options: SuperbOptions) -> list[dict[str, Any]]:
     finished by then.
     """
     cells = expand_grid(options)
+    if options.shared and (options.executor != "local" or options.jobs != 1):
+        raise GridError("--shared trains each seed's learning rates in this process: drop --executor slurm/--jobs")
     Path(options.out).mkdir(parents=True, exist_ok=True)
     if options.shared:
         from downstream_probes.s3prl.protocol.shared import run_shared_groups
