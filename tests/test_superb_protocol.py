@@ -319,3 +319,31 @@ def test_shared_heads_give_their_separate_runs_metrics(grid_inputs: dict, whole_
         assert json.loads((shared / "cell.json").read_text())["attempts"][-1]["status"] == "finished"
     reference = [c for c in expand_grid(options_of(grid_inputs, whole_grid)) if c.seed == 0]
     assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_job_resumes_its_cell(grid_inputs: dict, slurm_cluster) -> None:
+    """Preemption with requeue (``scontrol requeue``, as Slurm does to a preempted job): the job starts again and
+    resumes its cell with -a; a rerun of the grid meanwhile submits nothing (the job is still queued)."""
+    from downstream_probes.s3prl.protocol.slurm import SLURM_FILE
+
+    out = grid_inputs["root"] / "slurm_requeue"
+    inputs = {**grid_inputs, "override": grid_inputs["override"].replace("total_steps=6", "total_steps=60")}
+    argv = [*grid_argv(inputs, out, lrs=("1e-4",), seeds=("0",)), "--executor", "slurm", "--slurm-partition",
+            slurm_cluster.partition]  # fmt: skip
+    assert cli.main(argv) == 0
+    cell = task_folder(out) / "lr1e-4_seed0"
+    job = json.loads((cell / SLURM_FILE).read_text())["job_id"]
+    deadline = time.monotonic() + 240
+    while not list(cell.glob("states-*.ckpt")):
+        assert time.monotonic() < deadline, "the job saved no checkpoint"
+        time.sleep(0.05)
+    requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    assert requeue.returncode == 0, requeue.stderr
+    assert cli.main([*argv, "--wait"]) == 0
+    assert json.loads((cell / SLURM_FILE).read_text())["job_id"] == job  # not submitted again
+    attempts = json.loads((cell / "cell.json").read_text())["attempts"]
+    assert [a["action"] for a in attempts] == ["start", "resume"], attempts
+    assert attempts[0]["status"] == "killed" and attempts[1]["status"] == "finished"
+    assert attempts[0]["slurm_job_id"] == attempts[1]["slurm_job_id"] == job
+    assert strict_json(task_folder(out) / "protocol.json")["complete"]

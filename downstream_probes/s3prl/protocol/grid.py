@@ -116,20 +116,28 @@ class Cell:
         return f"{self.identity}/{self.task}/{self.name}"
 
     def train_argv(self) -> list[str]:
-        """``run_downstream.py`` arguments of the cell's training (without ``-a``)."""
-        argv = ["-m", "train", "-u", self.upstream, "-d", self.task]
-        if self.upstream_ckpt:
-            argv += ["-k", str(self.upstream_ckpt)]
-        if self.model_config:
-            argv += ["-g", str(self.model_config)]
-        if self.config:
-            argv += ["-c", str(self.config)]
-        override = f"{LR_OVERRIDE}={self.lr!r}"
-        argv += ["-o", f"{self.override},,{override}" if self.override else override]
-        argv += ["--seed", str(self.seed), "-p", str(self.folder)]
-        if self.device:
-            argv += ["--device", self.device]
-        return [*argv, *self.extra_args]
+        """``run_downstream.py`` arguments of the cell's training (without ``-a``): the command line a shared sweep
+        head gets (``shared_sweep.head_argv``), with the cell's learning rate, seed and folder."""
+        from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, head_argv
+
+        options = SharedSweepOptions(
+            upstream=self.upstream,
+            task=self.task,
+            sweep_dir=self.folder.parent,
+            upstream_ckpt=self.upstream_ckpt,
+            model_config=self.model_config,
+            config=self.config,
+            override=self.override,
+            device=self.device,
+            extra_args=("--seed", str(self.seed), *self.extra_args),
+        )
+        return head_argv(options, self.head_spec())
+
+    def head_spec(self) -> Any:
+        """The cell as a head of a shared sweep (``--shared``): its folder and its learning rate."""
+        from downstream_probes.s3prl.shared_sweep import HeadSpec
+
+        return HeadSpec(self.name, None, folder=self.folder, override=f"{LR_OVERRIDE}={self.lr!r}")
 
     def evaluate_argv(self, checkpoint: Path, test_split: str) -> list[str]:
         argv = ["-m", "evaluate", "-e", str(checkpoint), "-t", test_split, "-p", str(self.folder)]
@@ -196,7 +204,8 @@ def claim_folder(cell: Cell) -> dict[str, Any]:
 
 
 def _comparable(argv: Sequence[str]) -> list[str]:
-    """A cell's command without its device: a cell may resume on another machine (Slurm requeue, another GPU)."""
+    """A cell's command without its device (a cell may resume on another machine: Slurm requeue, another GPU), its
+    words sorted (the order options come in does not change the run)."""
     out, skip = [], False
     for arg in argv:
         if skip:
@@ -206,7 +215,7 @@ def _comparable(argv: Sequence[str]) -> list[str]:
             skip = True
             continue
         out.append(arg)
-    return out
+    return sorted(out)
 
 
 def _finite(value: Any) -> bool:
@@ -277,6 +286,12 @@ def _watching_nan() -> Iterator[_NanWatch]:
         sys.stdout = saved
 
 
+def _slurm_job_id() -> str | None:
+    """This process's Slurm job as ``squeue`` names it (``<array>_<task>`` for a task of a job array)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -316,7 +331,7 @@ def run_cell(cell: Cell) -> str:
         "started": _now(),
         "pid": os.getpid(),
         "host": os.uname().nodename,
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_job_id": _slurm_job_id(),
         "status": "running",
     }
     for previous in record["attempts"]:

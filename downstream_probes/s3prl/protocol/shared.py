@@ -21,7 +21,6 @@ from downstream_probes.s3prl.protocol.grid import (
     DIVERGED,
     DONE_STATES,
     FAILED,
-    LR_OVERRIDE,
     Cell,
     cell_state,
     claim_folder,
@@ -44,7 +43,7 @@ def shared_groups(cells: Sequence[Cell]) -> list[list[Cell]]:
 def run_shared_group(group: Sequence[Cell]) -> None:
     """Train and test one group's cells as heads of one shared sweep, and record the attempt in each cell.json."""
     from downstream_probes.s3prl import run_downstream
-    from downstream_probes.s3prl.shared_sweep import HeadSpec, SharedSweep, SharedSweepOptions, s3prl_process
+    from downstream_probes.s3prl.shared_sweep import SharedSweep, SharedSweepOptions, s3prl_process
 
     first = group[0]
     state_dir = first.folder.parent / SHARED_DIR / f"seed{first.seed}"
@@ -70,7 +69,7 @@ def run_shared_group(group: Sequence[Cell]) -> None:
         device=first.device,
         resume=resume,
         extra_args=("--seed", str(first.seed), *first.extra_args),
-        heads=[HeadSpec(cell.name, None, folder=cell.folder, override=f"{LR_OVERRIDE}={cell.lr!r}") for cell in group],
+        heads=[cell.head_spec() for cell in group],
     )
     spec = tasks.TASKS[first.task]
     run_downstream.prepare_s3prl()
