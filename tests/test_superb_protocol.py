@@ -328,7 +328,14 @@ def test_a_requeued_slurm_job_resumes_its_cell(grid_inputs: dict, slurm_cluster)
     from downstream_probes.s3prl.protocol.slurm import SLURM_FILE
 
     out = grid_inputs["root"] / "slurm_requeue"
-    inputs = {**grid_inputs, "override": grid_inputs["override"].replace("total_steps=6", "total_steps=60")}
+    # long enough that the job is still training when Slurm kills it (submitit lets SIGTERM pass; SIGKILL follows
+    # KillWait seconds later)
+    steps = "total_steps=200,,config.runner.save_step=10,,config.runner.eval_step=100,,config.runner.log_step=100"
+    override = grid_inputs["override"].replace(
+        "total_steps=6,,config.runner.save_step=2,,config.runner.eval_step=3,,config.runner.log_step=3", steps
+    )
+    assert steps in override
+    inputs = {**grid_inputs, "override": override}
     argv = [*grid_argv(inputs, out, lrs=("1e-4",), seeds=("0",)), "--executor", "slurm", "--slurm-partition",
             slurm_cluster.partition]  # fmt: skip
     assert cli.main(argv) == 0
@@ -340,6 +347,14 @@ def test_a_requeued_slurm_job_resumes_its_cell(grid_inputs: dict, slurm_cluster)
         time.sleep(0.05)
     requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     assert requeue.returncode == 0, requeue.stderr
+    # Slurm holds a requeued job back for a while (its BeginTime); once it is pending again, let it start at once
+    deadline = time.monotonic() + 60
+    while subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() != (
+        "PENDING"
+    ):
+        assert time.monotonic() < deadline, "the requeued job did not come back to the queue"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True, check=True)
     assert cli.main([*argv, "--wait"]) == 0
     assert json.loads((cell / SLURM_FILE).read_text())["job_id"] == job  # not submitted again
     attempts = json.loads((cell / "cell.json").read_text())["attempts"]

@@ -326,7 +326,7 @@ def run_cell(cell: Cell) -> str:
         checkpoint = newest_readable_checkpoint(cell.folder)
         resumed_from = checkpoint.name if checkpoint is not None else None
     attempt: dict[str, Any] = {
-        "action": "resume" if resumed_from else "start",
+        "action": "resume" if resumed_from else ("evaluate" if trained else "start"),
         "resumed_from": resumed_from,
         "started": _now(),
         "pid": os.getpid(),
