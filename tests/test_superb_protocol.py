@@ -248,12 +248,14 @@ def test_killed_grid_resumes_to_the_same_protocol(grid_inputs: dict, whole_grid:
 @pytest.mark.slow
 def test_a_diverging_lr_is_recorded_and_left_out(grid_inputs: dict) -> None:
     out = grid_inputs["root"] / "diverging"
-    assert cli.main(grid_argv(grid_inputs, out, lrs=("1e30",), seeds=("0",))) == 0
+    assert cli.main([*grid_argv(grid_inputs, out, lrs=("1e30",)), "--jobs", "2"]) == 0  # both seeds at once
     protocol = strict_json(task_folder(out) / "protocol.json")
-    assert protocol["diverged"] == [{"lr": 1e30, "seed": 0, "status": "diverged"}]
+    assert protocol["diverged"] == [{"lr": 1e30, "seed": seed, "status": "diverged"} for seed in (0, 1)]
     assert protocol["selection"] is None and not protocol["complete"]
-    cell = json.loads((task_folder(out) / "lr1e30_seed0" / "cell.json").read_text())
-    assert cell["attempts"][-1]["nan_gradient_steps"], cell["attempts"]
+    cells = [json.loads((task_folder(out) / f"lr1e30_seed{seed}" / "cell.json").read_text()) for seed in (0, 1)]
+    assert all(cell["attempts"][-1]["nan_gradient_steps"] for cell in cells), cells
+    started = sorted((cell["attempts"][0]["started"], cell["attempts"][0]["ended"]) for cell in cells)
+    assert started[1][0] <= started[0][1]  # the two cells ran side by side
     assert all(value is None or math.isfinite(value) for value in protocol["cells"][0]["dev"].values())
 
 
