@@ -219,7 +219,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
                 "ReturnToService=2",
                 "SlurmdTimeout=60",
                 "InactiveLimit=0",
-                "KillWait=0",  # a requeued (preempted) job is killed at once: the requeue test needs it mid-training
+                "KillWait=5",
                 f"{node_line} NodeAddr=127.0.0.1 State=UNKNOWN",
                 "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
                 "",

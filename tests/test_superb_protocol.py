@@ -325,13 +325,13 @@ def test_shared_heads_give_their_separate_runs_metrics(grid_inputs: dict, whole_
 
 @pytest.mark.slow
 def test_a_requeued_slurm_job_resumes_its_cell(grid_inputs: dict, slurm_cluster) -> None:
-    """Preemption with requeue (``scontrol requeue``, as Slurm does to a preempted job): the job starts again and
-    resumes its cell with -a; a rerun of the grid meanwhile submits nothing (the job is still queued)."""
+    """Preemption: Slurm warns a job it is about to preempt with SIGUSR2 (submitit asks for it); submitit then
+    checkpoints the job and requeues it. The requeued job starts again and resumes its cell with -a; a rerun of the
+    grid meanwhile submits nothing (the job is still queued)."""
     from downstream_probes.s3prl.protocol.slurm import SLURM_FILE
 
     out = grid_inputs["root"] / "slurm_requeue"
-    # long enough that the job is still training when Slurm kills it (submitit lets SIGTERM pass; SIGKILL follows
-    # KillWait seconds later)
+    # long enough that the job is still training when the signal comes
     steps = "total_steps=200,,config.runner.save_step=10,,config.runner.eval_step=100,,config.runner.log_step=100"
     override = grid_inputs["override"].replace(
         "total_steps=6,,config.runner.save_step=2,,config.runner.eval_step=3,,config.runner.log_step=3", steps
@@ -347,8 +347,8 @@ def test_a_requeued_slurm_job_resumes_its_cell(grid_inputs: dict, slurm_cluster)
     while not list(cell.glob("states-*.ckpt")):
         assert time.monotonic() < deadline, "the job saved no checkpoint"
         time.sleep(0.05)
-    requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    assert requeue.returncode == 0, requeue.stderr
+    preempt = subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True)
+    assert preempt.returncode == 0, preempt.stderr
     # Slurm holds a requeued job back for a while (its BeginTime); once it is pending again, let it start at once
     deadline = time.monotonic() + 60
     while subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip() != (
