@@ -364,3 +364,22 @@ def test_a_requeued_slurm_job_resumes_its_cell(grid_inputs: dict, slurm_cluster)
     assert attempts[0]["status"] == "killed" and attempts[1]["status"] == "finished"
     assert attempts[0]["slurm_job_id"] == attempts[1]["slurm_job_id"] == job
     assert strict_json(task_folder(out) / "protocol.json")["complete"]
+
+
+@pytest.mark.slow
+def test_shared_groups_run_as_slurm_jobs(grid_inputs: dict, whole_grid: Path, slurm_cluster) -> None:
+    """--shared --executor slurm: one job per seed, its learning rates as heads; the cells equal the local grid's."""
+    from downstream_probes.s3prl.protocol.slurm import SLURM_FILE
+
+    out = grid_inputs["root"] / "slurm_shared"
+    argv = [*grid_argv(grid_inputs, out, lrs=("1e-4", "1e-3")), "--shared", "--executor", "slurm",
+            "--slurm-partition", slurm_cluster.partition, "--wait"]  # fmt: skip
+    assert cli.main(argv) == 0
+    jobs = {
+        (lr, seed): json.loads((task_folder(out) / f"lr{lr}_seed{seed}" / SLURM_FILE).read_text())["job_id"]
+        for lr in ("1e-4", "1e-3")
+        for seed in SEEDS
+    }
+    assert jobs[("1e-4", "0")] == jobs[("1e-3", "0")] != jobs[("1e-4", "1")] == jobs[("1e-3", "1")]
+    reference = [c for c in expand_grid(options_of(grid_inputs, whole_grid)) if c.lr in (1e-4, 1e-3)]
+    assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))

@@ -91,7 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where cells run")
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="local: N cells at a time (one GPU each)")
     parser.add_argument(
-        "--shared", action="store_true", help="train the learning rates of one seed together, one upstream forward"
+        "--shared",
+        action="store_true",
+        help="train the learning rates of one seed together, one upstream forward per batch (one Slurm job per seed)",
     )
     parser.add_argument("--wait", action="store_true", help="slurm: follow the jobs to the end (progress bar)")
     slurm = parser.add_argument_group("slurm (--executor slurm)")

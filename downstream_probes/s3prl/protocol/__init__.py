@@ -2,9 +2,9 @@
 
 ``run_superb(SuperbOptions(...))`` (what ``mrsuperb superb`` calls) expands the grid into cells (``grid``), runs the
 unfinished ones with an executor (``local``: one process per cell, ``jobs`` at a time; ``slurm``: a Slurm array
-through submitit), and writes ``DIR/<upstream>/<task>/protocol.json`` for every (upstream, task) (``selection``:
-SUPERB's rule). Rerunning it is idempotent: finished cells are read, interrupted ones resumed, the protocol
-rewritten.
+through submitit; with ``shared``, one seed's learning rates together: in this process, or one Slurm job each),
+and writes ``DIR/<upstream>/<task>/protocol.json`` for every (upstream, task) (``selection``: SUPERB's rule).
+Rerunning it is idempotent: finished cells are read, interrupted ones resumed, the protocol rewritten.
 """
 
 from __future__ import annotations
@@ -109,19 +109,21 @@ def run_superb(options: SuperbOptions) -> list[dict[str, Any]]:
     finished by then.
     """
     cells = expand_grid(options)
-    if options.shared and (options.executor != "local" or options.jobs != 1):
-        raise GridError("--shared trains each seed's learning rates in this process: drop --executor slurm/--jobs")
+    if options.shared and options.jobs != 1:
+        raise GridError("--shared trains the seeds one after another here (or as Slurm jobs): drop --jobs")
     Path(options.out).mkdir(parents=True, exist_ok=True)
-    if options.shared:
+    if options.executor == "slurm":
+        from downstream_probes.s3prl.protocol.slurm import run_slurm
+
+        run_slurm(
+            cells, Path(options.out), options.slurm, wait=options.wait, quiet=options.quiet, shared=options.shared
+        )
+    elif options.shared:
         from downstream_probes.s3prl.protocol.shared import run_shared_groups
 
         run_shared_groups(cells, quiet=options.quiet)
-    elif options.executor == "local":
+    else:
         from downstream_probes.s3prl.protocol.local import run_local
 
         run_local(cells, jobs=options.jobs, quiet=options.quiet)
-    else:
-        from downstream_probes.s3prl.protocol.slurm import run_slurm
-
-        run_slurm(cells, Path(options.out), options.slurm, wait=options.wait, quiet=options.quiet)
     return write_protocols(cells, lambda cell: task_root(options.out, cell))

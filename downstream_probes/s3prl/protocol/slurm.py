@@ -1,4 +1,5 @@
-"""The Slurm executor: every unfinished cell a task of one Slurm job array, submitted through submitit.
+"""The Slurm executor: every unfinished cell (with ``--shared``: every group of one seed's learning rates) a task
+of one Slurm job array, submitted through submitit.
 
 Each job runs ``run_cell`` (the same code as a local cell: train, resuming with ``-a`` when the cell has
 checkpoints, then the test evaluation). ``CellJob`` is submitit-checkpointable: on preemption or at the time limit
@@ -34,6 +35,17 @@ class CellJob(submitit.helpers.Checkpointable):
 
     def __call__(self, cell: dict[str, Any]) -> str:
         return run_cell(Cell.from_dict(cell))
+
+
+class SharedGroupJob(submitit.helpers.Checkpointable):
+    """The learning rates of one seed as one ``--shared`` job; requeued on preemption or timeout, the shared pass
+    resumes from its saved state."""
+
+    def __call__(self, cells: list[dict[str, Any]]) -> str:
+        from downstream_probes.s3prl.protocol.shared import run_shared_group
+
+        run_shared_group([Cell.from_dict(cell) for cell in cells])
+        return "done"
 
 
 def queued_jobs() -> set[str]:
@@ -73,42 +85,56 @@ def _executor(out: Path, settings: Any) -> submitit.AutoExecutor:
     return executor
 
 
-def submit(cells: Sequence[Cell], out: Path, settings: Any) -> list[str]:
-    """Submit ``cells`` as one job array; returns the job ids and records each in its cell's ``slurm.json``."""
-    if not cells:
+def submit(units: Sequence[Sequence[Cell]], out: Path, settings: Any, shared: bool = False) -> list[str]:
+    """Submit ``units`` (one cell each, or one ``--shared`` group each) as one job array; returns the job ids and
+    records each in the ``slurm.json`` of its cells."""
+    if not units:
         return []
     executor = _executor(out, settings)
-    jobs = executor.map_array(CellJob(), [cell.to_dict() for cell in cells])
+    if shared:
+        jobs = executor.map_array(SharedGroupJob(), [[cell.to_dict() for cell in unit] for unit in units])
+    else:
+        jobs = executor.map_array(CellJob(), [unit[0].to_dict() for unit in units])
     submitted = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    for cell, job in zip(cells, jobs, strict=True):
+    for unit, job in zip(units, jobs, strict=True):
         record = {"job_id": str(job.job_id), "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
         record["submitted"] = submitted
-        write_text_atomic(cell.folder / SLURM_FILE, json.dumps(record, indent=2) + "\n")
+        for cell in unit:
+            write_text_atomic(cell.folder / SLURM_FILE, json.dumps(record, indent=2) + "\n")
     return [str(job.job_id) for job in jobs]
 
 
-def run_slurm(cells: Sequence[Cell], out: Path, settings: Any, wait: bool = False, quiet: bool = False) -> list[str]:
-    """Submit every cell that is neither done nor still queued; with ``wait``, follow the grid's jobs to the end.
-
-    Returns the ids of the jobs submitted now.
-    """
+def run_slurm(
+    cells: Sequence[Cell], out: Path, settings: Any, wait: bool = False, quiet: bool = False, shared: bool = False
+) -> list[str]:
+    """Submit every cell (``shared``: every group of one seed's learning rates) that is neither done nor still
+    queued; with ``wait``, follow the grid's jobs to the end. Returns the ids of the jobs submitted now."""
     todo = [cell for cell in cells if cell_state(cell) not in DONE_STATES]
     live = queued_jobs() if todo else set()
-    pending = []
     for cell in todo:
         claim_folder(cell)
-        previous = read_submission(cell)
-        if previous is None or previous["job_id"] not in live:
-            pending.append(cell)
-    job_ids = submit(pending, Path(out), settings)
+    if shared:
+        from downstream_probes.s3prl.protocol.shared import shared_groups
+
+        units = shared_groups(todo)
+    else:
+        units = [[cell] for cell in todo]
+    pending = [unit for unit in units if any(_not_queued(cell, live) for cell in unit)]
+    job_ids = submit(pending, Path(out), settings, shared=shared)
     if not quiet:
         print(
-            f"superb grid on Slurm: {len(cells) - len(todo)} cell(s) done, {len(todo) - len(pending)} still queued, "
-            f"{len(job_ids)} submitted now" + (f" ({job_ids[0].split('_')[0]})" if job_ids else "")
+            f"superb grid on Slurm: {len(cells) - len(todo)} cell(s) done, "
+            f"{len(todo) - sum(len(unit) for unit in pending)} still queued, {len(job_ids)} job(s) submitted now"
+            + (f" ({job_ids[0].split('_')[0]})" if job_ids else "")
         )
     if wait:
         follow(cells, quiet=quiet)
     return job_ids
+
+
+def _not_queued(cell: Cell, live: set[str]) -> bool:
+    previous = read_submission(cell)
+    return previous is None or previous["job_id"] not in live
 
 
 def follow(cells: Sequence[Cell], quiet: bool = False) -> None:
