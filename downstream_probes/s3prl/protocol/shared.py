@@ -14,6 +14,7 @@ s3prl run skips the step and goes on), and the upstream must not draw random num
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from downstream_probes import tasks
@@ -43,6 +44,7 @@ def shared_groups(cells: Sequence[Cell]) -> list[list[Cell]]:
 def run_shared_group(group: Sequence[Cell]) -> None:
     """Train and test one group's cells as heads of one shared sweep, and record the attempt in each cell.json."""
     from downstream_probes.s3prl import run_downstream
+    from downstream_probes.s3prl.experiment import experiment_lock
     from downstream_probes.s3prl.shared_sweep import SharedSweep, SharedSweepOptions, s3prl_process
 
     first = group[0]
@@ -76,10 +78,13 @@ def run_shared_group(group: Sequence[Cell]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     error = None
     try:
-        shared = SharedSweep(options)
-        with s3prl_process(shared.args):
-            shared.start()
-            shared.run(True, spec.test_split)
+        with contextlib.ExitStack() as locks:
+            for cell in group:  # as a separate run holds its folder: no second grid run trains these cells meanwhile
+                locks.enter_context(experiment_lock(cell.folder))
+            shared = SharedSweep(options)
+            with s3prl_process(shared.args):
+                shared.start()
+                shared.run(True, spec.test_split)
     except Exception as raised:  # recorded in every cell of the group; the other groups go on
         error = f"{type(raised).__name__}: {raised}"
     for cell in group:
