@@ -253,6 +253,17 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
             time.sleep(0.5)
         yield SlurmCluster(conf=conf, root=root, partition="debug")
     finally:
+        # jobs still finishing (a test may be done with a job's result before the job has exited) end first: a
+        # slurmd stopped under them would leave their slurmstepd and srun behind
+        if len(daemons) == 3 and all(daemon.poll() is None for daemon in daemons):
+            for cancel in (False, True):
+                if cancel:
+                    subprocess.run(["scancel", "--partition=debug", "--full"], capture_output=True)
+                deadline = time.monotonic() + 60
+                while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
         for daemon in reversed(daemons):
             if daemon.poll() is None:
                 daemon.send_signal(signal.SIGTERM)
