@@ -95,14 +95,13 @@ def worker(variant: str, task: str, checkpoint: str, corpus: str, steps: int, ou
     return {"wall_s": time.perf_counter() - start}
 
 
-def _run_worker(arguments: list[str], threads: int) -> dict[str, Any]:
+def _run_worker(arguments: list[str], threads: int, script: str = __file__) -> dict[str, Any]:
+    """Run ``script`` (this benchmark, or another one reusing this driver) with ``arguments`` in a fresh process."""
     environment = dict(os.environ)
     if threads:
         environment["OMP_NUM_THREADS"] = environment["MKL_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, __file__, *arguments], stdout=stdout, stderr=stderr, env=environment
-        )
+        process = subprocess.Popen([sys.executable, script, *arguments], stdout=stdout, stderr=stderr, env=environment)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)

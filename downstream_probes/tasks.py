@@ -5,6 +5,8 @@
 * ``results.json`` (schema ``mrsuperb.results/1``) of a downstream run: written by ``write_results``, read and checked
   by ``load_results_file`` (``ResultsDocument`` lists its fields).
 * ``sweep.json`` (schema ``mrsuperb.probe_sweep/1``) of a probe sweep: ``write_sweep`` / ``load_sweep_file``.
+* ``protocol.json`` (schema ``mrsuperb.superb_protocol/1``) of one (upstream, task) of a SUPERB learning-rate grid
+  (``mrsuperb superb``): ``write_protocol`` / ``load_protocol_file`` (``ProtocolDocument`` lists its fields).
 * ``upstream_identity``: the name that tells models apart (``mrhubert_local:<checkpoint stem>``), used by every
   reader that groups results by model.
 
@@ -36,6 +38,8 @@ SWEEP_FILE = "sweep.json"
 RESULT_PACKAGES = ("mrsuperb", "s3prl", "torch", "torchaudio", "numpy", "scipy", "soundfile", "pyannote.metrics",
                    "pesq", "pystoi", "asteroid", "editdistance")  # fmt: skip
 LAYER_WEIGHTS_FILE = "layer_weights.json"
+PROTOCOL_SCHEMA = "mrsuperb.superb_protocol/1"
+PROTOCOL_FILE = "protocol.json"
 
 
 @dataclass(frozen=True)
@@ -410,3 +414,59 @@ def new_results(
     }
     results.update(extra or {})
     return results
+
+
+# ------------------------------------------------------------------------------------------------------------
+# protocol.json
+
+
+class ProtocolDocument(TypedDict, total=False):
+    """The fields of ``protocol.json`` (schema ``mrsuperb.superb_protocol/1``), one per (upstream, task) of a grid.
+
+    Strict JSON: a metric that is not finite is ``null``. ``selection`` is None while no cell has finished.
+    """
+
+    schema: str
+    upstream: str
+    upstream_ckpt: str | None
+    upstream_identity: str
+    task: str
+    dev_split: str
+    test_split: str
+    primary_metric: str
+    lower_is_better: bool
+    rule: str  # how the learning rate was chosen, in words
+    lrs: list[float]
+    seeds: list[int]
+    cells: list[dict[str, Any]]  # lr, seed, expdir, status, best_step, dev {metric: value}, test {metric: value}
+    # lr (the chosen one), dev_mean {lr: mean dev metric}, per_seed [{seed, expdir, test}], test {metric: {mean,
+    # sd, n}}
+    selection: dict[str, Any] | None
+    complete: bool  # every cell finished
+    missing: list[dict[str, Any]]  # cells not finished (pending, interrupted, failed): {lr, seed, status}
+    diverged: list[dict[str, Any]]  # cells that diverged: {lr, seed, status}
+    created: str
+
+
+REQUIRED_PROTOCOL_FIELDS = ("upstream", "upstream_identity", "task", "test_split", "primary_metric", "cells")
+
+
+def write_protocol(folder: str | Path, document: dict[str, Any]) -> Path:
+    """Write ``protocol.json`` atomically as strict JSON (``allow_nan=False``: a NaN raises instead of being written)."""
+    document = {"schema": PROTOCOL_SCHEMA, **document}
+    return write_text_atomic(Path(folder) / PROTOCOL_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
+def load_protocol_file(path: str | os.PathLike[str]) -> ProtocolDocument:
+    """Read and check one ``protocol.json``: schema, required fields, a known task, a list of cells."""
+    path = Path(path)
+    data = _read_json(path, "grid (mrsuperb superb)")
+    if not isinstance(data, dict) or data.get("schema") != PROTOCOL_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ResultsError(f"{path} has schema {found!r}, expected {PROTOCOL_SCHEMA!r}")
+    missing = [key for key in REQUIRED_PROTOCOL_FIELDS if key not in data]
+    if missing or not isinstance(data.get("cells"), list):
+        raise ResultsError(f"{path} lacks {', '.join(missing) or 'a list of cells'}; rerun mrsuperb superb")
+    if data["task"] not in TASKS:
+        raise ResultsError(f"{path}: unknown task {data['task']!r} (expected one of {', '.join(TASK_NAMES)})")
+    return data  # type: ignore[return-value]

@@ -125,3 +125,159 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         test = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
         if fixtures & SLOW_FIXTURES or item.path.name in SLOW_MODULES or test in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A real one-node Slurm cluster (Debian's slurm-wlm and munge), for the tests of the Slurm executor.
+
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue")
+
+
+def _daemon_binary(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+
+
+def _unavailable(reason: str) -> None:
+    """Skip with the reason; in CI (CI=true) fail instead: there the cluster must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Slurm tests must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SlurmCluster(NamedTuple):
+    """A running one-node cluster: its config (``SLURM_CONF`` is set to it while the fixture lives)."""
+
+    conf: Path
+    root: Path
+    partition: str
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """munged, slurmctld and slurmd in the foreground from a temporary folder, stopped by PID afterwards.
+
+    slurm.conf: ``proctrack/linuxproc``, ``task/none``, ``select/cons_tres`` and the node as ``slurmd -C`` reports
+    it (its real CPUs and memory). Needs root (munged's key, slurmd starting jobs); skips with the reason when
+    Slurm is not installed (``apt-get install slurm-wlm munge``), fails instead under ``CI=true``.
+    """
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    missing = [name for name in SLURM_BINARIES if _daemon_binary(name) is None]
+    if missing:
+        _unavailable(f"Slurm is not installed (no {', '.join(missing)}): apt-get install slurm-wlm munge")
+    if os.geteuid() != 0:
+        _unavailable("the one-node Slurm cluster needs root (munged's key, slurmd starting jobs)")
+    root = tmp_path_factory.mktemp("slurm")
+    for folder in ("state", "spool", "munge"):
+        (root / folder).mkdir()
+    (root / "munge").chmod(0o700)
+    key = root / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    munge_socket = root / "munge" / "munge.socket"
+    node = subprocess.run([_daemon_binary("slurmd"), "-C"], capture_output=True, text=True, check=True)
+    node_line = next(line for line in node.stdout.splitlines() if line.startswith("NodeName="))
+    host = socket.gethostname().split(".")[0]
+    node_line = node_line.replace(f"NodeName={node_line.split()[0].split('=')[1]}", f"NodeName={host}", 1)
+    conf = root / "slurm.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=mrsuperbtest",
+                f"SlurmctldHost={host}(127.0.0.1)",
+                "AuthType=auth/munge",
+                "CredType=cred/munge",
+                f"AuthInfo=socket={munge_socket}",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                f"SlurmctldPort={_free_port()}",
+                f"SlurmdPort={_free_port()}",
+                f"StateSaveLocation={root / 'state'}",
+                f"SlurmdSpoolDir={root / 'spool'}",
+                f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+                f"SlurmdPidFile={root / 'slurmd.pid'}",
+                f"SlurmctldLogFile={root / 'slurmctld.log'}",
+                f"SlurmdLogFile={root / 'slurmd.log'}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_CPU",
+                "SchedulerType=sched/backfill",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "MpiDefault=none",
+                "ReturnToService=2",
+                "SlurmdTimeout=60",
+                "InactiveLimit=0",
+                "KillWait=5",
+                f"{node_line} NodeAddr=127.0.0.1 State=UNKNOWN",
+                "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
+    )
+    previous_conf = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    daemons: list[subprocess.Popen] = []
+    try:
+        munged = [_daemon_binary("munged"), "-F", "-f", f"--socket={munge_socket}", f"--key-file={key}"]
+        munged += [f"--{name}-file={root / 'munge' / f'munged.{name}'}" for name in ("pid", "log", "seed")]
+        daemons.append(subprocess.Popen(munged, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 20
+        while not munge_socket.exists():
+            assert daemons[0].poll() is None and time.monotonic() < deadline, root / "munge" / "munged.log"
+            time.sleep(0.1)
+        for daemon in ("slurmctld", "slurmd"):
+            command = [_daemon_binary(daemon), "-D", "-f", str(conf)]
+            daemons.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 90
+        state = ""
+        while state != "idle":
+            problem = next((d.args[0] for d in daemons if d.poll() is not None), None)
+            if problem or time.monotonic() > deadline:
+                logs = "\n".join((root / f"{d}.log").read_text()[-1500:] for d in ("slurmctld", "slurmd")
+                                 if (root / f"{d}.log").exists())  # fmt: skip
+                pytest.fail(f"the one-node Slurm cluster did not come up ({problem or 'node not idle'}):\n{logs}")
+            done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+            state = done.stdout.strip()
+            time.sleep(0.5)
+        yield SlurmCluster(conf=conf, root=root, partition="debug")
+    finally:
+        # jobs still finishing (a test may be done with a job's result before the job has exited) end first: a
+        # slurmd stopped under them would leave their slurmstepd and srun behind
+        if len(daemons) == 3 and all(daemon.poll() is None for daemon in daemons):
+            for cancel in (False, True):
+                if cancel:
+                    subprocess.run(["scancel", "--partition=debug", "--full"], capture_output=True)
+                deadline = time.monotonic() + 60
+                while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+        for daemon in reversed(daemons):
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
+        if previous_conf is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous_conf

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import urllib.parse
 from html.parser import HTMLParser
@@ -477,3 +478,66 @@ def test_hostile_folder_names_are_never_live_links(tmp_path: Path, browser: str)
         assert link["protocol"] == "file:", link
         target = (runs / urllib.parse.unquote(link["href"])).resolve()
         assert target.name == "results.json" and target.parent.name in HOSTILE_FOLDERS, link
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SUPERB protocols (protocol.json of mrsuperb superb)
+
+
+def write_protocol(root: Path, upstream: str, cells: list[tuple[float, int, str, float | None]], **extra) -> Path:
+    """A grid folder: each cell's results.json and a protocol.json choosing lr 1e-4 (test acc per seed)."""
+    folder = root / upstream / "ic"
+    entries = []
+    for lr, seed, status, acc in cells:
+        expdir = folder / f"lr{lr}_seed{seed}"
+        if acc is not None:
+            write_results(folder, extra.get("cell_upstream", upstream), "ic", {"acc": acc}, name=expdir.name,
+                          created="2030-01-01T00:00:00+00:00")  # fmt: skip
+        test = {"acc": acc} if status == "finished" else {}
+        entries.append({"lr": lr, "seed": seed, "expdir": str(expdir), "status": status, "dev": test, "test": test})
+    chosen = [e for e in entries if e["lr"] == 1e-4 and e["status"] == "finished"]
+    values = [e["test"]["acc"] for e in chosen]
+    document = {
+        "schema": "mrsuperb.superb_protocol/1", "upstream": upstream, "upstream_ckpt": None,
+        "upstream_identity": upstream, "task": "ic", "dev_split": "dev", "test_split": "test",
+        "primary_metric": "acc", "lower_is_better": False, "rule": "...", "lrs": sorted({c[0] for c in cells}),
+        "seeds": sorted({c[1] for c in cells}), "cells": entries,
+        "selection": {"lr": 1e-4, "lr_name": "1e-4", "per_seed": chosen,
+                      "test": {"acc": {"mean": statistics.fmean(values), "sd": statistics.stdev(values), "n": 2}}},
+        "complete": False,
+        "missing": [{"lr": c[0], "seed": c[1], "status": c[2]} for c in cells if c[2] not in ("finished", "diverged")],
+        "diverged": [{"lr": c[0], "seed": c[1], "status": c[2]} for c in cells if c[2] == "diverged"],
+        "created": "2029-01-01T00:00:00+00:00",
+    }  # fmt: skip
+    (folder / "protocol.json").write_text(json.dumps(document))
+    return folder / "protocol.json"
+
+
+GRID = [(1e-4, 0, "finished", 0.5), (1e-4, 1, "finished", 0.7), (1e-3, 0, "diverged", 0.25), (1e-3, 1, "pending", None)]
+
+
+def test_a_protocol_cell_shows_the_dev_selected_mean_not_the_newest_run(tmp_path: Path) -> None:
+    write_protocol(tmp_path / "grid", "mrhubert_b4a", GRID)
+    write_results(tmp_path / "adhoc", "mrhubert_b4a", "ic", {"acc": 0.99}, created="2031-01-01T00:00:00+00:00")
+    write_results(tmp_path / "adhoc", "mrhubert_b5a", "ic", {"acc": 0.9})
+    board = lb.load_leaderboard([tmp_path])
+    cell = board.cell("mrhubert_b4a", column("ic_acc"))
+    assert cell.run.protocol and cell.value == pytest.approx(0.6)  # not the newer run's 0.99, nor a cell's own
+    assert len(board.ignored) == 1  # the ad-hoc run; the grid's cells are summarised, not candidates
+
+    md = lb.render_markdown(board)
+    assert "60.00 ± 14.14 (n=2; 1 missing, 1 diverged)" in md
+    assert "SUPERB protocol: lr 1e-4 chosen on dev from a grid of 2 lr x 2 seeds (1 missing, 1 diverged)" in md
+    assert "one run (weighted sum before single layer, then newest)" in md  # the b5a cell states its rule too
+    rows = {r["upstream"]: r for r in csv.DictReader(io.StringIO(lb.render_csv(board)))}
+    assert rows["mrhubert_b4a"]["ic_acc_sd"] == "14.14" and rows["mrhubert_b4a"]["ic_acc_n"] == "2"
+    assert rows["mrhubert_b4a"]["ic_acc_source"].endswith("protocol.json")
+    assert rows["mrhubert_b5a"]["ic_acc_rule"].startswith("one run") and rows["mrhubert_b5a"]["ic_acc_n"] == "1"
+    page = lb.render_html(board)
+    assert 'data-rule="protocol"' in page and 'data-rule="single-run"' in page
+
+
+def test_a_protocol_never_mixes_two_models(tmp_path: Path) -> None:
+    write_protocol(tmp_path, "mrhubert_b4a", GRID, cell_upstream="mrhubert_b5a")
+    with pytest.raises(lb.LeaderboardError, match="mrhubert_b5a, not of mrhubert_b4a"):
+        lb.load_leaderboard([tmp_path])

@@ -55,10 +55,21 @@ class SharedSweepError(MrsuperbError, RuntimeError):
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """One probe of the sweep: its folder name and the layer it reads (None: the weighted sum)."""
+    """One probe of the sweep: its folder name and the layer it reads (None: the weighted sum).
+
+    ``folder`` (default ``<sweep_dir>/<name>``) and ``override`` (s3prl overrides added to the sweep's, e.g. the
+    head's learning rate) let heads of one seed that differ in their downstream settings share the upstream forward
+    (``mrsuperb superb --shared``: one head per learning rate, each in its grid cell's folder).
+    """
 
     name: str
     layer: str | None
+    folder: Path | None = None
+    override: str | None = None
+
+    def expdir(self, sweep_dir: Path | str) -> Path:
+        """The head's experiment folder."""
+        return self.folder if self.folder is not None else Path(sweep_dir) / self.name
 
 
 @dataclass
@@ -80,6 +91,7 @@ class SharedSweepOptions:
     resume: bool = False
     cache_features: Path | None = None
     extra_args: Sequence[str] = field(default_factory=tuple)
+    heads: Sequence[HeadSpec] | None = None  # explicit heads instead of layers/with_weighted_sum
 
 
 def plan_passes(specs: Sequence[HeadSpec], max_heads_per_pass: int | None) -> list[list[HeadSpec]]:
@@ -113,9 +125,10 @@ def head_argv(options: SharedSweepOptions, spec: HeadSpec) -> list[str]:
         argv += ["-c", str(options.config)]
     if spec.layer is not None:
         argv += ["-l", spec.layer]
-    argv += ["-p", str(Path(options.sweep_dir) / spec.name)]
-    if options.override:
-        argv += ["-o", options.override]
+    argv += ["-p", str(spec.expdir(options.sweep_dir))]
+    override = ",,".join(part for part in (options.override, spec.override) if part)
+    if override:
+        argv += ["-o", override]
     if options.device:
         argv += ["--device", options.device]
     return [*argv, *options.extra_args]
@@ -237,7 +250,11 @@ class SharedSweep:
         if names is None:
             raise UsageError(f"upstream {self.args.upstream!r} does not expose layer_names; a sweep needs named layers")
         self.all_layers = list(names)
-        self.specs = resolve_heads(self.all_layers, self.options.layers, self.options.with_weighted_sum)
+        self.specs = (
+            list(self.options.heads)
+            if self.options.heads
+            else resolve_heads(self.all_layers, self.options.layers, self.options.with_weighted_sum)
+        )
         self.passes = plan_passes(self.specs, self.options.max_heads_per_pass)
         self.parsed = {spec.name: parse_run_args(head_argv(self.options, spec)) for spec in self.specs}
         for name, (args, config, _) in self.parsed.items():
@@ -405,7 +422,7 @@ class SharedSweep:
             previous = saved_heads.get(spec.name)
             if previous is not None and previous["status"] != TRAINING:
                 continue  # stopped (diverged) before the checkpoint: its results are written
-            ckpt = self.sweep_dir / spec.name / f"states-{step}.ckpt" if resume else None
+            ckpt = spec.expdir(self.sweep_dir) / f"states-{step}.ckpt" if resume else None
             if ckpt is not None and not ckpt.is_file():
                 raise SharedSweepError(f"cannot resume head {spec.name}: {ckpt} is missing")
             head = self.build_head(spec, ckpt)
@@ -574,7 +591,7 @@ class SharedSweep:
 
         heads = []  # built on every rank: under torchrun, s3prl wraps each expert in DDP (a collective)
         for spec in specs:
-            best = best_checkpoint(self.sweep_dir / spec.name)
+            best = best_checkpoint(spec.expdir(self.sweep_dir))
             device = ["--device", self.options.device] if self.options.device else []
             args, config, _ = parse_run_args(["-m", "evaluate", "-e", str(best), "-t", split, *device])
             write_run_files(args, config, [])
@@ -629,7 +646,7 @@ class SharedSweep:
             self.start()
         print(describe_plan(self.passes))
         for index, specs in enumerate(self.passes):
-            todo = [spec for spec in specs if not _head_done(self.sweep_dir / spec.name, evaluate, test_split)]
+            todo = [spec for spec in specs if not _head_done(spec.expdir(self.sweep_dir), evaluate, test_split)]
             if not todo:
                 continue
             state = self.latest_state(index) if self.options.resume else None
@@ -641,13 +658,13 @@ class SharedSweep:
             statuses = {spec.name: state["heads"].get(spec.name, {}) for spec in specs}
             _barrier()  # every rank done, every checkpoint written
             for spec in specs:
-                mark_shared(self.sweep_dir / spec.name, index, statuses[spec.name])
+                mark_shared(spec.expdir(self.sweep_dir), index, statuses[spec.name])
             _barrier()
             if evaluate:
-                untested = [s for s in specs if not _head_done(self.sweep_dir / s.name, True, test_split)]
+                untested = [s for s in specs if not _head_done(s.expdir(self.sweep_dir), True, test_split)]
                 self.test_pass([s for s in untested if statuses[s.name].get("status") != DIVERGED], test_split)
                 for spec in specs:
-                    mark_shared(self.sweep_dir / spec.name, index, statuses[spec.name])
+                    mark_shared(spec.expdir(self.sweep_dir), index, statuses[spec.name])
             _barrier()
 
 
@@ -705,14 +722,14 @@ def _head_done(expdir: Path, evaluate: bool, test_split: str) -> bool:
 
 def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec], resume: bool = False) -> None:
     for spec in specs:
-        if list((sweep_dir / spec.name).glob("states-*.ckpt")):
+        if list(spec.expdir(sweep_dir).glob("states-*.ckpt")):
             if resume:
                 raise SharedSweepError(
-                    f"{sweep_dir / spec.name} holds checkpoints but {sweep_dir / STATE_DIR} has no saved state of "
+                    f"{spec.expdir(sweep_dir)} holds checkpoints but {sweep_dir / STATE_DIR} has no saved state of "
                     "its pass (deleted?): the heads cannot be resumed exactly; start afresh in another -p"
                 )
             raise FileExistsError(
-                f"{sweep_dir / spec.name} already holds checkpoints; resume the sweep with -a, or choose a new -p"
+                f"{spec.expdir(sweep_dir)} already holds checkpoints; resume the sweep with -a, or choose a new -p"
             )
 
 

@@ -5,7 +5,12 @@ SE STOI and PESQ, IC and KS accuracy, SD DER, plus SD frame accuracy, the "SD Ac
 carries the direction of better (↑/↓); the best value of each column is marked; a missing (upstream, task) cell is
 shown as "—"; every cell names the ``results.json`` it came from.
 
-Choosing among several runs of one (upstream, task), deterministically:
+A ``protocol.json`` of ``mrsuperb superb`` (a SUPERB learning-rate x seed grid) fills its (upstream, task) cell
+first: the test metric of the learning rate chosen on dev, shown as mean ± sd (n seeds) with the grid points still
+missing or diverged; the grid's own results.json are summarised there, not candidates. Every source says which
+rule filled its cells.
+
+Choosing among several other runs of one (upstream, task), deterministically:
   1. a weighted-sum run (the SUPERB protocol) beats a single-layer probe;
   2. then the most recent ``created`` timestamp;
   3. then the lexicographically largest path (only to break exact ties).
@@ -38,6 +43,7 @@ from downstream_probes.reports.leaderboard.reading import (
     RunRecord,
     build_leaderboard,
     choose_run,
+    discover_protocols,
     discover_results,
     load_leaderboard,
     load_run,
@@ -68,6 +74,7 @@ __all__ = [
     "build_leaderboard",
     "choose_run",
     "collect_figures",
+    "discover_protocols",
     "discover_results",
     "load_leaderboard",
     "load_run",

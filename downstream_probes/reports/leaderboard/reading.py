@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes.tasks import (
+    PROTOCOL_FILE,
     RESULTS_FILE,
     TASK_NAMES,
     TASKS,
     ReportedMetric,
     ResultsError,
+    load_protocol_file,
     load_results_file,
     lower_is_better,
     upstream_identity,
@@ -119,6 +121,9 @@ class RunRecord:
     test_split: str
     created: datetime
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    # set when the record stands for a SUPERB grid (protocol.json): ``metrics`` then hold the test means of the
+    # dev-selected learning rate, ``raw`` the protocol document
+    protocol: bool = False
 
     @property
     def is_weighted_sum(self) -> bool:
@@ -133,6 +138,36 @@ class RunRecord:
     def test_metric(self, metric: str) -> float | None:
         value = self.metrics.get(self.test_split, {}).get(metric)
         return None if value is None else float(value)
+
+    @property
+    def rule(self) -> str:
+        """Which rule filled a cell from this record, in words."""
+        if not self.protocol:
+            return "one run (weighted sum before single layer, then newest)"
+        selection = self.raw.get("selection") or {}
+        lrs, seeds = len(self.raw.get("lrs", [])), len(self.raw.get("seeds", []))
+        return (
+            f"SUPERB protocol: lr {selection.get('lr_name', '?')} chosen on {self.raw.get('dev_split', 'dev')} "
+            f"from a grid of {lrs} lr x {_seeds_text(seeds)}"
+        )
+
+    def test_spread(self, metric: str) -> dict[str, Any] | None:
+        """``{"mean", "sd", "n"}`` of a protocol's test metric over seeds; None for a single run."""
+        if not self.protocol:
+            return None
+        return ((self.raw.get("selection") or {}).get("test") or {}).get(metric)
+
+    @property
+    def grid_gaps(self) -> str:
+        """ "2 missing, 1 diverged" for a protocol whose grid is not whole; "" otherwise."""
+        if not self.protocol:
+            return ""
+        parts = [f"{len(self.raw.get(key) or [])} {key}" for key in ("missing", "diverged") if self.raw.get(key)]
+        return ", ".join(parts)
+
+
+def _seeds_text(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
 
 
 def _other_schema(path: Path) -> bool:
@@ -225,8 +260,71 @@ def _checked_metrics(metrics: Any, path: Path) -> dict[str, dict[str, float]]:
 
 
 def choose_run(candidates: Sequence[RunRecord]) -> RunRecord:
-    """The run that fills one (upstream, task) cell: weighted sum first, then newest, then largest path."""
-    return max(candidates, key=lambda r: (r.is_weighted_sum, r.created, str(r.path)))
+    """The run that fills one (upstream, task) cell: a SUPERB protocol (protocol.json) first, then weighted sum,
+    then newest, then largest path."""
+    return max(candidates, key=lambda r: (r.protocol, r.is_weighted_sum, r.created, str(r.path)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SUPERB protocols (protocol.json of ``mrsuperb superb``)
+
+
+def discover_protocols(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """protocol.json files under the given folders (or given directly), sorted."""
+    found: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.update(p.resolve() for p in path.rglob(PROTOCOL_FILE) if p.is_file())
+        elif path.name == PROTOCOL_FILE and path.is_file():
+            found.add(path.resolve())
+    return sorted(found)
+
+
+def load_protocol_run(path: str | os.PathLike[str]) -> RunRecord | None:
+    """A protocol.json as one record (test means of the dev-selected lr); None while no cell has finished.
+
+    Every cell's results.json must belong to the protocol's upstream identity: a cell never mixes two models.
+    """
+    path = Path(path)
+    try:
+        data = load_protocol_file(path)
+    except ResultsError as error:
+        raise LeaderboardError(str(error)) from None
+    for cell in data["cells"]:
+        results = Path(str(cell.get("expdir", ""))) / RESULTS_FILE
+        if results.is_file() and row_label(load_run(results).raw) != data["upstream_identity"]:
+            raise LeaderboardError(
+                f"{path}: cell {results} is a run of {row_label(load_run(results).raw)}, not of "
+                f"{data['upstream_identity']}; a grid holds one upstream: rerun mrsuperb superb into a clean -p"
+            )
+    selection = data.get("selection")
+    if not selection:
+        return None
+    means = {name: summary["mean"] for name, summary in selection["test"].items() if summary.get("mean") is not None}
+    return RunRecord(
+        path=path,
+        task=str(data["task"]),
+        upstream=str(data["upstream"]),
+        row=str(data["upstream_identity"]),
+        layer_selection={"mode": "weighted_sum"},
+        metrics={str(data["test_split"]): means},
+        test_split=str(data["test_split"]),
+        created=_parse_created(data.get("created"), path),
+        raw=data,
+        protocol=True,
+    )
+
+
+def protocol_cell_results(records: Iterable[RunRecord]) -> set[Path]:
+    """The results.json of every cell of the given protocols (they are summarised there, not single runs)."""
+    return {
+        (Path(str(cell["expdir"])) / RESULTS_FILE).resolve()
+        for record in records
+        if record.protocol
+        for cell in record.raw["cells"]
+        if cell.get("expdir")
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -320,5 +418,16 @@ def build_leaderboard(
 
 
 def load_leaderboard(paths: Iterable[str | os.PathLike[str]], sort_by: str | None = None) -> Leaderboard:
-    """discover -> load -> build, in one call."""
-    return build_leaderboard([load_run(p) for p in discover_results(paths)], sort_by=sort_by)
+    """discover -> load -> build, in one call: SUPERB protocols (protocol.json) and single runs (results.json not
+    part of a protocol's grid)."""
+    paths = list(paths)
+    protocols = [r for r in (load_protocol_run(p) for p in discover_protocols(paths)) if r is not None]
+    summarised = protocol_cell_results(protocols)
+    try:
+        found = discover_results(paths)
+    except LeaderboardError:
+        if not protocols:
+            raise
+        found = []
+    runs = [load_run(p) for p in found if p.resolve() not in summarised]
+    return build_leaderboard([*protocols, *runs], sort_by=sort_by)

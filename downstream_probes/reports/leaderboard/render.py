@@ -19,6 +19,7 @@ from downstream_probes.reports.leaderboard.reading import (
     Column,
     Leaderboard,
     LeaderboardError,
+    RunRecord,
     load_leaderboard,
 )
 from downstream_probes.tasks import TASKS
@@ -59,9 +60,28 @@ def _markdown_cell(text: str) -> str:
 
 def _cell_text(cell: Cell, column: Column) -> str:
     text = column.format(cell.value)
+    spread = cell.run.test_spread(column.metric)
+    if spread is not None:  # a SUPERB protocol: mean ± sd over seeds of the dev-selected lr, and the grid's gaps
+        sd = spread.get("sd")
+        text += f" ± {column.display_value(sd):.{column.digits}f}" if sd is not None else ""
+        gaps = cell.run.grid_gaps
+        return text + f" (n={spread.get('n', 0)}{'; ' + gaps if gaps else ''})"
     if not cell.run.is_weighted_sum:
         text += f" ({cell.run.layer_selection.get('layer', cell.run.layer_selection.get('index', '?'))})"
     return text
+
+
+RULES_NOTE = (
+    "A cell with ± comes from a SUPERB grid (protocol.json of mrsuperb superb): the test metric of the learning "
+    "rate chosen on dev, mean ± sd over n seeds, with the grid points still missing or diverged; any other cell is "
+    "one run: weighted-sum runs before single-layer probes (shown with their layer), then the newest."
+)
+
+
+def _rule_text(run: RunRecord) -> str:
+    """The rule that filled a source's cells; for a protocol also its chosen lr and its grid's gaps."""
+    gaps = run.grid_gaps
+    return run.rule + (f" ({gaps})" if gaps else "")
 
 
 def render_markdown(
@@ -95,8 +115,7 @@ def render_markdown(
         "",
         (
             f"Bold: best of its column (↑ higher is better, ↓ lower is better). {MISSING}: no run. "
-            "One run per upstream and task: weighted-sum runs before single-layer probes "
-            "(shown with their layer), then the newest."
+            f"{RULES_NOTE} Each source says which rule filled its cells."
         ),
         "",
         "## Sources",
@@ -105,7 +124,7 @@ def render_markdown(
     for i, run in enumerate(sources, start=1):
         lines.append(
             f"{i}. `{_relative_path(run.path, base_dir)}`: {TASKS[run.task].title}, {run.row}, "
-            f"{run.selection_text}, test split {run.test_split}, created {run.created.isoformat()}"
+            f"{run.selection_text}, test split {run.test_split}, created {run.created.isoformat()}; {_rule_text(run)}"
         )
     if board.ignored:
         lines += ["", f"{len(board.ignored)} other run(s) of the same upstream and task were not used."]
@@ -121,18 +140,24 @@ def render_csv(board: Leaderboard, base_dir: Path | None = None) -> str:
     header = ["upstream"]
     for column in board.columns:
         header += [f"{column.key} {column.arrow}", f"{column.key}_best", f"{column.key}_source"]
+        header += [f"{column.key}_sd", f"{column.key}_n", f"{column.key}_rule"]
     writer.writerow(header)
     for row in board.rows:
         record: list[str] = [row]
         for column in board.columns:
             cell = board.cell(row, column)
             if cell is None:
-                record += ["", "", ""]
+                record += ["", "", "", "", "", ""]
             else:
+                spread = cell.run.test_spread(column.metric) or {}
+                sd = spread.get("sd")
                 record += [
                     column.format(cell.value),
                     "1" if cell.best else "0",
                     _relative_path(cell.run.path, base_dir),
+                    "" if sd is None else column.format(sd),
+                    str(spread.get("n", 1)),
+                    _rule_text(cell.run),
                 ]
         writer.writerow(record)
     return buffer.getvalue()
@@ -246,11 +271,14 @@ def render_html(
                 parts.append(f'<td class="missing" data-key="{esc(column.key)}" title="no run">{MISSING}</td>')
                 continue
             source = _relative_path(cell.run.path, base_dir)
-            tooltip = f"{source} ({cell.run.selection_text}, created {cell.run.created.isoformat()})"
+            tooltip = (
+                f"{source} ({cell.run.selection_text}, created {cell.run.created.isoformat()}; {_rule_text(cell.run)})"
+            )
             css = "value best" if cell.best else "value"
             text = esc(_cell_text(cell, column))
             parts.append(
                 f'<td class="{css}" data-key="{esc(column.key)}" data-source="{esc(source)}" '
+                f'data-rule="{"protocol" if cell.run.protocol else "single-run"}" '
                 f'title="{esc(tooltip)}"><a href="{esc(_href(source))}">'
                 + (f"<strong>{text}</strong>" if cell.best else text)
                 + "</a></td>"
@@ -260,8 +288,7 @@ def render_html(
     parts.append(
         f'<p class="note">Bold on green: best of its column (↑ higher is better, ↓ lower is better). '
         f"{MISSING}: no run for that upstream and task. Hover a value for the results.json it comes from; "
-        "click to open it. One run per upstream and task: weighted-sum runs before single-layer probes "
-        "(shown with their layer), then the newest.</p>"
+        f"click to open it. {esc(RULES_NOTE)}</p>"
     )
     if board.ignored:
         parts.append(
