@@ -248,7 +248,9 @@ def best_training_step(
     """The step whose ``dev_split`` evaluation is best on the task's primary metric (first one on ties), and the
     metrics of every split evaluated at that step."""
     training = [r for r in evaluations if r.get("phase") == "train"]
-    candidates = [r for r in training if r["split"] == dev_split and spec and spec.primary in r["metrics"]]
+    if spec is None:
+        return None, {}
+    candidates = [r for r in training if r["split"] == dev_split and spec.primary in r["metrics"]]
     if not candidates:
         return None, {}
     sign = 1.0 if spec.lower_is_better else -1.0

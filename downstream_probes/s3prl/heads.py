@@ -129,7 +129,7 @@ class Head:
                 return
             self.batch_ids.append(batch_id)
             loss = loss / self.gradient_accumulate_steps
-            if self.amp:
+            if self.scaler is not None:
                 self.scaler.scale(loss).backward()
             else:
                 loss.backward()
@@ -138,10 +138,10 @@ class Head:
     def optimizer_step(self, global_step: int) -> None:
         """Unscale, clip, step (or skip a NaN gradient norm, as s3prl does), zero the gradients, schedule."""
         with self.rng.active():
-            if self.amp:
+            if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_paras, self.config["runner"]["gradient_clipping"])
-            if self.amp:
+            if self.scaler is not None:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             elif math.isnan(grad_norm):

@@ -21,7 +21,7 @@ import datetime as _dt
 import io
 import sys
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -225,10 +225,13 @@ class SharedSweep:
         self.options = options
         self.sweep_dir = Path(options.sweep_dir)
         self.feature_source = feature_source
-        self.timing: Counter[str] = Counter()
+        self.timing: dict[str, float] = defaultdict(float)
         self.upstream_forwards = 0
         self._checked_upstream_rng = False
-        self.test_split = tasks.task_for(options.task).test_split
+        spec = tasks.task_for(options.task)
+        if spec is None:
+            raise UsageError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
+        self.test_split = spec.test_split
         self.upstream: Any = None
         # the upstream's arguments: a head's command line without -l, in the sweep folder
         self.args, self.config, _ = parse_run_args(head_argv(options, HeadSpec("", None)))
@@ -655,6 +658,8 @@ class SharedSweep:
                     _refuse_stale_folders(self.sweep_dir, specs, self.options.resume)
                 self.train_pass(index, specs, state)
                 state = self.latest_state(index)
+                if state is None:
+                    raise SharedSweepError(f"pass {index} saved no state in {self.sweep_dir / STATE_DIR}")
             statuses = {spec.name: state["heads"].get(spec.name, {}) for spec in specs}
             _barrier()  # every rank done, every checkpoint written
             for spec in specs:

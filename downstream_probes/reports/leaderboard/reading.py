@@ -402,16 +402,16 @@ def build_leaderboard(
 
     rows = sorted({row for row, _ in chosen}, key=_row_sort_key)
     if sort_by is not None:
-        column = next((c for c in columns if c.key == sort_by), None)
-        if column is None:
+        sorting = next((c for c in columns if c.key == sort_by), None)
+        if sorting is None:
             raise LeaderboardError(
                 f"--sort {sort_by!r} is not a column; choose one of {', '.join(c.key for c in columns)}"
             )
-        sign = 1.0 if column.lower_is_better else -1.0
+        sign = 1.0 if sorting.lower_is_better else -1.0
         rows.sort(
             key=lambda r: (
-                cells.get((r, column.key)) is None,
-                sign * cells[(r, column.key)].value if (r, column.key) in cells else 0.0,
+                cells.get((r, sorting.key)) is None,
+                sign * cells[(r, sorting.key)].value if (r, sorting.key) in cells else 0.0,
             )
         )
     return Leaderboard(rows=rows, columns=columns, cells=cells, chosen=chosen, ignored=ignored)

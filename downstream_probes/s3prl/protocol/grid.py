@@ -279,7 +279,7 @@ _NAN_STEP = re.compile(r"grad norm is NaN at step (\d+)")
 @contextlib.contextmanager
 def _watching_nan() -> Iterator[_NanWatch]:
     watch = _NanWatch(sys.stdout)
-    saved, sys.stdout = sys.stdout, watch  # type: ignore[assignment]
+    saved, sys.stdout = sys.stdout, watch
     try:
         yield watch
     finally:
