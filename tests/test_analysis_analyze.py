@@ -109,7 +109,7 @@ def test_analyze_bad_input(corpora, tmp_path, capsys):
     assert cli.main([*base, "--properties", "sts"]) == 2
     assert "property sts needs --sts-corpus DIR" in capsys.readouterr().err
     assert cli.main([*base, "--properties", "glove"]) == 2
-    assert "property glove needs --embeddings glove=FILE" in capsys.readouterr().err
+    assert "property glove needs a word-embedding file" in capsys.readouterr().err
     assert cli.main([*base, "--mi-clusters", "phone:5"]) == 2
     assert "--mi-clusters: 'phone:5' is not NAME=VALUE" in capsys.readouterr().err
     assert cli.main([*base, "--mi-train-per-label", "word=9:3"]) == 2

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from downstream_probes import cli
 from downstream_probes.analysis import segments
-from downstream_probes.analysis.cca_pipeline import CCARunSettings, run_cca
+from downstream_probes.analysis.analyze import AnalysisSettings, run_cca
 from downstream_probes.analysis.extraction import LayerOutput
 from downstream_probes.analysis.mel import log_mel
 from downstream_probes.corpora.alignments import read_textgrid
@@ -45,7 +45,7 @@ def _cca(corpus, checkpoint, out, cache, *extra) -> int:
     sample sets and chance levels)."""
     return cli.main(
         ["cca", "-u", "mrhubert_local", "-k", str(checkpoint), "--corpus", str(corpus), "--split", SPLIT,
-         "-o", str(out), "--cache-dir", str(cache), "-q", "--sample-sets", "1", "--chance-permutations", "0", *extra]
+         "--out", str(out), "--cache-dir", str(cache), "-q", "--sample-sets", "1", "--chance-permutations", "0", *extra]
     )  # fmt: skip
 
 
@@ -137,8 +137,8 @@ def test_planted_phone_signal_ranks_its_layer_first(corpus, tmp_path):
         layers[1] = log_mel(audio)[::2][: len(phones)] @ acoustic + 0.1 * layers[1]
         return [LayerOutput(f"L{i}", layer.astype(np.float32), 320) for i, layer in enumerate(layers)]
 
-    settings = CCARunSettings(prop="phone", split=SPLIT, cache_dir=tmp_path / "cache", progress=False)
-    result = run_cca(extract, {"name": "planted"}, corpus, tmp_path / "out", settings)
+    settings = AnalysisSettings(properties=("phone",), split=SPLIT, cache_dir=tmp_path / "cache", progress=False)
+    result = run_cca(extract, corpus, tmp_path / "out", settings, {"name": "planted"})
     assert max(result.scores, key=result.scores.get) == f"L{planted}"
     # acoustics carry some phone information, noise none
     assert result.scores["L1"] > 0.3 and abs(result.scores["L0"]) < 0.1 and abs(result.scores["L3"]) < 0.1
@@ -151,7 +151,7 @@ def test_bad_input_gives_one_clear_error(corpus, tiny_checkpoint, tmp_path, caps
                 "--word-counts-split", "train-other-500") == 2  # fmt: skip
     assert "no aligned split starting with 'train-other-500'" in capsys.readouterr().err
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "agwe") == 2
-    assert "--property agwe needs --embeddings FILE" in capsys.readouterr().err
+    assert "property agwe needs a word-embedding file" in capsys.readouterr().err
     assert _cca(corpus, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "phone",
                 "--layers", "T0,X9") == 2  # fmt: skip
     assert "unknown layer(s) ['X9']" in capsys.readouterr().err
@@ -165,7 +165,9 @@ def test_bad_input_gives_one_clear_error(corpus, tiny_checkpoint, tmp_path, caps
     assert _cca(broken, tiny_checkpoint, tmp_path / "o", tmp_path / "c", "--property", "word") == 2
     assert "no alignment for" in (err := capsys.readouterr().err) and victim.name in err
     with pytest.raises(segments.CorpusLayoutError, match="no audio for split 'nope'"):
-        run_cca(lambda a: [], {"name": "x"}, corpus, tmp_path / "o", CCARunSettings(prop="mel", split="nope"))
+        run_cca(
+            lambda a: [], corpus, tmp_path / "o", AnalysisSettings(properties=("mel",), split="nope"), {"name": "x"}
+        )
 
 
 def test_word_sample_is_ranked_by_the_training_split(corpus, tmp_path):

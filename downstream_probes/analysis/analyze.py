@@ -133,7 +133,8 @@ def check_settings(settings: AnalysisSettings) -> None:
     for prop in EMBEDDING_PROPERTIES:
         if prop in settings.properties and prop not in settings.embeddings:
             raise AnalysisError(
-                f"property {prop} needs --embeddings {prop}=FILE (a text file of 'word v1 v2 ...' lines)"
+                f"property {prop} needs a word-embedding file (a text file of 'word v1 v2 ...' lines): "
+                f"--embeddings {prop}=FILE (analyze) or --embeddings FILE (cca)"
             )
     if "sts" in settings.properties and settings.sts_corpus is None:
         raise AnalysisError("property sts needs --sts-corpus DIR (a spoken STS corpus: `mrsuperb corpus sts`)")
@@ -699,3 +700,52 @@ def build_upstream_features(
     return UpstreamFeatures(
         extraction.upstream_extractor(upstream, state_rate), extraction.cnn_extractor(upstream), identity
     )
+
+
+@dataclass
+class CCARun:
+    """One CCA property's scores, its files and its provenance (``mrsuperb cca``)."""
+
+    scores: dict[str, float]
+    json_path: Path
+    plot_path: Path
+    provenance: dict[str, Any]
+
+
+def check_cca_settings(settings: AnalysisSettings) -> None:
+    """:func:`check_settings` for ``mrsuperb cca``: exactly one of ``CCA_PROPERTIES``."""
+    if len(settings.properties) != 1 or settings.properties[0] not in CCA_PROPERTIES:
+        shown = ",".join(settings.properties)
+        raise AnalysisError(f"unknown property {shown!r}; choose one of {', '.join(CCA_PROPERTIES)}")
+    check_settings(settings)
+
+
+def run_cca(
+    upstream: UpstreamFeatures | extraction.Extractor,
+    corpus: str | Path,
+    out_dir: str | Path,
+    settings: AnalysisSettings,
+    upstream_id: dict[str, Any] | None = None,
+) -> CCARun:
+    """:func:`run_analysis` of one CCA property (``settings.properties``, exactly one of ``CCA_PROPERTIES``), plus
+    its layer curve ``cca_<property>.png`` instead of the Fig. 3 page.
+
+    ``upstream`` is an :class:`UpstreamFeatures`, or a bare extractor of the states with its identity (name,
+    checkpoint digest, ...: cache key and provenance) in ``upstream_id``.
+    """
+    check_cca_settings(settings)
+    if not isinstance(upstream, UpstreamFeatures):
+        upstream = UpstreamFeatures(upstream, None, dict(upstream_id or {}))
+    prop = settings.properties[0]
+    result = run_analysis(upstream, corpus, out_dir, settings, figure=False)
+    name = output_name(prop)
+    from downstream_probes.analysis.plots import plot_cca_curves, save_figure
+
+    label = str(upstream.identity.get("identity") or upstream.identity.get("name", ""))
+    bands, chance = figure_uncertainty({name: result.provenance[name]})
+    plot_path = save_figure(
+        plot_cca_curves({label: result.scores[name]}, prop, bands={label: bands.get(name, {})},
+                        chance={label: chance.get(name, {})}),
+        Path(out_dir) / f"{name}.png",
+    )  # fmt: skip
+    return CCARun(result.scores[name], result.paths[name], plot_path, result.provenance[name])

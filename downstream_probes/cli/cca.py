@@ -1,4 +1,22 @@
-"""``mrsuperb cca -u NAME [-k CKPT] --corpus DIR --property mel|phone|word|glove|agwe``: PWCCA per layer."""
+"""``mrsuperb cca -u NAME [-k CKPT] --corpus DIR --property mel|phone|word|glove|agwe``: PWCCA per layer.
+
+The one-property form of ``mrsuperb analyze`` (same settings, sampling, cache and outputs, plus the property's
+layer curve ``cca_<property>.png``):
+
+=========  =====================================  ==============================================  ===========
+property   view x                                 view y                                          stratified
+=========  =====================================  ==============================================  ===========
+mel        80 log-mel features, frame by frame    the layer's frames (500 utterances), C1..C7 too  no
+phone      the layer, mean over the middle third  one-hot phone labels (<= 200 per phone)         by phone
+word       the layer, mean over each word         one-hot labels of the 500 top-ranked words       by word
+glove      the layer, mean over each word         the word's vector from a GloVe text file         by word
+agwe       the layer, mean over each word         the word's vector from an AGWE text file         by word
+=========  =====================================  ==============================================  ===========
+
+(``mel`` keeps the reference's order: the mel features are view x.) Words missing from an embedding file are
+dropped, as in the reference. Everything random is drawn from ``seed``. Writes ``cca_<property>.json``
+(``{layer name: score}``), ``cca_<property>.png`` and ``provenance_cca_<property>.json`` (what was run, on what).
+"""
 
 from __future__ import annotations
 
@@ -11,21 +29,18 @@ from upstream_mrhubert.errors import UsageError
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream_probes.analysis.cca_pipeline import (
-        CCARunSettings,
+    from downstream_probes.analysis.analyze import (
+        AnalysisSettings,
         build_upstream_features,
-        check_property,
+        check_cca_settings,
         run_cca,
     )
     from downstream_probes.analysis.segments import SamplingSettings
 
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    embeddings = Path(args.embeddings) if args.embeddings else None
-    check_property(args.property, embeddings)  # before the (slow) upstream is built
-    upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
-    settings = CCARunSettings(
-        prop=args.property,
+    settings = AnalysisSettings(
+        properties=(args.property,),
         split=args.split,
         seed=args.seed,
         sampling=SamplingSettings(
@@ -34,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             max_per_word=args.max_per_word,
             n_utterances=args.utterances,
         ),
-        embeddings=embeddings,
+        embeddings={args.property: Path(args.embeddings)} if args.embeddings else {},
         alignments=Path(args.alignments) if args.alignments else None,
         layers=args.layers.split(",") if args.layers else None,
         stable=args.stable,
@@ -48,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
         sample_sets=args.sample_sets,
         chance_permutations=args.chance_permutations,
     )
+    check_cca_settings(settings)  # before the (slow) upstream is built
+    upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
     out_dir = Path(args.out) if args.out else Path("analysis") / args.upstream
     with _thread_limit(args.threads):
-        result = run_cca(upstream, None, args.corpus, out_dir, settings)
+        result = run_cca(upstream, args.corpus, out_dir, settings)
     width = max(len(name) for name in result.scores)
     for name, score in result.scores.items():
         print(f"{name:>{width}}  {score:.4f}")
