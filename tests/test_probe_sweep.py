@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from downstream_probes.result_files import new_results, write_results
 from downstream_probes.s3prl.sweep import sweep
-from downstream_probes.tasks import new_results, write_results
 from upstream_mrhubert.output_folder import FolderLocked, SettingsMismatch, folder_lock
 
 

@@ -24,9 +24,10 @@ import torch
 from downstream_probes.cli import main as cli_main
 from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
+from downstream_probes.result_files import SCHEMA
 from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.sweep import best_checkpoint
-from downstream_probes.tasks import SCHEMA, TASKS
+from downstream_probes.tasks import TASKS
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 EXPECTED_TEST_METRICS = {

@@ -39,7 +39,8 @@ import numpy as np
 
 from downstream_probes.analysis import uncertainty
 from downstream_probes.analysis.layer_weights import LayerWeightsError, load_layer_weights_file
-from downstream_probes.tasks import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file, upstream_identity
+from downstream_probes.result_files import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file
+from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert.atomic_io import loads_strict_json
 from upstream_mrhubert.errors import MrsuperbError
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from downstream_probes.tasks import LAYER_WEIGHTS_FILE, task_for
+from downstream_probes.result_files import LAYER_WEIGHTS_FILE
+from downstream_probes.tasks import task_for
 from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 

@@ -66,7 +66,7 @@ def run_shared(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream_probes.tasks import SWEEP_FILE
+    from downstream_probes.result_files import SWEEP_FILE
 
     if not args.shared:
         for option, given in (

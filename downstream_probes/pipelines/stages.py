@@ -20,7 +20,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from downstream_probes.tasks import RESULTS_FILE, TASKS
+from downstream_probes.result_files import RESULTS_FILE
+from downstream_probes.tasks import TASKS
 from upstream_mrhubert.errors import MrsuperbError
 
 

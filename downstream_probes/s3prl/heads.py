@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from downstream_probes import tasks
+from downstream_probes import result_files
 from downstream_probes.s3prl.rng import RngState, RngStream
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 
@@ -84,7 +84,7 @@ class Head:
         runner._phase = "train"
         with self.rng.active():
             if is_leader_process():
-                tasks.truncate_evaluations(self.args.expdir, runner.init_ckpt.get("Step"))
+                result_files.truncate_evaluations(self.args.expdir, runner.init_ckpt.get("Step"))
             self.trainable_models, self.trainable_paras = [], []
             for entry in runner.all_entries:
                 if entry.trainable:

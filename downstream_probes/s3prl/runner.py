@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from downstream_probes import result_files
 from downstream_probes import tasks as results_io
 from downstream_probes.data_checks import check_corpus
 from downstream_probes.paths import recipes_dir
@@ -187,7 +188,7 @@ class ProbeRunnerMixin(_RunnerBase):
             "scalars": scalars,
         }
         if is_leader_process():
-            results_io.append_evaluation(self.args.expdir, record)
+            result_files.append_evaluation(self.args.expdir, record)
         self._last_evaluation = record
 
     # --- train / evaluate ---------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class ProbeRunnerMixin(_RunnerBase):
     def train(self) -> None:
         self._phase = "train"
         if is_leader_process():
-            results_io.truncate_evaluations(self.args.expdir, self.init_ckpt.get("Step"))
+            result_files.truncate_evaluations(self.args.expdir, self.init_ckpt.get("Step"))
         super().train()
         if is_leader_process():
             self._write_training_results()
@@ -217,7 +218,7 @@ class ProbeRunnerMixin(_RunnerBase):
 
     def _base_results(self, metrics: dict[str, dict[str, float]], best_step: int | None) -> dict[str, Any]:
         spec = self.spec
-        return results_io.new_results(
+        return result_files.new_results(
             task=spec.task if spec else self.args.downstream,
             upstream=self.args.upstream,
             layer_selection=self.layer_selection(),
@@ -235,15 +236,15 @@ class ProbeRunnerMixin(_RunnerBase):
         )
 
     def _write_training_results(self) -> None:
-        evaluations = results_io.read_evaluations(self.args.expdir)
+        evaluations = result_files.read_evaluations(self.args.expdir)
         eval_splits = list(self.config["runner"].get("eval_dataloaders", []))
         dev_split = eval_splits[0] if eval_splits else (self.spec.dev_split if self.spec else "dev")
-        best_step, metrics = results_io.best_training_step(self.spec, evaluations, dev_split)
+        best_step, metrics = result_files.best_training_step(self.spec, evaluations, dev_split)
         if best_step is None:
             best_step = int(self.config["runner"]["total_steps"])
         results = self._base_results(metrics, best_step)
         results["history"] = [r for r in evaluations if r.get("phase") == "train"]
-        results_io.write_results(self.args.expdir, results)
+        result_files.write_results(self.args.expdir, results)
 
     def _write_evaluation_results(self, split: str) -> None:
         if not is_leader_process() or self._last_evaluation is None:
@@ -253,7 +254,7 @@ class ProbeRunnerMixin(_RunnerBase):
         if self.spec is not None and self.spec.task == "sd" and split == "test":
             metrics.update(self._score_diarization(extra))
         step = int(self.init_ckpt.get("Step", 0))
-        previous = results_io.read_results(self.args.expdir) or {}
+        previous = result_files.read_results(self.args.expdir) or {}
         same_run = (
             previous.get("task") == (self.spec.task if self.spec else self.args.downstream)
             and previous.get("upstream") == self.args.upstream
@@ -266,7 +267,7 @@ class ProbeRunnerMixin(_RunnerBase):
         evaluated = dict(previous.get("evaluated_checkpoints", {})) if same_run else {}
         evaluated[split] = {"checkpoint": str(self.args.init_ckpt), "step": step, **extra}
         results["evaluated_checkpoints"] = evaluated
-        results_io.write_results(self.args.expdir, results)
+        result_files.write_results(self.args.expdir, results)
 
     def _score_diarization(self, extra: dict[str, Any]) -> dict[str, float]:
         from downstream_probes.s3prl.diarization import score_expdir

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from downstream_probes import tasks
+from downstream_probes import result_files, tasks
 from downstream_probes.s3prl.experiment import check_runner_config
 from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, temporary_logger
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
@@ -717,7 +717,7 @@ def _same_batch(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> bool:
 
 
 def _head_done(expdir: Path, evaluate: bool, test_split: str) -> bool:
-    results = tasks.read_results(expdir)
+    results = result_files.read_results(expdir)
     if results is None or "sweep" not in results:
         return False
     if results["sweep"].get("status") == DIVERGED:
@@ -742,7 +742,7 @@ def mark_shared(expdir: Path, pass_index: int, head_state: dict[str, Any]) -> No
     """Add the ``sweep`` field (this head was trained in a shared sweep, and how it ended) to results.json."""
     if not _is_leader():
         return
-    results = tasks.read_results(expdir)
+    results = result_files.read_results(expdir)
     if results is None:
         return
     results["sweep"] = {
@@ -751,7 +751,7 @@ def mark_shared(expdir: Path, pass_index: int, head_state: dict[str, Any]) -> No
         "status": head_state.get("status", FINISHED),
         "diverged_step": head_state.get("diverged_step"),
     }
-    tasks.write_results(expdir, results)
+    result_files.write_results(expdir, results)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -794,7 +794,8 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
         with folder_locks(heads) if leader else nullcontext():
             if leader:
                 started = (sweep_dir / STATE_DIR).is_dir() or any(
-                    (folder / tasks.RESULTS_FILE).exists() or any(folder.glob("states-*.ckpt")) for folder in heads
+                    (folder / result_files.RESULTS_FILE).exists() or any(folder.glob("states-*.ckpt"))
+                    for folder in heads
                 )
                 check_settings(sweep_dir, shared.settings(), remedy=SETTINGS_REMEDY, started=started)
             if options.cache_features is not None:
@@ -811,16 +812,16 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
     }
     for head in specs:
         entry = run_entry(head.name, all_layers.index(head.layer) if head.layer else None, sweep_dir / head.name)
-        results = tasks.read_results(sweep_dir / head.name) or {}
+        results = result_files.read_results(sweep_dir / head.name) or {}
         entry["status"] = results.get("sweep", {}).get("status", "missing")
         if entry["status"] == DIVERGED:
             entry["diverged_step"] = results["sweep"].get("diverged_step")
         if head.layer is None:
-            entry["layer_weights"] = str((sweep_dir / head.name / tasks.LAYER_WEIGHTS_FILE).resolve())
+            entry["layer_weights"] = str((sweep_dir / head.name / result_files.LAYER_WEIGHTS_FILE).resolve())
             document["weighted_sum"] = entry
         else:
             document["layers"].append(entry)
     document["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if _is_leader():
-        tasks.write_sweep(sweep_dir, document)
+        result_files.write_sweep(sweep_dir, document)
     return document, shared

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from downstream_probes import result_files
 from downstream_probes import tasks as results_io
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.output_folder import check_settings, file_identity, folder_lock
@@ -69,7 +70,7 @@ def new_document(spec: results_io.TaskSpec, upstream: str, upstream_ckpt: str | 
 
 def run_entry(name: str, index: int | None, expdir: Path) -> dict[str, Any]:
     """One probe of the sweep, as its ``results.json`` says it ended."""
-    results = results_io.read_results(expdir) or {}
+    results = result_files.read_results(expdir) or {}
     return {
         "name": name,
         "index": index,
@@ -119,7 +120,9 @@ def sweep(
         "override": override,
     }
     with folder_lock(sweep_dir, "-p"):
-        started = any((folder / results_io.RESULTS_FILE).exists() for folder in sweep_dir.iterdir() if folder.is_dir())
+        started = any(
+            (folder / result_files.RESULTS_FILE).exists() for folder in sweep_dir.iterdir() if folder.is_dir()
+        )
         check_settings(sweep_dir, settings, remedy=SETTINGS_REMEDY, started=started)
         return _sweep_layers(
             spec, sweep_dir, upstream, upstream_ckpt, model_config, config, override, layers, evaluate, device
@@ -155,7 +158,7 @@ def _sweep_layers(
     document = new_document(spec, upstream, upstream_ckpt)
     for name in tqdm(chosen, desc=f"probe sweep {upstream} / {spec.task}", unit="layer"):
         expdir = sweep_dir / name
-        previous = results_io.read_results(expdir)
+        previous = result_files.read_results(expdir)
         done = previous is not None and (not evaluate or spec.test_split in previous.get("metrics", {}))
         if not done:
             train_argv = ["-m", "train", *common, "-l", name, "-p", str(expdir)]
@@ -167,5 +170,5 @@ def _sweep_layers(
                 _run(eval_argv + device_args)
         document["layers"].append(run_entry(name, all_layers.index(name), expdir))
         document["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        results_io.write_sweep(sweep_dir, document)
+        result_files.write_sweep(sweep_dir, document)
     return document

@@ -18,7 +18,7 @@ import pytest
 from downstream_probes.analysis.compare import read_source
 from downstream_probes.analysis.layer_weights import load_layer_weights_file
 from downstream_probes.reports.leaderboard.reading import load_run
-from downstream_probes.tasks import load_results_file, load_sweep_file, new_results
+from downstream_probes.result_files import load_results_file, load_sweep_file, new_results
 from upstream_mrhubert.errors import MrsuperbError
 
 

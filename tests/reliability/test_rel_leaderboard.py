@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from downstream_probes.cli import main as cli_main
-from downstream_probes.tasks import new_results, write_results
+from downstream_probes.result_files import new_results, write_results
 
 
 def _run(folder: Path, *, upstream: str = "mrhubert_b4a", metrics: Any = None, task: str = "ic") -> Path:

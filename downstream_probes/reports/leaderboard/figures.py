@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes.reports.leaderboard.reading import Leaderboard, LeaderboardError
-from downstream_probes.tasks import LAYER_WEIGHTS_FILE, TASK_NAMES
+from downstream_probes.result_files import LAYER_WEIGHTS_FILE
+from downstream_probes.tasks import TASK_NAMES
 
 
 @dataclass(frozen=True)

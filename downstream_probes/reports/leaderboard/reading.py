@@ -11,21 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from downstream_probes.tasks import (
+from downstream_probes.result_files import (
     PROTOCOL_FILE,
     RESULTS_FILE,
-    TASK_NAMES,
-    TASKS,
-    ReportedMetric,
     ResultsError,
     load_protocol_file,
     load_results_file,
-    lower_is_better,
-    upstream_identity,
 )
-from downstream_probes.tasks import (
-    SCHEMA as RESULTS_SCHEMA,
-)
+from downstream_probes.result_files import SCHEMA as RESULTS_SCHEMA
+from downstream_probes.tasks import TASK_NAMES, TASKS, ReportedMetric, lower_is_better, upstream_identity
 from upstream_mrhubert.errors import MrsuperbError
 
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from downstream_probes import tasks
+from downstream_probes import result_files, tasks
 from upstream_mrhubert.atomic_io import write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
@@ -229,7 +229,7 @@ def cell_state(cell: Cell) -> str:
     last = record["attempts"][-1] if record and record["attempts"] else {}
     if last.get("status") == FAILED:
         return FAILED
-    results = tasks.read_results(cell.folder)
+    results = result_files.read_results(cell.folder)
     if results is not None and spec.test_split in results.get("evaluated_checkpoints", {}):
         return FINISHED if _metrics_finite(results, spec) else DIVERGED
     if last.get("status") == DIVERGED:
@@ -298,7 +298,7 @@ def _now() -> str:
 
 def _training_complete(folder: Path) -> bool:
     """Training wrote its results.json and reached ``total_steps`` (a kill came during the test evaluation)."""
-    results = tasks.read_results(folder)
+    results = result_files.read_results(folder)
     if results is None or "history" not in results or results.get("total_steps") is None:
         return False
     return any(folder.glob(f"states-{int(results['total_steps'])}.ckpt"))
@@ -345,7 +345,7 @@ def run_cell(cell: Cell) -> str:
                 run_downstream.run([*cell.train_argv(), *(["-a"] if resumed_from else [])])
             if watch.steps:
                 attempt["nan_gradient_steps"] = watch.steps
-        results = tasks.read_results(cell.folder) or {}
+        results = result_files.read_results(cell.folder) or {}
         if attempt.get("nan_gradient_steps"):
             attempt["status"] = DIVERGED
         elif _finite(results.get("metrics", {}).get(dev_split_of(results, spec), {}).get(spec.primary)):

@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from downstream_probes import tasks
+from downstream_probes import result_files, tasks
 from downstream_probes.s3prl.protocol.grid import (
     DIVERGED,
     FINISHED,
@@ -46,7 +46,7 @@ def cell_entry(cell: Cell) -> dict[str, Any]:
     """One cell of ``protocol.json``: its state and its dev (best step) and test metrics."""
     spec = tasks.TASKS[cell.task]
     status = cell_state(cell)
-    results = tasks.read_results(cell.folder) if cell.folder.is_dir() else None
+    results = result_files.read_results(cell.folder) if cell.folder.is_dir() else None
     metrics = (results or {}).get("metrics", {})
     return {
         "lr": cell.lr,
@@ -132,6 +132,6 @@ def write_protocols(cells: Sequence[Cell], root_of: Any) -> list[dict[str, Any]]
     documents = []
     for group in groups.values():
         document = protocol_document(group)
-        tasks.write_protocol(root_of(group[0]), document)
+        result_files.write_protocol(root_of(group[0]), document)
         documents.append(document)
     return documents

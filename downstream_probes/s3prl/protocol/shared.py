@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from downstream_probes import tasks
+from downstream_probes import result_files, tasks
 from downstream_probes.s3prl.protocol.grid import (
     DIVERGED,
     DONE_STATES,
@@ -89,7 +89,7 @@ def run_shared_group(group: Sequence[Cell]) -> None:
         error = f"{type(raised).__name__}: {raised}"
     for cell in group:
         record = read_cell_record(cell.folder) or records[cell.name]
-        results = tasks.read_results(cell.folder) or {}
+        results = result_files.read_results(cell.folder) or {}
         attempt = record["attempts"][-1]
         if error is not None:
             attempt["status"], attempt["error"] = FAILED, error
