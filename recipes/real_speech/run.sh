@@ -2,7 +2,7 @@
 # The numbers of docs/real_speech.md: Whisper tiny.en against its random-init twin (and the demo's toy MR-HuBERT
 # against its twin) on real speech, and IC/KS on synthetic corpora. Run from the repository root after `make models`:
 #   bash recipes/real_speech/run.sh runs/real_speech
-# Single-threaded (the machine it was measured on is shared); about 25 CPU-minutes.
+# Single-threaded (the machine it was measured on is shared); about 30 CPU-minutes.
 set -euo pipefail
 OUT=${1:-runs/real_speech}
 mkdir -p "$OUT/analysis" "$OUT/train"
@@ -17,6 +17,10 @@ for seed in 0 1 2; do
   analyze whisper_tiny_en "$seed" -u whisper_tiny_en
   analyze whisper_tiny_en_random "$seed" -u whisper_tiny_en_random
 done
+# Whisper base (make models fetches tiny.en only): one seed
+python -m whisper_upstream.models base
+analyze whisper_base 0 -u whisper_base
+analyze whisper_base_random 0 -u whisper_base_random
 # The toy MR-HuBERT of the demo: pre-trained briefly on synthetic speech (recipes/pretrain/demo_tiny.yaml)
 [ -f "$OUT/synth/asr/manifest.json" ] || mrsuperb corpus asr --out "$OUT/synth/asr" --utterances 320 --quiet
 [ -f "$OUT/pretrain/results.json" ] || mrsuperb pretrain --config recipes/pretrain/demo_tiny.yaml \

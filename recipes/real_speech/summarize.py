@@ -53,7 +53,8 @@ def _plot(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [("whisper_tiny_en", "whisper_tiny_en_random"), ("toy_pretrained", "toy_random-init")]
+    pairs = [("whisper_tiny_en", "whisper_tiny_en_random"), ("whisper_base", "whisper_base_random")]
+    pairs += [("toy_pretrained", "toy_random-init")]
     pairs = [pair for pair in pairs if pair[0] in summary]
     figure, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.4 * len(pairs)), squeeze=False)
     for row, pair in enumerate(pairs):
@@ -68,7 +69,8 @@ def _plot(summary: dict, path: Path) -> None:
                 axis.errorbar(range(len(layers)), means, yerr=spreads, fmt=style, capsize=3, label=model)
                 axis.set_xticks(range(len(layers)), list(layers), fontsize=8)
             seeds = max(v["seeds"] for v in summary[pair[0]][name]["layers"].values())
-            axis.set_title(f"{name.replace('_', ' ')} on real speech (mean ± sd over {seeds} seeds)", fontsize=10)
+            spread = f"mean ± sd over {seeds} seeds" if seeds > 1 else "1 seed"
+            axis.set_title(f"{name.replace('_', ' ')} on real speech ({spread})", fontsize=10)
             axis.set_ylabel("score")
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
