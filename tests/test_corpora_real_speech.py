@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,14 @@ def test_tiers_are_gap_free_and_long_recordings_are_cut_at_silences() -> None:
 
     grid = TextGrid(0.0, 25.0, (tier,))
     assert _cut_points(grid, 15.0) == [5.5]  # the middle of the last silence that keeps the first piece short
+
+
+def test_missing_aligner_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from downstream_probes.corpora.real_speech import ForcedAligner
+
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
+    with pytest.raises(CorpusError, match=r"pocketsphinx, which is not installed: pip install 'mrsuperb\[real\]'"):
+        ForcedAligner()
 
 
 def test_refuses_a_folder_that_is_not_its_own(tmp_path: Path) -> None:

@@ -142,7 +142,10 @@ def download_real_speech(target: str | os.PathLike[str] | None = None) -> dict[s
 def write_glove_vectors(wheel: Path, words: set[str], path: Path) -> int:
     """Write the GloVe vectors of ``words`` (those GloVe has) as a GloVe text file (``word v1 .. v50`` lines,
     sorted); returns how many. Reads the wheel's ``.npy`` vectors and ``.parquet`` index (pyarrow)."""
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CorpusError("reading the GloVe word index needs pyarrow: pip install 'mrsuperb[real]'") from None
 
     with zipfile.ZipFile(wheel) as archive:
         vectors = np.load(io.BytesIO(archive.read(_GLOVE_DATA.format("50d_emb.npy"))))
@@ -321,7 +324,13 @@ class ForcedAligner:
     """pocketsphinx's en-us acoustic model and CMUdict (the wheel's), aligning a known transcript."""
 
     def __init__(self) -> None:
-        from pocketsphinx import Decoder
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise CorpusError(
+                "`mrsuperb corpus real` aligns recordings with pocketsphinx, which is not installed: "
+                "pip install 'mrsuperb[real]' (or `make venv`)"
+            ) from None
 
         self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
         for word, phones in EXTRA_PRONUNCIATIONS.items():
