@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -153,6 +155,16 @@ def test_transformers_folder_loads_the_same_encoder(tmp_path: Path) -> None:
     assert upstream.layer_names == ["embed", "block1", "block2", "ln_post"]
     loaded = upstream.encoder.state_dict()
     assert all(torch.equal(value, loaded[key]) for key, value in model.encoder.state_dict().items())
+
+
+def test_the_plugin_works_without_mrsuperb() -> None:
+    """A third party's plugin need not import mrsuperb: without it, the error class is a plain ValueError."""
+    code = (
+        "import sys; sys.modules['upstream_mrhubert'] = None\n"
+        "from whisper_upstream.errors import WhisperUpstreamError as E\n"
+        "assert E.__mro__[1:3] == (ValueError, Exception), E.__mro__"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bad_models_are_one_clear_error(tiny_en: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,10 +7,12 @@ line: the class derives from it then (and from ``ValueError`` always, which both
 from __future__ import annotations
 
 try:
-    from upstream_mrhubert.errors import MrsuperbError as _Base
+    from upstream_mrhubert.errors import MrsuperbError
+
+    _BASES: tuple[type, ...] = (MrsuperbError, ValueError)
 except ImportError:  # used without mrsuperb
-    _Base = Exception  # type: ignore[assignment,misc]
+    _BASES = (ValueError,)
 
 
-class WhisperUpstreamError(_Base, ValueError):  # type: ignore[valid-type,misc]
+class WhisperUpstreamError(*_BASES):  # type: ignore[misc]
     """Bad input to a Whisper upstream: a missing or malformed model, an unknown option, audio too long."""
