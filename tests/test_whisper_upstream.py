@@ -87,8 +87,9 @@ def test_trains_ic_on_the_quick_config(tiny_en: Path, tmp_path: Path) -> None:
 def test_final_states_match_ctranslate2_on_real_speech(tiny_en: Path, real_utterance: np.ndarray) -> None:
     """CTranslate2's own Whisper ``encode`` (float32 compute from the file's float16 weights) and our upstream
     (transformers' WhisperEncoder with the same weights widened to float32) on the same log-mel input of a real
-    utterance. Measured: relative error 3e-6, largest difference 4e-5; the tolerance is 1e-4 relative."""
-    ctranslate2 = pytest.importorskip("ctranslate2")  # the plugin's [parity] extra, in requirements.txt
+    utterance. Measured (7.1 s LibriVox utterance): relative error 1.6e-6, largest difference 1.6e-5 (states up to
+    10.6); the tolerance is 1e-4 relative, 1e-3 absolute."""
+    import ctranslate2  # requirements.txt (the plugin's [parity] extra)
     from whisper_upstream import hub
 
     upstream = hub.whisper_encoder_local(ckpt=str(tiny_en))
