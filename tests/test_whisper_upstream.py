@@ -133,6 +133,8 @@ def test_random_twin_is_seeded_and_not_the_trained_model(tiny_en: Path) -> None:
     twin = hub.whisper_tiny_en_random().encoder.state_dict()
     again = hub.whisper_tiny_en_random().encoder.state_dict()
     other = hub.whisper_tiny_en_random(seed=1).encoder.state_dict()
+    reinitialised = hub.whisper_encoder_local(ckpt=str(tiny_en), random_init=True).encoder.state_dict()
+    assert all(torch.equal(twin[k], reinitialised[k]) for k in twin)  # the twin is the file's architecture
     assert trained.keys() == twin.keys() and all(trained[k].shape == twin[k].shape for k in trained)
     assert all(torch.equal(twin[k], again[k]) for k in twin)
     assert not torch.equal(twin["layers.0.fc1.weight"], other["layers.0.fc1.weight"])
