@@ -88,11 +88,13 @@ def tiny_ic_run(tmp_path_factory: pytest.TempPathFactory) -> TinyIcRun:
 
 @pytest.fixture(scope="session")
 def real_speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``mrsuperb corpus real``'s corpus (recordings that registry packages ship), built once per session from the
-    archives the set-up fetched (``make models``). Read-only for tests."""
-    from downstream_probes.corpora.real_speech import prepare_real_speech
+    """The corpus of ``mrsuperb corpus real`` (recordings that registry packages ship), built once per session
+    through the command line from the archives the set-up fetched (``make models``). Read-only for tests."""
+    from downstream_probes.cli import main as cli_main
 
-    return prepare_real_speech(tmp_path_factory.mktemp("real_speech") / "corpus")
+    out = tmp_path_factory.mktemp("real_speech") / "corpus"
+    assert cli_main(["corpus", "real", "--out", str(out)]) == 0
+    return out
 
 
 # Tests that train with s3prl, build corpora or start fresh interpreters are end-to-end: marked ``slow`` here, in one
