@@ -53,7 +53,7 @@ from downstream_probes.pipelines.stages import (
     run_phases,
     subprocess_env,
 )
-from downstream_probes.pipelines.whisper_pair import whisper_pair_chains
+from downstream_probes.pipelines.whisper_pair import PairRules, whisper_pair_chains
 from downstream_probes.tasks import TASK_NAMES, upstream_identity
 
 DEMO_SCHEMA = "mrsuperb.demo/1"
@@ -397,7 +397,8 @@ class DemoPlan:
             )
         # The analysis chains are the longest: start them first.
         chains = chains[-len(self.upstreams) :] + chains[: -len(self.upstreams)]
-        return Phase("runs", whisper_pair_chains(self) + chains, workers=s.jobs)
+        pair = whisper_pair_chains(self, PairRules(PAIR_TRAINING_STEPS, is_trained, eval_dataloaders_override))
+        return Phase("runs", pair + chains, workers=s.jobs)
 
     def _override(self, task: str) -> str:
         with self._lock:

@@ -7,7 +7,7 @@ seeded random weights); ``make models`` fetched tiny.en. Stages, as chains of th
 
 - ``corpus real`` (``mrsuperb corpus real``: 55 real utterances from registry packages), then ``mrsuperb analyze``
   of each model on it: phone CCA and MI (``ANALYZE_PROPERTIES``), Whisper's own 30 s input;
-- IC trained for ``PAIR_TRAINING_STEPS`` steps (the demo's pair budget) on the demo's IC corpus; KS on a KS corpus
+- IC trained for the demo's pair budget of steps (``PairRules.ic_steps``) on the demo's IC corpus; KS on a KS corpus
   of its own, ``KS_UTTERANCES`` utterances, for ``KS_STEPS`` steps (on the demo's 60 utterances, 10 test ones, the
   two models are 10 points apart: one utterance); both with ``pad_to_30s: false`` (``WHISPER_OPTIONS``): 10x faster
   on a CPU, a stated deviation from Whisper's input. docs/real_speech.md has the numbers.
@@ -18,13 +18,15 @@ Outputs go where the demo's leaderboard and comparison look: ``runs/<upstream>/<
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from downstream_probes.pipelines.stages import Stage, console_script, run_logged
+from downstream_probes.pipelines.stages import Stage, StageError, console_script, run_logged
 
-if TYPE_CHECKING:
-    from downstream_probes.pipelines.demo import DemoPlan
+# The demo's DemoPlan (settings, env, _override): not imported, as the demo imports this module.
+DemoPlan = Any
 
 UPSTREAMS = ("whisper_tiny_en", "whisper_tiny_en_random")
 TASKS = ("ic", "ks")
@@ -99,17 +101,25 @@ def _expdir(plan: DemoPlan, upstream: str, task: str) -> Path:
     return plan.settings.root / "runs" / upstream / task
 
 
-def _train(plan: DemoPlan, upstream: str, task: str) -> None:
+@dataclass(frozen=True)
+class PairRules:
+    """What the demo decides for every pair it trains: IC's steps, when a run is finished, which splits it evaluates."""
+
+    ic_steps: int
+    is_trained: Callable[[Path, str], bool]
+    eval_dataloaders_override: Callable[[str], str]
+
+
+def _train(plan: DemoPlan, rules: PairRules, upstream: str, task: str) -> None:
     from downstream_probes.paths import recipes_dir
-    from downstream_probes.pipelines.demo import PAIR_TRAINING_STEPS, DemoError, eval_dataloaders_override, is_trained
 
     s = plan.settings
     stage = f"train {upstream}/{task}"
     options = s.root / "whisper_options.yaml"
     options.write_text(WHISPER_OPTIONS, encoding="utf-8")
-    steps = KS_STEPS if task == "ks" else PAIR_TRAINING_STEPS
+    steps = KS_STEPS if task == "ks" else rules.ic_steps
     override = (
-        f"{_data_override(plan, task)},,{eval_dataloaders_override(task)},,config.runner.total_steps={steps},,"
+        f"{_data_override(plan, task)},,{rules.eval_dataloaders_override(task)},,config.runner.total_steps={steps},,"
         f"config.runner.eval_step={steps // 3},,config.runner.save_step={steps // 3}"
     )
     command = [
@@ -132,15 +142,13 @@ def _train(plan: DemoPlan, upstream: str, task: str) -> None:
         str(s.seed),
     ]
     run_logged(stage, command, s.log(stage), plan.env)
-    if not is_trained(_expdir(plan, upstream, task), task):
-        raise DemoError(f"stage '{stage}' ended without results.json and layer_weights.json; see {s.log(stage)}")
+    if not rules.is_trained(_expdir(plan, upstream, task), task):
+        raise StageError(f"stage '{stage}' ended without results.json and layer_weights.json; see {s.log(stage)}")
 
 
-def whisper_pair_chains(plan: DemoPlan) -> list[list[Stage]]:
+def whisper_pair_chains(plan: DemoPlan, rules: PairRules) -> list[list[Stage]]:
     """The chains of stages the demo's runs phase adds for the Whisper pair (empty with ``--upstreams`` that
     leave out ``whisper``)."""
-    from downstream_probes.pipelines.demo import is_trained
-
     if "whisper" not in plan.settings.upstreams:
         return []
     analysis = [
@@ -154,8 +162,8 @@ def whisper_pair_chains(plan: DemoPlan) -> list[list[Stage]]:
         trainings = [
             Stage(
                 f"train {upstream}/{task}",
-                lambda u=upstream, t=task: is_trained(_expdir(plan, u, t), t),
-                lambda u=upstream, t=task: _train(plan, u, t),
+                lambda u=upstream, t=task: rules.is_trained(_expdir(plan, u, t), t),
+                lambda u=upstream, t=task: _train(plan, rules, u, t),
             )
             for upstream in UPSTREAMS
         ]
