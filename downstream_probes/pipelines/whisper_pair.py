@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,16 +155,14 @@ def whisper_pair_chains(plan: DemoPlan, rules: PairRules) -> list[list[Stage]]:
     analysis = [
         Stage("corpus real", lambda: (_real_corpus(plan) / "manifest.json").is_file(), lambda: _build_real_corpus(plan))
     ]
-    analysis += [
-        Stage(f"analyze {u}", lambda u=u: _analysed(plan, u), lambda u=u: _analyze(plan, u)) for u in UPSTREAMS
-    ]
+    analysis += [Stage(f"analyze {u}", partial(_analysed, plan, u), partial(_analyze, plan, u)) for u in UPSTREAMS]
     chains = [analysis]
     for task in (t for t in TASKS if t in plan.settings.tasks):
         trainings = [
             Stage(
                 f"train {upstream}/{task}",
-                lambda u=upstream, t=task: rules.is_trained(_expdir(plan, u, t), t),
-                lambda u=upstream, t=task: _train(plan, rules, u, t),
+                partial(rules.is_trained, _expdir(plan, upstream, task), task),
+                partial(_train, plan, rules, upstream, task),
             )
             for upstream in UPSTREAMS
         ]

@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from whisper_upstream.errors import WhisperUpstreamError
 
@@ -37,7 +38,7 @@ class Release:
     parts: tuple[tuple[str, str, str], ...]
     folder_member: str
     model_bytes: int
-    encoder: dict[str, int]
+    encoder: dict[str, Any]
     licence: str = "MIT (OpenAI Whisper weights; CTranslate2 conversion by Systran/faster-whisper)"
 
 
