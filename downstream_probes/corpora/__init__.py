@@ -22,6 +22,7 @@ _EXPORTS = {
     "minimum_utterances": "api",
     "s3prl_overrides": "api",
     "CorpusError": "common",
+    "build_real_speech": "real_speech",
 }
 
 __all__ = [  # noqa: RUF022 (the order of _EXPORTS: api first)
@@ -33,6 +34,7 @@ __all__ = [  # noqa: RUF022 (the order of _EXPORTS: api first)
     "minimum_utterances",
     "s3prl_overrides",
     "CorpusError",
+    "build_real_speech",
 ]
 
 

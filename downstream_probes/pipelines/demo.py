@@ -53,6 +53,7 @@ from downstream_probes.pipelines.stages import (
     run_phases,
     subprocess_env,
 )
+from downstream_probes.pipelines.whisper_pair import PairRules, whisper_pair_chains
 from downstream_probes.tasks import TASK_NAMES, upstream_identity
 from upstream_mrhubert.errors import UsageError
 
@@ -78,7 +79,8 @@ RANDOM_INIT_NOTE = (
     "Demo with tiny MR-HuBERT look-alikes on synthetic speech: random-init ones (4 training steps per task), and "
     f"one pre-trained briefly beside its random-init twin ({PAIR_TRAINING_STEPS} steps on IC and KS). The random-init "
     "rows show that the pipeline works end to end, not the quality of any model; the pair shows what a few minutes "
-    "of pre-training change."
+    "of pre-training change. Whisper tiny.en (trained by OpenAI on real speech) beside its random-init twin shows a "
+    "trained model: phone CCA and MI on real speech, IC and KS."
 )
 
 
@@ -126,9 +128,11 @@ DEMO_UPSTREAMS: dict[str, DemoUpstream] = {
             "toy", None, "tiny MR-HuBERT (mono-base layout, 64-dim, 1-1-1), pre-trained briefly", "pretrained"
         ),
         DemoUpstream("toy_twin", None, "the same tiny MR-HuBERT before pre-training (random init)", "twin"),
+        # A trained model beside its random-init twin (the Whisper plugin; stages in pipelines/whisper_pair.py)
+        DemoUpstream("whisper", None, "Whisper tiny.en and its random-init twin (plugin)", "plugin"),
     )
 }
-DEFAULT_UPSTREAMS: tuple[str, ...] = ("mono_base", "b2a", "b5a", "toy", "toy_twin")
+DEFAULT_UPSTREAMS: tuple[str, ...] = ("mono_base", "b2a", "b5a", "toy", "toy_twin", "whisper")
 PROFILE_REFERENCE = "b5a"
 
 
@@ -244,7 +248,7 @@ class DemoPlan:
 
     def __init__(self, settings: DemoSettings) -> None:
         self.settings = settings
-        self.upstreams = [DEMO_UPSTREAMS[key] for key in settings.upstreams]
+        self.upstreams = [DEMO_UPSTREAMS[key] for key in settings.upstreams if DEMO_UPSTREAMS[key].kind != "plugin"]
         self.env = subprocess_env(settings.jobs)
         self._overrides: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -414,7 +418,8 @@ class DemoPlan:
             )
         # The analysis chains are the longest: start them first.
         chains = chains[-len(self.upstreams) :] + chains[: -len(self.upstreams)]
-        return Phase("runs", chains, workers=s.jobs)
+        pair = whisper_pair_chains(self, PairRules(PAIR_TRAINING_STEPS, is_trained, eval_dataloaders_override))
+        return Phase("runs", pair + chains, workers=s.jobs)
 
     def _override(self, task: str) -> str:
         with self._lock:
