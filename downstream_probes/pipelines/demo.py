@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from downstream_probes.pipelines.stages import (
@@ -221,6 +222,10 @@ def required_test_metrics(task: str) -> tuple[str, ...]:
     return TASK_SPECS[task].reported_metrics
 
 
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -275,15 +280,15 @@ class DemoPlan:
             [
                 Stage(
                     f"corpus {task}",
-                    lambda t=task: (s.corpus(t) / "manifest.json").is_file(),
-                    lambda t=task: self._build_corpus(t),
+                    partial(_is_file, s.corpus(task) / "manifest.json"),
+                    partial(self._build_corpus, task),
                 ),
                 *(
                     [
                         Stage(
                             f"prepare {task}",
-                            lambda t=task: (s.prepared(t) / "prepared.json").is_file(),
-                            lambda t=task: self._prepare_corpus(t),
+                            partial(_is_file, s.prepared(task) / "prepared.json"),
+                            partial(self._prepare_corpus, task),
                         )
                     ]
                     if task in TASKS
@@ -293,7 +298,7 @@ class DemoPlan:
             for task in corpus_tasks
         ]
         chains += [
-            [Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(), lambda u=u: self._write_checkpoint(u))]
+            [Stage(f"checkpoint {u.key}", partial(_is_file, s.checkpoint(u)), partial(self._write_checkpoint, u))]
             for u in self.upstreams
             if u.kind == "random"
         ]
@@ -314,14 +319,14 @@ class DemoPlan:
             return Phase("pretrain", [])
         chain = [Stage("pretrain toy", self._pretrain_finished, self._pretrain)]
         chain += [
-            Stage(f"checkpoint {u.key}", lambda u=u: s.checkpoint(u).is_file(), lambda u=u: self._copy_pretrained(u))
+            Stage(f"checkpoint {u.key}", partial(_is_file, s.checkpoint(u)), partial(self._copy_pretrained, u))
             for u in self._pretrained()
         ]
         return Phase("pretrain", [chain])
 
     def _pretrain_finished(self) -> bool:
         record = _read_json(self.pretrain_dir / "results.json")
-        return bool(record) and record.get("status") == "finished"
+        return record is not None and record.get("status") == "finished"
 
     def _pretrain(self) -> None:
         from downstream_probes.paths import recipes_dir
@@ -374,6 +379,8 @@ class DemoPlan:
     def _write_checkpoint(self, upstream: DemoUpstream) -> None:
         from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
+        if upstream.preset is None:
+            raise DemoError(f"{upstream.key}: a random-init upstream needs a preset")
         write_tiny_checkpoint(self.settings.checkpoint(upstream), upstream.preset, seed=self.settings.seed)
 
     # -- phase 3: training runs, test evaluations and the analysis (subprocesses, in parallel) -----------------
@@ -393,16 +400,16 @@ class DemoPlan:
                 chain = [
                     Stage(
                         f"train {upstream.key}/{task}",
-                        lambda e=expdir, t=task: is_trained(e, t),
-                        lambda u=upstream, t=task: self._train(u, t),
+                        partial(is_trained, expdir, task),
+                        partial(self._train, upstream, task),
                     )
                 ]
                 if task in EVALUATED_SEPARATELY:
                     chain.append(
                         Stage(
                             f"evaluate {upstream.key}/{task}",
-                            lambda e=expdir, t=task: has_test_metrics(e, t),
-                            lambda u=upstream, t=task: self._evaluate(u, t),
+                            partial(has_test_metrics, expdir, task),
+                            partial(self._evaluate, upstream, task),
                         )
                     )
                 chains.append(chain)
@@ -411,8 +418,8 @@ class DemoPlan:
                 [
                     Stage(
                         f"analyze {upstream.key}",
-                        lambda u=upstream: self._analysed(u),
-                        lambda u=upstream: self._analyze(u),
+                        partial(self._analysed, upstream),
+                        partial(self._analyze, upstream),
                     )
                 ]
             )
