@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import write_tiny_fluent_commands
 
-from downstream_probes import cli, tasks
+from downstream_probes import cli, result_files, tasks
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl.protocol import SuperbOptions, expand_grid
 from downstream_probes.s3prl.protocol.grid import GridError, format_lr, parse_lrs, parse_seeds
@@ -165,8 +165,8 @@ def task_folder(out: Path) -> Path:
 def test_protocol_picks_the_best_dev_lr_from_the_cells_results(whole_grid: Path) -> None:
     folder = task_folder(whole_grid)
     protocol = strict_json(folder / "protocol.json")
-    assert protocol["schema"] == tasks.PROTOCOL_SCHEMA and protocol["upstream_identity"] == "mrhubert_local:tiny"
-    assert tasks.load_protocol_file(folder / "protocol.json")["task"] == "ic"
+    assert protocol["schema"] == result_files.PROTOCOL_SCHEMA and protocol["upstream_identity"] == "mrhubert_local:tiny"
+    assert result_files.load_protocol_file(folder / "protocol.json")["task"] == "ic"
     assert protocol["complete"] and not protocol["missing"] and not protocol["diverged"]
     assert len(protocol["cells"]) == 6
 
