@@ -347,6 +347,7 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path, browser: str) -> None
             (folder / f"provenance_{output}.json").write_text(json.dumps(provenance))
     comparison = {"model": "mrhubert_b5a", "task": "asr", "a": "weights:asr", "b": "cca:phone", "layers": 15}
     comparison |= {"spearman": 0.5, "kendall": 0.4, "top_k": 3, "top_k_overlap": 0.667}
+    comparison |= {"spearman_ci95": [0.1, 0.8], "p_value": 0.04, "top_k_chance": 0.2}
     (runs / "analysis" / "compare.json").write_text(
         json.dumps({"schema": "mrsuperb.compare/2", "comparisons": [comparison]})
     )
@@ -369,6 +370,7 @@ def test_html_page_as_a_browser_renders_it(tmp_path: Path, browser: str) -> None
     table = dom[dom.index('<table id="comparisons">') :]
     table = table[: table.index("</table>")]
     assert table.count("<tr data-source=") == 1 and "mrhubert_b5a" in table and "0.500" in table
+    assert "[0.10, 0.80]" in table and "0.04" in table and "0.200" in table  # interval, p, top-k chance (issue 21)
     # What a reader sees in the table.
     assert reader.cells[("mrhubert_b5a", "asr_wer")]["text"] == "5.82"
     assert reader.cells[("mrhubert_b5a", "asr_wer")]["strong"]

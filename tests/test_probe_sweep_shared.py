@@ -483,6 +483,21 @@ def test_reruns_with_other_settings_are_refused_naming_the_fields(
 
 
 @pytest.mark.slow
+def test_resume_with_other_passes_is_refused_naming_the_field(
+    workspace: Path, tiny_ckpt: Path, corpus_overrides
+) -> None:
+    """-a with another --max-heads-per-pass was a raw SharedSweepError traceback (issue 24): the heads would be
+    regrouped into passes whose saved states do not exist; now the recorded settings refuse it, naming passes."""
+    sweep_dir = workspace / "passes"
+    override = f"{corpus_overrides('ic')},,config.runner.total_steps=1,,config.runner.save_step=1"
+    run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0", "T1"]))
+    with pytest.raises(SettingsMismatch, match=r"passes"):
+        run_shared_sweep(
+            shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["D0", "T1"], max_heads_per_pass=1, resume=True)
+        )
+
+
+@pytest.mark.slow
 def test_feature_cache_bytes_are_verified(workspace: Path, tiny_ckpt: Path, corpus_overrides) -> None:
     """A cache file overwritten with other values of the same size was read (dev loss 900 instead of 6); a killed
     build's .KEY.partial-PID stayed forever; --cache-features naming a file was a traceback (issue 24 item 7)."""

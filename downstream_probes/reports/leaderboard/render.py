@@ -175,7 +175,8 @@ td.value, td.stat { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: bold; background: #e6f4ea; }
 td.missing { color: #999; text-align: center; }
 td a { color: inherit; text-decoration: none; border-bottom: 1px dotted #888; }
-figure { display: inline-block; margin: 0.8em; vertical-align: top; }
+figure { display: inline-block; margin: 0.8em; vertical-align: top; max-width: 100%; }
+figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.85em; color: #444; max-width: 40em; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
 .banner { background: #fff4ce; border-left: 4px solid #e0a800; padding: 0.5em 0.8em; max-width: 60em; }
@@ -201,13 +202,19 @@ def _comparison_table(documents: Sequence[tuple[Path, list[dict[str, Any]]]], ba
     """One table of ``mrsuperb compare``'s rank agreements: a row per (model, task, pair of sources)."""
     esc = html.escape
 
-    def number(value: Any) -> str:
-        return MISSING if value is None else f"{float(value):.3f}"
+    def number(value: Any, digits: int = 3) -> str:
+        return MISSING if value is None else f"{float(value):.{digits}f}"
+
+    def interval(value: Any) -> str:
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or None in value:
+            return MISSING
+        return f"[{float(value[0]):.2f}, {float(value[1]):.2f}]"
 
     rows = [
         (
             '<table id="comparisons"><thead><tr><th>model</th><th>task</th><th>ranking A</th><th>ranking B</th>'
-            "<th>layers</th><th>Spearman ρ</th><th>Kendall τ</th><th>top-k overlap</th></tr></thead><tbody>"
+            "<th>layers</th><th>Spearman ρ</th><th>ρ 95 % interval</th><th>p (no relation)</th><th>Kendall τ</th>"
+            "<th>top-k overlap</th><th>top-k by chance</th></tr></thead><tbody>"
         )
     ]
     for path, comparisons in documents:
@@ -217,14 +224,19 @@ def _comparison_table(documents: Sequence[tuple[Path, list[dict[str, Any]]]], ba
                 f'<tr data-source="{source}"><th scope="row">{esc(str(c.get("model", "")))}</th>'
                 f"<td>{esc(str(c.get('task', '')))}</td><td>{esc(str(c.get('a', '')))}</td>"
                 f'<td>{esc(str(c.get("b", "")))}</td><td class="stat">{esc(str(c.get("layers", "")))}</td>'
-                f'<td class="stat">{number(c.get("spearman"))}</td><td class="stat">{number(c.get("kendall"))}</td>'
-                f'<td class="stat">{number(c.get("top_k_overlap"))} (k={esc(str(c.get("top_k", "")))})</td></tr>'
+                f'<td class="stat">{number(c.get("spearman"))}</td>'
+                f'<td class="stat">{interval(c.get("spearman_ci95"))}</td>'
+                f'<td class="stat">{number(c.get("p_value"), 2)}</td><td class="stat">{number(c.get("kendall"))}</td>'
+                f'<td class="stat">{number(c.get("top_k_overlap"))} (k={esc(str(c.get("top_k", "")))})</td>'
+                f'<td class="stat">{number(c.get("top_k_chance"))}</td></tr>'
             )
     rows.append("</tbody></table>")
     files = ", ".join(esc(_relative_path(path, base_dir)) for path, _ in documents)
     rows.append(
         f'<p class="note">Rank agreement of one model\'s layer rankings (learnt weights, CCA, single-layer probes); '
-        f"a row never mixes two models. From: {files}</p>"
+        "a row never mixes two models. The interval resamples CCA sample sets and splits (and seeds where there are "
+        "several); p is against no relation under smooth layer curves (phase-randomised surrogates), so neighbouring "
+        f"layers' correlation is not counted as evidence. From: {files}</p>"
     )
     return "\n".join(rows)
 
