@@ -18,7 +18,7 @@ import yaml
 
 from downstream_probes.cli import main as cli_main
 from downstream_probes.corpora import (
-    TASKS,
+    CORPORA,
     CorpusError,
     api,
     build_corpus,
@@ -311,12 +311,12 @@ def _digest(root: Path) -> dict[str, str]:
 
 def test_same_seed_gives_identical_bytes(tmp_path):
     out = tmp_path / "corpus"
-    sizes = {task: minimum_utterances(task) for task in TASKS}
-    for task in TASKS:
+    sizes = {task: minimum_utterances(task) for task in CORPORA}
+    for task in CORPORA:
         build_corpus(task, out / task, utterances=sizes[task], seed=3)
     first = _digest(out)
     shutil.move(out, tmp_path / "first")
-    for task in reversed(TASKS):  # another order in the same process: results must not depend on it
+    for task in reversed(CORPORA):  # another order in the same process: results must not depend on it
         build_corpus(task, out / task, utterances=sizes[task], seed=3)
     assert _digest(out) == first
     assert any(name.endswith(".flac") for name in first) and any(name.endswith("_mix_both.csv") for name in first)

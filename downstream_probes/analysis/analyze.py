@@ -55,6 +55,7 @@ from downstream_probes.analysis.protocol import (
     STATE_RATES,
 )
 from downstream_probes.analysis.pwcca import cca_protocol, cca_score
+from downstream_probes.progress import progress_bar
 from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
@@ -299,7 +300,7 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         views = _cca_views(prop, cached, settings, set_rows, frame_sets)
         names = (cached.cnn_names if prop == "mel" else []) + layer_names
         layer_scores, samples, trials, null = {}, {}, {}, {}
-        for name in extraction._progress(names, settings.progress, f"CCA {prop}"):
+        for name in progress_bar(names, settings.progress, f"CCA {prop}", "layer"):
             trials[name], samples[name] = cca_sample_set_scores(views, name, settings)
             layer_scores[name] = float(np.mean([np.mean(t) for t in trials[name]]))
             null[name] = cca_chance_scores(views, name, settings)
@@ -545,7 +546,7 @@ def _mi_analyses(
         all_labels = np.asarray(cached.meta["labels"][span])
         eval_labels = [all_labels[rows] for rows in set_rows[span]]
         layer_scores, set_scores, chance, adjusted = {}, {}, {}, {}
-        for name in extraction._progress(layer_names, settings.progress, f"MI {span}"):
+        for name in progress_bar(layer_names, settings.progress, f"MI {span}", "layer"):
             train_reps, eval_reps = (
                 np.asarray(train.layer(name, f"{span}_")),
                 np.asarray(cached.layer(name, f"{span}_")),
@@ -613,7 +614,7 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
     )  # fmt: skip
     layer_names = _chosen_layers(cached.layer_names, settings.layers)
     layer_scores, spread, chance = {}, {}, {}
-    for name in extraction._progress(layer_names, settings.progress, "STS"):
+    for name in progress_bar(layer_names, settings.progress, "STS", "layer"):
         vectors = np.asarray(cached.layer(name, "utterance_"))
         similarities, judgements = pair_similarities(dict(zip(audio, vectors, strict=True)), pairs)
         layer_scores[name] = float(spearmanr(similarities, judgements).statistic)

@@ -37,6 +37,7 @@ import numpy as np
 from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_mel
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
+from downstream_probes.progress import progress_bar
 from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError, UsageError
@@ -276,7 +277,7 @@ def build_layers(
     cnn_frames = _FrameWriter(folder, "cnn_") if frame_set and cnn is not None else None
     names: list[str] = []
     strides: list[int] = []
-    for index in _progress(needed, progress, description):
+    for index in progress_bar(needed, progress, description):
         audio = read_audio(utterances[index].audio)
         states = extract(audio)
         if not names:
@@ -493,11 +494,3 @@ def cnn_extractor(upstream) -> Extractor | None:
         return outputs
 
     return extract
-
-
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=description, unit="utt", leave=False)

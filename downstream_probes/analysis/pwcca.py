@@ -43,6 +43,7 @@ from downstream_probes.analysis.fit import SIGN_CONVENTIONS, PWCCAProjection, Tr
 from downstream_probes.analysis.held_out import HeldOutPart, held_out_score
 from downstream_probes.analysis.moments import DEFAULT_CHUNK_ROWS, JointScatter, View, joint_scatter
 from downstream_probes.analysis.splits import epsilon_schedule, stratified_splits
+from downstream_probes.progress import progress_bar
 
 FIT_THREADS = 1  # BLAS threads of the fits and the held-out scoring (see cca_protocol)
 
@@ -151,7 +152,9 @@ def cca_protocol(
     require_more_samples_than_dims(n_samples - sizes[-1] - sizes[-2], x.shape[1], y.shape[1], "smallest training")
 
     shift = _reference_shift(x, y, np.arange(n_samples))
-    scatters = [joint_scatter(x, y, split, shift, chunk_rows) for split in _progress(splits, progress, "covariance")]
+    scatters = [
+        joint_scatter(x, y, split, shift, chunk_rows) for split in progress_bar(splits, progress, "covariance", "split")
+    ]
     total = JointScatter.total(scatters)
     _require_finite(total)
     dx = x.shape[1]
@@ -162,7 +165,7 @@ def cca_protocol(
     # contend (word level: 4.0 s at 2 threads against 3.0 s at 1 on this project's 2-core machine).
     limit = threadpool_limits(limits=fit_threads, user_api="blas") if fit_threads else contextlib.nullcontext()
     with limit:
-        for _ in _progress(range(n_splits // 2), progress, "trials"):
+        for _ in progress_bar(range(n_splits // 2), progress, "trials", "trial"):
             dev, test = (int(i) for i in rng.choice(remaining, size=2, replace=False))
             remaining = [i for i in remaining if i not in (dev, test)]
             trial = _run_trial(
@@ -275,11 +278,3 @@ def _require_finite(scatter: JointScatter) -> None:
 
 def _reference_shift(x: View, y: View, rows: np.ndarray) -> np.ndarray:
     return np.concatenate([x.reference_shift(rows), y.reference_shift(rows)])
-
-
-def _progress(iterable, enabled: bool, description: str):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=description, leave=False)

@@ -15,7 +15,7 @@ from typing import Any
 # Imported on first use: synthesis worker processes import ``corpora.espeak`` and need none of the builders.
 _EXPORTS = {
     "ALL": "api",
-    "TASKS": "api",
+    "CORPORA": "api",
     "build_corpus": "api",
     "default_utterances": "api",
     "load_manifest": "api",
@@ -27,7 +27,7 @@ _EXPORTS = {
 
 __all__ = [  # noqa: RUF022 (the order of _EXPORTS: api first)
     "ALL",
-    "TASKS",
+    "CORPORA",
     "build_corpus",
     "default_utterances",
     "load_manifest",

@@ -1,6 +1,6 @@
 """Build synthetic SUPERB corpora: ``build_corpus(task, out_dir, utterances=None, seed=0, force=False)``.
 
-Tasks (``TASKS``): ``asr`` (LibriSpeech), ``sf`` (Audio SNIPS), ``ic`` (Fluent Speech Commands), ``ks`` (Speech
+Tasks (``CORPORA``): ``asr`` (LibriSpeech), ``sf`` (Audio SNIPS), ``ic`` (Fluent Speech Commands), ``ks`` (Speech
 Commands v0.01), ``se`` (VoiceBank-DEMAND), ``sd`` (two-speaker Kaldi mixtures), ``sts`` (spoken STS sentence pairs
 for the layer-wise analysis, no s3prl task); ``all`` builds each into
 ``out_dir/<task>/``. Each corpus is written in the on-disk layout that s3prl 0.4.18's downstream expert for the task
@@ -66,7 +66,7 @@ _BUILDERS: dict[str, ModuleType] = {
     "sts": spoken_sts,
 }
 # The SUPERB tasks in Table 2's order (one corpus module each), then the analysis-only corpora.
-TASKS: tuple[str, ...] = (*TASK_NAMES, *(name for name in _BUILDERS if name not in TASK_NAMES))
+CORPORA: tuple[str, ...] = (*TASK_NAMES, *(name for name in _BUILDERS if name not in TASK_NAMES))
 assert set(TASK_NAMES) <= set(_BUILDERS), "every task of downstream_probes.tasks needs a corpus builder"
 ALL = "all"
 
@@ -75,7 +75,7 @@ def _builder(task: str) -> ModuleType:
     try:
         return _BUILDERS[task]
     except KeyError:
-        raise CorpusError(f"unknown task {task!r}; choose one of {', '.join(TASKS)} or {ALL}") from None
+        raise CorpusError(f"unknown task {task!r}; choose one of {', '.join(CORPORA)} or {ALL}") from None
 
 
 def default_utterances(task: str) -> int:
@@ -176,7 +176,7 @@ def build_corpus(
 
     ``workers`` synthesis processes run at once (results do not depend on it); ``progress`` shows tqdm bars.
     """
-    tasks = TASKS if task == ALL else (task,)
+    tasks = CORPORA if task == ALL else (task,)
     for name in tasks:
         _builder(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -347,7 +347,7 @@ def s3prl_overrides(root: str | os.PathLike[str], prepared: str | os.PathLike[st
     root = Path(root).resolve()
     manifest = load_manifest(root)
     if manifest["task"] == ALL:
-        raise CorpusError(f"{root} holds all tasks; pass one of its task folders ({', '.join(TASKS)})")
+        raise CorpusError(f"{root} holds all tasks; pass one of its task folders ({', '.join(CORPORA)})")
     overrides = json.loads(json.dumps(manifest["s3prl"]["downstream_expert"]))
     for dotted in manifest["s3prl"]["path_keys"]:
         *parents, leaf = dotted.split(".")

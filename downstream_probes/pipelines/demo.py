@@ -55,12 +55,11 @@ from downstream_probes.pipelines.stages import (
     subprocess_env,
 )
 from downstream_probes.pipelines.whisper_pair import PairRules, whisper_pair_chains
-from downstream_probes.tasks import TASK_NAMES, upstream_identity
+from downstream_probes.tasks import TASK_NAMES, TASKS, upstream_identity
 from upstream_mrhubert.errors import UsageError
 
 DEMO_SCHEMA = "mrsuperb.demo/1"
 DEFAULT_OUT = Path("runs") / "demo"
-TASKS = TASK_NAMES
 EVALUATED_SEPARATELY = frozenset({"sd"})  # Table-2 metric only from ``-m evaluate`` (RTTM scoring)
 # The demo's ASR corpus is small: its dev-clean split holds too few phone segments for the held-out PWCCA
 # protocol at the tiny models' width, so CCA reads the training split (the one the cca tests use too).
@@ -144,7 +143,7 @@ class DemoSettings:
     out: Path = DEFAULT_OUT
     seed: int = 0
     upstreams: tuple[str, ...] = DEFAULT_UPSTREAMS
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = TASK_NAMES
     jobs: int = 2
     profile_seconds: float = 10.0
 
@@ -152,9 +151,9 @@ class DemoSettings:
         unknown = [u for u in self.upstreams if u not in DEMO_UPSTREAMS]
         if unknown or not self.upstreams:
             raise UsageError(f"--upstreams {','.join(self.upstreams)}: choose among {', '.join(DEMO_UPSTREAMS)}")
-        unknown = [t for t in self.tasks if t not in TASKS]
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
         if unknown or not self.tasks:
-            raise UsageError(f"--tasks {','.join(self.tasks)}: choose among {', '.join(TASKS)}")
+            raise UsageError(f"--tasks {','.join(self.tasks)}: choose among {', '.join(TASK_NAMES)}")
         if self.jobs < 1:
             raise UsageError(f"--jobs must be at least 1, got {self.jobs}")
         if self.seed < 0:
@@ -217,9 +216,7 @@ class DemoSettings:
 
 def required_test_metrics(task: str) -> tuple[str, ...]:
     """The Table-2 metrics of ``task`` (the leaderboard's columns) that its test split must hold."""
-    from downstream_probes.tasks import TASKS as TASK_SPECS
-
-    return TASK_SPECS[task].reported_metrics
+    return TASKS[task].reported_metrics
 
 
 def _is_file(path: Path) -> bool:
@@ -241,9 +238,7 @@ def is_trained(expdir: Path, task: str) -> bool:
 
 def eval_dataloaders_override(task: str) -> str:
     """s3prl's ``-o`` entry evaluating the test split next to dev during training (SD: dev only)."""
-    from downstream_probes.tasks import TASKS as TASK_SPECS
-
-    spec = TASK_SPECS[task]
+    spec = TASKS[task]
     splits = [spec.dev_split] if task in EVALUATED_SEPARATELY else [spec.dev_split, spec.test_split]
     return f"config.runner.eval_dataloaders={splits!r}"
 
@@ -275,7 +270,7 @@ class DemoPlan:
     def _prepare_phase(self) -> Phase:
         s = self.settings
         # asr: the analysis reads its alignments and pre-training its audio; sts: the spoken STS corpus
-        corpus_tasks = [t for t in TASKS if t in s.tasks or t == "asr"] + ["sts"]
+        corpus_tasks = [t for t in TASK_NAMES if t in s.tasks or t == "asr"] + ["sts"]
         chains = [
             [
                 Stage(
@@ -291,7 +286,7 @@ class DemoPlan:
                             partial(self._prepare_corpus, task),
                         )
                     ]
-                    if task in TASKS
+                    if task in TASK_NAMES
                     else []
                 ),
             ]
@@ -492,7 +487,6 @@ class DemoPlan:
 
     def _evaluate(self, upstream: DemoUpstream, task: str) -> None:
         from downstream_probes.s3prl.sweep import best_checkpoint
-        from downstream_probes.tasks import TASKS as TASK_SPECS
 
         s = self.settings
         expdir = s.expdir(upstream, task)
@@ -504,7 +498,7 @@ class DemoPlan:
             "-e",
             str(best_checkpoint(expdir)),
             "-t",
-            TASK_SPECS[task].test_split,
+            TASKS[task].test_split,
         ]
         run_logged(stage, command, s.log(stage), self.env)
         if not has_test_metrics(expdir, task):
@@ -652,7 +646,7 @@ def check_or_write_settings(settings: DemoSettings) -> None:
     merged = settings.record()
     if recorded is not None:  # a resumed demo may add upstreams or tasks
         merged["upstreams"] = sorted(set(recorded.get("upstreams", [])) | set(settings.upstreams))
-        merged["tasks"] = [t for t in TASKS if t in set(recorded.get("tasks", [])) | set(settings.tasks)]
+        merged["tasks"] = [t for t in TASK_NAMES if t in set(recorded.get("tasks", [])) | set(settings.tasks)]
     write_json_atomic(settings.settings_file, merged)
 
 
@@ -684,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_UPSTREAMS,
         help=f"comma-separated, among {', '.join(DEMO_UPSTREAMS)} (default {','.join(DEFAULT_UPSTREAMS)})",
     )
-    parser.add_argument("--tasks", type=_csv, default=TASKS, help=f"comma-separated (default {','.join(TASKS)})")
+    parser.add_argument(
+        "--tasks", type=_csv, default=TASK_NAMES, help=f"comma-separated (default {','.join(TASK_NAMES)})"
+    )
     parser.add_argument(
         "--jobs",
         type=int,

@@ -51,7 +51,7 @@ from downstream_probes.pipelines.stages import (
     has_test_metrics,
     run_phases,
 )
-from downstream_probes.tasks import TASK_NAMES as TASKS
+from downstream_probes.tasks import TASK_NAMES, TASKS
 
 TABLE2_UPSTREAMS = ("hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a")
 FIG2A_EXTRA_UPSTREAMS = ("mrhubert_b2a", "mrhubert_b2b")
@@ -134,7 +134,6 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
     from downstream_probes.paths import recipes_dir
     from downstream_probes.s3prl.run_downstream import override_option
     from downstream_probes.s3prl.sweep import best_checkpoint
-    from downstream_probes.tasks import TASKS as TASK_SPECS
 
     run_downstream, mrsuperb = console_script("run_downstream.py"), console_script("mrsuperb")
 
@@ -197,7 +196,7 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
                         "-e",
                         f"{e}/<best dev checkpoint>" if args.dry_run else str(best_checkpoint(e)),
                         "-t",
-                        TASK_SPECS[t].test_split,
+                        TASKS[t].test_split,
                         *(["--device", args.device] if args.device else []),
                     ],
                 )
@@ -341,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cca-properties", nargs="+", default=["word"], help="default: word (Fig. 2a)")
     parser.add_argument("--cca-split", default="dev-clean", help="LibriSpeech split of the CCA (default dev-clean)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), choices=TASK_NAMES)
     parser.add_argument(
         "--config-dir",
         type=Path,
