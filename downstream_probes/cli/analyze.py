@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from downstream_probes.cli._options import add_upstream_options
-from downstream_probes.cli.cca import _thread_limit, add_common_arguments, add_uncertainty_arguments, word_counts_split
+from downstream_probes.cli.cca import _thread_limit, add_common_arguments, add_uncertainty_arguments, common_settings
 from upstream_mrhubert.errors import UsageError
 
 
@@ -40,39 +40,17 @@ def run(args: argparse.Namespace) -> int:
         check_settings,
         run_analysis,
     )
-    from downstream_probes.analysis.segments import SamplingSettings
 
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     settings = AnalysisSettings(
         properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
-        split=args.split,
-        seed=args.seed,
-        sampling=SamplingSettings(
-            max_per_phone=args.max_per_phone,
-            n_words=args.words,
-            max_per_word=args.max_per_word,
-            n_utterances=args.utterances,
-        ),
         embeddings={k: Path(v) for k, v in _pairs(args.embeddings, "--embeddings", str).items()},
-        alignments=Path(args.alignments) if args.alignments else None,
-        layers=args.layers.split(",") if args.layers else None,
-        stable=args.stable,
-        sign_convention=args.sign_convention,
-        state_rate=args.state_rate,
-        word_counts_split=word_counts_split(args),
-        word_list=Path(args.word_list) if args.word_list else None,
         mi_train_split=args.mi_train_split,
         mi_clusters=_pairs(args.mi_clusters, "--mi-clusters", int),
         mi_train_per_label=_pairs(args.mi_train_per_label, "--mi-train-per-label", _range),
-        sts_corpus=Path(args.sts_corpus) if args.sts_corpus else None,
-        cnn_layers=not args.no_cnn,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        progress=not args.quiet,
-        sample_sets=args.sample_sets,
         mi_running_bounds=not args.mi_per_label_bounds,
         mi_n_init=args.mi_n_init,
-        chance_permutations=args.chance_permutations,
+        sts_corpus=Path(args.sts_corpus) if args.sts_corpus else None,
+        **common_settings(args),
     )
     check_settings(settings)  # before the (slow) upstream is built
     upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from downstream_probes.cli._options import add_out_option, add_quiet_option, add_upstream_options
 from upstream_mrhubert.errors import UsageError
@@ -35,33 +36,11 @@ def run(args: argparse.Namespace) -> int:
         check_cca_settings,
         run_cca,
     )
-    from downstream_probes.analysis.segments import SamplingSettings
 
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     settings = AnalysisSettings(
         properties=(args.property,),
-        split=args.split,
-        seed=args.seed,
-        sampling=SamplingSettings(
-            max_per_phone=args.max_per_phone,
-            n_words=args.words,
-            max_per_word=args.max_per_word,
-            n_utterances=args.utterances,
-        ),
         embeddings={args.property: Path(args.embeddings)} if args.embeddings else {},
-        alignments=Path(args.alignments) if args.alignments else None,
-        layers=args.layers.split(",") if args.layers else None,
-        stable=args.stable,
-        sign_convention=args.sign_convention,
-        state_rate=args.state_rate,
-        word_counts_split=word_counts_split(args),
-        word_list=Path(args.word_list) if args.word_list else None,
-        cnn_layers=not args.no_cnn,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        progress=not args.quiet,
-        sample_sets=args.sample_sets,
-        chance_permutations=args.chance_permutations,
+        **common_settings(args),
     )
     check_cca_settings(settings)  # before the (slow) upstream is built
     upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
@@ -73,6 +52,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:>{width}}  {score:.4f}")
     print(f"wrote {result.json_path} and {result.plot_path}")
     return 0
+
+
+def common_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``AnalysisSettings`` fields that ``cca`` and ``analyze`` take from the same options."""
+    from downstream_probes.analysis.segments import SamplingSettings
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    return {
+        "split": args.split,
+        "seed": args.seed,
+        "sampling": SamplingSettings(
+            max_per_phone=args.max_per_phone,
+            n_words=args.words,
+            max_per_word=args.max_per_word,
+            n_utterances=args.utterances,
+        ),
+        "alignments": Path(args.alignments) if args.alignments else None,
+        "layers": args.layers.split(",") if args.layers else None,
+        "stable": args.stable,
+        "sign_convention": args.sign_convention,
+        "state_rate": args.state_rate,
+        "word_counts_split": word_counts_split(args),
+        "word_list": Path(args.word_list) if args.word_list else None,
+        "cnn_layers": not args.no_cnn,
+        "cache_dir": Path(args.cache_dir) if args.cache_dir else None,
+        "progress": not args.quiet,
+        "sample_sets": args.sample_sets,
+        "chance_permutations": args.chance_permutations,
+    }
 
 
 def word_counts_split(args: argparse.Namespace) -> str | None:
