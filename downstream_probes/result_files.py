@@ -303,6 +303,52 @@ def load_protocol_file(path: str | os.PathLike[str]) -> ProtocolDocument:
     missing = [key for key in REQUIRED_PROTOCOL_FIELDS if key not in data]
     if missing or not isinstance(data.get("cells"), list):
         raise ResultsError(f"{path} lacks {', '.join(missing) or 'a list of cells'}; rerun mrsuperb superb")
+    for key in ("upstream", "upstream_identity", "task", "test_split", "primary_metric"):
+        if not isinstance(data[key], str):
+            raise ResultsError(f"{path}: '{key}' is {data[key]!r}, not a string")
     if data["task"] not in TASKS:
         raise ResultsError(f"{path}: unknown task {data['task']!r} (expected one of {', '.join(TASK_NAMES)})")
+    if "created" in data and not isinstance(data["created"], str):
+        raise ResultsError(f"{path}: 'created' is {data['created']!r}, not a string")
+    for index, cell in enumerate(data["cells"]):
+        _check_cell(cell, path, f"cells[{index}]")
+    selection = data.get("selection")
+    if selection is not None:
+        _check_selection(selection, path)
     return data  # type: ignore[return-value]
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _check_cell(cell: Any, path: Path, where: str) -> None:
+    """One grid cell (or a selection's per-seed run): lr/seed numbers, strings, metrics ``{metric: number|null}``."""
+    if not isinstance(cell, dict):
+        raise ResultsError(f"{path}: {where} is {cell!r}, not a grid cell")
+    for key in ("lr", "seed"):
+        if key in cell and not _is_number(cell[key]):
+            raise ResultsError(f"{path}: {where}.{key} is {cell[key]!r}, not a number")
+    for key in ("expdir", "status", "name"):
+        if key in cell and not isinstance(cell[key], str):
+            raise ResultsError(f"{path}: {where}.{key} is {cell[key]!r}, not a string")
+    _check_metrics({split: cell[split] for split in ("dev", "test") if split in cell}, path, where)
+
+
+def _check_selection(selection: Any, path: Path) -> None:
+    """The dev-selected lr: ``lr``, ``per_seed`` runs and ``test`` ``{metric: {mean, sd, n}}``."""
+    if not isinstance(selection, dict) or not _is_number(selection.get("lr")):
+        raise ResultsError(f"{path}: 'selection' is {selection!r}, not a selected learning rate; rerun mrsuperb superb")
+    per_seed = selection.get("per_seed", [])
+    if not isinstance(per_seed, list):
+        raise ResultsError(f"{path}: selection.per_seed is {per_seed!r}, not a list")
+    for index, run in enumerate(per_seed):
+        _check_cell(run, path, f"selection.per_seed[{index}]")
+    test = selection.get("test", {})
+    if not isinstance(test, dict):
+        raise ResultsError(f"{path}: selection.test is {test!r}, not a mapping of metrics")
+    for metric, summary in test.items():
+        if not isinstance(summary, dict) or any(
+            summary.get(key) is not None and not _is_number(summary[key]) for key in ("mean", "sd", "n")
+        ):
+            raise ResultsError(f"{path}: selection.test[{metric!r}] is {summary!r}, not {{mean, sd, n}} numbers")

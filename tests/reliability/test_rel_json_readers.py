@@ -3,7 +3,7 @@ the file or raises our error type (``MrsuperbError``) naming it; never a KeyErro
 taken as a number.
 
 A reader of a new file kind joins ``READERS`` (name -> a valid document, the file name to write it under, and the
-call that reads it); ``protocol.json`` is added by its own reader's change.
+call that reads it).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 from downstream_probes.analysis.compare import read_source
 from downstream_probes.analysis.layer_weights import load_layer_weights_file
-from downstream_probes.reports.leaderboard.reading import load_run
-from downstream_probes.result_files import load_results_file, load_sweep_file, new_results
+from downstream_probes.reports.leaderboard.reading import load_protocol_run, load_run
+from downstream_probes.result_files import load_protocol_file, load_results_file, load_sweep_file, new_results
 from upstream_mrhubert.errors import MrsuperbError
 
 
@@ -61,6 +61,21 @@ def _layer_weights() -> dict[str, Any]:
     }
 
 
+def _protocol() -> dict[str, Any]:
+    run = {"seed": 0, "expdir": "/nonexistent/lr1e-3_seed0", "dev": {"acc": 0.75}, "test": {"acc": 0.5}}
+    return {
+        "schema": "mrsuperb.superb_protocol/1",
+        "upstream": "mrhubert_b4a",
+        "upstream_identity": "mrhubert_b4a",
+        "task": "ic",
+        "test_split": "test",
+        "primary_metric": "acc",
+        "cells": [{**run, "lr": 0.001, "name": "lr1e-3_seed0", "status": "finished", "best_step": 2}],
+        "selection": {"lr": 0.001, "per_seed": [run], "test": {"acc": {"mean": 0.5, "sd": None, "n": 1}}},
+        "created": "2026-12-06T07:00:00+00:00",
+    }
+
+
 def _cca(folder: Path) -> Callable[[Path], Any]:
     (folder / "provenance_cca_phone.json").write_text(json.dumps({"upstream": {"name": "mrhubert_b4a"}}))
     return read_source
@@ -74,6 +89,8 @@ READERS: dict[str, tuple[Callable[[], Any], str, Callable[[Path], Callable[[Path
     "layer weights": (_layer_weights, "layer_weights.json", lambda folder: load_layer_weights_file),
     "layer weights (compare)": (_layer_weights, "layer_weights.json", lambda folder: read_source),
     "analysis output": (lambda: {"T0": 0.1, "T1": 0.4}, "cca_phone.json", _cca),
+    "protocol": (_protocol, "protocol.json", lambda folder: load_protocol_file),
+    "protocol (leaderboard)": (_protocol, "protocol.json", lambda folder: load_protocol_run),
 }
 
 WRONG_VALUES: tuple[Any, ...] = (None, True, 7, -1.5, "x", [], {}, [1, "a"], {"a": None})
