@@ -24,7 +24,7 @@ from conftest import write_tiny_fluent_commands
 
 from downstream_probes import cli, result_files, tasks
 from downstream_probes.paths import recipes_dir
-from downstream_probes.s3prl.protocol import SuperbOptions, expand_grid
+from downstream_probes.s3prl.protocol import SuperbOptions, expand_grid, run_superb
 from downstream_probes.s3prl.protocol.grid import GridError, format_lr, parse_lrs, parse_seeds
 from downstream_probes.s3prl.protocol.selection import protocol_document, select
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
@@ -383,3 +383,15 @@ def test_shared_groups_run_as_slurm_jobs(grid_inputs: dict, whole_grid: Path, sl
     assert jobs[("1e-4", "0")] == jobs[("1e-3", "0")] != jobs[("1e-4", "1")] == jobs[("1e-3", "1")]
     reference = [c for c in expand_grid(options_of(grid_inputs, whole_grid)) if c.lr in (1e-4, 1e-3)]
     assert stable(strict_json(task_folder(out) / "protocol.json")) == stable(protocol_document(reference))
+
+
+def test_a_second_grid_into_a_held_folder_is_refused(tmp_path: Path) -> None:
+    """Two grid commands into one -p marked each other's live attempts as killed (issue 24's lock, for superb)."""
+    from upstream_mrhubert.output_folder import FolderLocked, folder_lock
+
+    out = tmp_path / "grid"
+    options = SuperbOptions(upstreams=["mrhubert_local"], upstream_ckpts=[str(tmp_path / "tiny.pt")], tasks=["ic"],
+                            lrs=[1e-3], seeds=[0], out=out)  # fmt: skip
+    with folder_lock(out), pytest.raises(FolderLocked, match=r"in use by another run"):
+        run_superb(options)
+    assert not list(out.rglob("cell.json"))  # nothing was started

@@ -60,9 +60,11 @@ def refuse_links(folder: str | os.PathLike[str]) -> None:
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike[str], option: str = "-p") -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike[str], option: str = "-p", *, check_links: bool = True) -> Iterator[Path]:
     """Hold the advisory lock of ``folder`` (created if needed) for the ``with`` block; ``option`` is the one that
-    names the folder on the command line (said in the messages). A folder holding a link is refused first.
+    names the folder on the command line (said in the messages). A folder holding a link is refused first, unless
+    ``check_links`` is off (a folder of folders whose runs check their own, e.g. a SUPERB grid's ``-p``, which
+    also holds submitit's own links among its Slurm logs).
 
     Raises:
         FolderLocked: another process holds it; the message names the folder and the holder's pid.
@@ -90,7 +92,8 @@ def folder_lock(folder: str | os.PathLike[str], option: str = "-p") -> Iterator[
                 f"{folder} is in use by another run (pid {holder}); wait for it to finish, or write this run into "
                 f"another folder with {option}"
             ) from None
-        refuse_links(folder)
+        if check_links:
+            refuse_links(folder)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
