@@ -359,3 +359,14 @@ def test_sd_preparation_and_der_on_a_real_conversation(tmp_path: Path, pyannote_
     missed = sum(s.duration for s, _, label in reference[mix_id].itertracks(yield_label=True) if label == "speaker91")
     total = sum(s.duration for s, _ in reference[mix_id].itertracks())
     assert diarization_error_rate(reference, one_speaker, durations) == pytest.approx(missed / total, abs=1e-6)
+
+
+def test_a_second_preparation_into_a_held_folder_is_refused(tmp_path: Path) -> None:
+    """Two preparations into one --out interleaved their files; the second now stops at once (issue 24's lock)."""
+    from downstream_probes.corpora.prepare import prepare
+    from upstream_mrhubert.output_folder import FolderLocked, folder_lock
+
+    out = tmp_path / "prepared"
+    with folder_lock(out), pytest.raises(FolderLocked, match=r"in use by another run .*--out"):
+        prepare("ic", tmp_path / "raw", out)
+    assert sorted(p.name for p in out.iterdir()) == [".run.lock"]

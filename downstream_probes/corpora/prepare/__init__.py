@@ -10,6 +10,7 @@ record is ``out/prepared.json`` (``load_prepared``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from downstream_probes.corpora.prepare.librispeech import prepare_librispeech
 from downstream_probes.corpora.prepare.snips import prepare_snips
 from downstream_probes.corpora.prepare.speech_commands import prepare_speech_commands
 from downstream_probes.corpora.prepare.voicebank import prepare_voicebank
+from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
 PREPARERS: dict[str, Callable[..., Prepared]] = {
     "asr": prepare_librispeech,
@@ -55,7 +57,17 @@ def prepare(task: str, raw: str | os.PathLike[str], out: str | os.PathLike[str],
     if task != "sd" and options.get("rttm_dir") is not None:
         raise PrepareError(f"--rttm-dir is for sd (LibriMix) only, not {task}")
     options = {key: value for key, value in options.items() if key != "rttm_dir" or task == "sd"}
-    return preparer(raw, out, **options)
+    # one preparation at a time per folder (its files are written atomically, so links are replaced, not followed)
+    created = not Path(out).exists()
+    try:
+        with folder_lock(out, "--out", check_links=False):
+            return preparer(raw, out, **options)
+    except BaseException:
+        if created:  # a preparation that failed leaves no folder behind (only its lock was written)
+            (Path(out) / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()
+        raise
 
 
 def load_prepared(out: str | os.PathLike[str]) -> dict[str, Any]:
