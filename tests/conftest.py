@@ -59,6 +59,48 @@ class TinyIcRun(NamedTuple):
     steps: int
 
 
+@pytest.fixture(scope="module")
+def workspace(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for one test module's runs (named after the module)."""
+    return tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(workspace: Path) -> Path:
+    """A tiny random MR-HuBERT (4-4-4 layout) in the real fairseq format."""
+    from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(workspace / "tiny.pt", "base_2res", seed=0)
+
+
+@pytest.fixture(scope="module")
+def corpus_overrides(workspace: Path):
+    """Each task's data as a user gets it: ``mrsuperb corpus TASK`` writes the raw layout of the real dataset
+    (smallest size), ``mrsuperb prepare TASK`` prepares it; the ``-o`` it prints is handed out (built once per
+    module and task)."""
+    import contextlib
+    import io
+
+    from downstream_probes import corpora
+    from downstream_probes.cli import main as cli_main
+
+    cache: dict[str, str] = {}
+
+    def get(task: str) -> str:
+        if task not in cache:
+            root, prepared = workspace / "corpora" / task, workspace / "prepared" / task
+            size = str(corpora.minimum_utterances(task))
+            assert cli_main(["corpus", task, "--out", str(root), "--utterances", size, "--quiet"]) == 0
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert cli_main(["prepare", task, "--raw", str(root), "--out", str(prepared), "-q"]) == 0
+            line = next(line for line in printed.getvalue().splitlines() if line.startswith('-o "'))
+            cache[task] = line.removeprefix('-o "').removesuffix('"')
+        return cache[task]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def tiny_ic_run(tmp_path_factory: pytest.TempPathFactory) -> TinyIcRun:
     """One IC training of the tiny MR-HuBERT through run_downstream.py (s3prl's runner), shared by the session.

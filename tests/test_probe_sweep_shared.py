@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from downstream_probes import cli
-from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.experiment import ExperimentLocked
@@ -123,30 +122,6 @@ def test_plan_and_head_selection() -> None:
 
 # ------------------------------------------------------------------------------------------------------------
 # end to end, on the tiny model
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("shared_sweep")
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(workspace: Path) -> Path:
-    return write_tiny_checkpoint(workspace / "tiny.pt", "base_2res", seed=0)
-
-
-@pytest.fixture(scope="module")
-def corpus_overrides(workspace: Path):
-    cache: dict[str, str] = {}
-
-    def get(task: str) -> str:
-        if task not in cache:
-            root = workspace / "corpora" / task
-            corpora.build_corpus(task, root, utterances=corpora.minimum_utterances(task), seed=0)
-            cache[task] = run_downstream.override_option(corpora.s3prl_overrides(root))
-        return cache[task]
-
-    return get
 
 
 def quick_config(task: str) -> str:

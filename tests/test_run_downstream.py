@@ -7,8 +7,6 @@ one run selects a layer by name; one runs two CPU processes under torchrun (gloo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -21,14 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from downstream_probes.cli import main as cli_main
-from downstream_probes.corpora import api as corpora
 from downstream_probes.paths import recipes_dir
 from downstream_probes.result_files import SCHEMA
 from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.sweep import best_checkpoint
 from downstream_probes.tasks import TASKS
-from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 EXPECTED_TEST_METRICS = {
     "asr": {"wer", "cer"},
@@ -38,37 +33,6 @@ EXPECTED_TEST_METRICS = {
     "se": {"pesq", "stoi", "si_sdr"},
     "sd": {"der", "frame_acc"},
 }
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("run_downstream")
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(workspace: Path) -> Path:
-    return write_tiny_checkpoint(workspace / "tiny.pt", "base_2res", seed=0)
-
-
-@pytest.fixture(scope="module")
-def corpus_overrides(workspace: Path):
-    """Each task's data as a user gets it: ``mrsuperb corpus TASK`` writes the raw layout of the real dataset
-    (smallest size), ``mrsuperb prepare TASK`` prepares it; the ``-o`` it prints is handed out."""
-    cache: dict[str, str] = {}
-
-    def get(task: str) -> str:
-        if task not in cache:
-            root, prepared = workspace / "corpora" / task, workspace / "prepared" / task
-            size = str(corpora.minimum_utterances(task))
-            assert cli_main(["corpus", task, "--out", str(root), "--utterances", size, "--quiet"]) == 0
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                assert cli_main(["prepare", task, "--raw", str(root), "--out", str(prepared), "-q"]) == 0
-            line = next(line for line in printed.getvalue().splitlines() if line.startswith('-o "'))
-            cache[task] = line.removeprefix('-o "').removesuffix('"')
-        return cache[task]
-
-    return get
 
 
 def quick_config(task: str) -> str:
