@@ -88,53 +88,12 @@ def frame_level_data(seed: int = 0, n_frames: int = 180_000, chunk: int = 8192) 
 # --------------------------------------------------------------------------------------------- reference
 
 
-def _reference_fit(view1: np.ndarray, view2: np.ndarray, epsilon_x: float, epsilon_y: float):
-    """Train PWCCA the reference's way on (dims, samples) views: covariance recomputed from the data."""
-    n1 = view1.shape[0]
-    covariance = np.cov(view1, view2)
-    s11, s12, s22 = covariance[:n1, :n1], covariance[:n1, n1:], covariance[n1:, n1:]
-    max1, max2 = np.max(np.abs(s11)), np.max(np.abs(s22))
-    s11, s22, s12 = s11 / max1, s22 / max2, s12 / np.sqrt(max1 * max2)
-    keep1 = np.abs(np.diagonal(s11)) >= epsilon_x
-    keep2 = np.abs(np.diagonal(s22)) >= epsilon_y
-    s11 = s11[keep1][:, keep1] + epsilon_x * np.eye(int(keep1.sum()))
-    s22 = s22[keep2][:, keep2] + epsilon_y * np.eye(int(keep2.sum()))
-    s12 = s12[keep1][:, keep2]
-
-    def inverse_root(matrix):
-        values, vectors = np.linalg.eigh(np.linalg.pinv(matrix))
-        return vectors @ np.diag(np.sqrt(values)) @ vectors.T
-
-    root1, root2 = inverse_root(s11), inverse_root(s22)
-    u, _, vh = np.linalg.svd(root1 @ (s12 @ root2))
-    return u.T @ root1, vh @ root2, keep1, keep2
-
-
-def _reference_score(view1, view2, proj1, proj2, keep1, keep2) -> float:
-    """Reference PWCCA score of trained projections on (dims, samples) views (both weightings computed)."""
-    n = min(len(proj1), len(proj2))
-    mean1, mean2 = view1.mean(axis=1, keepdims=True), view2.mean(axis=1, keepdims=True)
-    out1 = proj1[:n] @ (view1[keep1] - mean1[keep1])
-    out2 = proj2[:n] @ (view2[keep2] - mean2[keep2])
-    corr = np.einsum("ij,ij->i", out1, out2) / np.sqrt(
-        np.einsum("ij,ij->i", out1, out1) * np.einsum("ij,ij->i", out2, out2)
-    )
-
-    def weighted(acts, means, directions):
-        q, _ = np.linalg.qr((directions + means).T)
-        weights = np.sum(np.abs(q.T @ acts.T), axis=1)
-        return float(np.sum(weights / weights.sum() * corr))
-
-    score1 = weighted(view1[keep1][:n], mean1[keep1][:n], out1)
-    score2 = weighted(view2[keep2][:n], mean2[keep2][:n], out2)
-    return score1 if len(proj1) < len(proj2) else score2
-
-
 def reference_protocol(x: np.ndarray, y: np.ndarray, labels, seed: int = 0) -> float:
     """The reference protocol's computation on (samples, dims) inputs, laid out (dims, samples) as it does."""
     import numpy.linalg
 
     from downstream_probes.analysis.splits import epsilon_schedule, stratified_splits
+    from downstream_probes.testing.reference_pwcca import reference_projections, reference_score
 
     rng = np.random.default_rng(seed)
     view1_full, view2_full = x.T, y.T
@@ -149,8 +108,8 @@ def reference_protocol(x: np.ndarray, y: np.ndarray, labels, seed: int = 0) -> f
         fits = []
         for epsilon_x, epsilon_y in epsilon_schedule(rng):
             try:
-                fit = _reference_fit(view1, view2, epsilon_x, epsilon_y)
-                _reference_score(view1, view2, *fit)  # the reference scores every fit on its training data
+                fit = reference_projections(view1.T, view2.T, epsilon_x, epsilon_y)
+                reference_score(view1.T, view2.T, *fit)  # the reference scores every fit on its training data
             except numpy.linalg.LinAlgError:
                 continue
             fits.append(fit)
@@ -160,9 +119,9 @@ def reference_protocol(x: np.ndarray, y: np.ndarray, labels, seed: int = 0) -> f
         if not fits:
             continue
         dev1, dev2 = view1_full.T[splits[dev]].T, view2_full.T[splits[dev]].T
-        dev_scores = [_reference_score(dev1, dev2, *fit) for fit in fits]
+        dev_scores = [reference_score(dev1.T, dev2.T, *fit) for fit in fits]
         best = fits[int(np.argmax(dev_scores))]
-        test_scores.append(_reference_score(view1_full.T[splits[test]].T, view2_full.T[splits[test]].T, *best))
+        test_scores.append(reference_score(view1_full.T[splits[test]], view2_full.T[splits[test]], *best))
         if len(test_scores) == 3:
             break
     return float(np.mean(test_scores))

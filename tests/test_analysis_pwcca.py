@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 from downstream_probes.analysis import CCAInputError, cca_protocol, cca_score, pwcca
 from downstream_probes.analysis.moments import View, joint_scatter
 from downstream_probes.analysis.splits import epsilon_schedule, stratified_splits
+from downstream_probes.testing.reference_pwcca import reference_projections, reference_pwcca
 
 # the package exports the function ``pwcca``, which hides the module of the same name from attribute access
 pwcca_module = import_module("downstream_probes.analysis.pwcca")
@@ -29,59 +30,6 @@ def _one_blas_thread():
 # ----------------------------------------------------------------------------- the math, stated plainly
 
 
-def plain_projections(x_train, y_train, eps_x, eps_y):
-    """The reference's trained PWCCA in plain NumPy: ``Px[:n]``, ``Py[:n]`` and the kept columns of both views."""
-    v1, v2 = x_train.T.astype(np.float64), y_train.T.astype(np.float64)
-    n1 = v1.shape[0]
-    cov = np.cov(v1, v2)
-    sxx, sxy, syy = cov[:n1, :n1], cov[:n1, n1:], cov[n1:, n1:]
-    xmax, ymax = np.max(np.abs(sxx)), np.max(np.abs(syy))
-    sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / np.sqrt(xmax * ymax)
-    keep_x = np.abs(np.diag(sxx)) >= eps_x
-    keep_y = np.abs(np.diag(syy)) >= eps_y
-    sxx = sxx[keep_x][:, keep_x] + eps_x * np.eye(keep_x.sum())
-    syy = syy[keep_y][:, keep_y] + eps_y * np.eye(keep_y.sum())
-    sxy = sxy[keep_x][:, keep_y]
-
-    def inverse_sqrt(matrix):
-        values, vectors = np.linalg.eigh(np.linalg.pinv(matrix))
-        return vectors @ np.diag(np.sqrt(values)) @ vectors.T
-
-    root_x, root_y = inverse_sqrt(sxx), inverse_sqrt(syy)
-    u, _, vh = np.linalg.svd(root_x @ sxy @ root_y)
-    proj_x, proj_y = u.T @ root_x, vh @ root_y
-    n = min(len(proj_x), len(proj_y))
-    return proj_x[:n], proj_y[:n], keep_x, keep_y
-
-
-def plain_pwcca(x_train, y_train, x_eval, y_eval, eps_x, eps_y, *, fix_signs=False):
-    """The reference's PWCCA in plain NumPy, views laid out (dims, samples) as it does.
-
-    ``fix_signs`` applies our canonical sign convention to the SVD's pairs (largest |entry| of each Py row
-    positive); without it the signs are whatever numpy's SVD returns, as in the reference.
-    """
-    proj_x, proj_y, keep_x, keep_y = plain_projections(x_train, y_train, eps_x, eps_y)
-    n = len(proj_x)
-    if fix_signs:
-        signs = np.sign(proj_y[np.arange(n), np.argmax(np.abs(proj_y), axis=1)])
-        proj_x, proj_y = proj_x * signs[:, None], proj_y * signs[:, None]
-
-    e1, e2 = x_eval.T.astype(np.float64), y_eval.T.astype(np.float64)
-    m1, m2 = e1.mean(axis=1, keepdims=True), e2.mean(axis=1, keepdims=True)
-    out1 = proj_x @ (e1[keep_x] - m1[keep_x])
-    out2 = proj_y @ (e2[keep_y] - m2[keep_y])
-    corr = np.sum(out1 * out2, axis=1) / np.sqrt(np.sum(out1**2, axis=1) * np.sum(out2**2, axis=1))
-
-    def weighted(acts, means, directions):
-        q, _ = np.linalg.qr((directions + means).T)
-        weights = np.sum(np.abs(q.T @ acts.T), axis=1)
-        return np.sum(weights / weights.sum() * corr)
-
-    if keep_x.sum() < keep_y.sum():
-        return weighted(e1[keep_x][:n], m1[keep_x][:n], out1)
-    return weighted(e2[keep_y][:n], m2[keep_y][:n], out2)
-
-
 def paired_views(rng, n, dx, dy, latent=6, offset=(3.0, -1.0)):
     """Two noisy views of one latent signal, with non-zero means (the means matter to the weighting)."""
     z = rng.standard_normal((n, latent))
@@ -95,23 +43,23 @@ def test_pwcca_equals_the_plain_numpy_statement(dx, dy):
     x, y = paired_views(np.random.default_rng(dx * 100 + dy), 900, dx, dy)
     train, held = slice(0, 700), slice(700, None)
     lapack = pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9, sign_convention="lapack")
-    assert lapack == pytest.approx(plain_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9), abs=1e-6)
+    assert lapack == pytest.approx(reference_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9), abs=1e-6)
     canonical = pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9)
-    expected = plain_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9, fix_signs=True)
+    expected = reference_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-9, fix_signs=True)
     assert canonical == pytest.approx(expected, abs=1e-6)
 
 
 def test_sign_convention_is_the_only_difference_when_held_out_means_are_zero():
     x, y = paired_views(np.random.default_rng(3), 800, 12, 9)
     x_eval, y_eval = x[600:] - x[600:].mean(axis=0), y[600:] - y[600:].mean(axis=0)
-    plain = plain_pwcca(x[:600], y[:600], x_eval, y_eval, 1e-11, 1e-11)
+    plain = reference_pwcca(x[:600], y[:600], x_eval, y_eval, 1e-11, 1e-11)
     assert pwcca(x[:600], y[:600], x_eval, y_eval, 1e-11, 1e-11) == pytest.approx(plain, abs=1e-9)
 
 
 def test_float32_views_and_small_chunks_give_the_same_score():
     x, y = paired_views(np.random.default_rng(4), 700, 14, 8)
     x32 = x.astype(np.float32)
-    reference = plain_pwcca(x32[:500], y[:500], x32[500:], y[500:], 1e-10, 1e-10, fix_signs=True)
+    reference = reference_pwcca(x32[:500], y[:500], x32[500:], y[500:], 1e-10, 1e-10, fix_signs=True)
     ours = pwcca(x32[:500], y[:500], x32[500:], y[500:], 1e-10, 1e-10, chunk_rows=37)
     assert ours == pytest.approx(reference, abs=1e-6)
 
@@ -133,7 +81,7 @@ def test_three_ways_of_scoring_a_held_out_part_agree(monkeypatch):
     parts["chunks"] = pwcca_module.HeldOutPart(xv, yv, held, mean[:20], mean[20:], chunk_rows=64)
     assert [part.strategy for part in parts.values()] == ["moments", "memory", "chunks"]
     scores = {name: part.score(fit) for name, part in parts.items()}
-    expected = plain_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-10, fix_signs=True)
+    expected = reference_pwcca(x[train], y[train], x[held], y[held], 1e-10, 1e-10, fix_signs=True)
     for name, score in scores.items():
         assert score == pytest.approx(expected, abs=1e-9), name
 
@@ -178,7 +126,7 @@ def test_lapack_signs_with_an_exactly_uncorrelated_direction_take_numpys_partner
     fit = covariance.fit(1e-10, 1e-10, "lapack")
     big_rows, big_cov = (fit.x_rows, covariance.sxx) if dy < dx else (fit.y_rows, covariance.syy)
     assert big_rows.n_good == 5 and big_rows.weak.shape[1] == 1
-    proj_x, proj_y, _, _ = plain_projections(x[train], y[train], 1e-10, 1e-10)
+    proj_x, proj_y, _, _ = reference_projections(x[train], y[train], 1e-10, 1e-10)
     np.testing.assert_allclose(fit.proj_x[:5], proj_x[:5], atol=1e-6 * np.abs(proj_x).max())
     np.testing.assert_allclose(fit.proj_y[:5], proj_y[:5], atol=1e-6 * np.abs(proj_y).max())
     big_proj = big_rows.matrix()  # (directions, dims)
@@ -203,7 +151,7 @@ def test_one_hot_labels_are_whitened_without_an_eigendecomposition(monkeypatch):
     monkeypatch.setattr(fit_module.TrainedCovariance, "_fit_labels", spy)
     score = pwcca(x[:1200], one_hot[:1200], x[1200:], one_hot[1200:], 1e-10, 1e-9)
     assert taken == [True]
-    expected = plain_pwcca(x[:1200], one_hot[:1200], x[1200:], one_hot[1200:], 1e-10, 1e-9, fix_signs=True)
+    expected = reference_pwcca(x[:1200], one_hot[:1200], x[1200:], one_hot[1200:], 1e-10, 1e-9, fix_signs=True)
     assert score == pytest.approx(expected, abs=1e-6)
     with_labels = cca_protocol(x, one_hot, labels, seed=2)
     monkeypatch.setattr(fit_module._LabelWhitening, "build", classmethod(lambda *args: None))
@@ -263,7 +211,7 @@ def test_pinv_cut_off_of_a_singular_larger_view_falls_back_to_the_eigenbasis():
         matrix = np.diag([1.0, 0.5, smallest, 0.2, 0.1])  # positive definite: only the condition guard refuses
         assert (fit_module._cholesky_if_pinv_keeps_all(matrix, 0.0) is not None) == cholesky, smallest
     ours = pwcca(x[train], y[train], x[held], y[held], 0.0, 1e-10)
-    expected = plain_pwcca(x[train], y[train], x[held], y[held], 0.0, 1e-10, fix_signs=True)
+    expected = reference_pwcca(x[train], y[train], x[held], y[held], 0.0, 1e-10, fix_signs=True)
     assert ours == pytest.approx(expected, abs=1e-6)
 
 
@@ -299,7 +247,7 @@ def test_protocol_test_scores_are_pwcca_on_their_parts(signs):
         train = np.concatenate([s for i, s in enumerate(result.splits) if i not in (trial.dev_split, trial.test_split)])
         test = result.splits[trial.test_split]
         train = np.sort(train)
-        expected = plain_pwcca(
+        expected = reference_pwcca(
             x[train], y[train], x[test], y[test], *trial.best_epsilon, fix_signs=signs == "canonical"
         )
         assert trial.test_score == pytest.approx(expected, abs=1e-6)
@@ -432,5 +380,5 @@ def test_large_means_take_the_householder_route_and_still_match(monkeypatch):
     monkeypatch.setattr(held_out_module, "_weights_from_gram", spy)
     score = pwcca(x[:700], y[:700], x[700:], y[700:], 1e-10, 1e-10)
     assert refused == [True]  # x has fewer directions and weights the score; its D is too ill-conditioned
-    expected = plain_pwcca(x[:700], y[:700], x[700:], y[700:], 1e-10, 1e-10, fix_signs=True)
+    expected = reference_pwcca(x[:700], y[:700], x[700:], y[700:], 1e-10, 1e-10, fix_signs=True)
     assert score == pytest.approx(expected, abs=1e-6)
