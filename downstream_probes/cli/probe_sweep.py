@@ -12,14 +12,20 @@ from pathlib import Path
 
 import torch
 
-from downstream_probes.cli._options import add_out_option, add_override_option, add_resume_option, add_upstream_options
+from downstream_probes.cli._options import (
+    add_out_option,
+    add_override_option,
+    add_resume_option,
+    add_upstream_options,
+    comma_list,
+)
 from upstream_mrhubert.errors import UsageError
 
 
 def _layers(value: str | None) -> list[str] | None:
     if value is None or value == "all":
         return None
-    return [name for name in value.split(",") if name]
+    return comma_list(value)
 
 
 def run_sequential(args: argparse.Namespace) -> dict:
