@@ -160,7 +160,7 @@ SLOW_TESTS = frozenset(
         "test_analysis_analyze.py::test_analyze_bad_input",
         "test_analysis_compare.py::test_local_checkpoints_of_one_upstream_are_different_models",
         "test_analysis_compare.py::test_compare_reports_spearman_kendall_and_top_k",
-        "test_rel_checkpoints.py::test_genuine_tiny_checkpoints_still_build",
+        "test_checkpoint_hostile.py::test_genuine_tiny_checkpoints_still_build",
         "test_model_parity.py::test_every_state_matches_s3prl",
         "test_analysis_cca_pipeline.py::test_log_mel_matches_librosa_settings_of_the_reference",
         "test_leaderboard.py::test_html_page_as_a_browser_renders_it",
