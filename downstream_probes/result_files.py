@@ -23,7 +23,7 @@ from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import finite_or_null, loads_strict_json, write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
-SCHEMA = "mrsuperb.results/1"
+RESULTS_SCHEMA = "mrsuperb.results/1"
 RESULTS_FILE = "results.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
 SWEEP_SCHEMA = "mrsuperb.probe_sweep/1"
@@ -160,9 +160,9 @@ def _check_metrics(metrics: Any, path: str | os.PathLike[str], where: str = "met
 
 def validate_results(data: Any, path: str | os.PathLike[str]) -> ResultsDocument:
     """Check a parsed ``results.json`` against the schema; raises ``ResultsError`` naming ``path``."""
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ResultsError(f"{path} is not a results file of schema {SCHEMA} (found {found!r})")
+        raise ResultsError(f"{path} is not a results file of schema {RESULTS_SCHEMA} (found {found!r})")
     missing = [key for key in REQUIRED_RESULTS_FIELDS if key not in data]
     if missing:
         raise ResultsError(f"{path} lacks {', '.join(missing)}; it was not written by run_downstream.py")
@@ -235,7 +235,7 @@ def new_results(
 ) -> dict[str, Any]:
     """A ``mrsuperb.results/1`` document."""
     results = {
-        "schema": SCHEMA,
+        "schema": RESULTS_SCHEMA,
         "task": task,
         "upstream": upstream,
         "layer_selection": layer_selection,

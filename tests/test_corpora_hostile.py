@@ -76,7 +76,7 @@ def test_a_failed_swap_leaves_no_old_folder(tmp_path: Path, monkeypatch: pytest.
 def test_a_mount_point_is_refused_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / "manifest.json").write_text(json.dumps({"schema": api.SCHEMA, "task": "sd"}))  # one of ours
+    (corpus / "manifest.json").write_text(json.dumps({"schema": api.CORPUS_SCHEMA, "task": "sd"}))  # one of ours
     monkeypatch.setattr(api.os.path, "ismount", lambda path: Path(path) == corpus)
     with pytest.raises(CorpusError, match=r"corpus.*mount point"):
         api.build_corpus("sd", corpus, utterances=4, force=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,10 +21,15 @@ def test_installed_wheel_finds_its_recipes(tmp_path: Path) -> None:
     is left alone); that environment borrows this one's dependencies through a .pth line after its own packages."""
     wheels, env = tmp_path / "wheels", tmp_path / "env"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
-        check=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+    litter = [path for path in (ROOT / "build", *ROOT.glob("*.egg-info")) if not path.exists()]
+    try:
+        subprocess.run(
+            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+            check=True, timeout=600, cwd=tmp_path,
+        )  # fmt: skip
+    finally:  # setuptools builds inside the source tree; leave it as it was
+        for path in litter:
+            shutil.rmtree(path, ignore_errors=True)
     (wheel,) = wheels.glob("mrsuperb-*.whl")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
     python = env / "bin" / "python"

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from downstream_probes.paths import recipes_dir
-from downstream_probes.result_files import SCHEMA
+from downstream_probes.result_files import RESULTS_SCHEMA
 from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.sweep import best_checkpoint
 from downstream_probes.tasks import TASKS
@@ -69,7 +69,7 @@ def test_task_trains_and_evaluates(task: str, workspace: Path, tiny_ckpt: Path, 
     assert run_downstream.main(train_argv(task, tiny_ckpt, expdir, corpus_overrides(task))) == 0
     trained = read_results(expdir)
     dev_split = TASKS[task].dev_split
-    assert trained["schema"] == SCHEMA and trained["task"] == task and trained["upstream"] == "mrhubert_local"
+    assert trained["schema"] == RESULTS_SCHEMA and trained["task"] == task and trained["upstream"] == "mrhubert_local"
     assert trained["layer_selection"] == {"mode": "weighted_sum"}
     assert trained["best_step"] in (2, 4) and dev_split in trained["metrics"]
     assert trained["config"]["runner"]["total_steps"] == 4 and trained["seed"] == 1337

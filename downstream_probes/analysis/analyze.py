@@ -62,7 +62,7 @@ from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError
 
-SCHEMA = "mrsuperb.analysis/1"
+ANALYSIS_SCHEMA = "mrsuperb.analysis/1"
 MI_CHANCE_PERMUTATIONS = 200  # permuted cluster assignments per layer (cheap: no clustering)
 STS_RESAMPLES = 1000  # bootstrap resamples and permutations of the STS pairs
 PHONE_BASED = ("phone", "mi_phone")
@@ -663,7 +663,7 @@ def _label(identity: dict[str, Any]) -> str:
 
 def _common_provenance(upstream: UpstreamFeatures, settings: AnalysisSettings) -> dict[str, Any]:
     return {
-        "schema": SCHEMA, "upstream": upstream.identity, "seed": settings.seed,
+        "schema": ANALYSIS_SCHEMA, "upstream": upstream.identity, "seed": settings.seed,
         "sign_convention": settings.sign_convention, "stable": settings.stable, "state_rate": settings.state_rate,
         "sampling": asdict(settings.sampling), "versions": provenance.package_versions(ANALYSIS_PACKAGES),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

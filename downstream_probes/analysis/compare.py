@@ -44,7 +44,7 @@ from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert.atomic_io import loads_strict_json
 from upstream_mrhubert.errors import MrsuperbError
 
-SCHEMA = "mrsuperb.compare/3"
+COMPARE_SCHEMA = "mrsuperb.compare/3"
 STATE_RATE_OF_WEIGHTS = "20ms"  # s3prl's featurizer (and a single-layer probe) reads hidden_states at 20 ms
 KINDS = ("weights", "cca", "probe")
 KIND_TITLES = {"weights": "learnt layer weights", "cca": "CCA", "probe": "single-layer probes"}
@@ -402,7 +402,7 @@ def require_same_layers(first: LayerScores, second: LayerScores) -> None:
 def comparison_document(sources: Sequence[LayerScores], comparisons: Sequence[Comparison], top_k: int) -> dict:
     """The JSON written by ``mrsuperb compare -o``: the sources (with their model) and every comparison."""
     return {
-        "schema": SCHEMA,
+        "schema": COMPARE_SCHEMA,
         "top_k": top_k,
         "sources": [
             {

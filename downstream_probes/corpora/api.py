@@ -53,7 +53,7 @@ from downstream_probes.corpora.espeak import SAMPLE_RATE, espeak_version
 from downstream_probes.corpora.prepare import PREPARERS, PrepareError, load_prepared, prepare
 from downstream_probes.tasks import TASK_NAMES
 
-SCHEMA = "mrsuperb.corpus/1"
+CORPUS_SCHEMA = "mrsuperb.corpus/1"
 MANIFEST = "manifest.json"
 PREPARED = "prepared"  # where s3prl_overrides prepares a corpus by default
 _BUILDERS: dict[str, ModuleType] = {
@@ -105,7 +105,7 @@ def is_our_corpus(path: Path) -> bool:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
+    return isinstance(manifest, dict) and manifest.get("schema") == CORPUS_SCHEMA
 
 
 def _check_out_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
@@ -117,7 +117,7 @@ def _check_out_dir(out_dir: str | os.PathLike[str], force: bool) -> Path:
             raise CorpusError(f"output folder {path} is not empty; choose an empty folder or pass --force (force=True)")
         if not is_our_corpus(path):
             raise CorpusError(
-                f"output folder {path} has no {MANIFEST} of ours ({SCHEMA}): it is not a corpus built by "
+                f"output folder {path} has no {MANIFEST} of ours ({CORPUS_SCHEMA}): it is not a corpus built by "
                 "`mrsuperb corpus`, so --force will not replace it (it would delete everything in it). Choose an "
                 "empty or new folder"
             )
@@ -139,7 +139,7 @@ def _synthesizer_info() -> dict:
 
 def _manifest(task: str, seed: int, utterances: int, result: TaskResult) -> dict:
     return {
-        "schema": SCHEMA,
+        "schema": CORPUS_SCHEMA,
         "task": task,
         "seed": seed,
         "utterances": utterances,
@@ -199,7 +199,7 @@ def build_corpus(
         if task == ALL:
             for name in tasks:
                 _build_task(name, work / name, final / name, sizes[name], seed, workers, progress)
-            index = {"schema": SCHEMA, "task": ALL, "seed": seed, "corpora": {name: name for name in tasks}}
+            index = {"schema": CORPUS_SCHEMA, "task": ALL, "seed": seed, "corpora": {name: name for name in tasks}}
             (work / MANIFEST).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         else:
             _build_task(task, work, final, sizes[task], seed, workers, progress)
@@ -317,8 +317,8 @@ def load_manifest(root: str | os.PathLike[str]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a corpus built by `mrsuperb corpus`")
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("schema") != SCHEMA:
-        raise CorpusError(f"{path} has schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
+    if manifest.get("schema") != CORPUS_SCHEMA:
+        raise CorpusError(f"{path} has schema {manifest.get('schema')!r}, expected {CORPUS_SCHEMA!r}")
     return manifest
 
 

@@ -68,7 +68,7 @@ from downstream_probes.corpora.real_speech_sources import (
 from upstream_mrhubert.atomic_io import write_json_atomic
 
 MAX_SECONDS = 15.0
-SCHEMA = "mrsuperb.real_speech/1"
+REAL_SPEECH_SCHEMA = "mrsuperb.real_speech/1"
 PACKAGES_ENV = "MRSUPERB_PACKAGES_DIR"
 SPLITS = ("dev-clean", "train-clean-100")
 # GloVe 6B 50d (Stanford's official vectors, PDDL 1.0) as a wheel: vectors .npy + word index .parquet.
@@ -199,7 +199,9 @@ def prepare_real_speech(
     """
     final = Path(out_dir).expanduser().resolve()
     if final.exists() and any(final.iterdir()):
-        ours = (final / "manifest.json").is_file() and SCHEMA in (final / "manifest.json").read_text("utf-8")
+        ours = (final / "manifest.json").is_file() and REAL_SPEECH_SCHEMA in (final / "manifest.json").read_text(
+            "utf-8"
+        )
         if not force or not ours:
             raise CorpusError(
                 f"output folder {final} is not empty; choose an empty folder"
@@ -264,7 +266,7 @@ def _write(work: Path, archives: dict[str, Path]) -> dict:
     vocabulary = {word.lower() for lines in transcripts.values() for line in lines for word in line.split()[1:]}
     glove_words = write_glove_vectors(archives["glove"], vocabulary, work / GLOVE_FILE)
     return {
-        "schema": SCHEMA,
+        "schema": REAL_SPEECH_SCHEMA,
         "sample_rate": SAMPLE_RATE,
         "max_seconds": MAX_SECONDS,
         "sources": {key: asdict(source) for key, source in SOURCES.items()},

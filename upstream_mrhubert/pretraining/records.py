@@ -18,7 +18,7 @@ from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.pretraining.prediction_heads import LossTerms, bits
 
 RESULTS_FILE = "results.json"
-SCHEMA = "mrsuperb.pretrain/1"  # not a downstream run's results.json: readers of those skip it
+PRETRAIN_SCHEMA = "mrsuperb.pretrain/1"  # not a downstream run's results.json: readers of those skip it
 _VERSIONED = ("torch", "torchaudio", "numpy", "scikit-learn", "soundfile", "s3prl")
 
 
@@ -92,4 +92,4 @@ class MetricSums:
 
 
 def write_results(out: Path, payload: dict[str, Any]) -> Path:
-    return write_json_atomic(out / RESULTS_FILE, {"schema": SCHEMA, **payload})
+    return write_json_atomic(out / RESULTS_FILE, {"schema": PRETRAIN_SCHEMA, **payload})

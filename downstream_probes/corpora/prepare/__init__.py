@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from downstream_probes.corpora.prepare.common import RECORD, SCHEMA, Prepared, PrepareError
+from downstream_probes.corpora.prepare.common import PREPARED_SCHEMA, RECORD, Prepared, PrepareError
 from downstream_probes.corpora.prepare.fluent_commands import prepare_fluent_commands
 from downstream_probes.corpora.prepare.librimix import prepare_librimix
 from downstream_probes.corpora.prepare.librispeech import prepare_librispeech
@@ -76,8 +76,8 @@ def load_prepared(out: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise PrepareError(f"{path} not found: {out} was not written by `mrsuperb prepare`")
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("schema") != SCHEMA:
-        raise PrepareError(f"{path} has schema {record.get('schema')!r}, expected {SCHEMA!r}")
+    if record.get("schema") != PREPARED_SCHEMA:
+        raise PrepareError(f"{path} has schema {record.get('schema')!r}, expected {PREPARED_SCHEMA!r}")
     return record
 
 

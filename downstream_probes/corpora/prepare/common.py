@@ -18,7 +18,7 @@ from typing import Any
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
-SCHEMA = "mrsuperb.prepared/1"
+PREPARED_SCHEMA = "mrsuperb.prepared/1"
 RECORD = "prepared.json"
 
 
@@ -43,7 +43,7 @@ class Prepared:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
+            "schema": PREPARED_SCHEMA,
             "task": self.task,
             "raw": str(self.raw),
             "out": str(self.out),

@@ -14,11 +14,11 @@ from typing import Any
 from downstream_probes.result_files import (
     PROTOCOL_FILE,
     RESULTS_FILE,
+    RESULTS_SCHEMA,
     ResultsError,
     load_protocol_file,
     load_results_file,
 )
-from downstream_probes.result_files import SCHEMA as RESULTS_SCHEMA
 from downstream_probes.tasks import TASK_NAMES, TASKS, ReportedMetric, lower_is_better, upstream_identity
 from upstream_mrhubert.errors import MrsuperbError
 
