@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from downstream_probes.cli import main as mrsuperb
 from downstream_probes.reports import profile as profiling
 from upstream_mrhubert.architectures import ARCHITECTURES
+from upstream_mrhubert.audio import SAMPLE_RATE
 
 WIDTHS = {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "conv_channels": 16}
 FRAMES = 104  # 20 ms frames of the clip: even at 20, 40 and 80 ms, so no level pads its input
@@ -77,7 +78,7 @@ def test_transformer_blocks_match_the_layer_formula(measured) -> None:
     for name in NAMES:
         profiled, entry = measured[name]
         with torch.no_grad():
-            states = profiled.module(torch.zeros(1, round(SECONDS * profiling.SAMPLE_RATE)))
+            states = profiled.module(torch.zeros(1, round(SECONDS * SAMPLE_RATE)))
         assert states[0].features.shape[1] == FRAMES
         strides = profiling.level_strides(ARCHITECTURES[name].scaled(**WIDTHS).model_cfg())
         middle_frames = FRAMES * strides[0] // strides[-1]
@@ -102,7 +103,7 @@ def test_cnn_flops_are_what_its_convolutions_compute(measured, hubert_measured) 
     _, hubert_entry = hubert_measured
     layers = list(profiling.conv_feature_layers(ARCHITECTURES["mrhubert_mono_base"].scaled(**WIDTHS).model_cfg()))
     assert layers == [(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2
-    by_hand = cnn_flops_by_hand(layers, round(SECONDS * profiling.SAMPLE_RATE))
+    by_hand = cnn_flops_by_hand(layers, round(SECONDS * SAMPLE_RATE))
     assert cnn_flops_by_hand([(4, 10, 5), (6, 3, 2), (6, 2, 2)], 400) == 14_672  # 400 -> 79 -> 39 -> 19 frames
     for name in NAMES:
         assert block(measured[name][1], "cnn")["flops"] == by_hand, name
@@ -181,7 +182,7 @@ def _profile_of(measured) -> dict:
         "schema": profiling.PROFILE_SCHEMA,
         "created": "2024-01-01T00:00:00+00:00",
         "seconds": SECONDS,
-        "sample_rate": profiling.SAMPLE_RATE,
+        "sample_rate": SAMPLE_RATE,
         "batch_size": 1,
         "repeats": 1,
         "seed": 0,
