@@ -16,10 +16,8 @@ resumes it exactly where the last checkpoint left it.
 
 from __future__ import annotations
 
-import builtins
 import datetime as _dt
 import io
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +34,7 @@ from downstream_probes.s3prl.experiment import check_runner_config
 from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, temporary_logger
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
+from downstream_probes.s3prl.separate_run import build_upstream_entry, parse_run_args, s3prl_process, write_run_files
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 from upstream_mrhubert.errors import MrsuperbError, UsageError
@@ -132,73 +131,6 @@ def head_argv(options: SharedSweepOptions, spec: HeadSpec) -> list[str]:
     if options.device:
         argv += ["--device", options.device]
     return [*argv, *options.extra_args]
-
-
-def parse_run_args(argv: Sequence[str]) -> tuple[Any, dict, list[str]]:
-    """s3prl's ``(args, config, backup_files)`` for ``argv``, through our ``run_downstream`` rewriting."""
-    import s3prl.run_downstream as s3prl_main
-
-    from downstream_probes.s3prl import run_downstream
-
-    run_downstream.reject_unsupported(argv)
-    s3prl_argv, _ = run_downstream.build_argv(argv)
-    run_downstream.check_paths(s3prl_argv)
-    saved = sys.argv
-    sys.argv = ["run_downstream.py", *s3prl_argv]
-    try:
-        return s3prl_main.get_downstream_args()
-    finally:
-        sys.argv = saved
-
-
-def write_run_files(args: Any, config: dict, backup_files: Sequence[str]) -> None:
-    """The ``args_*.yaml``/``config_*.yaml`` (and backups) s3prl's ``main`` writes into every experiment folder."""
-    import yaml
-    from s3prl.utility.helper import backup, get_time_tag, is_leader_process
-
-    if not is_leader_process():
-        return
-    expdir = Path(args.expdir)
-    (expdir / f"args_{get_time_tag()}.yaml").write_text(yaml.dump(vars(args)))
-    (expdir / f"config_{get_time_tag()}.yaml").write_text(yaml.dump(config))
-    for file in backup_files:
-        backup(file, str(expdir))
-
-
-@contextmanager
-def s3prl_process(args: Any) -> Iterator[None]:
-    """What s3prl's ``main`` does to the process (sharing strategy, ``isinstance`` hack, process group, cuDNN),
-    undone afterwards except the process group."""
-    from s3prl.utility.helper import hack_isinstance
-
-    saved = (builtins.isinstance, torch.multiprocessing.get_sharing_strategy())
-    torch.multiprocessing.set_sharing_strategy("file_system")
-    hack_isinstance()
-    if args.local_rank is not None and not torch.distributed.is_initialized():
-        torch.cuda.set_device(args.local_rank)
-        torch.distributed.init_process_group(args.backend)
-    if args.disable_cudnn:
-        torch.backends.cudnn.enabled = False
-    else:
-        torch.backends.cudnn.enabled = True
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        builtins.isinstance = saved[0]
-        torch.multiprocessing.set_sharing_strategy(saved[1])
-
-
-def build_upstream_entry(args: Any, config: dict) -> Any:
-    """The upstream's ``ModelEntry`` through s3prl's own ``Runner._get_upstream`` (hub, device, barriers)."""
-    from s3prl.downstream.runner import Runner
-
-    if args.upstream_trainable:
-        raise UsageError("--shared trains probes of a frozen upstream; drop -f/--upstream_trainable")
-    builder = Runner.__new__(Runner)
-    builder.args, builder.config, builder.init_ckpt = args, config, {}
-    return Runner._get_upstream(builder)
 
 
 def _rank() -> int:

@@ -45,7 +45,8 @@ def run_shared_group(group: Sequence[Cell]) -> None:
     """Train and test one group's cells as heads of one shared sweep, and record the attempt in each cell.json."""
     from downstream_probes.s3prl import run_downstream
     from downstream_probes.s3prl.experiment import experiment_lock
-    from downstream_probes.s3prl.shared_sweep import SharedSweep, SharedSweepOptions, s3prl_process
+    from downstream_probes.s3prl.separate_run import s3prl_process
+    from downstream_probes.s3prl.shared_sweep import SharedSweep, SharedSweepOptions
 
     first = group[0]
     state_dir = first.folder.parent / SHARED_DIR / f"seed{first.seed}"
