@@ -543,3 +543,22 @@ def test_a_protocol_never_mixes_two_models(tmp_path: Path) -> None:
     write_protocol(tmp_path, "mrhubert_b4a", GRID, cell_upstream="mrhubert_b5a")
     with pytest.raises(lb.LeaderboardError, match="mrhubert_b5a, not of mrhubert_b4a"):
         lb.load_leaderboard([tmp_path])
+
+
+def test_markdown_sources_keep_a_folder_name_with_backticks_in_one_code_span(tmp_path: Path) -> None:
+    """A backtick in a run folder's name closed the source's code span early (the rest rendered as Markdown)."""
+    from markdown_it import MarkdownIt
+
+    runs = tmp_path / "runs"
+    name = "odd`name ``x"
+    write_results(runs, "mrhubert_b4a", "ic", {"acc": 0.5}, name=name)
+    out = runs / "board.md"
+    lb.write_leaderboard([runs], "md", out=out)
+    spans = [
+        child.content
+        for token in MarkdownIt().parse(out.read_text(encoding="utf-8"))
+        if token.type == "inline"
+        for child in token.children or []
+        if child.type == "code_inline"
+    ]
+    assert f"{name}/results.json" in spans

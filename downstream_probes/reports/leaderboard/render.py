@@ -8,6 +8,7 @@ import csv
 import html
 import io
 import os
+import re
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,16 @@ FORMATS = ("md", "csv", "html")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rendering
+
+
+def _code_span(text: str) -> str:
+    """``text`` as one Markdown code span whatever backticks it holds (CommonMark: a fence longer than any run of
+    backticks inside, padded when the text starts or ends with one); line breaks become spaces."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _relative_path(path: Path, base_dir: Path | None) -> str:
@@ -123,7 +134,7 @@ def render_markdown(
     ]
     for i, run in enumerate(sources, start=1):
         lines.append(
-            f"{i}. `{_relative_path(run.path, base_dir)}`: {TASKS[run.task].title}, {run.row}, "
+            f"{i}. {_code_span(_relative_path(run.path, base_dir))}: {TASKS[run.task].title}, {run.row}, "
             f"{run.selection_text}, test split {run.test_split}, created {run.created.isoformat()}; {_rule_text(run)}"
         )
     if board.ignored:
