@@ -28,8 +28,20 @@ RESULTS_FILE = "results.json"
 EVALUATIONS_FILE = "evaluations.jsonl"
 SWEEP_SCHEMA = "mrsuperb.probe_sweep/1"
 SWEEP_FILE = "sweep.json"
-RESULT_PACKAGES = ("mrsuperb", "s3prl", "torch", "torchaudio", "numpy", "scipy", "soundfile", "pyannote.metrics",
-                   "pesq", "pystoi", "asteroid", "editdistance")  # fmt: skip
+RESULT_PACKAGES = (
+    "mrsuperb",
+    "s3prl",
+    "torch",
+    "torchaudio",
+    "numpy",
+    "scipy",
+    "soundfile",
+    "pyannote.metrics",
+    "pesq",
+    "pystoi",
+    "asteroid",
+    "editdistance",
+)
 LAYER_WEIGHTS_FILE = "layer_weights.json"
 PROTOCOL_SCHEMA = "mrsuperb.superb_protocol/1"
 PROTOCOL_FILE = "protocol.json"

@@ -94,11 +94,21 @@ TASKS: dict[str, TaskSpec] = {
     spec.task: spec
     for spec in (
         TaskSpec(
-            "asr", "ASR", "asr", "test-clean", "dev-clean", {"wer": "wer", "uer": "cer"}, "wer",
+            "asr",
+            "ASR",
+            "asr",
+            "test-clean",
+            "dev-clean",
+            {"wer": "wer", "uer": "cer"},
+            "wer",
             (ReportedMetric("asr_wer", "wer", "ASR WER", True, 2),),  # stored in percent by s3prl's asr expert
         ),
         TaskSpec(
-            "sf", "SF", "ctc", "test", "dev",
+            "sf",
+            "SF",
+            "ctc",
+            "test",
+            "dev",
             {"slot_type_f1": "slot_type_f1", "slot_value_cer": "slot_value_cer", "wer": "wer", "cer": "cer"},
             "slot_type_f1",
             (
@@ -107,7 +117,12 @@ TASKS: dict[str, TaskSpec] = {
             ),
         ),
         TaskSpec(
-            "se", "SE", "enhancement_stft", "test", "dev", {"pesq": "pesq", "stoi": "stoi", "si_sdr": "si_sdr"},
+            "se",
+            "SE",
+            "enhancement_stft",
+            "test",
+            "dev",
+            {"pesq": "pesq", "stoi": "stoi", "si_sdr": "si_sdr"},
             "pesq",
             (
                 ReportedMetric("se_stoi", "stoi", "SE STOI", False, 3),
@@ -115,22 +130,40 @@ TASKS: dict[str, TaskSpec] = {
             ),
         ),
         TaskSpec(
-            "ic", "IC", "fluent_commands", "test", "dev", {"acc": "acc"}, "acc",
+            "ic",
+            "IC",
+            "fluent_commands",
+            "test",
+            "dev",
+            {"acc": "acc"},
+            "acc",
             (ReportedMetric("ic_acc", "acc", "IC Acc", True, 2, 100.0),),
         ),
         TaskSpec(
-            "ks", "KS", "speech_commands", "test", "dev", {"acc": "acc"}, "acc",
+            "ks",
+            "KS",
+            "speech_commands",
+            "test",
+            "dev",
+            {"acc": "acc"},
+            "acc",
             (ReportedMetric("ks_acc", "acc", "KS Acc", True, 2, 100.0),),
         ),
         TaskSpec(
-            "sd", "SD", "diarization", "test", "dev", {"acc": "frame_acc", "der": "frame_der"}, "frame_acc",
+            "sd",
+            "SD",
+            "diarization",
+            "test",
+            "dev",
+            {"acc": "frame_acc", "der": "frame_der"},
+            "frame_acc",
             (
                 ReportedMetric("sd_der", "der", "SD DER", True, 2, 100.0),
                 ReportedMetric("sd_acc", "frame_acc", "SD Acc", True, 2, 100.0),
             ),
         ),
     )
-}  # fmt: skip
+}
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)  # Table 2's order
 _BY_DOWNSTREAM = {spec.downstream: spec for spec in TASKS.values()}
 

@@ -49,6 +49,11 @@ def low_precision_grouped_conv_is_sound(
         LOGGER.warning(
             "grouped conv1d (%d channels, %d groups, kernel %d) gives wrong results in %s on this %s (relative "
             "error %.2f); it runs in float32 instead (upstream_mrhubert.workarounds)",
-            channels, groups, kernel_size, dtype, device_type, error,
-        )  # fmt: skip
+            channels,
+            groups,
+            kernel_size,
+            dtype,
+            device_type,
+            error,
+        )
     return sound

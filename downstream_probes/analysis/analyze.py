@@ -239,9 +239,13 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         corpus, settings.split, settings.alignments, need_alignments=any(p != "mel" for p in props)
     )
     base = {
-        "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
-        "split": settings.split, "seed": settings.seed, "sampling": asdict(settings.sampling),
-    }  # fmt: skip
+        "upstream": upstream.identity,
+        "state_rate": settings.state_rate,
+        "corpus": str(corpus.resolve()),
+        "split": settings.split,
+        "seed": settings.seed,
+        "sampling": asdict(settings.sampling),
+    }
     spans: dict[str, Sequence[segments.Segment]] = {}
     set_rows: dict[str, list[np.ndarray]] = {}  # span -> each sample set's rows of spans[span]
     word_order: list[str] = []  # the sampled words in rank order
@@ -258,11 +262,13 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         ranking, ranking_source = _word_ranking(corpus, settings)
         words = segments.read_segments(utterances, "words")
         spans["word"], set_rows["word"] = _sample_sets(
-            n_sets, settings.seed, 2,
+            n_sets,
+            settings.seed,
+            2,
             lambda rng: segments.sample_words(
                 words, rng, settings.sampling.n_words, settings.sampling.max_per_word, ranking
             ),
-        )  # fmt: skip
+        )
         if not spans["word"]:
             raise AnalysisError(f"split {settings.split!r} holds none of the ranked words ({ranking_source})")
         sampled = {s.label for s in spans["word"]}
@@ -279,21 +285,38 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
     read = sorted({s.utterance for kind in spans.values() for s in kind} | set(chosen))
     base["files"] = extraction.corpus_fingerprint(utterances, corpus, read)
     description = {
-        **base, "kind": "analysis", "word_ranking": ranking_source, "spans": sorted(spans),
-        "frames": bool(chosen), "cnn": cnn is not None, **({"sample_sets": n_sets} if n_sets > 1 else {}),
-    }  # fmt: skip
+        **base,
+        "kind": "analysis",
+        "word_ranking": ranking_source,
+        "spans": sorted(spans),
+        "frames": bool(chosen),
+        "cnn": cnn is not None,
+        **({"sample_sets": n_sets} if n_sets > 1 else {}),
+    }
     cached = extraction.load_or_build(
-        cache_dir, extraction.cache_key(description),
+        cache_dir,
+        extraction.cache_key(description),
         lambda folder: extraction.build_layers(
-            upstream.states, utterances, folder, spans=spans, frame_utterances=chosen, cnn=cnn,
-            progress=settings.progress, description=f"extracting {settings.split}",
+            upstream.states,
+            utterances,
+            folder,
+            spans=spans,
+            frame_utterances=chosen,
+            cnn=cnn,
+            progress=settings.progress,
+            description=f"extracting {settings.split}",
         ),
-    )  # fmt: skip
+    )
     layer_names = _chosen_layers(cached.layer_names, settings.layers)
     fingerprint = base["files"]
-    shared = {"corpus": base["corpus"], "split": settings.split, "corpus_fingerprint": fingerprint,
-              "cache_entry": str(cached.folder), "word_ranking": ranking_source,
-              "layer_strides": dict(zip(cached.layer_names, cached.meta["strides"], strict=True))}  # fmt: skip
+    shared = {
+        "corpus": base["corpus"],
+        "split": settings.split,
+        "corpus_fingerprint": fingerprint,
+        "cache_entry": str(cached.folder),
+        "word_ranking": ranking_source,
+        "layer_strides": dict(zip(cached.layer_names, cached.meta["strides"], strict=True)),
+    }
 
     frame_sets = _frame_sets(cached, utterances, chosen, chosen_sets) if chosen else None
     for prop in (p for p in props if p in CCA_PROPERTIES):
@@ -306,18 +329,31 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
             null[name] = cca_chance_scores(views, name, settings)
         scores[output_name(prop)] = layer_scores
         records[output_name(prop)] = {
-            **shared, "property": prop, "samples_per_layer": samples,
+            **shared,
+            "property": prop,
+            "samples_per_layer": samples,
             "embeddings": str(settings.embeddings[prop]) if prop in settings.embeddings else None,
             **_uncertainty_record({k: [float(np.mean(t)) for t in v] for k, v in trials.items()}, null, n_sets),
-            "trial_scores": trials, "chance_method": uncertainty.CCA_CHANCE,
-        }  # fmt: skip
+            "trial_scores": trials,
+            "chance_method": uncertainty.CCA_CHANCE,
+        }
 
     mi_props = [p for p in props if p in MI_PROPERTIES]
     if mi_props:
         _mi_analyses(
-            upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows,
+            upstream,
+            corpus,
+            mi_props,
+            cached,
+            layer_names,
+            settings,
+            cache_dir,
+            shared,
+            scores,
+            records,
+            set_rows,
             word_order,
-        )  # fmt: skip
+        )
 
 
 def _word_ranking(corpus: Path, settings: AnalysisSettings) -> tuple[list[str] | None, str]:
@@ -396,9 +432,13 @@ def cca_sample_set_scores(views: Callable, name: str, settings: AnalysisSettings
     for sample_set in range(settings.sample_sets):
         x, y, labels = views(name, sample_set)
         result = cca_protocol(
-            x, y, labels, seed=settings.seed if sample_set == 0 else [settings.seed, sample_set],  # type: ignore[arg-type]
-            stable=settings.stable, sign_convention=settings.sign_convention,
-        )  # fmt: skip
+            x,
+            y,
+            labels,
+            seed=settings.seed if sample_set == 0 else [settings.seed, sample_set],  # type: ignore[arg-type]
+            stable=settings.stable,
+            sign_convention=settings.sign_convention,
+        )
         trials.append([float(t.test_score) for t in result.trials])
         samples = samples or int(x.shape[0])
     return trials, samples
@@ -425,9 +465,11 @@ def _uncertainty_record(set_scores: dict[str, list[float]], null: dict[str, list
     """The spread and chance fields of an output's provenance, from each layer's sample-set scores and null
     scores."""
     record: dict[str, Any] = {
-        "sample_sets": n_sets, "sample_set_scores": set_scores, "score_interval": uncertainty.SCORE_INTERVAL,
+        "sample_sets": n_sets,
+        "sample_set_scores": set_scores,
+        "score_interval": uncertainty.SCORE_INTERVAL,
         "spread": {name: _without_mean(uncertainty.summarise(values)) for name, values in set_scores.items()},
-    }  # fmt: skip
+    }
     if any(null.values()):
         record["chance"] = {name: uncertainty.chance_summary(values, n_sets) for name, values in null.items()}
     return record
@@ -502,9 +544,12 @@ def _mi_analyses(
         preset = mutual_info.clustering_for(span)
         low, high = settings.mi_train_per_label.get(span, preset.train_per_label)
         preset = mutual_info.ClusteringSettings(
-            settings.mi_clusters.get(span, preset.n_clusters), preset.batch_size, preset.max_iter,
-            settings.mi_n_init or preset.n_init, (low, high),
-        )  # fmt: skip
+            settings.mi_clusters.get(span, preset.n_clusters),
+            preset.batch_size,
+            preset.max_iter,
+            settings.mi_n_init or preset.n_init,
+            (low, high),
+        )
         presets[span] = preset
         available[span] = segments.read_segments(train_utterances, "phones" if span == "phone" else "words")
     draws: dict[str, list[list[segments.Segment]]] = {span: [] for span in presets}
@@ -525,21 +570,31 @@ def _mi_analyses(
     for span, chosen_sets in draws.items():
         spans[span], train_rows[span] = _union(chosen_sets)
     description = {
-        "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(corpus.resolve()),
-        "splits": train_splits, "seed": settings.seed,
+        "upstream": upstream.identity,
+        "state_rate": settings.state_rate,
+        "corpus": str(corpus.resolve()),
+        "splits": train_splits,
+        "seed": settings.seed,
         "files": extraction.corpus_fingerprint(
             train_utterances, corpus, sorted({s.utterance for chosen in spans.values() for s in chosen})
         ),
-        "spans": {span: _digest([(s.utterance, s.start, s.end, s.label) for s in chosen]) for span, chosen in spans.items()},
+        "spans": {
+            span: _digest([(s.utterance, s.start, s.end, s.label) for s in chosen]) for span, chosen in spans.items()
+        },
         "kind": "mi-train",
-    }  # fmt: skip
+    }
     train = extraction.load_or_build(
-        cache_dir, extraction.cache_key(description),
+        cache_dir,
+        extraction.cache_key(description),
         lambda folder: extraction.build_layers(
-            upstream.states, train_utterances, folder, spans=spans, progress=settings.progress,
+            upstream.states,
+            train_utterances,
+            folder,
+            spans=spans,
+            progress=settings.progress,
             description=f"extracting {'+'.join(train_splits)}",
         ),
-    )  # fmt: skip
+    )
     for prop in mi_props:
         span = prop.removeprefix("mi_")
         preset = presets[span]
@@ -570,14 +625,20 @@ def _mi_analyses(
             adjusted[name] = uncertainty.adjusted_score(layer_scores[name], chance[name]["mean"])
         scores[prop] = layer_scores
         records[prop] = {
-            **shared, "property": prop, "train_splits": train_splits, "train_cache_entry": str(train.folder),
-            "clustering": asdict(preset), "train_samples": [len(rows) for rows in train_rows[span]],
+            **shared,
+            "property": prop,
+            "train_splits": train_splits,
+            "train_cache_entry": str(train.folder),
+            "clustering": asdict(preset),
+            "train_samples": [len(rows) for rows in train_rows[span]],
             "train_bounds": "running minimum (the reference's)" if settings.mi_running_bounds else "per label",
             "eval_samples": [len(labels) for labels in eval_labels],
-            **_uncertainty_record(set_scores, {}, settings.sample_sets), "chance": chance,
-            "chance_method": uncertainty.MI_CHANCE, "adjusted": adjusted,
+            **_uncertainty_record(set_scores, {}, settings.sample_sets),
+            "chance": chance,
+            "chance_method": uncertainty.MI_CHANCE,
+            "adjusted": adjusted,
             "adjusted_definition": "(MI - chance) / (1 - chance); the raw MI (scores) is the reference's number",
-        }  # fmt: skip
+        }
 
 
 def _kmeans_seed(seed: int, sample_set: int) -> int:
@@ -602,16 +663,25 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
         for i, u in enumerate(utterances)
     ]
     description = {
-        "upstream": upstream.identity, "state_rate": settings.state_rate, "corpus": str(sts_root.resolve()),
-        "files": extraction.corpus_fingerprint(utterances, sts_root), "kind": "utterances",
-    }  # fmt: skip
+        "upstream": upstream.identity,
+        "state_rate": settings.state_rate,
+        "corpus": str(sts_root.resolve()),
+        "files": extraction.corpus_fingerprint(utterances, sts_root),
+        "kind": "utterances",
+    }
     cached = extraction.load_or_build(
-        cache_dir, extraction.cache_key(description),
+        cache_dir,
+        extraction.cache_key(description),
         lambda folder: extraction.build_layers(
-            upstream.states, utterances, folder, spans={"utterance": whole}, middle_third=(),
-            progress=settings.progress, description="extracting spoken STS",
+            upstream.states,
+            utterances,
+            folder,
+            spans={"utterance": whole},
+            middle_third=(),
+            progress=settings.progress,
+            description="extracting spoken STS",
         ),
-    )  # fmt: skip
+    )
     layer_names = _chosen_layers(cached.layer_names, settings.layers)
     layer_scores, spread, chance = {}, {}, {}
     for name in progress_bar(layer_names, settings.progress, "STS", "layer"):
@@ -623,12 +693,18 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
         )
     scores["sts"] = layer_scores
     records["sts"] = {
-        "property": "sts", "corpus": str(sts_root.resolve()), "corpus_fingerprint": description["files"],
-        "pairs": len(pairs), "recordings": len(audio),
+        "property": "sts",
+        "corpus": str(sts_root.resolve()),
+        "corpus_fingerprint": description["files"],
+        "pairs": len(pairs),
+        "recordings": len(audio),
         "combinations_per_pair": sorted({len(p.audio_a) * len(p.audio_b) for p in pairs}),
-        "cache_entry": str(cached.folder), "spread": spread, "score_interval": uncertainty.STS_INTERVAL,
-        "chance": chance, "chance_method": uncertainty.STS_CHANCE,
-    }  # fmt: skip
+        "cache_entry": str(cached.folder),
+        "spread": spread,
+        "score_interval": uncertainty.STS_INTERVAL,
+        "chance": chance,
+        "chance_method": uncertainty.STS_CHANCE,
+    }
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -663,11 +739,16 @@ def _label(identity: dict[str, Any]) -> str:
 
 def _common_provenance(upstream: UpstreamFeatures, settings: AnalysisSettings) -> dict[str, Any]:
     return {
-        "schema": ANALYSIS_SCHEMA, "upstream": upstream.identity, "seed": settings.seed,
-        "sign_convention": settings.sign_convention, "stable": settings.stable, "state_rate": settings.state_rate,
-        "sampling": asdict(settings.sampling), "versions": provenance.package_versions(ANALYSIS_PACKAGES),
+        "schema": ANALYSIS_SCHEMA,
+        "upstream": upstream.identity,
+        "seed": settings.seed,
+        "sign_convention": settings.sign_convention,
+        "stable": settings.stable,
+        "state_rate": settings.state_rate,
+        "sampling": asdict(settings.sampling),
+        "versions": provenance.package_versions(ANALYSIS_PACKAGES),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }  # fmt: skip
+    }
 
 
 def build_upstream_features(
@@ -745,8 +826,9 @@ def run_cca(
     label = str(upstream.identity.get("identity") or upstream.identity.get("name", ""))
     bands, chance = figure_uncertainty({name: result.provenance[name]})
     plot_path = save_figure(
-        plot_cca_curves({label: result.scores[name]}, prop, bands={label: bands.get(name, {})},
-                        chance={label: chance.get(name, {})}),
+        plot_cca_curves(
+            {label: result.scores[name]}, prop, bands={label: bands.get(name, {})}, chance={label: chance.get(name, {})}
+        ),
         Path(out_dir) / f"{name}.png",
-    )  # fmt: skip
+    )
     return CCARun(result.scores[name], result.paths[name], plot_path, result.provenance[name])

@@ -186,11 +186,13 @@ def _sample_sets(trials: Any, scores: dict[str, float]) -> tuple[dict[str, list[
     units = []
     for index in range(counts.pop()):
         width = max(len(trials[layer][index]) for layer in scores)
-        units.append({
-            layer: [float(v) for v in trials[layer][index]]
-            + [float(np.mean(trials[layer][index]))] * (width - len(trials[layer][index]))
-            for layer in scores
-        })  # fmt: skip
+        units.append(
+            {
+                layer: [float(v) for v in trials[layer][index]]
+                + [float(np.mean(trials[layer][index]))] * (width - len(trials[layer][index]))
+                for layer in scores
+            }
+        )
     return tuple(units)
 
 
@@ -342,8 +344,11 @@ def compare_sources(
                     require_same_layers(first, second)
                 require_same_conditions(first, second)
                 n, rho, tau, overlap = rank_agreement(first.scores, second.scores, top_k)
-                extra = _uncertainty(first, second, np.random.default_rng([seed, len(comparisons)]), resamples,
-                                     surrogates) if n >= 3 else {}  # fmt: skip
+                extra = (
+                    _uncertainty(first, second, np.random.default_rng([seed, len(comparisons)]), resamples, surrogates)
+                    if n >= 3
+                    else {}
+                )
                 chance = uncertainty.top_k_chance(top_k, n) if n else None
                 pair = (first.label, second.label, first.source, second.source)
                 comparisons.append(
@@ -364,9 +369,12 @@ def _uncertainty(first: LayerScores, second: LayerScores, rng: np.random.Generat
     a, b = _replicate_arrays(first, layers), _replicate_arrays(second, layers)
     result = uncertainty.agreement_uncertainty(a, b, rng, resamples=resamples, surrogates=surrogates)
     return {
-        "spearman_ci95": result["spearman_ci95"], "kendall_ci95": result["kendall_ci95"],
-        "p_value": result["p_value"], "replicates_a": len(a), "replicates_b": len(b),
-    }  # fmt: skip
+        "spearman_ci95": result["spearman_ci95"],
+        "kendall_ci95": result["kendall_ci95"],
+        "p_value": result["p_value"],
+        "replicates_a": len(a),
+        "replicates_b": len(b),
+    }
 
 
 def require_same_conditions(first: LayerScores, second: LayerScores) -> None:
@@ -485,8 +493,9 @@ def _agreement_note(comparison: Comparison) -> str:
     values = [(c.spearman, "rho"), (c.kendall, "tau"), (c.top_k_overlap, f"top-{c.top_k}")]
     text = ", ".join(f"{name} {value:.2f}" if np.isfinite(value) else f"{name} -" for value, name in values)
     if c.spearman_ci95:
-        text = text.replace(f"rho {c.spearman:.2f}", f"rho {c.spearman:.2f} [{c.spearman_ci95[0]:.2f}, "
-                                                     f"{c.spearman_ci95[1]:.2f}]")  # fmt: skip
+        text = text.replace(
+            f"rho {c.spearman:.2f}", f"rho {c.spearman:.2f} [{c.spearman_ci95[0]:.2f}, {c.spearman_ci95[1]:.2f}]"
+        )
     if c.p_value is not None:
         text += f", p {c.p_value:.3f}"
     if c.top_k_chance is not None:

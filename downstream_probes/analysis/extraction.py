@@ -285,13 +285,15 @@ def build_layers(
             pooled = {
                 kind: [
                     np.lib.format.open_memmap(
-                        folder / f"{kind}_layer_{layer:03d}.npy", mode="w+", dtype=np.float32,
+                        folder / f"{kind}_layer_{layer:03d}.npy",
+                        mode="w+",
+                        dtype=np.float32,
                         shape=(len(spans[kind]), s.features.shape[1]),
                     )
                     for layer, s in enumerate(states)
                 ]
                 for kind in spans
-            }  # fmt: skip
+            }
         for kind, rows_by_utterance in rows_of.items():
             rows = rows_by_utterance.get(index, [])
             if not rows:

@@ -208,8 +208,9 @@ class _LabelWhitening:
 def _add_outer(matrix: np.ndarray, left: np.ndarray, right: np.ndarray, alpha: float) -> None:
     """``matrix += alpha * outer(left, right)`` in place (BLAS ``dger`` on the C-ordered matrix's transpose)."""
     if matrix.flags.c_contiguous and matrix.dtype == np.float64:
-        blas.dger(alpha, np.asarray(right, dtype=np.float64), np.asarray(left, dtype=np.float64), a=matrix.T,
-                  overwrite_a=1)  # fmt: skip
+        blas.dger(
+            alpha, np.asarray(right, dtype=np.float64), np.asarray(left, dtype=np.float64), a=matrix.T, overwrite_a=1
+        )
     else:
         matrix += alpha * np.outer(left, right)
 
@@ -365,9 +366,15 @@ class TrainedCovariance:
         if sign_convention != "lapack":
             big_rows = _flip_canonically(matrices, big_rows)
         return PWCCAProjection(
-            dims["x"], dims["y"], singular_values, epsilon_x, epsilon_y,
-            x_matrix=matrices["x"], y_matrix=matrices["y"], **{f"{big}_rows": big_rows},
-        )  # fmt: skip
+            dims["x"],
+            dims["y"],
+            singular_values,
+            epsilon_x,
+            epsilon_y,
+            x_matrix=matrices["x"],
+            y_matrix=matrices["y"],
+            **{f"{big}_rows": big_rows},
+        )
 
     def label_whitening(self, view: str, dims: np.ndarray, epsilon: float) -> _LabelWhitening | None:
         """The eigendecomposition-free whitening of a one-hot view, where it gives pinv's result."""
@@ -393,14 +400,21 @@ class TrainedCovariance:
         )
         in_view = labels.transposed_times(vectors)  # F^T V: Py^T, and the partners' factor
         ones = np.ones(len(singular_values))
-        big_rows = ImplicitRows(big_side.through, ones, in_view[:, :n_good] / singular_values[:n_good],
-                                big_side.to_view(weak))  # fmt: skip
+        big_rows = ImplicitRows(
+            big_side.through, ones, in_view[:, :n_good] / singular_values[:n_good], big_side.to_view(weak)
+        )
         matrices = {small: np.ascontiguousarray(in_view.T), big: None if big == "x" else big_rows.matrix()}
         big_rows = _flip_canonically(matrices, big_rows)
         return PWCCAProjection(
-            dims["x"], dims["y"], singular_values, epsilons["x"], epsilons["y"],
-            x_matrix=matrices["x"], y_matrix=matrices["y"], **{f"{big}_rows": big_rows},
-        )  # fmt: skip
+            dims["x"],
+            dims["y"],
+            singular_values,
+            epsilons["x"],
+            epsilons["y"],
+            x_matrix=matrices["x"],
+            y_matrix=matrices["y"],
+            **{f"{big}_rows": big_rows},
+        )
 
     def _lapack_directions(
         self,

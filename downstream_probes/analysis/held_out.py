@@ -159,9 +159,10 @@ class HeldOutPart:
             return columns @ projection.matrix(name).T
         # P itself is never formed: rows @ through is shared by every fit of the train part with this epsilon
         rows_through = self._cached(
-            ("through", name, dims.tobytes(), id(implicit.through)), implicit.through,
+            ("through", name, dims.tobytes(), id(implicit.through)),
+            implicit.through,
             lambda: columns @ implicit.through,
-        )  # fmt: skip
+        )
         return implicit.project(columns, rows_through)
 
     def _cached(self, key: tuple, owner: object, compute: Callable[[], _Value]) -> _Value:

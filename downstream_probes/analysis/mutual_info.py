@@ -106,9 +106,13 @@ def assign_clusters(
     # compute_labels=False: the centroids are the same; scikit-learn's default labels the whole training sample
     # after fitting (for inertia_, which the reference computes and never uses), a pass small next to the fit
     kmeans = MiniBatchKMeans(
-        n_clusters=n_clusters, batch_size=settings.batch_size, max_iter=settings.max_iter, n_init=settings.n_init,
-        random_state=seed, compute_labels=False,
-    )  # fmt: skip
+        n_clusters=n_clusters,
+        batch_size=settings.batch_size,
+        max_iter=settings.max_iter,
+        n_init=settings.n_init,
+        random_state=seed,
+        compute_labels=False,
+    )
     return kmeans.fit(train_reps).predict(eval_reps)
 
 

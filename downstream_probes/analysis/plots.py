@@ -88,8 +88,17 @@ def draw_layer_curves(
         transform = blended_transform_factory(axis.transData, axis.transAxes)
         for row, model in enumerate(models):
             for x, name in enumerate(curves[model]):
-                axis.text(x, -0.03 - 0.07 * row, name, transform=transform, ha="center", va="top", fontsize=6.5,
-                          color=colour_of[model], clip_on=False)  # fmt: skip
+                axis.text(
+                    x,
+                    -0.03 - 0.07 * row,
+                    name,
+                    transform=transform,
+                    ha="center",
+                    va="top",
+                    fontsize=6.5,
+                    color=colour_of[model],
+                    clip_on=False,
+                )
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
     if len(models) > 1 or models[0] != "":
@@ -133,10 +142,15 @@ def plot_cca_curves(
 
 # (output name, panel title) in the order of arXiv 2410.23955 Fig. 3 (A-F), then Fig. 4's frame-level panel
 ANALYSIS_PANELS: tuple[tuple[str, str], ...] = (
-    ("mi_word", "MI word"), ("mi_phone", "MI phone"), ("cca_phone", "CCA phone"), ("cca_agwe", "CCA AGWE"),
-    ("cca_glove", "CCA GloVe"), ("sts", "spoken STS (Spearman)"), ("cca_mel", "CCA mel (frame level)"),
+    ("mi_word", "MI word"),
+    ("mi_phone", "MI phone"),
+    ("cca_phone", "CCA phone"),
+    ("cca_agwe", "CCA AGWE"),
+    ("cca_glove", "CCA GloVe"),
+    ("sts", "spoken STS (Spearman)"),
+    ("cca_mel", "CCA mel (frame level)"),
     ("cca_word", "CCA word"),
-)  # fmt: skip
+)
 
 
 def plot_analysis_figure(
@@ -165,18 +179,26 @@ def plot_analysis_figure(
     colours = {model: f"C{index}" for index, model in enumerate(results)}  # one colour per model in every panel
     for axis, (key, title) in zip(axes.flat, panels, strict=False):
         draw_layer_curves(
-            axis, {model: r[key] for model, r in results.items() if key in r}, "score", colours,
+            axis,
+            {model: r[key] for model, r in results.items() if key in r},
+            "score",
+            colours,
             bands={model: b[key] for model, b in (bands or {}).items() if key in b},
             chance={model: c[key] for model, c in (chance or {}).items() if key in c},
-        )  # fmt: skip
+        )
         axis.set_title(title, fontsize=10)
     for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
     if bands or chance:
         figure.text(
-            0.5, 0.0, "shaded: 95 % interval of the score over sample sets (STS: over pairs); dashed: chance level; "
-            "dotted grey: its 95 % interval", ha="center", va="top", fontsize=8,
-        )  # fmt: skip
+            0.5,
+            0.0,
+            "shaded: 95 % interval of the score over sample sets (STS: over pairs); dashed: chance level; "
+            "dotted grey: its 95 % interval",
+            ha="center",
+            va="top",
+            fontsize=8,
+        )
     figure.tight_layout()
     return figure
 

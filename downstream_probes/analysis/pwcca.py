@@ -48,9 +48,19 @@ from downstream_probes.progress import progress_bar
 FIT_THREADS = 1  # BLAS threads of the fits and the held-out scoring (see cca_protocol)
 
 __all__ = [
-    "CCAFitError", "CCAInputError", "CCAResult", "CCATrial", "HeldOutPart", "PWCCAProjection", "TrainedCovariance",
-    "cca_protocol", "cca_score", "held_out_score", "pwcca", "validate_views",
-]  # fmt: skip
+    "CCAFitError",
+    "CCAInputError",
+    "CCAResult",
+    "CCATrial",
+    "HeldOutPart",
+    "PWCCAProjection",
+    "TrainedCovariance",
+    "cca_protocol",
+    "cca_score",
+    "held_out_score",
+    "pwcca",
+    "validate_views",
+]
 
 
 def pwcca(
@@ -169,10 +179,21 @@ def cca_protocol(
             dev, test = (int(i) for i in rng.choice(remaining, size=2, replace=False))
             remaining = [i for i in remaining if i not in (dev, test)]
             trial = _run_trial(
-                x, y, splits, scatters, total, dev, test, dx, rng,
-                n_epsilons=n_epsilons, stable=stable, sign_convention=sign_convention,
-                mean_score=mean_score, chunk_rows=chunk_rows,
-            )  # fmt: skip
+                x,
+                y,
+                splits,
+                scatters,
+                total,
+                dev,
+                test,
+                dx,
+                rng,
+                n_epsilons=n_epsilons,
+                stable=stable,
+                sign_convention=sign_convention,
+                mean_score=mean_score,
+                chunk_rows=chunk_rows,
+            )
             if trial is not None:
                 trials.append(trial)
             if len(trials) == n_trials:
@@ -183,9 +204,14 @@ def cca_protocol(
             "(constant or non-finite); try stable=True"
         )
     settings = {
-        "n_splits": n_splits, "n_trials": n_trials, "n_epsilons": n_epsilons, "stable": stable,
-        "sign_convention": sign_convention, "mean_score": mean_score, "n_samples": n_samples,
-    }  # fmt: skip
+        "n_splits": n_splits,
+        "n_trials": n_trials,
+        "n_epsilons": n_epsilons,
+        "stable": stable,
+        "sign_convention": sign_convention,
+        "mean_score": mean_score,
+        "n_samples": n_samples,
+    }
     return CCAResult(float(np.mean([t.test_score for t in trials])), tuple(trials), seed, tuple(splits), settings)
 
 
@@ -227,10 +253,13 @@ def _run_trial(
     # The reference's argmax would pick a NaN score; skipping NaNs is the one deliberate difference.
     best = int(np.nanargmax(dev_scores))
     return CCATrial(
-        dev, test,
-        tuple((f.epsilon_x, f.epsilon_y) for f in fits), tuple(float(s) for s in dev_scores),
-        (fits[best].epsilon_x, fits[best].epsilon_y), held_out(test).score(fits[best], mean_score),
-    )  # fmt: skip
+        dev,
+        test,
+        tuple((f.epsilon_x, f.epsilon_y) for f in fits),
+        tuple(float(s) for s in dev_scores),
+        (fits[best].epsilon_x, fits[best].epsilon_y),
+        held_out(test).score(fits[best], mean_score),
+    )
 
 
 # --------------------------------------------------------------------------------------------- checks

@@ -121,10 +121,16 @@ def expected_mutual_information(clusters, labels) -> float:
     # log P(nij) = log C(a, nij) + log C(n - a, b - nij) - log C(n, b)
     with np.errstate(invalid="ignore"):
         log_p = (
-            gammaln(a + 1) - gammaln(nij + 1) - gammaln(a - nij + 1)
-            + gammaln(n - a + 1) - gammaln(b - nij + 1) - gammaln(n - a - b + nij + 1)
-            - gammaln(n + 1) + gammaln(b + 1) + gammaln(n - b + 1)
-        )  # fmt: skip
+            gammaln(a + 1)
+            - gammaln(nij + 1)
+            - gammaln(a - nij + 1)
+            + gammaln(n - a + 1)
+            - gammaln(b - nij + 1)
+            - gammaln(n - a - b + nij + 1)
+            - gammaln(n + 1)
+            + gammaln(b + 1)
+            + gammaln(n - b + 1)
+        )
         terms = np.where(valid, nij / n * np.log(n * nij / (a * b)) * np.exp(np.where(valid, log_p, 0.0)), 0.0)
     return float((terms.sum(axis=2) * a_count[:, None] * b_count[None, :]).sum())
 
@@ -159,9 +165,11 @@ def mi_chance(
     permuted /= len(exact)
     low, high = np.percentile(permuted, [2.5, 97.5]) if permutations else (np.nan, np.nan)
     return {
-        "mean": float(np.mean(exact)), "sd": float(permuted.std(ddof=1)) if permutations > 1 else None,
-        "ci95": [float(low), float(high)] if permutations else None, "count": permutations,
-    }  # fmt: skip
+        "mean": float(np.mean(exact)),
+        "sd": float(permuted.std(ddof=1)) if permutations > 1 else None,
+        "ci95": [float(low), float(high)] if permutations else None,
+        "count": permutations,
+    }
 
 
 # --------------------------------------------------------------------------------------------- STS
@@ -197,10 +205,17 @@ def sts_uncertainty(
     boot = _spearman_rows(x[picks], y[picks])
     boot = boot[np.isfinite(boot)]
     null = _spearman_rows(np.broadcast_to(x, (resamples, len(x))), y[np.argsort(rng.random((resamples, len(y))), 1)])
-    spread = {"sd": float(boot.std(ddof=1)), "ci95": [float(v) for v in np.percentile(boot, [2.5, 97.5])],
-              "count": len(x)}  # fmt: skip
-    chance = {"mean": float(null.mean()), "sd": float(null.std(ddof=1)),
-              "ci95": [float(v) for v in np.percentile(null, [2.5, 97.5])], "count": resamples}  # fmt: skip
+    spread = {
+        "sd": float(boot.std(ddof=1)),
+        "ci95": [float(v) for v in np.percentile(boot, [2.5, 97.5])],
+        "count": len(x),
+    }
+    chance = {
+        "mean": float(null.mean()),
+        "sd": float(null.std(ddof=1)),
+        "ci95": [float(v) for v in np.percentile(null, [2.5, 97.5])],
+        "count": resamples,
+    }
     return spread, chance
 
 
@@ -296,11 +311,14 @@ def agreement_uncertainty(
     return {
         "spearman": _finite_or_none(_spearman_rows(curve_a[None], curve_b[None])[0]),
         "kendall": _finite_or_none(_kendall_rows(curve_a[None], curve_b[None])[0]),
-        "spearman_ci95": interval(rho), "kendall_ci95": interval(tau),
+        "spearman_ci95": interval(rho),
+        "kendall_ci95": interval(tau),
         "p_value": _finite_or_none(surrogate_p_value(curve_a, curve_b, rng, surrogates)),
-        "resamples": resamples, "surrogates": surrogates, "degrees_of_freedom": df,
+        "resamples": resamples,
+        "surrogates": surrogates,
+        "degrees_of_freedom": df,
         "replicates": [len(replicates_a), len(replicates_b)],
-    }  # fmt: skip
+    }
 
 
 def top_k_chance(k: int, layers: int) -> float:

@@ -43,16 +43,24 @@ class PlainHelpFormatter(argparse.RawDescriptionHelpFormatter):
         old = getattr(action, "old_spellings", ())
         if not old:
             return super()._format_action_invocation(action)
-        shown = argparse.Action([f for f in action.option_strings if f not in old], action.dest, nargs=action.nargs,
-                                metavar=action.metavar)  # fmt: skip
+        shown = argparse.Action(
+            [f for f in action.option_strings if f not in old], action.dest, nargs=action.nargs, metavar=action.metavar
+        )
         return super()._format_action_invocation(shown)
 
 
 class _Spelled(argparse.Action):
     """An option with old spellings: each still works and prints which spelling to use instead."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, old_spellings: Sequence[str] = (),
-                 flag: bool = False, append: bool = False, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        old_spellings: Sequence[str] = (),
+        flag: bool = False,
+        append: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self.old_spellings = tuple(old_spellings)
         super().__init__(option_strings, dest, nargs=0 if flag else None, **kwargs)
         self.flag, self.append = flag, append
@@ -88,36 +96,56 @@ def add_option(
     if action == "store_true":
         kwargs.setdefault("default", False)
     return parser.add_argument(
-        *flags, *deprecated, action=_Spelled, old_spellings=deprecated, flag=action == "store_true",
-        append=action == "append", **kwargs,
-    )  # fmt: skip
+        *flags,
+        *deprecated,
+        action=_Spelled,
+        old_spellings=deprecated,
+        flag=action == "store_true",
+        append=action == "append",
+        **kwargs,
+    )
 
 
 def add_upstream_options(parser: argparse.ArgumentParser, *, required: bool = True, many: bool = False) -> None:
     """``-u/--upstream``, ``-k/--ckpt``, ``-g/--model-config`` (dests ``upstream``, ``upstream_ckpt``,
     ``upstream_model_config``, as s3prl's ``run_downstream.py`` names them)."""
     parser.add_argument(
-        "-u", "--upstream", required=required, metavar="NAME[,NAME...]" if many else "NAME",
-        help="upstream name(s), comma-separated (see mrsuperb upstreams)" if many
+        "-u",
+        "--upstream",
+        required=required,
+        metavar="NAME[,NAME...]" if many else "NAME",
+        help="upstream name(s), comma-separated (see mrsuperb upstreams)"
+        if many
         else "upstream name (see mrsuperb upstreams)",
-    )  # fmt: skip
+    )
     add_option(
-        parser, "-k", "--ckpt", dest="upstream_ckpt", metavar="PATH",
-        deprecated=("--upstream_ckpt", "--upstream-ckpt"), help="checkpoint for the upstream (s3prl's -k)",
-    )  # fmt: skip
+        parser,
+        "-k",
+        "--ckpt",
+        dest="upstream_ckpt",
+        metavar="PATH",
+        deprecated=("--upstream_ckpt", "--upstream-ckpt"),
+        help="checkpoint for the upstream (s3prl's -k)",
+    )
     add_option(
-        parser, "-g", "--model-config", dest="upstream_model_config", metavar="YAML",
+        parser,
+        "-g",
+        "--model-config",
+        dest="upstream_model_config",
+        metavar="YAML",
         deprecated=("--upstream_model_config", "--upstream-model-config"),
         help="upstream options file (s3prl's -g)",
-    )  # fmt: skip
+    )
 
 
 def add_override_option(parser: argparse.ArgumentParser) -> None:
     """``-o/--override``: s3prl's config overrides, ``config.a.b=VALUE,,config.c=VALUE``."""
     parser.add_argument(
-        "-o", "--override", metavar="OVERRIDES",
+        "-o",
+        "--override",
+        metavar="OVERRIDES",
         help='s3prl config overrides, e.g. "config.optimizer.lr=1e-4,,config.runner.total_steps=100"',
-    )  # fmt: skip
+    )
 
 
 def add_out_option(
@@ -139,8 +167,9 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_resume_option(parser: argparse.ArgumentParser, help: str) -> None:
-    add_option(parser, "-a", "--auto-resume", dest="auto_resume", action="store_true", deprecated=("--auto_resume",),
-               help=help)  # fmt: skip
+    add_option(
+        parser, "-a", "--auto-resume", dest="auto_resume", action="store_true", deprecated=("--auto_resume",), help=help
+    )
 
 
 def comma_list(value: str | None) -> list[str]:

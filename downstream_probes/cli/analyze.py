@@ -74,9 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_upstream_options(parser)
     parser.add_argument("--corpus", help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)")
     parser.add_argument(
-        "--properties", default=",".join(p for p in PROPERTIES if p not in ("glove", "agwe", "sts")),
+        "--properties",
+        default=",".join(p for p in PROPERTIES if p not in ("glove", "agwe", "sts")),
         help=f"comma-separated, among {','.join(PROPERTIES)} (default: those that need no extra file)",
-    )  # fmt: skip
+    )
     parser.add_argument("--embeddings", help="glove=FILE,agwe=FILE: word embedding text files (word v1 v2 ...)")
     parser.add_argument("--sts-corpus", help="spoken STS corpus folder (sts.jsonl + audio; mrsuperb corpus sts)")
     parser.add_argument("--split", default=DEFAULT_SPLIT, help=f"analysed split (default {DEFAULT_SPLIT})")
@@ -86,14 +87,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
     parser.add_argument("--stable", action="store_true", help="PWCCA: drop linearly dependent dimensions first")
     parser.add_argument(
-        "--sign-convention", default="canonical", choices=["canonical", "lapack"],
+        "--sign-convention",
+        default="canonical",
+        choices=["canonical", "lapack"],
         help="PWCCA: signs of the canonical pairs (lapack: bit-compatible with the reference, slower)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--mi-train-split", default=DEFAULT_MI_TRAIN_SPLIT,
+        "--mi-train-split",
+        default=DEFAULT_MI_TRAIN_SPLIT,
         help=f"MI: split(s) whose pooled segments the k-means is fitted on (default {DEFAULT_MI_TRAIN_SPLIT!r}: "
         "train-clean-100 + train-clean-360, as the reference)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--mi-clusters", help="MI: k per span, e.g. phone=50,word=200 (default: the reference's 500 and 5000)"
     )
@@ -103,15 +107,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-cnn", action="store_true", help="mel: leave out the waveform CNN's C1..C7")
     parser.add_argument(
-        "--mi-n-init", type=int,
+        "--mi-n-init",
+        type=int,
         help="MI: k-means initialisations (default 3, the reference's; 1 is ~2.5x faster but not inside the "
         "reference's seed spread on every layer, see docs/analysis.md)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--mi-per-label-bounds", action="store_true",
+        "--mi-per-label-bounds",
+        action="store_true",
         help="MI: cap each label's LOW:HIGH by its own count only (default: the reference's running minimum, where "
         "a label with fewer segments lowers the bounds of every later one)",
-    )  # fmt: skip
+    )
     add_common_arguments(parser)
     add_uncertainty_arguments(parser)
     parser.set_defaults(handler=run)

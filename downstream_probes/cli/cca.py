@@ -145,15 +145,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, DEFAULT_WORD_COUNTS_SPLIT, STATE_RATES
 
     parser.add_argument(
-        "--state-rate", default=DEFAULT_STATE_RATE, choices=STATE_RATES,
+        "--state-rate",
+        default=DEFAULT_STATE_RATE,
+        choices=STATE_RATES,
         help="20ms: every state as s3prl's featurizer weights it (lower-resolution states repeated); native: each "
         f"state at its own rate (default {DEFAULT_STATE_RATE})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--word-counts-split", default=DEFAULT_WORD_COUNTS_SPLIT,
+        "--word-counts-split",
+        default=DEFAULT_WORD_COUNTS_SPLIT,
         help="split(s) whose word counts rank the vocabulary: names or prefixes, comma-separated (default "
         f"{DEFAULT_WORD_COUNTS_SPLIT!r}: every train-* split, as the reference's word.lst; 'same': the analysed split)",
-    )  # fmt: skip
+    )
     parser.add_argument("--word-list", help="ranked word list file, one word a line (the reference's word.lst)")
     parser.add_argument("--max-per-phone", type=int, default=200, help="segments per phone (default 200)")
     parser.add_argument("--words", type=int, default=500, help="most frequent words kept (default 500)")
@@ -162,9 +165,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="feature cache (default: $MRSUPERB_CACHE/layer_features)")
     add_quiet_option(parser)
     parser.add_argument(
-        "--threads", type=int,
+        "--threads",
+        type=int,
         help="CPU threads for torch and BLAS (default: the libraries' own choice; 1 is fastest on a shared machine)",
-    )  # fmt: skip
+    )
 
 
 def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,12 +176,16 @@ def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
     from downstream_probes.analysis.protocol import DEFAULT_CHANCE_PERMUTATIONS, DEFAULT_SAMPLE_SETS
 
     parser.add_argument(
-        "--sample-sets", type=int, default=DEFAULT_SAMPLE_SETS,
+        "--sample-sets",
+        type=int,
+        default=DEFAULT_SAMPLE_SETS,
         help="independent draws of the sampled segments, utterances and MI training samples, each scored; the "
         f"score is their mean, with sd and a 95%% interval (default {DEFAULT_SAMPLE_SETS}, Pasad et al.'s protocol)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--chance-permutations", type=int, default=DEFAULT_CHANCE_PERMUTATIONS,
+        "--chance-permutations",
+        type=int,
+        default=DEFAULT_CHANCE_PERMUTATIONS,
         help="CCA chance level: protocol runs per layer with the labels/embeddings permuted (default "
         f"{DEFAULT_CHANCE_PERMUTATIONS}; 0: none)",
-    )  # fmt: skip
+    )

@@ -64,8 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="folders (searched for layer_weights.json, cca_*.json, sweep.json) or such files",
     )
-    add_option(parser, "--top-k", type=int, default=3, deprecated=("-k",),
-               help="size of the top-layer sets compared (default 3)")  # fmt: skip
+    add_option(
+        parser,
+        "--top-k",
+        type=int,
+        default=3,
+        deprecated=("-k",),
+        help="size of the top-layer sets compared (default 3)",
+    )
     add_out_option(parser, "write the comparisons as JSON here", deprecated=("-o", "--output"))
     parser.add_argument(
         "--common-layers",

@@ -107,9 +107,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-c", "--config", help="downstream config (default: recipes/superb/TASK/config.yaml)")
     add_override_option(parser)
     add_out_option(
-        parser, "folder for the per-layer runs and sweep.json", required=True, short="-p",
-        deprecated=("--sweep_dir", "--sweep-dir"), metavar="DIR",
-    )  # fmt: skip
+        parser,
+        "folder for the per-layer runs and sweep.json",
+        required=True,
+        short="-p",
+        deprecated=("--sweep_dir", "--sweep-dir"),
+        metavar="DIR",
+    )
     parser.add_argument("--layers", help="comma-separated layer names, or all (default: every layer)")
     parser.add_argument("--no-evaluate", action="store_true", help="train only; skip the test-split evaluation")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")

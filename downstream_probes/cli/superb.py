@@ -81,8 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-d", "--downstream", required=True, metavar="TASK[,TASK...]", help="tasks: asr,sf,se,ic,ks,sd")
     parser.add_argument("--lrs", required=True, metavar="LR[,LR...]", help="learning rates, e.g. 1e-5,1e-4,1e-3")
     parser.add_argument("--seeds", default="0", metavar="SEED[,SEED...]", help="seeds (default: 0)")
-    add_out_option(parser, "folder of the grid (one s3prl experiment folder per cell)", required=True, short="-p",
-                   metavar="DIR")  # fmt: skip
+    add_out_option(
+        parser, "folder of the grid (one s3prl experiment folder per cell)", required=True, short="-p", metavar="DIR"
+    )
     parser.add_argument(
         "-c", "--config", help="downstream config ({task} is replaced; default: recipes/superb/TASK/config.yaml)"
     )

@@ -185,9 +185,15 @@ def _load_library() -> ctypes.CDLL:
     library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     library.espeak_SetParameter.restype = ctypes.c_int
     library.espeak_Synth.argtypes = [
-        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-        ctypes.c_void_p, ctypes.c_void_p,
-    ]  # fmt: skip
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     library.espeak_Synth.restype = ctypes.c_int
     library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     library.espeak_ng_SetRandSeed.restype = ctypes.c_int

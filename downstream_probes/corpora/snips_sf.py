@@ -49,11 +49,19 @@ DEFAULT_UTTERANCES = 40
 ROOT = "SNIPS"
 # Audio SNIPS speakers (Amazon Polly voices) by SUPERB split, with their genders.
 SPEAKERS: dict[str, tuple[tuple[str, str], ...]] = {
-    "train": (("Joanna", "female"), ("Matthew", "male"), ("Salli", "female"), ("Joey", "male"),
-              ("Kendra", "female"), ("Justin", "male"), ("Kimberly", "female"), ("Ivy", "female")),
+    "train": (
+        ("Joanna", "female"),
+        ("Matthew", "male"),
+        ("Salli", "female"),
+        ("Joey", "male"),
+        ("Kendra", "female"),
+        ("Justin", "male"),
+        ("Kimberly", "female"),
+        ("Ivy", "female"),
+    ),
     "valid": (("Amy", "female"), ("Geraint", "male"), ("Aditi", "female"), ("Nicole", "female")),
     "test": (("Brian", "male"), ("Emma", "female"), ("Russell", "male"), ("Raveena", "female")),
-}  # fmt: skip
+}
 GENDERS = {name: gender for split in SPLITS for name, gender in SPEAKERS[split]}
 CHARACTER_VOCABULARY = (" ", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
 

@@ -85,16 +85,26 @@ def build(ctx: BuildContext) -> TaskResult:
         sentence_a, sentence_b, similarity = sentence_pair(rng, LEVELS[pair_id % len(LEVELS)])
         for speaker in sorted(rng.choice(SPEAKER_POOL, size=SPEAKERS_PER_PAIR, replace=False).tolist()):
             row = {
-                "task": task, "subtask": subtask, "pair_id": pair_id, "speaker_id": speaker_ids[speaker],
+                "task": task,
+                "subtask": subtask,
+                "pair_id": pair_id,
+                "speaker_id": speaker_ids[speaker],
                 "audio_a": f"{AUDIO_DIR}/{task}/{subtask}/{pair_id}_{speaker_ids[speaker]}_a.wav",
                 "audio_b": f"{AUDIO_DIR}/{task}/{subtask}/{pair_id}_{speaker_ids[speaker]}_b.wav",
-                "similarity": similarity, "sentence_a": sentence_a, "sentence_b": sentence_b,
-            }  # fmt: skip
+                "similarity": similarity,
+                "sentence_a": sentence_a,
+                "sentence_b": sentence_b,
+            }
             rows.append(row)
             for side, sentence in (("a", sentence_a), ("b", sentence_b)):
                 voice = utterance_voice(voices[speaker], rng)
-                requests.append((row[f"audio_{side}"], row["speaker_id"], SynthesisRequest(
-                    sentence, voice, int(rng.integers(2**31)))))  # fmt: skip
+                requests.append(
+                    (
+                        row[f"audio_{side}"],
+                        row["speaker_id"],
+                        SynthesisRequest(sentence, voice, int(rng.integers(2**31))),
+                    )
+                )
     summary = SplitSummary()
     syntheses = ctx.synthesize([request for _, _, request in requests], "sts: spoken pairs")
     for (relative, speaker, _), synthesis in zip(requests, syntheses, strict=True):

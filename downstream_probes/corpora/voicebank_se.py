@@ -54,14 +54,41 @@ RAW_RATE = 48_000
 # VoiceBank-DEMAND's 28 training speakers; s3prl holds out p226 and p287 as dev. Test speakers: p232, p257.
 DEV_SPEAKERS = ("p226", "p287")
 TRAIN_SPEAKERS = (
-    "p227", "p228", "p230", "p231", "p233", "p236", "p239", "p243", "p244", "p250", "p254", "p256", "p258",
-    "p259", "p267", "p268", "p269", "p270", "p273", "p274", "p276", "p277", "p278", "p279", "p282", "p286",
-)  # fmt: skip
+    "p227",
+    "p228",
+    "p230",
+    "p231",
+    "p233",
+    "p236",
+    "p239",
+    "p243",
+    "p244",
+    "p250",
+    "p254",
+    "p256",
+    "p258",
+    "p259",
+    "p267",
+    "p268",
+    "p269",
+    "p270",
+    "p273",
+    "p274",
+    "p276",
+    "p277",
+    "p278",
+    "p279",
+    "p282",
+    "p286",
+)
 TEST_SPEAKERS = ("p232", "p257")
 SPEAKER_GENDERS = {"p226": "male", "p287": "male", "p232": "male", "p257": "female"}
 SNRS = {"train": (15.0, 10.0, 5.0, 0.0), "dev": (15.0, 10.0, 5.0, 0.0), "test": (17.5, 12.5, 7.5, 2.5)}
-NOISES = {"train": ("white", "pink", "hum", "babble"), "dev": ("white", "pink", "hum", "babble"),
-          "test": ("brown", "fan", "babble")}  # fmt: skip
+NOISES = {
+    "train": ("white", "pink", "hum", "babble"),
+    "dev": ("white", "pink", "hum", "babble"),
+    "test": ("brown", "fan", "babble"),
+}
 RAW_FOLDERS = {
     "train": "{kind}_trainset_28spk_wav",
     "dev": "{kind}_trainset_28spk_wav",

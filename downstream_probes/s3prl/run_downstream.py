@@ -136,8 +136,9 @@ def preflight(argv: Sequence[str]) -> None:
     from downstream_probes.data_checks import check_prepared
     from downstream_probes.s3prl.runner import expand_recipe_paths, unset_data_paths
 
-    mode, task, config_path = (find_option(argv, names) for names in (("-m", "--mode"), ("-d", "--downstream"),
-                                                                      ("-c", "--config")))  # fmt: skip
+    mode, task, config_path = (
+        find_option(argv, names) for names in (("-m", "--mode"), ("-d", "--downstream"), ("-c", "--config"))
+    )
     spec = task_for(task[1]) if task is not None and task[1] else None
     if (mode is not None and mode[1] != "train") or spec is None or config_path is None or not config_path[1]:
         return
