@@ -1,8 +1,9 @@
 """``mrsuperb``: one command-line entry over every tool of the project.
 
-Each subcommand lives in its own module in this package (``downstream_probes/cli/<name>.py``), which exposes
-``register(subparsers)``: it adds its parser and sets ``handler`` (a callable taking the parsed namespace and
-returning an exit code). Adding a module there adds the subcommand; nothing else needs editing.
+Each subcommand lives in its own module in this package (``downstream_probes/cli/<name>.py``, the command being
+the module's name with dashes), which holds ``HELP`` (its line in ``mrsuperb -h``), optionally ``DESCRIPTION``
+(default: the module's docstring), ``add_arguments(parser)`` and ``run(args)`` (the parsed namespace in, an exit
+code out). Adding a module there adds the subcommand; nothing else needs editing.
 """
 
 from __future__ import annotations
@@ -48,8 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         parser_class=_SubcommandParser,
     )
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not module_info.name.startswith("_"):  # __main__ runs the command line, it adds no subcommand
-            importlib.import_module(f"{__name__}.{module_info.name}").register(subparsers)
+        if module_info.name.startswith("_"):  # __main__ runs the command line, it adds no subcommand
+            continue
+        command = importlib.import_module(f"{__name__}.{module_info.name}")
+        parser_of_command = subparsers.add_parser(
+            module_info.name.replace("_", "-"),
+            help=command.HELP,
+            description=getattr(command, "DESCRIPTION", command.__doc__),
+        )
+        command.add_arguments(parser_of_command)
+        parser_of_command.set_defaults(handler=command.run)
     return parser
 
 

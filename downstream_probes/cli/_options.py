@@ -23,6 +23,8 @@ from typing import Any
 _RST_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|obj|ref|doc):`~?([^`]+)`")
 _RST_LITERAL = re.compile(r"``([^`]+)``")
 
+ArgumentContainer = argparse.ArgumentParser | argparse._ArgumentGroup  # a parser or one of its groups
+
 
 def plain_text(text: str) -> str:
     """``text`` without RST markup: ``:mod:`x``` and ````x```` become ``x``."""
@@ -81,7 +83,7 @@ class _Spelled(argparse.Action):
 
 
 def add_option(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    parser: ArgumentContainer,
     *flags: str,
     deprecated: Sequence[str] = (),
     **kwargs: Any,
@@ -106,7 +108,7 @@ def add_option(
     )
 
 
-def add_upstream_options(parser: argparse.ArgumentParser, *, required: bool = True, many: bool = False) -> None:
+def add_upstream_options(parser: ArgumentContainer, *, required: bool = True, many: bool = False) -> None:
     """``-u/--upstream``, ``-k/--ckpt``, ``-g/--model-config`` (dests ``upstream``, ``upstream_ckpt``,
     ``upstream_model_config``, as s3prl's ``run_downstream.py`` names them)."""
     parser.add_argument(
@@ -118,27 +120,17 @@ def add_upstream_options(parser: argparse.ArgumentParser, *, required: bool = Tr
         if many
         else "upstream name (see mrsuperb upstreams)",
     )
-    add_option(
-        parser,
-        "-k",
-        "--ckpt",
-        dest="upstream_ckpt",
-        metavar="PATH",
-        deprecated=("--upstream_ckpt", "--upstream-ckpt"),
-        help="checkpoint for the upstream (s3prl's -k)",
-    )
-    add_option(
-        parser,
-        "-g",
-        "--model-config",
-        dest="upstream_model_config",
-        metavar="YAML",
-        deprecated=("--upstream_model_config", "--upstream-model-config"),
-        help="upstream options file (s3prl's -g)",
-    )
+    for short, long, dest, metavar, what in (
+        ("-k", "--ckpt", "upstream_ckpt", "PATH", "checkpoint for the upstream"),
+        ("-g", "--model-config", "upstream_model_config", "YAML", "upstream options file"),
+    ):
+        old_spellings = (f"--{dest}", f"--{dest.replace('_', '-')}")
+        add_option(
+            parser, short, long, dest=dest, metavar=metavar, deprecated=old_spellings, help=f"{what} (s3prl's {short})"
+        )
 
 
-def add_override_option(parser: argparse.ArgumentParser) -> None:
+def add_override_option(parser: ArgumentContainer) -> None:
     """``-o/--override``: s3prl's config overrides, ``config.a.b=VALUE,,config.c=VALUE``."""
     parser.add_argument(
         "-o",
@@ -162,11 +154,11 @@ def add_out_option(
     add_option(parser, *flags, dest="out", required=required, metavar=metavar, deprecated=deprecated, help=help)
 
 
-def add_quiet_option(parser: argparse.ArgumentParser) -> None:
+def add_quiet_option(parser: ArgumentContainer) -> None:
     add_option(parser, "-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def add_resume_option(parser: argparse.ArgumentParser, help: str) -> None:
+def add_resume_option(parser: ArgumentContainer, help: str) -> None:
     add_option(
         parser, "-a", "--auto-resume", dest="auto_resume", action="store_true", deprecated=("--auto_resume",), help=help
     )
@@ -175,3 +167,8 @@ def add_resume_option(parser: argparse.ArgumentParser, help: str) -> None:
 def comma_list(value: str | None) -> list[str]:
     """``a,b,,c`` -> ``["a", "b", "c"]``; ``None`` -> ``[]``."""
     return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def same_named(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options ``names`` as keyword arguments of the same names (``--jobs`` as ``jobs=``)."""
+    return {name: getattr(args, name) for name in names}

@@ -10,8 +10,10 @@ import argparse
 from pathlib import Path
 
 from downstream_probes.cli._options import add_upstream_options
-from downstream_probes.cli.cca import _thread_limit, add_common_arguments, add_uncertainty_arguments, common_settings
+from downstream_probes.cli.cca import _thread_limit, add_common_arguments, common_settings
 from upstream_mrhubert.errors import UsageError
+
+HELP = "the whole layer-wise analysis (CCA, MI, spoken STS per layer) from one pass of the upstream"
 
 
 def _pairs(value: str | None, option: str, convert) -> dict:
@@ -34,14 +36,9 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from downstream_probes.analysis.analyze import (
-        AnalysisSettings,
-        build_upstream_features,
-        check_settings,
-        run_analysis,
-    )
+    from downstream_probes.analysis import analyze
 
-    settings = AnalysisSettings(
+    settings = analyze.AnalysisSettings(
         properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
         embeddings={k: Path(v) for k, v in _pairs(args.embeddings, "--embeddings", str).items()},
         mi_train_split=args.mi_train_split,
@@ -52,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
         sts_corpus=Path(args.sts_corpus) if args.sts_corpus else None,
         **common_settings(args),
     )
-    check_settings(settings)  # before the (slow) upstream is built
-    upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
+    analyze.check_settings(settings)  # before the (slow) upstream is built
+    upstream = analyze.build_upstream_features(
+        args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate
+    )
     with _thread_limit(args.threads):
-        result = run_analysis(upstream, args.corpus, Path(args.out), settings)
+        result = analyze.run_analysis(upstream, args.corpus, Path(args.out), settings)
     for name, scores in result.scores.items():
         best = max(scores, key=scores.__getitem__)
         print(f"{name:>10}: {len(scores)} layers, highest {best} {scores[best]:.4f}  ({result.paths[name]})")
@@ -63,14 +62,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     from downstream_probes.analysis.protocol import DEFAULT_MI_TRAIN_SPLIT, DEFAULT_SPLIT, PROPERTIES
 
-    parser = subparsers.add_parser(
-        "analyze",
-        help="the whole layer-wise analysis (CCA, MI, spoken STS per layer) from one pass of the upstream",
-        description=__doc__,
-    )
     add_upstream_options(parser)
     parser.add_argument("--corpus", help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)")
     parser.add_argument(
@@ -119,5 +113,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a label with fewer segments lowers the bounds of every later one)",
     )
     add_common_arguments(parser)
-    add_uncertainty_arguments(parser)
-    parser.set_defaults(handler=run)

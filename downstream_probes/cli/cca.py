@@ -28,25 +28,24 @@ from typing import Any
 from downstream_probes.cli._options import add_out_option, add_quiet_option, add_upstream_options
 from upstream_mrhubert.errors import UsageError
 
+HELP = "PWCCA of every upstream layer against mel features, phones, words or word embeddings"
+
 
 def run(args: argparse.Namespace) -> int:
-    from downstream_probes.analysis.analyze import (
-        AnalysisSettings,
-        build_upstream_features,
-        check_cca_settings,
-        run_cca,
-    )
+    from downstream_probes.analysis import analyze
 
-    settings = AnalysisSettings(
+    settings = analyze.AnalysisSettings(
         properties=(args.property,),
         embeddings={args.property: Path(args.embeddings)} if args.embeddings else {},
         **common_settings(args),
     )
-    check_cca_settings(settings)  # before the (slow) upstream is built
-    upstream = build_upstream_features(args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate)
+    analyze.check_cca_settings(settings)  # before the (slow) upstream is built
+    upstream = analyze.build_upstream_features(
+        args.upstream, args.upstream_ckpt, args.upstream_model_config, args.state_rate
+    )
     out_dir = Path(args.out) if args.out else Path("analysis") / args.upstream
     with _thread_limit(args.threads):
-        result = run_cca(upstream, args.corpus, out_dir, settings)
+        result = analyze.run_cca(upstream, args.corpus, out_dir, settings)
     width = max(len(name) for name in result.scores)
     for name, score in result.scores.items():
         print(f"{name:>{width}}  {score:.4f}")
@@ -104,12 +103,7 @@ def _thread_limit(threads: int | None) -> contextlib.AbstractContextManager:
     return stack
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "cca",
-        help="PWCCA of every upstream layer against mel features, phones, words or word embeddings",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_upstream_options(parser)
     parser.add_argument(
         "--corpus", required=True, help="LibriSpeech-style corpus with alignments/ (mrsuperb corpus asr)"
@@ -133,29 +127,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="signs of the canonical pairs (lapack: bit-compatible with the reference, slower)",
     )
     add_common_arguments(parser)
-    add_uncertainty_arguments(parser)
     parser.add_argument(
         "--no-cnn", action="store_true", help="mel: leave out the waveform CNN's layers C1..C7 (Fig. 4)"
     )
-    parser.set_defaults(handler=run)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the samples and of the states that ``cca`` and ``analyze`` share."""
-    from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, DEFAULT_WORD_COUNTS_SPLIT, STATE_RATES
+    """The options that ``cca`` and ``analyze`` share: the samples, the states, the spread and the chance levels."""
+    from downstream_probes.analysis import protocol
 
     parser.add_argument(
         "--state-rate",
-        default=DEFAULT_STATE_RATE,
-        choices=STATE_RATES,
+        default=protocol.DEFAULT_STATE_RATE,
+        choices=protocol.STATE_RATES,
         help="20ms: every state as s3prl's featurizer weights it (lower-resolution states repeated); native: each "
-        f"state at its own rate (default {DEFAULT_STATE_RATE})",
+        f"state at its own rate (default {protocol.DEFAULT_STATE_RATE})",
     )
     parser.add_argument(
         "--word-counts-split",
-        default=DEFAULT_WORD_COUNTS_SPLIT,
+        default=protocol.DEFAULT_WORD_COUNTS_SPLIT,
         help="split(s) whose word counts rank the vocabulary: names or prefixes, comma-separated (default "
-        f"{DEFAULT_WORD_COUNTS_SPLIT!r}: every train-* split, as the reference's word.lst; 'same': the analysed split)",
+        f"{protocol.DEFAULT_WORD_COUNTS_SPLIT!r}: every train-* split, as the reference's word.lst; 'same': the "
+        "analysed split)",
     )
     parser.add_argument("--word-list", help="ranked word list file, one word a line (the reference's word.lst)")
     parser.add_argument("--max-per-phone", type=int, default=200, help="segments per phone (default 200)")
@@ -169,23 +162,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="CPU threads for torch and BLAS (default: the libraries' own choice; 1 is fastest on a shared machine)",
     )
-
-
-def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the spread and chance levels that ``cca`` and ``analyze`` share."""
-    from downstream_probes.analysis.protocol import DEFAULT_CHANCE_PERMUTATIONS, DEFAULT_SAMPLE_SETS
-
     parser.add_argument(
         "--sample-sets",
         type=int,
-        default=DEFAULT_SAMPLE_SETS,
+        default=protocol.DEFAULT_SAMPLE_SETS,
         help="independent draws of the sampled segments, utterances and MI training samples, each scored; the "
-        f"score is their mean, with sd and a 95%% interval (default {DEFAULT_SAMPLE_SETS}, Pasad et al.'s protocol)",
+        f"score is their mean, with sd and a 95%% interval (default {protocol.DEFAULT_SAMPLE_SETS}, Pasad et al.'s "
+        "protocol)",
     )
     parser.add_argument(
         "--chance-permutations",
         type=int,
-        default=DEFAULT_CHANCE_PERMUTATIONS,
+        default=protocol.DEFAULT_CHANCE_PERMUTATIONS,
         help="CCA chance level: protocol runs per layer with the labels/embeddings permuted (default "
-        f"{DEFAULT_CHANCE_PERMUTATIONS}; 0: none)",
+        f"{protocol.DEFAULT_CHANCE_PERMUTATIONS}; 0: none)",
     )

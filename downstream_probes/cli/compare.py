@@ -9,6 +9,8 @@ from pathlib import Path
 
 from downstream_probes.cli._options import add_option, add_out_option
 
+HELP = "Spearman, Kendall and top-k agreement of layer rankings (weights, CCA, single-layer probes)"
+
 
 def _number(value: float | None) -> str:
     return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:6.3f}"
@@ -52,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="Spearman, Kendall and top-k agreement of layer rankings (weights, CCA, single-layer probes)",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths",
         nargs="+",
@@ -81,4 +78,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--plot-dir", help="write per model its weights, CCA and probes side by side, weight heatmaps and CCA curves"
     )
-    parser.set_defaults(handler=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "convert a fairseq MR-HuBERT/HuBERT checkpoint to s3prl's converted format"
+
 
 def run(args: argparse.Namespace) -> int:
     from upstream_mrhubert.convert import convert_to_s3prl
@@ -13,13 +15,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert a fairseq MR-HuBERT/HuBERT checkpoint to s3prl's converted format",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="fairseq checkpoint (.pt)")
     parser.add_argument("output", help="where to write the s3prl-converted checkpoint")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    parser.set_defaults(handler=run)

@@ -8,6 +8,9 @@ import json
 
 from downstream_probes.cli._options import add_quiet_option
 
+HELP = "build a synthetic speech corpus for a SUPERB task (espeak-ng, exact alignments)"
+
+
 _TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all", "real")  # sts, real: for `mrsuperb analyze`
 
 
@@ -43,12 +46,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "corpus",
-        help="build a synthetic speech corpus for a SUPERB task (espeak-ng, exact alignments)",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     # TASK is checked by the corpus API (one clear error), not by argparse choices.
     parser.add_argument("task", metavar="TASK", help=f"one of: {', '.join(_TASKS)}")
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
@@ -59,4 +57,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--workers", type=int, default=1, help="synthesis processes (results do not depend on it)")
     add_quiet_option(parser)
-    parser.set_defaults(handler=run)

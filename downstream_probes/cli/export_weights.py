@@ -6,6 +6,8 @@ import argparse
 
 from downstream_probes.cli._options import add_out_option
 
+HELP = "write layer_weights.json/.csv (softmax of s3prl's learnt Featurizer weights) for training runs"
+
 
 def run(args: argparse.Namespace) -> int:
     import json
@@ -25,15 +27,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export-weights",
-        help="write layer_weights.json/.csv (softmax of s3prl's learnt Featurizer weights) for training runs",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "expdirs", nargs="+", metavar="EXPDIR", help="s3prl experiment folders (-p) or checkpoint files"
     )
     add_out_option(parser, "write the files here (default: next to each checkpoint)", deprecated=("-o", "--out-dir"))
     parser.add_argument("--no-resolve", action="store_true", help="do not rebuild the upstream to read its layer names")
-    parser.set_defaults(handler=run)

@@ -8,15 +8,15 @@ import sys
 from downstream_probes.cli._options import add_option
 from downstream_probes.reports.leaderboard import FORMATS, TABLE2_COLUMNS, write_leaderboard
 
+HELP = "SUPERB table (paper Table 2) from results.json files"
+DESCRIPTION = (
+    "Rows are upstreams, columns the paper's Table 2 metrics; best per column marked, missing cells "
+    "shown as '—', every cell traceable to its results.json. When several runs exist for one "
+    "upstream and task: weighted-sum before single-layer probes, then the newest 'created'."
+)
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "leaderboard",
-        help="SUPERB table (paper Table 2) from results.json files",
-        description="Rows are upstreams, columns the paper's Table 2 metrics; best per column marked, missing cells "
-        "shown as '—', every cell traceable to its results.json. When several runs exist for one "
-        "upstream and task: weighted-sum before single-layer probes, then the newest 'created'.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "runs", nargs="+", metavar="RUNS", help="results.json files, or folders searched recursively for them"
     )
@@ -29,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="order rows by this column, best first (default: the paper's row order)",
     )
     add_option(parser, "-q", "--quiet", action="store_true", help="with --out: do not also print the result")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ import argparse
 
 from downstream_probes.cli._options import add_out_option, add_quiet_option
 
+HELP = "prepare a real SUPERB dataset for s3prl and print the -o overrides"
+
 
 def run(args: argparse.Namespace) -> int:
     from downstream_probes.corpora.prepare import prepare
@@ -20,11 +22,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
 
-    parser = subparsers.add_parser(
-        "prepare", help="prepare a real SUPERB dataset for s3prl and print the -o overrides", description=__doc__
-    )
     parser.add_argument("task", choices=("asr", "sf", "ic", "ks", "se", "sd"), help="the SUPERB task")
     parser.add_argument(
         "--raw", required=True, metavar="DIR", help="the folder the official download was unpacked into"
@@ -34,4 +33,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rttm-dir", default=None, help="sd: LibriMix's metadata/LibriSpeech (default: looked for under --raw)"
     )
     add_quiet_option(parser)
-    parser.set_defaults(handler=run)

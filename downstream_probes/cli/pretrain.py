@@ -11,6 +11,8 @@ import argparse
 from downstream_probes.cli._options import add_quiet_option, add_resume_option
 from upstream_mrhubert.errors import UsageError
 
+HELP = "pretrain MR-HuBERT (HuBERT-style masked prediction) on a corpus, with the paper's ablations"
+
 
 def run(args: argparse.Namespace) -> int:
     from upstream_mrhubert.pretraining.config import load_recipe
@@ -51,12 +53,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "pretrain",
-        help="pretrain MR-HuBERT (HuBERT-style masked prediction) on a corpus, with the paper's ablations",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/pretrain/toy_mono_base.yaml")
     parser.add_argument("--corpus", required=True, help="folder with LibriSpeech/<split>/ (mrsuperb corpus asr)")
     parser.add_argument("--out", required=True, help="the run's folder (results.json, checkpoints/, tensorboard/)")
@@ -73,4 +70,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "docs/pretraining.md (2 threads were 15x slower than 1 under load)",
     )
     add_quiet_option(parser)
-    parser.set_defaults(handler=run)

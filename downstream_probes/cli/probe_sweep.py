@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,8 +19,11 @@ from downstream_probes.cli._options import (
     add_resume_option,
     add_upstream_options,
     comma_list,
+    same_named,
 )
 from upstream_mrhubert.errors import UsageError
+
+HELP = "train one single-layer probe per upstream layer and record each layer's result"
 
 
 def _layers(value: str | None) -> list[str] | None:
@@ -28,21 +32,23 @@ def _layers(value: str | None) -> list[str] | None:
     return comma_list(value)
 
 
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments the sequential and the shared sweep take alike."""
+    return {
+        "upstream": args.upstream,
+        "task": args.downstream,
+        "upstream_ckpt": args.upstream_ckpt,
+        "model_config": args.upstream_model_config,
+        "layers": _layers(args.layers),
+        "evaluate": not args.no_evaluate,
+        **same_named(args, "config", "override", "device"),
+    }
+
+
 def run_sequential(args: argparse.Namespace) -> dict:
     from downstream_probes.s3prl.sweep import sweep
 
-    return sweep(
-        upstream=args.upstream,
-        task=args.downstream,
-        sweep_dir=args.out,
-        upstream_ckpt=args.upstream_ckpt,
-        model_config=args.upstream_model_config,
-        config=args.config,
-        override=args.override,
-        layers=_layers(args.layers),
-        evaluate=not args.no_evaluate,
-        device=args.device,
-    )
+    return sweep(sweep_dir=args.out, **_common_options(args))
 
 
 def run_shared(args: argparse.Namespace) -> dict:
@@ -50,20 +56,12 @@ def run_shared(args: argparse.Namespace) -> dict:
 
     document, shared = run_shared_sweep(
         SharedSweepOptions(
-            upstream=args.upstream,
-            task=args.downstream,
             sweep_dir=Path(args.out),
-            upstream_ckpt=args.upstream_ckpt,
-            model_config=args.upstream_model_config,
-            config=args.config,
-            override=args.override,
-            layers=_layers(args.layers),
             with_weighted_sum=args.with_weighted_sum,
-            evaluate=not args.no_evaluate,
-            device=args.device,
             max_heads_per_pass=args.max_heads_per_pass,
             resume=args.auto_resume,
             cache_features=Path(args.cache_features) if args.cache_features else None,
+            **_common_options(args),
         )
     )
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
@@ -96,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "probe-sweep",
-        help="train one single-layer probe per upstream layer and record each layer's result",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_upstream_options(parser)
     parser.add_argument("-d", "--downstream", required=True, help="task: asr, sf, ic, ks, se or sd")
     parser.add_argument("-c", "--config", help="downstream config (default: recipes/superb/TASK/config.yaml)")
@@ -132,4 +125,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="extract every layer of every utterance once into DIR (fp16, memory-mapped) and train from it",
     )
     add_resume_option(shared, "resume a killed shared sweep from its last checkpoint")
-    parser.set_defaults(handler=run)

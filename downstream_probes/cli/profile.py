@@ -10,6 +10,13 @@ import torch
 from downstream_probes.cli._options import add_option
 from upstream_mrhubert.errors import UsageError
 
+HELP = "parameters, FLOPs, CPU latency and peak memory per second of audio, per block and resolution"
+DESCRIPTION = (
+    "Profile upstreams on one clip of seeded noise. A released name uses its cached checkpoint if "
+    "present, otherwise random weights of its registered architecture (labelled random-init). "
+    "Writes profile.json and profile.md (the Markdown table `mrsuperb leaderboard --profile` shows)."
+)
+
 
 def _checkpoint_pair(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
@@ -18,14 +25,7 @@ def _checkpoint_pair(text: str) -> tuple[str, str]:
     return name, path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "profile",
-        help="parameters, FLOPs, CPU latency and peak memory per second of audio, per block and resolution",
-        description="Profile upstreams on one clip of seeded noise. A released name uses its cached checkpoint if "
-        "present, otherwise random weights of its registered architecture (labelled random-init). "
-        "Writes profile.json and profile.md (the Markdown table `mrsuperb leaderboard --profile` shows).",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-u", "--upstream", nargs="+", required=True, metavar="NAME", help="upstream names")
     add_option(
         parser,
@@ -47,7 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write profile.json here (and the Markdown table next to it, .md)")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,12 +19,16 @@ from downstream_probes.cli._options import (
     add_quiet_option,
     add_upstream_options,
     comma_list,
+    same_named,
 )
+
+HELP = "SUPERB protocol: learning-rate x seed grid, dev-based selection"
 
 
 def run(args: argparse.Namespace) -> int:
     from downstream_probes.s3prl.protocol import SlurmSettings, SuperbOptions, run_superb
     from downstream_probes.s3prl.protocol.grid import parse_lrs, parse_seeds
+    from downstream_probes.s3prl.protocol.selection import summary_line
 
     documents = run_superb(
         SuperbOptions(
@@ -37,14 +41,7 @@ def run(args: argparse.Namespace) -> int:
             lrs=parse_lrs(comma_list(args.lrs)),
             seeds=parse_seeds(comma_list(args.seeds)),
             out=Path(args.out),
-            config=args.config,
-            override=args.override,
-            device=args.device,
-            executor=args.executor,
-            jobs=args.jobs,
-            shared=args.shared,
-            wait=args.wait,
-            quiet=args.quiet,
+            **same_named(args, "config", "override", "device", "executor", "jobs", "shared", "wait", "quiet"),
             slurm=SlurmSettings(
                 partition=args.slurm_partition,
                 time_min=args.slurm_time,
@@ -55,28 +52,12 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     for document in documents:
-        selection = document["selection"]
-        where = f"{document['upstream_identity']} / {document['task']}"
-        if selection is None:
-            print(f"{where}: no finished run yet")
-            continue
-        summary = selection["test"].get(document["primary_metric"], {})
-        sd = f" ± {summary['sd']:.4f}" if summary.get("sd") is not None else ""
-        mean = f"{summary['mean']:.4f}" if summary.get("mean") is not None else "—"
-        notes = [f"{len(document['missing'])} missing"] if document["missing"] else []
-        notes += [f"{len(document['diverged'])} diverged/failed"] if document["diverged"] else []
-        print(
-            f"{where}: lr {selection['lr_name']}, test {document['primary_metric']} {mean}{sd} "
-            f"(n={summary.get('n', 0)}){' [' + ', '.join(notes) + ']' if notes else ''}"
-        )
+        print(summary_line(document))
     print(f"wrote {len(documents)} protocol.json under {args.out}")
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "superb", help="SUPERB protocol: learning-rate x seed grid, dev-based selection", description=__doc__
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_upstream_options(parser, many=True)
     parser.add_argument("-d", "--downstream", required=True, metavar="TASK[,TASK...]", help="tasks: asr,sf,se,ic,ks,sd")
     parser.add_argument("--lrs", required=True, metavar="LR[,LR...]", help="learning rates, e.g. 1e-5,1e-4,1e-3")
@@ -104,4 +85,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--slurm-cpus", type=int, default=1, metavar="N", help="CPUs per job")
     slurm.add_argument("--slurm-mem-gb", type=float, metavar="GB", help="memory per job")
     add_quiet_option(parser)
-    parser.set_defaults(handler=run)

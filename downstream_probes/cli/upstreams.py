@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 
 from downstream_probes.s3prl.plugins import UpstreamPlugin, discover_upstream_plugins
 
+HELP = "list upstreams from the s3prl.upstreams entry points (name, package, checkpoint availability)"
+
 
 @dataclass(frozen=True)
 class UpstreamRow:
@@ -63,11 +65,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "upstreams",
-        help="list upstreams from the s3prl.upstreams entry points (name, package, checkpoint availability)",
-        description=__doc__,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(handler=run)

@@ -135,3 +135,22 @@ def write_protocols(cells: Sequence[Cell], root_of: Any) -> list[dict[str, Any]]
         result_files.write_protocol(root_of(group[0]), document)
         documents.append(document)
     return documents
+
+
+def summary_line(document: dict[str, Any]) -> str:
+    """One line of a ``protocol.json``: the chosen learning rate and its test score (mean ± sd over seeds, n),
+    with the cells still missing or diverged."""
+    where = f"{document['upstream_identity']} / {document['task']}"
+    selection = document["selection"]
+    if selection is None:
+        return f"{where}: no finished run yet"
+    summary = selection["test"].get(document["primary_metric"], {})
+    sd = f" ± {summary['sd']:.4f}" if summary.get("sd") is not None else ""
+    mean = f"{summary['mean']:.4f}" if summary.get("mean") is not None else "—"
+    notes = [f"{len(document['missing'])} missing"] if document["missing"] else []
+    notes += [f"{len(document['diverged'])} diverged/failed"] if document["diverged"] else []
+    noted = f" [{', '.join(notes)}]" if notes else ""
+    return (
+        f"{where}: lr {selection['lr_name']}, test {document['primary_metric']} {mean}{sd} "
+        f"(n={summary.get('n', 0)}){noted}"
+    )
