@@ -293,19 +293,16 @@ def _corpus_analyses(upstream, corpus, props, settings, cache_dir, scores, recor
         "cnn": cnn is not None,
         **({"sample_sets": n_sets} if n_sets > 1 else {}),
     }
-    cached = extraction.load_or_build(
+    cached = extraction.extract_layers(
         cache_dir,
-        extraction.cache_key(description),
-        lambda folder: extraction.build_layers(
-            upstream.states,
-            utterances,
-            folder,
-            spans=spans,
-            frame_utterances=chosen,
-            cnn=cnn,
-            progress=settings.progress,
-            description=f"extracting {settings.split}",
-        ),
+        description,
+        upstream.states,
+        utterances,
+        spans=spans,
+        frame_utterances=chosen,
+        cnn=cnn,
+        progress=settings.progress,
+        description=f"extracting {settings.split}",
     )
     layer_names = _chosen_layers(cached.layer_names, settings.layers)
     fingerprint = base["files"]
@@ -583,17 +580,14 @@ def _mi_analyses(
         },
         "kind": "mi-train",
     }
-    train = extraction.load_or_build(
+    train = extraction.extract_layers(
         cache_dir,
-        extraction.cache_key(description),
-        lambda folder: extraction.build_layers(
-            upstream.states,
-            train_utterances,
-            folder,
-            spans=spans,
-            progress=settings.progress,
-            description=f"extracting {'+'.join(train_splits)}",
-        ),
+        description,
+        upstream.states,
+        train_utterances,
+        spans=spans,
+        progress=settings.progress,
+        description=f"extracting {'+'.join(train_splits)}",
     )
     for prop in mi_props:
         span = prop.removeprefix("mi_")
@@ -669,18 +663,15 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
         "files": extraction.corpus_fingerprint(utterances, sts_root),
         "kind": "utterances",
     }
-    cached = extraction.load_or_build(
+    cached = extraction.extract_layers(
         cache_dir,
-        extraction.cache_key(description),
-        lambda folder: extraction.build_layers(
-            upstream.states,
-            utterances,
-            folder,
-            spans={"utterance": whole},
-            middle_third=(),
-            progress=settings.progress,
-            description="extracting spoken STS",
-        ),
+        description,
+        upstream.states,
+        utterances,
+        spans={"utterance": whole},
+        middle_third=(),
+        progress=settings.progress,
+        description="extracting spoken STS",
     )
     layer_names = _chosen_layers(cached.layer_names, settings.layers)
     layer_scores, spread, chance = {}, {}, {}

@@ -31,6 +31,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -395,31 +396,12 @@ def _copy_to_npy(source: np.ndarray, path: Path, rows: int = 65536) -> None:
     del target
 
 
-# Compatibility forms of build_layers for one kind of entry.
-def build_segment_layers(
-    extract: Extractor,
-    utterances: Sequence[Utterance],
-    spans: dict[str, Sequence[Segment]],
-    folder: Path,
-    *,
-    middle_third: Sequence[str] = ("phone",),
-    progress: bool = True,
-) -> dict:
-    """Pool every span kind for every layer in one pass (``<kind>_layer_NNN.npy``)."""
-    return build_layers(extract, utterances, folder, spans=spans, middle_third=middle_third, progress=progress)
-
-
-def build_frame_layers(
-    extract: Extractor,
-    utterances: Sequence[Utterance],
-    chosen: np.ndarray,
-    folder: Path,
-    *,
-    cnn: Extractor | None = None,
-    progress: bool = True,
-) -> dict:
-    """Every frame of the chosen utterances per layer, with their mel frames (see :func:`build_layers`)."""
-    return build_layers(extract, utterances, folder, frame_utterances=chosen.tolist(), cnn=cnn, progress=progress)
+def extract_layers(
+    cache_dir: Path, entry: dict, extract: Extractor, utterances: Sequence[Utterance], **build: Any
+) -> CachedLayers:
+    """The cache entry that ``entry`` describes (:func:`cache_key`), built when missing by :func:`build_layers`
+    with the keyword arguments ``build``."""
+    return load_or_build(cache_dir, cache_key(entry), lambda folder: build_layers(extract, utterances, folder, **build))
 
 
 # --------------------------------------------------------------------------------------------- upstreams

@@ -39,6 +39,38 @@ TRAINING_ONLY_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
 
 _QKV = ("q", "k", "v")
 
+# The parameters that only change name between fairseq's layout and ours: (fairseq's key, ours), as regular
+# expressions whose groups carry over. fairseq wraps a conv and its norm in nn.Sequential (.0, .2 or .2.1 with
+# layer norm); we name them.
+_CNN_LAYER = r"(feature_extractor\.conv_layers\.\d+)"
+_SAMPLER_CONV = r"(.+_modules\.\d+\.(?:upsample|downsample)_conv)"
+_FAIRSEQ_TO_OURS = (
+    (rf"{_CNN_LAYER}\.0\.(weight|bias)", r"\1.conv.\2"),
+    (rf"{_CNN_LAYER}\.2(?:\.1)?\.(weight|bias)", r"\1.norm.\2"),
+    (r"(.+\.pos_conv)\.0\.bias", r"\1.bias"),
+    (rf"{_SAMPLER_CONV}\.0\.weight", r"\1.weight"),
+    (rf"{_SAMPLER_CONV}\.2\.(weight|bias)", r"\1.norm.\2"),
+)
+
+
+def _ours_to_fairseq(cnn_norm: str) -> tuple[tuple[str, str], ...]:
+    """The inverse of ``_FAIRSEQ_TO_OURS``; ``cnn_norm`` is where the CNN's norm sits (``2``, or ``2.1``)."""
+    return (
+        (rf"{_CNN_LAYER}\.conv\.(weight|bias)", r"\1.0.\2"),
+        (rf"{_CNN_LAYER}\.norm\.(weight|bias)", rf"\1.{cnn_norm}.\2"),
+        (r"(.+\.pos_conv)\.bias", r"\1.0.bias"),
+        (rf"{_SAMPLER_CONV}\.weight", r"\1.0.weight"),
+        (rf"{_SAMPLER_CONV}\.norm\.(weight|bias)", r"\1.2.\2"),
+    )
+
+
+def _renamed(key: str, renames: tuple[tuple[str, str], ...]) -> str | None:
+    """``key`` under its other name, or None if no rename matches it."""
+    for pattern, replacement in renames:
+        if match := re.fullmatch(pattern, key):
+            return match.expand(replacement)
+    return None
+
 
 def is_training_only(key: str) -> bool:
     """True for parameters used only by pre-training (prediction heads, label embeddings, mask embedding)."""
@@ -58,12 +90,8 @@ def from_fairseq(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     for key, value in state_dict.items():
         if is_training_only(key):
             continue
-        if match := re.fullmatch(r"(feature_extractor\.conv_layers\.\d+)\.0\.(weight|bias)", key):
-            converted[f"{match[1]}.conv.{match[2]}"] = value
-        elif match := re.fullmatch(r"(feature_extractor\.conv_layers\.\d+)\.2(?:\.1)?\.(weight|bias)", key):
-            converted[f"{match[1]}.norm.{match[2]}"] = value
-        elif match := re.fullmatch(r"(.+\.pos_conv)\.0\.bias", key):
-            converted[f"{match[1]}.bias"] = value
+        if renamed := _renamed(key, _FAIRSEQ_TO_OURS):
+            converted[renamed] = value
         elif match := re.fullmatch(
             r"(.+\.pos_conv)\.0\.(?:(weight_g|weight_v)|parametrizations\.weight\.(original0|original1)|(weight))", key
         ):
@@ -71,10 +99,6 @@ def from_fairseq(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
             grouped.setdefault(f"{match[1]}.weight", {})[part] = value
         elif match := re.fullmatch(r"(.+\.self_attn)\.([qkv])_proj\.(weight|bias)", key):
             grouped.setdefault(f"{match[1]}.qkv_proj.{match[3]}", {})[match[2]] = value
-        elif match := re.fullmatch(r"(.+_modules\.\d+\.(?:upsample|downsample)_conv)\.0\.weight", key):
-            converted[f"{match[1]}.weight"] = value
-        elif match := re.fullmatch(r"(.+_modules\.\d+\.(?:upsample|downsample)_conv)\.2\.(weight|bias)", key):
-            converted[f"{match[1]}.norm.{match[2]}"] = value
         else:
             converted[key] = value
 
@@ -101,24 +125,16 @@ def to_fairseq(state_dict: Mapping[str, torch.Tensor], *, extractor_mode: str) -
     """Our keys -> fairseq's inference keys. The positional conv's weight is written as weight norm with
     g = ||w|| and v = w (the same weight); ``extractor_mode`` decides the CNN norm's key layout."""
     converted: dict[str, torch.Tensor] = {}
-    norm_position = "2.1" if extractor_mode == "layer_norm" else "2"
+    renames = _ours_to_fairseq(cnn_norm="2.1" if extractor_mode == "layer_norm" else "2")
     for key, value in state_dict.items():
-        if match := re.fullmatch(r"(feature_extractor\.conv_layers\.\d+)\.conv\.(weight|bias)", key):
-            converted[f"{match[1]}.0.{match[2]}"] = value
-        elif match := re.fullmatch(r"(feature_extractor\.conv_layers\.\d+)\.norm\.(weight|bias)", key):
-            converted[f"{match[1]}.{norm_position}.{match[2]}"] = value
+        if renamed := _renamed(key, renames):
+            converted[renamed] = value
         elif match := re.fullmatch(r"(.+\.pos_conv)\.weight", key):
             converted[f"{match[1]}.0.weight_g"] = value.norm(dim=(0, 1), keepdim=True)
             converted[f"{match[1]}.0.weight_v"] = value.clone()
-        elif match := re.fullmatch(r"(.+\.pos_conv)\.bias", key):
-            converted[f"{match[1]}.0.bias"] = value
         elif match := re.fullmatch(r"(.+\.self_attn)\.qkv_proj\.(weight|bias)", key):
             for name, part in zip(_QKV, value.chunk(3, dim=0), strict=False):
                 converted[f"{match[1]}.{name}_proj.{match[2]}"] = part.clone()
-        elif match := re.fullmatch(r"(.+_modules\.\d+\.(?:upsample|downsample)_conv)\.weight", key):
-            converted[f"{match[1]}.0.weight"] = value
-        elif match := re.fullmatch(r"(.+_modules\.\d+\.(?:upsample|downsample)_conv)\.norm\.(weight|bias)", key):
-            converted[f"{match[1]}.2.{match[2]}"] = value
         else:
             converted[key] = value
     return converted
