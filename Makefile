@@ -48,7 +48,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 demo: $(STAMP) $(FETCHED)
-	$(PY) -m downstream_probes.pipelines.demo
+	$(PY) recipes/demo/run.py
 
 clean:
 	rm -rf $(VENV) runs $(CACHE)

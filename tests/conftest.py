@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -12,6 +15,7 @@ os.environ.setdefault("MRSUPERB_PACKAGES_DIR", os.path.join(os.path.dirname(__fi
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -49,6 +53,32 @@ def write_tiny_fluent_commands(root: Path) -> Path:
             rows.append(f"{index},{relative},spk{index % 2},turn it on,{action},lights,none\n")
         (root / "data" / f"{split}_data.csv").write_text(header + "".join(rows))
     return root
+
+
+def load_recipe(script: str) -> ModuleType:
+    """The recipe script ``recipes/<script>`` (e.g. ``demo/run.py``) as a module, loaded once per session as
+    ``python recipes/<script>`` runs it: its own folder first on ``sys.path`` while it executes (so it finds the
+    modules beside it, as ``demo/run.py`` finds ``whisper_pair.py``), and registered in ``sys.modules`` (dataclasses
+    look their module up while the script is executed)."""
+    from downstream_probes.paths import recipes_dir
+
+    name = "recipe_" + re.sub(r"\W", "_", script.removesuffix(".py"))
+    if name in sys.modules:
+        return sys.modules[name]
+    path = recipes_dir() / script
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
 
 
 class TinyIcRun(NamedTuple):

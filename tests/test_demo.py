@@ -1,4 +1,5 @@
-"""The demo's stage planning and resume logic (the demo itself runs with ``make demo``, not in the test suite)."""
+"""recipes/demo/run.py: the demo's stage planning and resume logic (the demo itself runs with ``make demo``, not in
+the test suite)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
-from downstream_probes.pipelines import demo
 from downstream_probes.pipelines.stages import StageError
+
+demo = load_recipe("demo/run.py")
 
 
 def plan_for(tmp_path: Path, **changes) -> demo.DemoPlan:

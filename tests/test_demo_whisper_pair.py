@@ -1,10 +1,12 @@
-"""The demo's trained model: Whisper tiny.en beside its random-init twin (downstream_probes/pipelines/whisper_pair)."""
+"""The demo's trained model: Whisper tiny.en beside its random-init twin (recipes/demo/whisper_pair.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from downstream_probes.pipelines import demo, whisper_pair
+from conftest import load_recipe
+
+demo = load_recipe("demo/run.py")  # imports whisper_pair.py beside it: the pair's functions are the demo's
 
 
 def test_the_pair_is_analysed_on_real_speech_and_trained_on_ic_and_ks(tmp_path: Path) -> None:
@@ -25,6 +27,6 @@ def test_the_pair_is_analysed_on_real_speech_and_trained_on_ic_and_ks(tmp_path: 
 
 def test_without_whisper_the_demo_is_unchanged(tmp_path: Path) -> None:
     plan = demo.DemoPlan(demo.DemoSettings(out=tmp_path / "demo", upstreams=("mono_base",), tasks=("ic",)))
-    rules = whisper_pair.PairRules(demo.PAIR_TRAINING_STEPS, demo.is_trained, demo.eval_dataloaders_override)
-    assert whisper_pair.whisper_pair_chains(plan, rules) == []
+    rules = demo.PairRules(demo.PAIR_TRAINING_STEPS, demo.is_trained, demo.eval_dataloaders_override)
+    assert demo.whisper_pair_chains(plan, rules) == []
     assert not any("whisper" in stage.name or stage.name == "corpus real" for stage in plan.stages)

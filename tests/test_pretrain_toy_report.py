@@ -7,24 +7,13 @@ that the report's arithmetic (best layers, trained minus random twin) can be che
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_recipe
 
 from downstream_probes.tasks import TASKS
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _toy_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pretrain_toy_run", REPO / "recipes" / "pretrain_toy" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write(path: Path, payload: object) -> None:
@@ -33,7 +22,7 @@ def _write(path: Path, payload: object) -> None:
 
 
 def test_report_tables_compare_each_variant_with_its_random_twin(tmp_path: Path) -> None:
-    toy = _toy_module()
+    toy = load_recipe("pretrain_toy/run.py")
     out = tmp_path / "toy"
     _write(
         out / "pretrain" / "mono_base" / "results.json",

@@ -7,28 +7,16 @@ Fig. 2a models, finished steps are skipped, and nothing is written by a dry run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-from downstream_probes.paths import recipes_dir
-
-SCRIPT = recipes_dir() / "paper_2410.23955" / "reproduce.py"
+from conftest import load_recipe
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_2410_23955", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    return load_recipe("paper_2410.23955/reproduce.py")
 
 
 def data_arguments(root: Path) -> list[str]:

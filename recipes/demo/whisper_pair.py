@@ -3,7 +3,8 @@
 A model trained on real data, so that the demo's leaderboard and Fig. 3-style panel show what training puts into
 the layers (the tiny MR-HuBERTs are random or pre-trained for a minute on synthetic speech). The models are the
 ``mrsuperb-whisper-upstream`` plugin's ``whisper_tiny_en`` and ``whisper_tiny_en_random`` (same architecture,
-seeded random weights); ``make models`` fetched tiny.en. Stages, as chains of the demo's runs phase:
+seeded random weights); ``make models`` fetched tiny.en. Stages, as chains of the runs phase of the demo
+(``run.py`` beside this module):
 
 - ``corpus real`` (``mrsuperb corpus real``: 55 real utterances from registry packages), then ``mrsuperb analyze``
   of each model on it: phone CCA and MI (``ANALYZE_PROPERTIES``), Whisper's own 30 s input;
@@ -26,7 +27,7 @@ from typing import Any
 
 from downstream_probes.pipelines.stages import Stage, StageError, console_script, run_logged
 
-# The demo's DemoPlan (settings, env, _override): not imported, as the demo imports this module.
+# run.py's DemoPlan (settings, env, _override): not imported, as run.py imports this module.
 DemoPlan = Any
 
 UPSTREAMS = ("whisper_tiny_en", "whisper_tiny_en_random")

@@ -1,4 +1,6 @@
-"""``make demo``: the whole pipeline on a fresh machine, with tiny MR-HuBERTs, in at most 15 minutes on 2 cores.
+#!/usr/bin/env python
+"""``make demo`` (``python recipes/demo/run.py``): the whole pipeline on a fresh machine, with tiny MR-HuBERTs, in
+at most 15 minutes on 2 cores.
 
 Stages (each skipped when its output already exists, so an interrupted demo resumes where it stopped):
 
@@ -24,6 +26,10 @@ Everything lives under ``--out`` (default ``runs/demo``); each subprocess's outp
 Seeded throughout (``--seed``; the pre-training recipe holds its own). The random-init numbers prove that the
 pipeline runs end to end and say nothing about the models, which every table and page states; the pre-trained
 model beside its twin shows what a few minutes of pre-training change.
+
+The Whisper pair (a trained model beside its random-init twin) adds its stages to the runs phase from
+``whisper_pair.py`` beside this script; the stage runner is ``downstream_probes.pipelines.stages``, shared with the
+paper recipe (``recipes/paper_2410.23955/reproduce.py``).
 
 Why mono-base, B2-a and B5-a: they are the efficiency comparison of arXiv 2410.23955 (two and three resolutions
 against the same 12 layers at 20 ms). B4-a's inference network is mono-base's (only its pre-training heads
@@ -54,9 +60,10 @@ from downstream_probes.pipelines.stages import (
     run_phases,
     subprocess_env,
 )
-from downstream_probes.pipelines.whisper_pair import PairRules, whisper_pair_chains
 from downstream_probes.tasks import TASK_NAMES, TASKS, upstream_identity
 from upstream_mrhubert.errors import UsageError
+
+from whisper_pair import PairRules, whisper_pair_chains  # beside this script (its folder is first on sys.path)
 
 DEMO_SCHEMA = "mrsuperb.demo/1"
 DEFAULT_OUT = Path("runs") / "demo"
@@ -128,7 +135,7 @@ DEMO_UPSTREAMS: dict[str, DemoUpstream] = {
             "toy", None, "tiny MR-HuBERT (mono-base layout, 64-dim, 1-1-1), pre-trained briefly", "pretrained"
         ),
         DemoUpstream("toy_twin", None, "the same tiny MR-HuBERT before pre-training (random init)", "twin"),
-        # A trained model beside its random-init twin (the Whisper plugin; stages in pipelines/whisper_pair.py)
+        # A trained model beside its random-init twin (the Whisper plugin; stages in whisper_pair.py)
         DemoUpstream("whisper", None, "Whisper tiny.en and its random-init twin (plugin)", "plugin"),
     )
 }
@@ -666,7 +673,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m downstream_probes.pipelines.demo",
+        prog="python recipes/demo/run.py",
         description="The mrsuperb demo: synthetic corpora, tiny random-init MR-HuBERTs, every SUPERB task trained "
         "briefly through run_downstream.py, CCA, efficiency profile, leaderboard. Resumable.",
     )
