@@ -46,6 +46,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy recipes/demo/run.py recipes/demo/whisper_pair.py  # a script each, outside the packages
 
 demo: $(STAMP) $(FETCHED)
 	$(PY) recipes/demo/run.py

@@ -21,7 +21,7 @@ def test_installed_wheel_finds_its_recipes(tmp_path: Path) -> None:
     is left alone); that environment borrows this one's dependencies through a .pth line after its own packages."""
     wheels, env = tmp_path / "wheels", tmp_path / "env"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    litter = [path for path in (ROOT / "build", *ROOT.glob("*.egg-info")) if not path.exists()]
+    litter = [path for path in (ROOT / "build", ROOT / "mrsuperb.egg-info") if not path.exists()]
     try:
         subprocess.run(
             [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
