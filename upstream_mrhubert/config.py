@@ -69,13 +69,16 @@ FAIRSEQ_MR_PRETRAINING_DEFAULTS: dict[str, Any] = {
     "use_multi_stream": False,
 }
 
+# fairseq's ``label_rate_ratios`` (model and task) has no default (MISSING); this is the two-resolution layout of
+# the released base model: one (upsample, downsample) pair.
+BASE_LABEL_RATE_RATIOS = (1, 2)
+
 # Every field of fairseq's MultiresHubertConfig with its dataclass default (fairseq/models/multires_hubert):
-# the pre-training-only ones above plus what the inference network reads. ``label_rate_ratios`` has no default
-# there (MISSING); [1, 2] is the two-resolution layout of the released base model.
+# the pre-training-only ones above plus what the inference network reads.
 FAIRSEQ_MODEL_DEFAULTS: dict[str, Any] = {
     "_name": "multires_hubert",
     **FAIRSEQ_MR_PRETRAINING_DEFAULTS,
-    "label_rate_ratios": [1, 2],
+    "label_rate_ratios": list(BASE_LABEL_RATE_RATIOS),
     "extractor_mode": "default",
     "encoder_layers": "2",
     "override_encoder_layers": "",
@@ -118,7 +121,7 @@ FAIRSEQ_HUBERT_TASK_DEFAULTS: dict[str, Any] = {
 FAIRSEQ_TASK_DEFAULTS: dict[str, Any] = {
     **FAIRSEQ_HUBERT_TASK_DEFAULTS,
     "_name": "multires_hubert_pretraining",
-    "label_rate_ratios": [1, 2],
+    "label_rate_ratios": list(BASE_LABEL_RATE_RATIOS),
 }
 
 ACTIVATIONS = ("gelu", "gelu_fast", "gelu_accurate", "relu", "tanh", "linear")

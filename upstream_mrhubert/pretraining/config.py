@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +56,40 @@ class PretrainDiverged(MrsuperbError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class Rule:
+    """What a recipe field must hold: ``holds(value)``, and the words of the error when it does not."""
+
+    holds: Callable[[Any], bool]
+    says: str
+
+
+def at_least(least: int, why: str = "") -> Rule:
+    return Rule(lambda value: value >= least, f"must be at least {least}{why}")
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(lambda value: value in choices, f"must be one of {choices}")
+
+
+FRACTION = Rule(lambda value: 0.0 <= value < 1.0, "must be in [0, 1)")
+NON_NEGATIVE = Rule(lambda value: math.isfinite(value) and value >= 0, "must be a finite number >= 0")
+POSITIVE = Rule(lambda value: math.isfinite(value) and value > 0, "must be a finite number > 0")
+
+
+def ruled(default: Any, rule: Rule) -> Any:
+    """A section field whose values must hold ``rule`` (checked by :meth:`PretrainConfig.validate`)."""
+    return field(default=default, metadata={"rule": rule})
+
+
+def _check_rules(section: Any, name: str, where: str) -> None:
+    for item in dataclasses.fields(section):
+        rule, value = item.metadata.get("rule"), getattr(section, item.name)
+        if rule is not None and not rule.holds(value):
+            shown = repr(value) if isinstance(value, str) else value
+            raise RecipeError(f"{where}: {name}.{item.name}={shown} {rule.says}")
+
+
+@dataclass(frozen=True)
 class ModelSection:
     """The network. ``layers`` is in fairseq's ``override_encoder_layers`` order (2 * (resolutions - 1) + 1 entries)."""
 
@@ -63,43 +97,28 @@ class ModelSection:
     ffn_dim: int = 768
     num_heads: int = 12
     layers: tuple[int, ...] = (2, 2, 2)
-    resolutions: int = 2
+    resolutions: int = ruled(2, at_least(2, "; MR-HuBERT needs 2 or more"))
     downsample: bool = True
-    residual: str = "post"
+    residual: str = ruled("post", one_of(RESIDUAL_CHOICES))
     conv_feature_layers: str = TOY_CONV_FEATURE_LAYERS
     conv_pos: int = 128
     conv_pos_groups: int = 16
     sampler_kernel_size: int = 1
     final_dim: int = 64
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
-    encoder_layerdrop: float = 0.05
-    dropout_input: float = 0.1
-    dropout_features: float = 0.1
+    dropout: float = ruled(0.1, FRACTION)
+    attention_dropout: float = ruled(0.1, FRACTION)
+    activation_dropout: float = ruled(0.0, FRACTION)
+    encoder_layerdrop: float = ruled(0.05, FRACTION)
+    dropout_input: float = ruled(0.1, FRACTION)
+    dropout_features: float = ruled(0.1, FRACTION)
     feature_grad_mult: float = 0.1
 
     def validate(self, where: str) -> None:
-        if self.resolutions < 2:
-            raise RecipeError(f"{where}: model.resolutions={self.resolutions}; MR-HuBERT needs 2 or more")
         if len(self.layers) != 2 * self.resolutions - 1:
             raise RecipeError(
                 f"{where}: model.layers={list(self.layers)} has {len(self.layers)} entries; {self.resolutions} "
                 f"resolutions need {2 * self.resolutions - 1} (encoders, middle, decoders), e.g. [2, 2, 2] or [3, 2, 2, 2, 3]"
             )
-        if self.residual not in RESIDUAL_CHOICES:
-            raise RecipeError(f"{where}: model.residual={self.residual!r}; choose one of {RESIDUAL_CHOICES}")
-        for name in (
-            "dropout",
-            "attention_dropout",
-            "activation_dropout",
-            "encoder_layerdrop",
-            "dropout_input",
-            "dropout_features",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise RecipeError(f"{where}: model.{name}={value} must be in [0, 1)")
 
     @property
     def label_rate_ratios(self) -> list[int]:
@@ -109,35 +128,21 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class LossSection:
-    """fairseq's ``hubert`` criterion and the model's prediction-head options."""
+    """fairseq's ``hubert`` criterion and the model's prediction-head options. ``logit_temp`` divides the cosines:
+    0 makes every loss NaN, a negative one inverts the ranking."""
 
     aux_loss: bool = True
-    logit_temp: float = 0.1
-    pred_masked_weight: float = 1.0
-    pred_nomask_weight: float = 0.0
-    feature_pen_weight: float = 10.0
-
-    def validate(self, where: str) -> None:
-        # the logits are cosines divided by logit_temp: 0 makes every loss NaN, a negative one inverts the ranking
-        if not (math.isfinite(self.logit_temp) and self.logit_temp > 0):
-            raise RecipeError(f"{where}: loss.logit_temp={self.logit_temp} must be a positive number (fairseq: 0.1)")
-        for name in ("pred_masked_weight", "pred_nomask_weight", "feature_pen_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise RecipeError(f"{where}: loss.{name}={value} must be a finite number >= 0")
+    logit_temp: float = ruled(0.1, POSITIVE)
+    pred_masked_weight: float = ruled(1.0, NON_NEGATIVE)
+    pred_nomask_weight: float = ruled(0.0, NON_NEGATIVE)
+    feature_pen_weight: float = ruled(10.0, NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
 class MaskingSection:
-    mask_prob: float = 0.8
-    mask_length: int = 10
+    mask_prob: float = ruled(0.8, Rule(lambda value: 0.0 < value <= 1.0, "must be in (0, 1]"))
+    mask_length: int = ruled(10, at_least(1))
     min_masks: int = 2
-
-    def validate(self, where: str) -> None:
-        if not 0.0 < self.mask_prob <= 1.0:
-            raise RecipeError(f"{where}: masking.mask_prob={self.mask_prob} must be in (0, 1]")
-        if self.mask_length < 1:
-            raise RecipeError(f"{where}: masking.mask_length={self.mask_length} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -145,30 +150,24 @@ class TargetsSection:
     """``kind: mfcc``: k-means on 39-dim MFCCs (HuBERT iteration 1). ``kind: layer``: k-means on ``layer`` (a state
     name such as ``T4``) of ``checkpoint`` (HuBERT iteration 2)."""
 
-    kind: str = "mfcc"
-    clusters: int = 100
+    kind: str = ruled("mfcc", one_of(TARGET_KINDS))
+    clusters: int = ruled(100, at_least(2))
     checkpoint: str | None = None
     layer: str | None = None
     fit_frames: int = 100_000
-    batch_size: int = 10_000
+    batch_size: int = ruled(10_000, at_least(1, " (k-means' mini-batch)"))
 
     def validate(self, where: str) -> None:
-        if self.kind not in TARGET_KINDS:
-            raise RecipeError(f"{where}: targets.kind={self.kind!r}; choose one of {TARGET_KINDS}")
         if self.kind == "layer" and (not self.checkpoint or not self.layer):
             raise RecipeError(
                 f"{where}: targets.kind=layer needs targets.checkpoint (a previous iteration's checkpoint_best.pt) "
                 "and targets.layer (a state name such as T4)"
             )
-        if self.clusters < 2:
-            raise RecipeError(f"{where}: targets.clusters={self.clusters} must be at least 2")
         if self.fit_frames < self.clusters:
             raise RecipeError(
                 f"{where}: targets.fit_frames={self.fit_frames} must be at least targets.clusters={self.clusters} "
                 "(k-means needs a frame per cluster; the default is 100000)"
             )
-        if self.batch_size < 1:
-            raise RecipeError(f"{where}: targets.batch_size={self.batch_size} (k-means' mini-batch) must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ class DataSection:
 
     crop_seconds: float = 2.0
     min_seconds: float = 1.0
-    batch_size: int = 8
+    batch_size: int = ruled(8, at_least(1))
     train_splits: tuple[str, ...] = ("train-clean-100",)
     valid_splits: tuple[str, ...] = ("dev-clean",)
 
@@ -192,57 +191,32 @@ class DataSection:
             raise RecipeError(
                 f"{where}: data.crop_seconds={self.crop_seconds} must be at least data.min_seconds={self.min_seconds}"
             )
-        if self.batch_size < 1:
-            raise RecipeError(f"{where}: data.batch_size={self.batch_size} must be at least 1")
 
 
 @dataclass(frozen=True)
 class OptimSection:
     """AdamW with fairseq's ``polynomial_decay`` schedule (linear warmup to ``lr``, then decay to ``end_lr``)."""
 
-    lr: float = 5e-4
+    lr: float = ruled(5e-4, POSITIVE)
     betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    max_steps: int = 1000
-    end_lr: float = 0.0
-    power: float = 1.0
-    clip_norm: float = 10.0
-    accumulate: int = 1
-    precision: str = "fp32"
-
-    def validate(self, where: str) -> None:
-        if self.precision not in PRECISIONS:
-            raise RecipeError(f"{where}: optim.precision={self.precision!r}; choose one of {tuple(PRECISIONS)}")
-        if self.max_steps < 1 or self.warmup_steps < 0 or self.accumulate < 1:
-            raise RecipeError(f"{where}: optim.max_steps >= 1, warmup_steps >= 0 and accumulate >= 1 are required")
-        for name in ("lr", "end_lr", "eps", "weight_decay", "clip_norm", "power"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0) or (name in ("lr", "clip_norm") and value == 0):
-                raise RecipeError(
-                    f"{where}: optim.{name}={value} must be a finite number > 0"
-                    + ("" if name in ("lr", "clip_norm") else " or 0")
-                )
+    eps: float = ruled(1e-6, NON_NEGATIVE)
+    weight_decay: float = ruled(0.01, NON_NEGATIVE)
+    warmup_steps: int = ruled(100, at_least(0))
+    max_steps: int = ruled(1000, at_least(1))
+    end_lr: float = ruled(0.0, NON_NEGATIVE)
+    power: float = ruled(1.0, NON_NEGATIVE)
+    clip_norm: float = ruled(10.0, POSITIVE)
+    accumulate: int = ruled(1, at_least(1))
+    precision: str = ruled("fp32", one_of(tuple(PRECISIONS)))
 
 
 @dataclass(frozen=True)
 class RunSection:
-    seed: int = 0
-    log_every: int = 10
-    valid_every: int = 100
-    save_every: int = 100
-    valid_batches: int = 8
-
-    def validate(self, where: str) -> None:
-        if self.seed < 0:
-            raise RecipeError(f"{where}: run.seed={self.seed} must be 0 or more")
-        for name in ("log_every", "valid_every", "save_every", "valid_batches"):
-            if getattr(self, name) < 1:
-                raise RecipeError(
-                    f"{where}: run.{name}={getattr(self, name)} must be at least 1"
-                    + (" (a validation from no batches has no loss)" if name == "valid_batches" else "")
-                )
+    seed: int = ruled(0, at_least(0))
+    log_every: int = ruled(10, at_least(1))
+    valid_every: int = ruled(100, at_least(1))
+    save_every: int = ruled(100, at_least(1))
+    valid_batches: int = ruled(8, at_least(1, " (a validation from no batches has no loss)"))
 
 
 @dataclass(frozen=True)
@@ -275,13 +249,12 @@ class PretrainConfig:
         return config
 
     def validate(self, where: str = "the recipe") -> None:
-        self.model.validate(where)
-        self.loss.validate(where)
-        self.masking.validate(where)
-        self.targets.validate(where)
-        self.data.validate(where)
-        self.optim.validate(where)
-        self.run.validate(where)
+        """Every field's rule, then what a section's fields must hold together (each section's ``validate``)."""
+        for item in dataclasses.fields(self):
+            section = getattr(self, item.name)
+            _check_rules(section, item.name, where)
+            if hasattr(section, "validate"):
+                section.validate(where)
         try:
             self.network_config()
         except ValueError as error:
