@@ -29,11 +29,14 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from downstream_probes import result_files, tasks
 from upstream_mrhubert.atomic_io import write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
+
+if TYPE_CHECKING:  # imported where used: the shared sweep imports s3prl
+    from downstream_probes.s3prl.shared_sweep import SharedSweepOptions
 
 CELL_FILE = "cell.json"
 CELL_SCHEMA = "mrsuperb.superb_cell/1"
@@ -115,23 +118,30 @@ class Cell:
     def label(self) -> str:
         return f"{self.identity}/{self.task}/{self.name}"
 
-    def train_argv(self) -> list[str]:
-        """``run_downstream.py`` arguments of the cell's training (without ``-a``): the command line a shared sweep
-        head gets (``shared_sweep.head_argv``), with the cell's learning rate, seed and folder."""
-        from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, head_argv
+    def sweep_options(self, sweep_dir: Path, **more: Any) -> SharedSweepOptions:
+        """The cell's upstream, task, config and seed as the options of a shared sweep in ``sweep_dir`` (``more``:
+        the other fields of ``SharedSweepOptions``)."""
+        from downstream_probes.s3prl.shared_sweep import SharedSweepOptions
 
-        options = SharedSweepOptions(
+        return SharedSweepOptions(
             upstream=self.upstream,
             task=self.task,
-            sweep_dir=self.folder.parent,
+            sweep_dir=sweep_dir,
             upstream_ckpt=self.upstream_ckpt,
             model_config=self.model_config,
             config=self.config,
             override=self.override,
             device=self.device,
             extra_args=("--seed", str(self.seed), *self.extra_args),
+            **more,
         )
-        return head_argv(options, self.head_spec())
+
+    def train_argv(self) -> list[str]:
+        """``run_downstream.py`` arguments of the cell's training (without ``-a``): the command line a shared sweep
+        head gets (``shared_sweep.head_argv``), with the cell's learning rate, seed and folder."""
+        from downstream_probes.s3prl.shared_sweep import head_argv
+
+        return head_argv(self.sweep_options(self.folder.parent), self.head_spec())
 
     def head_spec(self) -> Any:
         """The cell as a head of a shared sweep (``--shared``): its folder and its learning rate."""

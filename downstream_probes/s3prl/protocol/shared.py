@@ -46,7 +46,7 @@ def run_shared_group(group: Sequence[Cell]) -> None:
     from downstream_probes.s3prl import run_downstream
     from downstream_probes.s3prl.experiment import experiment_lock
     from downstream_probes.s3prl.separate_run import s3prl_process
-    from downstream_probes.s3prl.shared_sweep import SharedSweep, SharedSweepOptions
+    from downstream_probes.s3prl.shared_sweep import SharedSweep
 
     first = group[0]
     state_dir = first.folder.parent / SHARED_DIR / f"seed{first.seed}"
@@ -61,19 +61,7 @@ def run_shared_group(group: Sequence[Cell]) -> None:
             {"action": "resume" if resume else "start", "shared": str(state_dir), "status": "running"}
         )
         write_cell_record(cell.folder, record)
-    options = SharedSweepOptions(
-        upstream=first.upstream,
-        task=first.task,
-        sweep_dir=state_dir,
-        upstream_ckpt=first.upstream_ckpt,
-        model_config=first.model_config,
-        config=first.config,
-        override=first.override,
-        device=first.device,
-        resume=resume,
-        extra_args=("--seed", str(first.seed), *first.extra_args),
-        heads=[cell.head_spec() for cell in group],
-    )
+    options = first.sweep_options(state_dir, resume=resume, heads=[cell.head_spec() for cell in group])
     spec = tasks.TASKS[first.task]
     run_downstream.prepare_s3prl()
     state_dir.mkdir(parents=True, exist_ok=True)
