@@ -9,6 +9,7 @@ Rerunning it is idempotent: finished cells are read, interrupted ones resumed, t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ def expand_grid(options: SuperbOptions) -> list[Cell]:
                         device=options.device,
                     )
                     folder = (task_root(options.out, cell) / cell.name).resolve()
-                    cells.append(Cell(**{**cell.__dict__, "folder": folder}))
+                    cells.append(dataclasses.replace(cell, folder=folder))
     return cells
 
 

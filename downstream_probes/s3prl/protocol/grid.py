@@ -90,21 +90,22 @@ def upstream_folder(identity: str) -> str:
     return identity.replace(":", "+").replace("/", "_")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One run of the grid: everything its two ``run_downstream.py`` commands need."""
+    """One run of the grid: everything its two ``run_downstream.py`` commands need. What runs (the upstream, the
+    task and its config) first, then where the cell sits in the grid (learning rate, seed, folder)."""
 
     upstream: str
     upstream_ckpt: str | None
     model_config: str | None
     task: str
-    lr: float
-    seed: int
-    folder: Path
     config: str | None = None
     override: str | None = None
     device: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    lr: float
+    seed: int
+    folder: Path
 
     @property
     def identity(self) -> str:
