@@ -40,6 +40,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from downstream_probes.pipelines.stages import (
@@ -140,10 +141,36 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
     def stage(name: str, done: Callable[[], bool], command: Callable[[], list[str]], after=None) -> Stage:
         return command_stage(name, done, command, out / "logs", env, after)
 
+    device = ["--device", args.device] if args.device else []
+
+    def train_argv(upstream: str, task: str, expdir: Path, override: str, config: Path) -> list[str]:
+        return [
+            *(run_downstream, "-m", "train", "-a", "-u", upstream, "-d", task, "-c", str(config), "-p", str(expdir)),
+            *("-o", override, "--seed", str(args.seed), *device),
+        ]
+
+    def evaluate_argv(task: str, expdir: Path) -> list[str]:
+        checkpoint = f"{expdir}/<best dev checkpoint>" if args.dry_run else str(best_checkpoint(expdir))
+        return [run_downstream, "-m", "evaluate", "-e", checkpoint, "-t", TASKS[task].test_split, *device]
+
+    def cca_argv(upstream: str, prop: str, folder: Path) -> list[str]:
+        return [
+            *(mrsuperb, "cca", "-u", upstream, "--corpus", str(args.librispeech), "--alignments", str(args.alignments)),
+            *("--split", args.cca_split, "--property", prop, "--seed", str(args.seed), "--out", str(folder), "--quiet"),
+        ]
+
+    def leaderboard_argv(fmt: str) -> list[str]:
+        folders = existing(out / "runs", out / "analysis")
+        return [
+            *(mrsuperb, "leaderboard", *folders, "--format", fmt, "--profile", str(profile)),
+            *("--out", str(out / f"leaderboard.{fmt}"), "--quiet"),
+        ]
+
     prepared_asr = out / "prepared" / "asr"
     bucket_dir = args.len_for_bucket or prepared_asr / "len_for_bucket"
     steps: list[Stage] = []
-    tasks = [t for t in args.tasks if data_overrides(t, args, bucket_dir) is not None]
+    overrides = {t: found for t in args.tasks if (found := data_overrides(t, args, bucket_dir)) is not None}
+    tasks = list(overrides)
     for task in tasks:
         if not args.dry_run:
             check_dataset_layout(task, args)
@@ -158,54 +185,27 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
     for upstream in args.upstreams:
         for task in tasks:
             expdir = out / "runs" / upstream / task
-            override = override_option(data_overrides(task, args, bucket_dir))
+            override = override_option(overrides[task])
             config = (args.config_dir or recipes_dir() / "superb") / task / "config.yaml"
             steps.append(
                 stage(
                     f"train {upstream}/{task}",
-                    lambda e=expdir: training_finished(e),
-                    lambda u=upstream, t=task, e=expdir, o=override, c=config: [
-                        run_downstream,
-                        "-m",
-                        "train",
-                        "-a",
-                        "-u",
-                        u,
-                        "-d",
-                        t,
-                        "-c",
-                        str(c),
-                        "-p",
-                        str(e),
-                        "-o",
-                        o,
-                        "--seed",
-                        str(args.seed),
-                        *(["--device", args.device] if args.device else []),
-                    ],
+                    partial(training_finished, expdir),
+                    partial(train_argv, upstream, task, expdir, override, config),
                 )
             )
             steps.append(
                 stage(
                     f"evaluate {upstream}/{task}",
-                    lambda e=expdir, t=task: has_test_metrics(e, t),
-                    lambda e=expdir, t=task: [
-                        run_downstream,
-                        "-m",
-                        "evaluate",
-                        "-e",
-                        f"{e}/<best dev checkpoint>" if args.dry_run else str(best_checkpoint(e)),
-                        "-t",
-                        TASKS[t].test_split,
-                        *(["--device", args.device] if args.device else []),
-                    ],
+                    partial(has_test_metrics, expdir, task),
+                    partial(evaluate_argv, task, expdir),
                 )
             )
             steps.append(
                 stage(
                     f"export-weights {upstream}/{task}",
-                    lambda e=expdir: (e / "layer_weights.json").is_file(),
-                    lambda e=expdir: [mrsuperb, "export-weights", str(e)],
+                    (expdir / "layer_weights.json").is_file,
+                    partial(list, (mrsuperb, "export-weights", str(expdir))),
                 )
             )
     if args.librispeech and args.alignments:
@@ -215,26 +215,8 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
                 steps.append(
                     stage(
                         f"cca {upstream}/{prop}",
-                        lambda f=folder, p=prop: (f / f"cca_{p}.json").is_file(),
-                        lambda u=upstream, f=folder, p=prop: [
-                            mrsuperb,
-                            "cca",
-                            "-u",
-                            u,
-                            "--corpus",
-                            str(args.librispeech),
-                            "--alignments",
-                            str(args.alignments),
-                            "--split",
-                            args.cca_split,
-                            "--property",
-                            p,
-                            "--seed",
-                            str(args.seed),
-                            "-o",
-                            str(f),
-                            "--quiet",
-                        ],
+                        (folder / f"cca_{prop}.json").is_file,
+                        partial(cca_argv, upstream, prop, folder),
                     )
                 )
     profile = out / "profile.json"
@@ -268,7 +250,7 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
                 mrsuperb,
                 "compare",
                 *existing(out / "runs", out / "analysis"),
-                "-o",
+                "--out",
                 str(out / "compare.json"),
                 "--plot-dir",
                 str(out / "figures"),
@@ -280,18 +262,7 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
             stage(
                 f"leaderboard {fmt}",
                 lambda: False,
-                lambda f=fmt: [
-                    mrsuperb,
-                    "leaderboard",
-                    *existing(out / "runs", out / "analysis"),
-                    "--format",
-                    f,
-                    "--profile",
-                    str(profile),
-                    "--out",
-                    str(out / f"leaderboard.{f}"),
-                    "--quiet",
-                ],
+                partial(leaderboard_argv, fmt),
             )
         )
     return steps
