@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,25 @@ def _run_worker(arguments: list[str], threads: int, script: str = __file__) -> d
 # driver
 
 
+def interleaved_rounds(
+    variants: Sequence[str],
+    repeats: int,
+    threads: int,
+    worker_args: Sequence[str],
+    prefix: Path,
+    script: str = __file__,
+) -> dict[str, list[dict[str, Any]]]:
+    """``repeats`` rounds of every variant, each in a fresh process of ``script`` with ``--worker VARIANT
+    *worker_args OUT``; a round starts one variant later than the round before, so no variant always runs first."""
+    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for repeat in range(repeats):
+        shift = repeat % len(variants)
+        for variant in [*variants[shift:], *variants[:shift]]:
+            out = f"{prefix}_{repeat}_{variant.replace(' ', '_')}"
+            results[variant].append(_run_worker(["--worker", variant, *worker_args, out], threads, script))
+    return results
+
+
 def _shares(timing: dict[str, float]) -> tuple[float, float]:
     upstream = timing.get("upstream_train", 0.0) + timing.get("upstream_evaluation", 0.0)
     heads = timing.get("heads", 0.0) + timing.get("evaluation", 0.0) - timing.get("upstream_evaluation", 0.0)
@@ -150,34 +170,53 @@ def main(argv: list[str] | None = None) -> int:
                 task, corpus, utterances=max(args.utterances, corpora.minimum_utterances(task)), seed=0
             )
             for threads in args.threads:
-                results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
-                for repeat in range(args.repeats):
-                    shift = repeat % len(VARIANTS)
-                    for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                        out = root / f"{task}_{threads}_{repeat}_{variant.replace(' ', '_')}"
-                        arguments = ["--worker", variant, task, str(checkpoint), str(corpus), str(args.steps), str(out)]
-                        results[variant].append(_run_worker(arguments, threads))
+                worker_args = [task, str(checkpoint), str(corpus), str(args.steps)]
+                results = interleaved_rounds(VARIANTS, args.repeats, threads, worker_args, root / f"{task}_{threads}")
                 _report(task, threads, args.steps, results)
     return 0
 
 
 def _report(task: str, threads: int, steps: int, results: dict[str, list[dict[str, Any]]]) -> None:
-    wall = {variant: statistics.median(r["wall_s"] for r in runs) for variant, runs in results.items()}
-    peak = {variant: max(r["peak_rss_mib"] for r in runs) for variant, runs in results.items()}
-    sequential = LAYER_RUNS * wall["single layer"] + wall["weighted sum"]
     label = "default" if threads == 0 else str(threads)
     print(f"\n{task.upper()}, {steps} steps per head, threads={label}, {len(results['shared'])} round(s), medians:")
-    for variant in VARIANTS:
-        print(f"  {variant:<14} {wall[variant]:8.1f} s   peak RSS {peak[variant]:7.0f} MiB")
-    print(f"  sequential sweep (15 x single layer + weighted sum, extrapolated) {sequential:8.1f} s")
-    print(f"  shared / weighted sum      {wall['shared'] / wall['weighted sum']:6.2f}x   (target <= 3x)")
-    print(f"  sequential / weighted sum  {sequential / wall['weighted sum']:6.2f}x")
-    print(f"  sequential / shared        {sequential / wall['shared']:6.2f}x")
+    report_shared(
+        results,
+        baseline="weighted sum",
+        sequential=("sequential sweep (15 x single layer + weighted sum, extrapolated)", LAYER_RUNS, "single layer"),
+        target=3.0,
+        what="sweep",
+        heads=LAYER_RUNS + 1,
+    )
+
+
+def report_shared(
+    results: dict[str, list[dict[str, Any]]],
+    *,
+    baseline: str,
+    sequential: tuple[str, int, str],
+    target: float,
+    what: str,
+    heads: int,
+) -> None:
+    """Each variant's median wall time and peak memory, the shared pass and the extrapolated sequential one (``label,
+    runs, variant``: that many runs of the variant, plus the baseline when it is not that variant) against
+    ``baseline``, and where the shared pass's time goes (its median round)."""
+    wall = {variant: statistics.median(r["wall_s"] for r in runs) for variant, runs in results.items()}
+    peak = {variant: max(r["peak_rss_mib"] for r in runs) for variant, runs in results.items()}
+    label, runs, variant_of_runs = sequential
+    sequential_s = runs * wall[variant_of_runs] + (wall[baseline] if variant_of_runs != baseline else 0.0)
+    width = max(map(len, wall)) + 2
+    for variant in wall:
+        print(f"  {variant:<{width}} {wall[variant]:8.1f} s   peak RSS {peak[variant]:7.0f} MiB")
+    print(f"  {label} {sequential_s:8.1f} s")
+    print(f"  shared / {baseline:<16} {wall['shared'] / wall[baseline]:6.2f}x   (target <= {target:g}x)")
+    print(f"  sequential / {baseline:<12} {sequential_s / wall[baseline]:6.2f}x")
+    print(f"  sequential / shared        {sequential_s / wall['shared']:6.2f}x")
     shared = results["shared"][len(results["shared"]) // 2]
-    upstream, heads = _shares(shared["timing"])
+    upstream_share, heads_share = _shares(shared["timing"])
     print(
-        f"  shared sweep's time: upstream {upstream:.0f}%, heads {heads:.0f}% "
-        f"({shared['upstream_forwards']} upstream forwards for 16 heads)"
+        f"  shared {what}'s time: upstream {upstream_share:.0f}%, heads {heads_share:.0f}% "
+        f"({shared['upstream_forwards']} upstream forwards for {heads} heads)"
     )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from probe_sweep import _override, _run_worker, _shares, write_base_checkpoint
+from probe_sweep import _override, interleaved_rounds, report_shared, write_base_checkpoint
 
 VARIANTS = ("one run", "shared")
 LRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -85,33 +84,22 @@ def main(argv: list[str] | None = None) -> int:
         corpus = root / "corpus_ic"
         corpora.build_corpus("ic", corpus, utterances=max(args.utterances, corpora.minimum_utterances("ic")), seed=0)
         for threads in args.threads:
-            results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
-            for repeat in range(args.repeats):
-                shift = repeat % len(VARIANTS)
-                for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                    out = root / f"{threads}_{repeat}_{variant.replace(' ', '_')}"
-                    arguments = ["--worker", variant, str(checkpoint), str(corpus), str(args.steps), str(out)]
-                    results[variant].append(_run_worker(arguments, threads, script=__file__))
+            worker_args = [str(checkpoint), str(corpus), str(args.steps)]
+            results = interleaved_rounds(VARIANTS, args.repeats, threads, worker_args, root / str(threads), __file__)
             _report(threads, args.steps, results)
     return 0
 
 
 def _report(threads: int, steps: int, results: dict[str, list[dict[str, Any]]]) -> None:
-    wall = {variant: statistics.median(r["wall_s"] for r in runs) for variant, runs in results.items()}
-    peak = {variant: max(r["peak_rss_mib"] for r in runs) for variant, runs in results.items()}
-    sequential = len(LRS) * wall["one run"]
     label = "default" if threads == 0 else str(threads)
     print(f"\nIC, {len(LRS)} lrs x 1 seed, {steps} steps per cell, threads={label}, medians:")
-    for variant in VARIANTS:
-        print(f"  {variant:<10} {wall[variant]:8.1f} s   peak RSS {peak[variant]:7.0f} MiB")
-    print(f"  sequential grid ({len(LRS)} x one run, extrapolated) {sequential:8.1f} s")
-    print(f"  shared / one run          {wall['shared'] / wall['one run']:6.2f}x   (target <= 1.5x)")
-    print(f"  sequential / one run      {sequential / wall['one run']:6.2f}x")
-    shared = results["shared"][len(results["shared"]) // 2]
-    upstream, heads = _shares(shared["timing"])
-    print(
-        f"  shared grid's time: upstream {upstream:.0f}%, heads {heads:.0f}% "
-        f"({shared['upstream_forwards']} upstream forwards for {len(LRS)} heads)"
+    report_shared(
+        results,
+        baseline="one run",
+        sequential=(f"sequential grid ({len(LRS)} x one run, extrapolated)", len(LRS), "one run"),
+        target=1.5,
+        what="grid",
+        heads=len(LRS),
     )
 
 

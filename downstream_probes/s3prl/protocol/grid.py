@@ -124,16 +124,11 @@ class Cell:
         the other fields of ``SharedSweepOptions``)."""
         from downstream_probes.s3prl.shared_sweep import SharedSweepOptions
 
+        named_alike = ("upstream", "task", "upstream_ckpt", "model_config", "config", "override", "device")
         return SharedSweepOptions(
-            upstream=self.upstream,
-            task=self.task,
             sweep_dir=sweep_dir,
-            upstream_ckpt=self.upstream_ckpt,
-            model_config=self.model_config,
-            config=self.config,
-            override=self.override,
-            device=self.device,
             extra_args=("--seed", str(self.seed), *self.extra_args),
+            **{name: getattr(self, name) for name in named_alike},
             **more,
         )
 
