@@ -49,10 +49,6 @@ RTTM_DIR = Path("metadata") / "LibriSpeech"
 RTTM_FILES = {"train": "train_clean_100.rttm", "dev": "dev_clean.rttm", "test": "test_clean.rttm"}
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 @dataclass(frozen=True)
 class _Turn:
     speaker: str

@@ -40,10 +40,6 @@ ALIGNMENT_DIR = "alignments"
 CHAR_SYMBOLS = ("|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 @dataclass(frozen=True)
 class _Utterance:
     split: str

@@ -56,10 +56,6 @@ GENDERS = {name: gender for split in SPLITS for name, gender in SPEAKERS[split]}
 CHARACTER_VOCABULARY = (" ", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 @dataclass(frozen=True)
 class _Utterance:
     split: str

@@ -53,10 +53,6 @@ _MAX_PER_CLASS = 2**27 - 1
 _BUCKETS = {"valid": (0.0, 10.0), "test": (10.0, 20.0), "train": (20.0, 100.0)}
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 def hash_percentage(speaker: str) -> float:
     """Where the Speech Commands split rule puts ``speaker`` (0-100; < 10 valid, < 20 test, else train)."""
     hashed = hashlib.sha1(speaker.encode("utf-8")).hexdigest()

@@ -34,14 +34,11 @@ UTTERANCES_PER_PAIR = 2 * SPEAKERS_PER_PAIR
 LEVELS = (5, 4, 3, 2, 1, 0)  # designed similarity levels, cycled over the pairs
 SPEAKER_POOL = 8
 MINIMUM_PAIRS = len(LEVELS)
+MINIMUM = {SPLIT: MINIMUM_PAIRS * UTTERANCES_PER_PAIR}
 DEFAULT_UTTERANCES = 2 * MINIMUM_PAIRS * UTTERANCES_PER_PAIR  # 12 pairs, every level twice
 METADATA = "sts.jsonl"
 AUDIO_DIR = "audio"
 SUBSET = ("synthetic", "word-edits")  # (task, subtask) of every pair
-
-
-def minimum_utterances() -> int:
-    return MINIMUM_PAIRS * UTTERANCES_PER_PAIR
 
 
 def sentence_pair(rng: np.random.Generator, level: int) -> tuple[str, str, float]:

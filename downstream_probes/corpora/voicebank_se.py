@@ -84,10 +84,6 @@ RAW_FOLDERS = {
 }
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 @dataclass(frozen=True)
 class _Pair:
     split: str
