@@ -37,7 +37,7 @@ DEFAULT_UTTERANCES = 40
 LIBRI_ROOT = "LibriSpeech"
 DICT_FILE = "char.dict"
 ALIGNMENT_DIR = "alignments"
-CHAR_SYMBOLS = ("|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
+CHAR_SYMBOLS = ("|", *text.LETTERS)
 
 
 @dataclass(frozen=True)

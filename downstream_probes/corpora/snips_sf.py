@@ -53,7 +53,7 @@ SPEAKERS: dict[str, tuple[tuple[str, str], ...]] = {
     "test": (("Brian", "male"), ("Emma", "female"), ("Russell", "male"), ("Raveena", "female")),
 }
 GENDERS = {name: gender for split in SPLITS for name, gender in SPEAKERS[split]}
-CHARACTER_VOCABULARY = (" ", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
+CHARACTER_VOCABULARY = (" ", *text.LETTERS)
 
 
 @dataclass(frozen=True)
