@@ -25,13 +25,12 @@ def _one_blas_thread():
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory) -> tuple[Path, Path]:
-    from downstream_probes.corpora.api import build_corpus
-    from downstream_probes.corpora.spoken_sts import minimum_utterances
+    from downstream_probes.corpora.api import build_corpus, minimum_utterances
 
     root = tmp_path_factory.mktemp("corpora")
     return (
         build_corpus("asr", root / "asr", utterances=40, seed=0),
-        build_corpus("sts", root / "sts", utterances=minimum_utterances(), seed=0),
+        build_corpus("sts", root / "sts", utterances=minimum_utterances("sts"), seed=0),
     )
 
 

@@ -173,10 +173,10 @@ def test_spoken_sts_reader_errors(tmp_path):
 
 
 def test_synthetic_spoken_sts_corpus_has_the_published_layout(tmp_path):
-    from downstream_probes.corpora import build_corpus, load_manifest
-    from downstream_probes.corpora.spoken_sts import minimum_utterances, sentence_pair
+    from downstream_probes.corpora import build_corpus, load_manifest, minimum_utterances
+    from downstream_probes.corpora.spoken_sts import sentence_pair
 
-    root = build_corpus("sts", tmp_path / "sts", utterances=minimum_utterances(), seed=0)
+    root = build_corpus("sts", tmp_path / "sts", utterances=minimum_utterances("sts"), seed=0)
     rows = [json.loads(line) for line in (root / "sts.jsonl").read_text().splitlines()]
     assert set(rows[0]) >= {"task", "subtask", "pair_id", "speaker_id", "audio_a", "audio_b", "similarity"}
     pairs = read_spoken_sts(root)

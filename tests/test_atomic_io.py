@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic, write_text_atomic
+from upstream_mrhubert.atomic_io import loads_strict_json, read_json_record, write_json_atomic, write_text_atomic
 
 
 def test_json_is_strict(tmp_path: Path) -> None:
@@ -20,6 +20,30 @@ def test_json_is_strict(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="NaN is not a JSON value"):
         loads_strict_json('{"a": NaN}')
     assert json.loads(text)["acc"][1] == 0.5
+
+
+class _RecordError(ValueError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{", r"r\.json is not readable JSON \(Expecting .*\); write it again$"),
+        (b'{"schema": "s/1", "x": NaN}', r"not readable JSON \(NaN is not a JSON value.*\); write it again$"),
+        (b"\xff\xfe", r"not readable JSON \('utf-8' codec.*\); write it again$"),
+        (b"[1]", r"r\.json has schema 'list', expected 's/1'$"),
+        (b'{"schema": "s/2"}', r"r\.json has schema 's/2', expected 's/1'$"),
+    ],
+)
+def test_a_json_record_is_an_object_of_its_schema(tmp_path: Path, content: bytes, message: str) -> None:
+    """Anything else is the caller's error naming the file, never a raw JSONDecodeError or AttributeError."""
+    path = tmp_path / "r.json"
+    path.write_bytes(content)
+    with pytest.raises(_RecordError, match=message):
+        read_json_record(path, "s/1", _RecordError, "write it again")
+    path.write_text('{"schema": "s/1", "x": 1}')
+    assert read_json_record(path, "s/1", _RecordError, "write it again") == {"schema": "s/1", "x": 1}
 
 
 def test_a_long_legal_name_is_written(tmp_path: Path) -> None:

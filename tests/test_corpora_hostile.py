@@ -23,6 +23,7 @@ import pytest
 from downstream_probes.corpora import api
 from downstream_probes.corpora.alignments import read_textgrid
 from downstream_probes.corpora.common import CorpusError
+from downstream_probes.corpora.prepare import PrepareError, load_prepared
 
 
 def _thesis(folder: Path) -> Path:
@@ -46,6 +47,16 @@ def test_force_refuses_a_foreign_manifest(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match=r"other.*not a corpus"):
         api.build_corpus("sd", folder, utterances=4, force=True)
     assert (folder / "thesis.tex").exists()
+
+
+@pytest.mark.parametrize("content", ["{", "[1]", '{"schema": "mrsuperb.corpus/1", "seed": NaN}'])
+def test_a_damaged_manifest_or_preparation_record_is_named(tmp_path: Path, content: str) -> None:
+    (tmp_path / "manifest.json").write_text(content)
+    (tmp_path / "prepared.json").write_text(content.replace("corpus", "prepared"))
+    with pytest.raises(CorpusError, match=r"manifest\.json (is not readable JSON|has schema 'list')"):
+        api.load_manifest(tmp_path)
+    with pytest.raises(PrepareError, match=r"prepared\.json (is not readable JSON|has schema 'list')"):
+        load_prepared(tmp_path)
 
 
 def test_unwritable_destination_is_one_clear_error(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from downstream_probes.corpora.common import BuildContext, CorpusError, TaskResu
 from downstream_probes.corpora.espeak import SAMPLE_RATE, espeak_version
 from downstream_probes.corpora.prepare import PREPARERS, PrepareError, load_prepared, prepare
 from downstream_probes.tasks import TASK_NAMES
-from upstream_mrhubert.atomic_io import loads_strict_json
+from upstream_mrhubert.atomic_io import read_json_record
 
 CORPUS_SCHEMA = "mrsuperb.corpus/1"
 MANIFEST = "manifest.json"
@@ -84,7 +84,8 @@ def default_utterances(task: str) -> int:
 
 
 def minimum_utterances(task: str) -> int:
-    return int(_builder(task).minimum_utterances())
+    """The fewest utterances that give every split of ``task``'s corpus its minimum (the builder's ``MINIMUM``)."""
+    return int(sum(_builder(task).MINIMUM.values()))
 
 
 def _check_utterances(task: str, utterances: int | None) -> int:
@@ -317,14 +318,7 @@ def load_manifest(root: str | os.PathLike[str]) -> dict:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a corpus built by `mrsuperb corpus`")
-    try:
-        manifest = loads_strict_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise CorpusError(f"{path} is not readable JSON ({error}); write the folder again") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != CORPUS_SCHEMA:
-        found = manifest.get("schema") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CorpusError(f"{path} has schema {found!r}, expected {CORPUS_SCHEMA!r}")
-    return manifest
+    return read_json_record(path, CORPUS_SCHEMA, CorpusError, "write the folder again")
 
 
 def merge_config(base: dict, extra: dict) -> dict:

@@ -23,17 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from downstream_probes.corpora import text
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    allocate,
-    finish,
-    speaker_count,
-    spread,
-    write_audio,
-)
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.espeak import SynthesisRequest, Voice
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
 
@@ -57,12 +47,8 @@ def value_cover() -> list[text.FluentIntent]:
     return cover
 
 
-def _minimum() -> dict[str, int]:
-    return {"train": len(value_cover()), "valid": 1, "test": 1}
-
-
-def minimum_utterances() -> int:
-    return sum(_minimum().values())
+# training hears every action, object and location value
+MINIMUM = {"train": len(value_cover()), "valid": 1, "test": 1}
 
 
 @dataclass(frozen=True)
@@ -96,10 +82,10 @@ def _intents_for(split: str, count: int, rng: np.random.Generator) -> list[text.
     return chosen[:count]
 
 
-def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
-    sizes = allocate(ctx.utterances, FRACTIONS, _minimum())
+def _plan(ctx: common.BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
+    sizes = common.allocate(ctx.utterances, FRACTIONS, MINIMUM)
     per_split = {
-        split: speaker_count(
+        split: common.speaker_count(
             sizes[split], per_speaker=8, least=2 if split == "train" else 1, most=30 if split == "train" else 10
         )
         for split in SPLITS
@@ -111,7 +97,7 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
     for split in SPLITS:
         split_rng = ctx.rng("intents", split)
         intents = iter(_intents_for(split, sizes[split], split_rng))
-        for count in spread(sizes[split], per_split[split]):
+        for count in common.spread(sizes[split], per_split[split]):
             speaker = _speaker_id(rng)
             voice_of[speaker] = next(voices)
             for _ in range(count):
@@ -139,21 +125,21 @@ def _csv_text(rows: list[_Utterance]) -> str:
     return buffer.getvalue()
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     plan, voice_of = _plan(ctx)
     root = ctx.work / ROOT
-    summaries = {split: SplitSummary() for split in SPLITS}
+    summaries = {split: common.SplitSummary() for split in SPLITS}
     for utterance, synthesis in zip(
         plan, ctx.synthesize([u.request for u in plan], "ic: Fluent Speech Commands"), strict=False
     ):
-        finished = finish(synthesis, ctx.rng("finish", utterance.path))
-        write_audio(root / utterance.path, finished.audio)
+        finished = common.finish(synthesis, ctx.rng("finish", utterance.path))
+        common.write_audio(root / utterance.path, finished.audio)
         summaries[utterance.split].add(utterance.speaker, finished.num_samples)
     (root / "data").mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         rows = [u for u in plan if u.split == split]
         (root / "data" / f"{split}_data.csv").write_text(_csv_text(rows), encoding="utf-8")
-    return TaskResult(
+    return common.TaskResult(
         splits=summaries,
         voices=voice_of,
         s3prl={"datarc": {"file_path": ROOT}},

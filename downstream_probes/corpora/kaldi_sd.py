@@ -28,18 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from downstream_probes.corpora import text
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    allocate,
-    speaker_count,
-    to_float,
-    to_int16,
-    write_audio,
-    write_lines,
-)
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.espeak import SAMPLE_RATE, Synthesis, SynthesisRequest, Voice
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
 
@@ -60,10 +49,6 @@ RTTM_DIR = Path("metadata") / "LibriSpeech"
 RTTM_FILES = {"train": "train_clean_100.rttm", "dev": "dev_clean.rttm", "test": "test_clean.rttm"}
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 @dataclass(frozen=True)
 class _Turn:
     speaker: str
@@ -77,9 +62,9 @@ class _Recording:
     turns: tuple[_Turn, ...]
 
 
-def _plan(ctx: BuildContext) -> tuple[list[_Recording], dict[str, Voice]]:
-    sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
-    per_split = {split: speaker_count(2 * sizes[split], per_speaker=3, least=2, most=20) for split in SPLITS}
+def _plan(ctx: common.BuildContext) -> tuple[list[_Recording], dict[str, Voice]]:
+    sizes = common.allocate(ctx.utterances, FRACTIONS, MINIMUM)
+    per_split = {split: common.speaker_count(2 * sizes[split], per_speaker=3, least=2, most=20) for split in SPLITS}
     per_split = {split: max(count, NUM_SPEAKERS) for split, count in per_split.items()}
     rng = ctx.rng("speakers")
     voices = iter(draw_voices(rng, [None] * sum(per_split.values())))
@@ -123,7 +108,7 @@ def mix_turns(
     starts: list[int] = []
     cursor = int(rng.uniform(*EDGE) * SAMPLE_RATE)
     for index, synthesis in enumerate(turns):
-        speech = to_float(synthesis.audio[synthesis.words[0].start : synthesis.words[-1].end])
+        speech = common.to_float(synthesis.audio[synthesis.words[0].start : synthesis.words[-1].end])
         speech *= 10 ** (rng.uniform(-3.0, 3.0) / 20) / (float(np.max(np.abs(speech))) or 1.0)
         if index > 0:
             gap = rng.uniform(*(FIRST_GAP if index == 1 else LATER_GAP))
@@ -146,8 +131,8 @@ def mix_turns(
         Segment(speaker, start, start + piece.shape[0])
         for speaker, start, piece in zip(speakers, starts, pieces, strict=False)
     ]
-    scaled = {speaker: to_int16(source * gain) for speaker, source in sources.items()}
-    return to_int16(mixture * gain + noise), segments, scaled, to_int16(noise)
+    scaled = {speaker: common.to_int16(source * gain) for speaker, source in sources.items()}
+    return common.to_int16(mixture * gain + noise), segments, scaled, common.to_int16(noise)
 
 
 def overlap_samples(segments: list[Segment], total: int) -> int:
@@ -162,11 +147,11 @@ def _seconds(samples: int) -> str:
     return f"{samples / SAMPLE_RATE:.3f}"
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     recordings, voice_of = _plan(ctx)
     requests = [turn.request for rec in recordings for turn in rec.turns]
     results = ctx.synthesize(requests, "sd: Libri2Mix")
-    summaries = {split: SplitSummary() for split in SPLITS}
+    summaries = {split: common.SplitSummary() for split in SPLITS}
     metadata: dict[str, list[str]] = {split: [",".join(CSV_COLUMNS)] for split in SPLITS}
     rttm: dict[str, list[str]] = {split: [] for split in SPLITS}
     overlap = dict.fromkeys(SPLITS, 0)
@@ -183,10 +168,10 @@ def build(ctx: BuildContext) -> TaskResult:
         paths = {
             kind: f"{LIBRI2MIX}/{MIX_FOLDER}/{folder}/{kind}/{mix_id}.wav" for kind in ("mix_both", "s1", "s2", "noise")
         }
-        write_audio(ctx.work / paths["mix_both"], audio)
+        common.write_audio(ctx.work / paths["mix_both"], audio)
         for kind, speaker in zip(("s1", "s2"), speakers, strict=True):
-            write_audio(ctx.work / paths[kind], sources[speaker])
-        write_audio(ctx.work / paths["noise"], noise)
+            common.write_audio(ctx.work / paths[kind], sources[speaker])
+        common.write_audio(ctx.work / paths["noise"], noise)
         metadata[rec.split].append(
             ",".join(
                 [mix_id, *(ctx.final_path(paths[k]) for k in ("mix_both", "s1", "s2", "noise")), str(audio.shape[0])]
@@ -205,9 +190,9 @@ def build(ctx: BuildContext) -> TaskResult:
         overlap[rec.split] += overlap_samples(segments, audio.shape[0])
 
     for split in SPLITS:
-        write_lines(mix_root / "metadata" / f"mixture_{MIX_SETS[split]}_mix_both.csv", metadata[split])
-        write_lines(ctx.work / RTTM_DIR / RTTM_FILES[split], rttm[split])
-    return TaskResult(
+        common.write_lines(mix_root / "metadata" / f"mixture_{MIX_SETS[split]}_mix_both.csv", metadata[split])
+        common.write_lines(ctx.work / RTTM_DIR / RTTM_FILES[split], rttm[split])
+    return common.TaskResult(
         splits=summaries,
         voices=voice_of,
         s3prl={"datarc": {"num_speakers": NUM_SPEAKERS, "rate": SAMPLE_RATE}},

@@ -24,19 +24,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from downstream_probes.corpora import text
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.alignments import textgrid_from_synthesis, write_textgrid
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    allocate,
-    finish,
-    speaker_count,
-    spread,
-    write_audio,
-    write_lines,
-)
 from downstream_probes.corpora.espeak import SynthesisRequest, Voice
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
 
@@ -48,11 +37,7 @@ DEFAULT_UTTERANCES = 40
 LIBRI_ROOT = "LibriSpeech"
 DICT_FILE = "char.dict"
 ALIGNMENT_DIR = "alignments"
-CHAR_SYMBOLS = ("|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
-
-
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
+CHAR_SYMBOLS = ("|", *text.LETTERS)
 
 
 @dataclass(frozen=True)
@@ -69,10 +54,10 @@ class _Utterance:
         return Path(self.split) / self.speaker / self.chapter
 
 
-def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
-    sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
+def _plan(ctx: common.BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
+    sizes = common.allocate(ctx.utterances, FRACTIONS, MINIMUM)
     speakers_per_split = {
-        split: speaker_count(sizes[split], per_speaker=6, least=2 if split == SPLITS[0] else 1, most=24)
+        split: common.speaker_count(sizes[split], per_speaker=6, least=2 if split == SPLITS[0] else 1, most=24)
         for split in SPLITS
     }
     rng = ctx.rng("speakers")
@@ -83,14 +68,14 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
     voice_of: dict[str, Voice] = {}
     speaker_index = 0
     for split in SPLITS:
-        counts = spread(sizes[split], speakers_per_split[split])
+        counts = common.spread(sizes[split], speakers_per_split[split])
         for count in counts:
             speaker, voice = str(int(ids[speaker_index])), voices[speaker_index]
             voice_of[speaker] = voice
             chapters = [
                 str(int(c)) for c in chapter_ids[2 * speaker_index : 2 * speaker_index + (2 if count > 12 else 1)]
             ]
-            for chapter, chapter_count in zip(chapters, spread(count, len(chapters)), strict=False):
+            for chapter, chapter_count in zip(chapters, common.spread(count, len(chapters)), strict=False):
                 for number in range(chapter_count):
                     utt_id = f"{speaker}-{chapter}-{number:04d}"
                     utt_rng = ctx.rng("utterance", utt_id)
@@ -108,16 +93,16 @@ def _char_counts(transcripts: list[str]) -> Counter:
     return counts
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     plan, voice_of = _plan(ctx)
     root = ctx.work
-    summaries = {split: SplitSummary() for split in SPLITS}
+    summaries = {split: common.SplitSummary() for split in SPLITS}
     transcripts: dict[Path, list[str]] = defaultdict(list)
     speaker_seconds: dict[str, float] = defaultdict(float)
     for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "asr: LibriSpeech"), strict=False):
-        finished = finish(synthesis, ctx.rng("finish", utterance.utt_id))
+        finished = common.finish(synthesis, ctx.rng("finish", utterance.utt_id))
         relative = utterance.folder / f"{utterance.utt_id}.flac"
-        write_audio(root / LIBRI_ROOT / relative, finished.audio, "FLAC")
+        common.write_audio(root / LIBRI_ROOT / relative, finished.audio, "FLAC")
         write_textgrid(
             root / ALIGNMENT_DIR / utterance.folder / f"{utterance.utt_id}.TextGrid", textgrid_from_synthesis(finished)
         )
@@ -127,10 +112,10 @@ def build(ctx: BuildContext) -> TaskResult:
 
     for folder, lines in transcripts.items():
         speaker, chapter = folder.parts[-2:]
-        write_lines(root / LIBRI_ROOT / folder / f"{speaker}-{chapter}.trans.txt", sorted(lines))
+        common.write_lines(root / LIBRI_ROOT / folder / f"{speaker}-{chapter}.trans.txt", sorted(lines))
     train_text = [u.text for u in plan if u.split == SPLITS[0]]
     counts = _char_counts(train_text)
-    write_lines(root / DICT_FILE, [f"{s} {counts[s]}" for s in sorted(counts, key=lambda s: (-counts[s], s))])
+    common.write_lines(root / DICT_FILE, [f"{s} {counts[s]}" for s in sorted(counts, key=lambda s: (-counts[s], s))])
     speaker_lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
     for split in SPLITS:
         for speaker in sorted(summaries[split].speakers, key=int):
@@ -139,9 +124,9 @@ def build(ctx: BuildContext) -> TaskResult:
             speaker_lines.append(
                 f"{speaker:<5}| {sex} | {split:<17}| {seconds / 60:5.2f} | {voice_of[speaker].espeak_name}"
             )
-    write_lines(root / LIBRI_ROOT / "SPEAKERS.TXT", speaker_lines)
+    common.write_lines(root / LIBRI_ROOT / "SPEAKERS.TXT", speaker_lines)
 
-    return TaskResult(
+    return common.TaskResult(
         splits=summaries,
         voices=voice_of,
         s3prl={

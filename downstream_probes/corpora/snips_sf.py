@@ -27,17 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from downstream_probes.corpora import text
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    allocate,
-    finish,
-    spread,
-    write_audio,
-    write_lines,
-)
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.espeak import SynthesisRequest, Voice
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
 
@@ -63,11 +53,7 @@ SPEAKERS: dict[str, tuple[tuple[str, str], ...]] = {
     "test": (("Brian", "male"), ("Emma", "female"), ("Russell", "male"), ("Raveena", "female")),
 }
 GENDERS = {name: gender for split in SPLITS for name, gender in SPEAKERS[split]}
-CHARACTER_VOCABULARY = (" ", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")
-
-
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
+CHARACTER_VOCABULARY = (" ", *text.LETTERS)
 
 
 @dataclass(frozen=True)
@@ -87,8 +73,8 @@ def folder_speakers(split: str) -> list[str]:
     return order + [name for name in others if name not in order]
 
 
-def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
-    sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
+def _plan(ctx: common.BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
+    sizes = common.allocate(ctx.utterances, FRACTIONS, MINIMUM)
     chosen = {split: folder_speakers(split)[: min(sizes[split], len(GENDERS))] for split in SPLITS}
     used = [name for name in GENDERS if any(name in names for names in chosen.values())]
     voices = iter(draw_voices(ctx.rng("speakers"), [GENDERS[name] for name in used]))
@@ -97,7 +83,7 @@ def _plan(ctx: BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]:
     for split in SPLITS:
         own = {name for name, _ in SPEAKERS[split]}
         number = intents = 0
-        for speaker, count in zip(chosen[split], spread(sizes[split], len(chosen[split])), strict=False):
+        for speaker, count in zip(chosen[split], common.spread(sizes[split], len(chosen[split])), strict=False):
             for _ in range(count):
                 utt_id = f"{speaker}-snips-{split}-{number}"
                 utt_rng = ctx.rng("utterance", utt_id)
@@ -125,22 +111,22 @@ def iob_line(utt_id: str, sentence: text.SlotSentence) -> str:
     return f"{utt_id} BOS {sentence.text} EOS\tO {' '.join(sentence.tags)} {sentence.intent}"
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     plan, voice_of = _plan(ctx)
     root = ctx.work / ROOT
-    summaries = {split: SplitSummary() for split in SPLITS}
+    summaries = {split: common.SplitSummary() for split in SPLITS}
     for utterance, synthesis in zip(plan, ctx.synthesize([u.request for u in plan], "sf: SNIPS"), strict=False):
-        finished = finish(synthesis, ctx.rng("finish", utterance.utt_id))
-        write_audio(root / utterance.split / f"{utterance.utt_id}.wav", finished.audio)
+        finished = common.finish(synthesis, ctx.rng("finish", utterance.utt_id))
+        common.write_audio(root / utterance.split / f"{utterance.utt_id}.wav", finished.audio)
         summaries[utterance.split].add(utterance.speaker, finished.num_samples)
-    write_lines(root / "all.iob.snips.txt", sorted(iob_line(u.utt_id, u.sentence) for u in plan))
+    common.write_lines(root / "all.iob.snips.txt", sorted(iob_line(u.utt_id, u.sentence) for u in plan))
 
     counts = Counter(tag for u in plan for tag in u.sentence.tags if tag != "O")
     slots = ["O", *sorted(text.SNIPS_SLOTS, key=lambda slot: (-counts[slot], slot))]
     (root / "slots.txt").write_text("\n".join(slots), encoding="utf-8")
-    write_lines(root / "character.txt", CHARACTER_VOCABULARY)
+    common.write_lines(root / "character.txt", CHARACTER_VOCABULARY)
 
-    return TaskResult(
+    return common.TaskResult(
         splits=summaries,
         voices=voice_of,
         s3prl={

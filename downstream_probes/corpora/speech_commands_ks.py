@@ -32,19 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from downstream_probes.corpora import text
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    allocate,
-    speaker_count,
-    spread,
-    to_float,
-    to_int16,
-    write_audio,
-    write_lines,
-)
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.espeak import SAMPLE_RATE, Synthesis, SynthesisRequest, Voice
 from downstream_probes.corpora.noises import make_noise
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
@@ -63,10 +51,6 @@ CLIP_SAMPLES = SAMPLE_RATE
 # s3prl's split rule (``speech_commands/expert.py``): percentage of sha1(speaker) over 2**27 - 1 buckets.
 _MAX_PER_CLASS = 2**27 - 1
 _BUCKETS = {"valid": (0.0, 10.0), "test": (10.0, 20.0), "train": (20.0, 100.0)}
-
-
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
 
 
 def hash_percentage(speaker: str) -> float:
@@ -106,9 +90,9 @@ def _words_for(count: int, rng: np.random.Generator) -> list[str]:
     return words[:count]
 
 
-def _plan(ctx: BuildContext) -> tuple[list[_Clip], dict[str, Voice]]:
-    sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
-    per_split = {split: speaker_count(sizes[split], per_speaker=6, least=2, most=40) for split in SPLITS}
+def _plan(ctx: common.BuildContext) -> tuple[list[_Clip], dict[str, Voice]]:
+    sizes = common.allocate(ctx.utterances, FRACTIONS, MINIMUM)
+    per_split = {split: common.speaker_count(sizes[split], per_speaker=6, least=2, most=40) for split in SPLITS}
     rng = ctx.rng("speakers")
     voices = iter(draw_voices(rng, [None] * sum(per_split.values())))
     taken: set[str] = set()
@@ -116,7 +100,7 @@ def _plan(ctx: BuildContext) -> tuple[list[_Clip], dict[str, Voice]]:
     voice_of: dict[str, Voice] = {}
     for split in SPLITS:
         words = iter(_words_for(sizes[split], ctx.rng("words", split)))
-        for count in spread(sizes[split], per_split[split]):
+        for count in common.spread(sizes[split], per_split[split]):
             speaker = _speaker_for(split, rng, taken)
             voice_of[speaker] = next(voices)
             for _ in range(count):
@@ -135,16 +119,16 @@ def one_second_clip(synthesis: Synthesis, rng: np.random.Generator) -> np.ndarra
     start = synthesis.words[0].start
     end = synthesis.words[-1].end
     margin = int(0.03 * SAMPLE_RATE)
-    speech = to_float(synthesis.audio[max(start - margin, 0) : end + margin])[:CLIP_SAMPLES]
+    speech = common.to_float(synthesis.audio[max(start - margin, 0) : end + margin])[:CLIP_SAMPLES]
     clip = np.zeros(CLIP_SAMPLES)
     offset = int(rng.integers(CLIP_SAMPLES - speech.shape[0] + 1))
     peak = float(np.max(np.abs(speech))) or 1.0
     clip[offset : offset + speech.shape[0]] = speech * 10 ** (rng.uniform(-12.0, -2.0) / 20) / peak
     clip += rng.standard_normal(CLIP_SAMPLES) * 10 ** (-66 / 20)
-    return to_int16(clip)
+    return common.to_int16(clip)
 
 
-def _background(ctx: BuildContext, babble_speech: list[np.ndarray]) -> dict[str, np.ndarray]:
+def _background(ctx: common.BuildContext, babble_speech: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The ``_background_noise_`` files (float, RMS -20 dBFS)."""
     samples = BACKGROUND_SECONDS * SAMPLE_RATE
     return {
@@ -152,7 +136,7 @@ def _background(ctx: BuildContext, babble_speech: list[np.ndarray]) -> dict[str,
     }
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     clips, voice_of = _plan(ctx)
     babble_rng = ctx.rng("babble")
     babble_voices = draw_voices(babble_rng, [None] * 4)
@@ -163,7 +147,7 @@ def build(ctx: BuildContext) -> TaskResult:
         for voice in babble_voices
     ]
     requests = [c.request for c in clips] + babble_requests
-    summaries = {split: SplitSummary() for split in SPLITS}
+    summaries = {split: common.SplitSummary() for split in SPLITS}
     repetitions: dict[tuple[str, str], int] = {}
     partition_lists: dict[str, list[str]] = {"valid": [], "test": []}
     babble_speech: list[np.ndarray] = []
@@ -176,31 +160,31 @@ def build(ctx: BuildContext) -> TaskResult:
         repetitions[(clip.speaker, clip.word)] = number + 1
         name = f"{clip.speaker}_nohash_{number}.wav"
         audio = one_second_clip(synthesis, ctx.rng("place", index))
-        write_audio(ctx.work / TRAIN_ROOT / clip.word / name, audio)
+        common.write_audio(ctx.work / TRAIN_ROOT / clip.word / name, audio)
         if clip.split == "test":
             in_class = repetitions.get((clip.speaker, f"test/{clip.label}"), 0)
             repetitions[(clip.speaker, f"test/{clip.label}")] = in_class + 1
-            write_audio(ctx.work / TEST_ROOT / clip.label / f"{clip.speaker}_nohash_{in_class}.wav", audio)
+            common.write_audio(ctx.work / TEST_ROOT / clip.label / f"{clip.speaker}_nohash_{in_class}.wav", audio)
         if clip.split != "train":
             partition_lists[clip.split].append(f"{clip.word}/{name}")
         summaries[clip.split].add(clip.speaker, audio.shape[0])
 
-    write_lines(ctx.work / TRAIN_ROOT / "validation_list.txt", sorted(partition_lists["valid"]))
-    write_lines(ctx.work / TRAIN_ROOT / "testing_list.txt", sorted(partition_lists["test"]))
+    common.write_lines(ctx.work / TRAIN_ROOT / "validation_list.txt", sorted(partition_lists["valid"]))
+    common.write_lines(ctx.work / TRAIN_ROOT / "testing_list.txt", sorted(partition_lists["test"]))
     backgrounds = _background(ctx, babble_speech)
     for kind, noise in backgrounds.items():
-        write_audio(ctx.work / TRAIN_ROOT / "_background_noise_" / f"{kind}_noise.wav", to_int16(noise))
+        common.write_audio(ctx.work / TRAIN_ROOT / "_background_noise_" / f"{kind}_noise.wav", common.to_int16(noise))
     silence_rng = ctx.rng("test-silence")
     silences = max(1, round(summaries["test"].utterances / 11))
     for number in range(silences):
         noise = backgrounds[BACKGROUND_KINDS[number % len(BACKGROUND_KINDS)]]
         offset = int(silence_rng.integers(noise.shape[0] - CLIP_SAMPLES))
         level = 10 ** (silence_rng.uniform(-20.0, 0.0) / 20)
-        crop = to_int16(noise[offset : offset + CLIP_SAMPLES] * level)
-        write_audio(ctx.work / TEST_ROOT / SILENCE / f"silence_nohash_{number}.wav", crop)
+        crop = common.to_int16(noise[offset : offset + CLIP_SAMPLES] * level)
+        common.write_audio(ctx.work / TEST_ROOT / SILENCE / f"silence_nohash_{number}.wav", crop)
 
     labels = {split: sorted({c.label for c in clips if c.split == split}) for split in SPLITS}
-    return TaskResult(
+    return common.TaskResult(
         splits=summaries,
         voices=voice_of,
         s3prl={"datarc": {"speech_commands_root": TRAIN_ROOT, "speech_commands_test_root": TEST_ROOT}},

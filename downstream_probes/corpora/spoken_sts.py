@@ -23,15 +23,7 @@ import json
 
 import numpy as np
 
-from downstream_probes.corpora import text
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    finish,
-    write_audio,
-    write_lines,
-)
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.espeak import SynthesisRequest
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
 
@@ -42,14 +34,11 @@ UTTERANCES_PER_PAIR = 2 * SPEAKERS_PER_PAIR
 LEVELS = (5, 4, 3, 2, 1, 0)  # designed similarity levels, cycled over the pairs
 SPEAKER_POOL = 8
 MINIMUM_PAIRS = len(LEVELS)
+MINIMUM = {SPLIT: MINIMUM_PAIRS * UTTERANCES_PER_PAIR}
 DEFAULT_UTTERANCES = 2 * MINIMUM_PAIRS * UTTERANCES_PER_PAIR  # 12 pairs, every level twice
 METADATA = "sts.jsonl"
 AUDIO_DIR = "audio"
 SUBSET = ("synthetic", "word-edits")  # (task, subtask) of every pair
-
-
-def minimum_utterances() -> int:
-    return MINIMUM_PAIRS * UTTERANCES_PER_PAIR
 
 
 def sentence_pair(rng: np.random.Generator, level: int) -> tuple[str, str, float]:
@@ -73,7 +62,7 @@ def sentence_pair(rng: np.random.Generator, level: int) -> tuple[str, str, float
     return " ".join(words), " ".join(edited), round(5.0 * (n - replaced) / n, 4)
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     pairs = ctx.utterances // UTTERANCES_PER_PAIR
     speaker_rng = ctx.rng("speakers")
     voices = draw_voices(speaker_rng, [None] * SPEAKER_POOL)
@@ -105,14 +94,14 @@ def build(ctx: BuildContext) -> TaskResult:
                         SynthesisRequest(sentence, voice, int(rng.integers(2**31))),
                     )
                 )
-    summary = SplitSummary()
+    summary = common.SplitSummary()
     syntheses = ctx.synthesize([request for _, _, request in requests], "sts: spoken pairs")
     for (relative, speaker, _), synthesis in zip(requests, syntheses, strict=True):
-        finished = finish(synthesis, ctx.rng("finish", relative))
-        write_audio(ctx.work / relative, finished.audio)
+        finished = common.finish(synthesis, ctx.rng("finish", relative))
+        common.write_audio(ctx.work / relative, finished.audio)
         summary.add(speaker, finished.num_samples)
-    write_lines(ctx.work / METADATA, [json.dumps(row, sort_keys=False) for row in rows])
-    return TaskResult(
+    common.write_lines(ctx.work / METADATA, [json.dumps(row, sort_keys=False) for row in rows])
+    return common.TaskResult(
         splits={SPLIT: summary},
         voices=dict(zip(speaker_ids, voices, strict=True)),
         s3prl={},

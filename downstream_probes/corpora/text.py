@@ -8,6 +8,7 @@ apostrophes only, so that espeak-ng speaks exactly one word per written word).
 - ``SPEECH_COMMANDS_KEYWORDS`` (the 10 SUPERB keywords) and ``SPEECH_COMMANDS_AUXILIARY`` (the 20 other words of
   Speech Commands v0.01, which s3prl maps to ``_unknown_``).
 - ``all_words()``: every word any corpus can speak (tests check espeak-ng and the phone table cover them).
+- ``LETTERS``: the characters of those words (the transcripts' character vocabularies add a word separator).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from upstream_mrhubert.errors import UsageError
 
+LETTERS: tuple[str, ...] = (*"ABCDEFGHIJKLMNOPQRSTUVWXYZ", "'")  # every character a word of ours is spelled with
 _WORD = re.compile(r"[A-Z]+(?:'[A-Z]+)?")
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -27,19 +27,7 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
-from downstream_probes.corpora import text
-from downstream_probes.corpora.common import (
-    BuildContext,
-    SplitSummary,
-    TaskResult,
-    allocate,
-    finish,
-    speaker_count,
-    spread,
-    to_float,
-    to_int16,
-    write_lines,
-)
+from downstream_probes.corpora import common, text
 from downstream_probes.corpora.espeak import SAMPLE_RATE, SynthesisRequest, Voice
 from downstream_probes.corpora.noises import make_noise
 from downstream_probes.corpora.speakers import draw_voices, utterance_voice
@@ -96,10 +84,6 @@ RAW_FOLDERS = {
 }
 
 
-def minimum_utterances() -> int:
-    return sum(MINIMUM.values())
-
-
 @dataclass(frozen=True)
 class _Pair:
     split: str
@@ -110,19 +94,21 @@ class _Pair:
     request: SynthesisRequest
 
 
-def _plan(ctx: BuildContext) -> tuple[list[_Pair], dict[str, Voice]]:
-    sizes = allocate(ctx.utterances, FRACTIONS, MINIMUM)
+def _plan(ctx: common.BuildContext) -> tuple[list[_Pair], dict[str, Voice]]:
+    sizes = common.allocate(ctx.utterances, FRACTIONS, MINIMUM)
     names = {
-        "train": TRAIN_SPEAKERS[: speaker_count(sizes["train"], per_speaker=4, least=1, most=len(TRAIN_SPEAKERS))],
-        "dev": DEV_SPEAKERS[: speaker_count(sizes["dev"], per_speaker=1, least=1, most=2)],
-        "test": TEST_SPEAKERS[: speaker_count(sizes["test"], per_speaker=1, least=1, most=2)],
+        "train": TRAIN_SPEAKERS[
+            : common.speaker_count(sizes["train"], per_speaker=4, least=1, most=len(TRAIN_SPEAKERS))
+        ],
+        "dev": DEV_SPEAKERS[: common.speaker_count(sizes["dev"], per_speaker=1, least=1, most=2)],
+        "test": TEST_SPEAKERS[: common.speaker_count(sizes["test"], per_speaker=1, least=1, most=2)],
     }
     rng = ctx.rng("speakers")
     ordered = [name for split in SPLITS for name in names[split]]
     voice_of = dict(zip(ordered, draw_voices(rng, [SPEAKER_GENDERS.get(name) for name in ordered]), strict=False))
     pairs = []
     for split in SPLITS:
-        for speaker, count in zip(names[split], spread(sizes[split], len(names[split])), strict=False):
+        for speaker, count in zip(names[split], common.spread(sizes[split], len(names[split])), strict=False):
             for number in range(1, count + 1):
                 utt_id = f"{speaker}_{number:03d}"
                 utt_rng = ctx.rng("utterance", utt_id)
@@ -136,7 +122,7 @@ def _plan(ctx: BuildContext) -> tuple[list[_Pair], dict[str, Voice]]:
     return pairs, voice_of
 
 
-def _babble_requests(ctx: BuildContext) -> dict[str, list[SynthesisRequest]]:
+def _babble_requests(ctx: common.BuildContext) -> dict[str, list[SynthesisRequest]]:
     """Talkers for the babble noise: separate voices for train/dev and for test."""
     rng = ctx.rng("babble")
     voices = draw_voices(rng, [None] * 8)
@@ -165,21 +151,21 @@ def write_48k(path: Path, signal: np.ndarray) -> None:
     """A 16 kHz float signal written as DataShare's 48 kHz 16-bit WAV (polyphase upsampling by 3)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     upsampled = resample_poly(signal, RAW_RATE // SAMPLE_RATE, 1)
-    soundfile.write(str(path), to_int16(upsampled), RAW_RATE, subtype="PCM_16", format="WAV")
+    soundfile.write(str(path), common.to_int16(upsampled), RAW_RATE, subtype="PCM_16", format="WAV")
 
 
-def build(ctx: BuildContext) -> TaskResult:
+def build(ctx: common.BuildContext) -> common.TaskResult:
     pairs, voice_of = _plan(ctx)
     babble = _babble_requests(ctx)
     # The babble talkers come first so that the utterances can be written as they arrive.
     results = ctx.synthesize(babble["train"] + babble["test"] + [p.request for p in pairs], "se: VoiceBank-DEMAND")
-    babble_audio = {group: [to_float(next(results).audio) for _ in babble[group]] for group in ("train", "test")}
+    babble_audio = {group: [common.to_float(next(results).audio) for _ in babble[group]] for group in ("train", "test")}
 
-    summaries = {split: SplitSummary() for split in SPLITS}
+    summaries = {split: common.SplitSummary() for split in SPLITS}
     logs: dict[str, list[str]] = {"train": [], "test": []}
     for pair, synthesis in zip(pairs, results, strict=False):
-        finished = finish(synthesis, ctx.rng("finish", pair.utt_id))
-        clean = to_float(finished.audio)
+        finished = common.finish(synthesis, ctx.rng("finish", pair.utt_id))
+        clean = common.to_float(finished.audio)
         active = slice(finished.words[0].start, finished.words[-1].end)
         babble_group = "test" if pair.split == "test" else "train"
         noise = make_noise(pair.noise, clean.shape[0], ctx.rng("noise", pair.utt_id), babble_audio[babble_group])
@@ -190,9 +176,9 @@ def build(ctx: BuildContext) -> TaskResult:
         logs[babble_group].append(f"{pair.utt_id} {pair.noise} {pair.snr:g}")
         summaries[pair.split].add(pair.speaker, finished.num_samples)
 
-    write_lines(ctx.work / RAW_ROOT / "log_trainset_28spk.txt", sorted(logs["train"]))
-    write_lines(ctx.work / RAW_ROOT / "log_testset.txt", sorted(logs["test"]))
-    return TaskResult(
+    common.write_lines(ctx.work / RAW_ROOT / "log_trainset_28spk.txt", sorted(logs["train"]))
+    common.write_lines(ctx.work / RAW_ROOT / "log_testset.txt", sorted(logs["test"]))
+    return common.TaskResult(
         splits=summaries,
         voices=voice_of,
         s3prl={},

@@ -23,7 +23,7 @@ from downstream_probes.corpora.prepare.librispeech import prepare_librispeech
 from downstream_probes.corpora.prepare.snips import prepare_snips
 from downstream_probes.corpora.prepare.speech_commands import prepare_speech_commands
 from downstream_probes.corpora.prepare.voicebank import prepare_voicebank
-from upstream_mrhubert.atomic_io import loads_strict_json
+from upstream_mrhubert.atomic_io import read_json_record
 from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
 PREPARERS: dict[str, Callable[..., Prepared]] = {
@@ -75,14 +75,7 @@ def load_prepared(out: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(out) / RECORD
     if not path.is_file():
         raise PrepareError(f"{path} not found: {out} was not written by `mrsuperb prepare`")
-    try:
-        record = loads_strict_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise PrepareError(f"{path} is not readable JSON ({error}); write the folder again") from None
-    if not isinstance(record, dict) or record.get("schema") != PREPARED_SCHEMA:
-        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-        raise PrepareError(f"{path} has schema {found!r}, expected {PREPARED_SCHEMA!r}")
-    return record
+    return read_json_record(path, PREPARED_SCHEMA, PrepareError, "write the folder again")
 
 
 def prepare_command(task: str, raw: str = "RAW_DIR", out: str = "PREPARED_DIR") -> str:

@@ -10,14 +10,7 @@ from __future__ import annotations
 import os
 
 from downstream_probes.audio import CorpusInputError
-from downstream_probes.corpora.prepare.common import (
-    Prepared,
-    PrepareError,
-    find_root,
-    folder,
-    out_folder,
-    write_record,
-)
+from downstream_probes.corpora.prepare import common
 from downstream_probes.data_checks import FLUENT_SPLITS, check_fluent_commands
 
 TASK = "ic"
@@ -30,7 +23,7 @@ DOWNLOAD = (
 
 def prepare_fluent_commands(
     raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> Prepared:
+) -> common.Prepared:
     """Check Fluent Speech Commands under ``raw`` and record its override in ``out/prepared.json``.
 
     Args:
@@ -41,15 +34,15 @@ def prepare_fluent_commands(
     Returns:
         The record: ``datarc.file_path``, rows per split.
     """
-    raw_dir = folder(raw, "--raw")
-    root = find_root(raw_dir, (ROOT,), "data/train_data.csv", DOWNLOAD)
+    raw_dir = common.folder(raw, "--raw")
+    root = common.find_root(raw_dir, (ROOT,), "data/train_data.csv", DOWNLOAD)
     try:
         check_fluent_commands(root)
     except CorpusInputError as error:
-        raise PrepareError(f"{error} (the dataset comes from {DOWNLOAD})") from None
+        raise common.PrepareError(f"{error} (the dataset comes from {DOWNLOAD})") from None
     counts = {
         split: sum(1 for line in (root / "data" / f"{split}_data.csv").read_text().splitlines()[1:] if line.strip())
         for split in FLUENT_SPLITS
     }
-    out_dir = out_folder(out, raw_dir)
-    return write_record(Prepared(TASK, raw_dir, out_dir, {"datarc": {"file_path": str(root)}}, counts))
+    out_dir = common.out_folder(out, raw_dir)
+    return common.write_record(common.Prepared(TASK, raw_dir, out_dir, {"datarc": {"file_path": str(root)}}, counts))

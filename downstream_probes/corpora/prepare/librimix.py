@@ -22,16 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from downstream_probes.corpora.prepare.common import (
-    Prepared,
-    PrepareError,
-    find_root,
-    folder,
-    out_folder,
-    require,
-    write_lines,
-    write_record,
-)
+from downstream_probes.corpora.prepare import common
 
 TASK = "sd"
 SAMPLE_RATE = 16_000
@@ -58,7 +49,9 @@ def read_source_rttm(path: Path) -> dict[str, list[tuple[str, float, float]]]:
             continue
         fields = re.split(" +", line.rstrip())
         if len(fields) != 10 or fields[0] != "SPEAKER":
-            raise PrepareError(f"{path}:{number}: not a 10-field RTTM SPEAKER line: {line!r}; get {RTTM_DOWNLOAD}")
+            raise common.PrepareError(
+                f"{path}:{number}: not a 10-field RTTM SPEAKER line: {line!r}; get {RTTM_DOWNLOAD}"
+            )
         reco, start, duration, speaker = fields[1], float(fields[3]), float(fields[4]), fields[7]
         sources.setdefault(reco, []).append((speaker, start, start + duration))
     return sources
@@ -75,28 +68,28 @@ def kaldi_folder(metadata_csv: Path, libri2mix: Path, sources: dict, target: Pat
     with metadata_csv.open(encoding="utf-8", newline="") as stream:
         rows = list(csv.reader(stream))
     if not rows or tuple(rows[0]) != CSV_COLUMNS:
-        raise PrepareError(
+        raise common.PrepareError(
             f"{metadata_csv}: expected the columns {','.join(CSV_COLUMNS)}; it comes from {MIX_DOWNLOAD}"
         )
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(CSV_COLUMNS):
-            raise PrepareError(f"{metadata_csv}:{number}: {len(row)} fields, expected {len(CSV_COLUMNS)}")
+            raise common.PrepareError(f"{metadata_csv}:{number}: {len(row)} fields, expected {len(CSV_COLUMNS)}")
         mix_id, mix_path, length = row[0], row[1], row[5]
         if f"{ROOT}/" not in mix_path:
-            raise PrepareError(f"{metadata_csv}:{number}: {mix_path} is not a path inside {ROOT}/")
+            raise common.PrepareError(f"{metadata_csv}:{number}: {mix_path} is not a path inside {ROOT}/")
         wav = libri2mix / mix_path.rsplit(f"{ROOT}/", 1)[1]
-        require(wav, MIX_DOWNLOAD)
+        common.require(wav, MIX_DOWNLOAD)
         files["wav.scp"].append(f"{mix_id} {wav}")
         for source_id in mix_id.split("_"):
             speaker, _, reco = source_id.partition("-")
             if reco not in sources:
-                raise PrepareError(
+                raise common.PrepareError(
                     f"{metadata_csv}:{number}: source {reco} of {mix_id} is not in the source RTTM; use LibriMix's "
                     f"metadata/LibriSpeech RTTMs ({RTTM_DOWNLOAD})"
                 )
             for segment_speaker, start, end in sources[reco]:
                 if segment_speaker != speaker:
-                    raise PrepareError(
+                    raise common.PrepareError(
                         f"source {reco} is speaker {segment_speaker} in the RTTM but {speaker} in {mix_id} "
                         f"({metadata_csv}:{number}): the RTTMs and the metadata do not belong together"
                     )
@@ -106,18 +99,18 @@ def kaldi_folder(metadata_csv: Path, libri2mix: Path, sources: dict, target: Pat
                 files["rttm"].append(f"SPEAKER\t{mix_id}\t1\t{start}\t{end - start}\t<NA>\t<NA>\t{speaker}\t<NA>")
                 spk2utt.setdefault(speaker, []).append(mix_id)
         files["reco2dur"].append(f"{mix_id} {float(length) / SAMPLE_RATE}")
-    written = [write_lines(target / name, lines) for name, lines in files.items()]
-    written.append(write_lines(target / "spk2utt", (f"{s} {' '.join(m)}" for s, m in spk2utt.items())))
+    written = [common.write_lines(target / name, lines) for name, lines in files.items()]
+    written.append(common.write_lines(target / "spk2utt", (f"{s} {' '.join(m)}" for s, m in spk2utt.items())))
     return len(rows) - 1, written
 
 
 def _rttm_folder(raw: Path, rttm_dir: str | os.PathLike[str] | None) -> Path:
     if rttm_dir is not None:
-        return folder(rttm_dir, "--rttm-dir")
+        return common.folder(rttm_dir, "--rttm-dir")
     for candidate in (raw / "metadata" / "LibriSpeech", raw / "LibriMix" / "metadata" / "LibriSpeech"):
         if candidate.is_dir():
             return candidate
-    raise PrepareError(f"no metadata/LibriSpeech/ with the source RTTMs in {raw}; it comes from {RTTM_DOWNLOAD}")
+    raise common.PrepareError(f"no metadata/LibriSpeech/ with the source RTTMs in {raw}; it comes from {RTTM_DOWNLOAD}")
 
 
 def prepare_librimix(
@@ -126,7 +119,7 @@ def prepare_librimix(
     *,
     rttm_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
-) -> Prepared:
+) -> common.Prepared:
     """Write s3prl's diarization Kaldi folders for Libri2Mix.
 
     Args:
@@ -139,15 +132,15 @@ def prepare_librimix(
     Returns:
         The record: ``loaderrc.{train,dev,test}_dir``, mixtures per split.
     """
-    raw_dir = folder(raw, "--raw")
-    libri2mix = find_root(raw_dir, (ROOT,), str(METADATA), MIX_DOWNLOAD)
+    raw_dir = common.folder(raw, "--raw")
+    libri2mix = common.find_root(raw_dir, (ROOT,), str(METADATA), MIX_DOWNLOAD)
     rttms = _rttm_folder(raw_dir, rttm_dir)
-    out_dir = out_folder(out, raw_dir)
+    out_dir = common.out_folder(out, raw_dir)
     counts, written = {}, []
     for split, (mixtures, rttm) in SPLITS.items():
-        sources = read_source_rttm(require(rttms / rttm, RTTM_DOWNLOAD))
-        metadata_csv = require(libri2mix / METADATA / f"mixture_{mixtures}_mix_both.csv", MIX_DOWNLOAD)
+        sources = read_source_rttm(common.require(rttms / rttm, RTTM_DOWNLOAD))
+        metadata_csv = common.require(libri2mix / METADATA / f"mixture_{mixtures}_mix_both.csv", MIX_DOWNLOAD)
         counts[split], files = kaldi_folder(metadata_csv, libri2mix, sources, out_dir / split)
         written += files
     overrides = {"loaderrc": {f"{split}_dir": str(out_dir / split) for split in SPLITS}}
-    return write_record(Prepared(TASK, raw_dir, out_dir, overrides, counts, written))
+    return common.write_record(common.Prepared(TASK, raw_dir, out_dir, overrides, counts, written))

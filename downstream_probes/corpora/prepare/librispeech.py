@@ -20,16 +20,7 @@ from pathlib import Path
 import soundfile
 from tqdm import tqdm
 
-from downstream_probes.corpora.prepare.common import (
-    Prepared,
-    PrepareError,
-    find_root,
-    folder,
-    out_folder,
-    require,
-    require_nonempty,
-    write_record,
-)
+from downstream_probes.corpora.prepare import common
 from upstream_mrhubert.atomic_io import write_text_atomic
 
 TASK = "asr"
@@ -51,19 +42,19 @@ def bucket_table(libri_root: Path, split: str, progress: bool = False) -> str:
     """The ``len_for_bucket/<split>.csv`` text for one LibriSpeech split."""
     split_dir = libri_root / split
     download = DOWNLOAD.format(split=split, raw=libri_root.parent)
-    flacs = require_nonempty(split_dir.rglob("*.flac"), split_dir, "*.flac files", download)
+    flacs = common.require_nonempty(split_dir.rglob("*.flac"), split_dir, "*.flac files", download)
     transcribed = _transcribed(split_dir)
     rows = []
     for flac in tqdm(flacs, desc=f"asr: {split}", unit="file", disable=not progress):
         if flac.stem not in transcribed:
-            raise PrepareError(
+            raise common.PrepareError(
                 f"{flac} has no line in {flac.parent / (flac.parent.parent.name + '-' + flac.parent.name)}.trans.txt;"
                 f" the split is incomplete: unpack {download.split(' ')[0]} again"
             )
         try:
             frames = soundfile.info(str(flac)).frames
         except (soundfile.LibsndfileError, RuntimeError) as error:
-            raise PrepareError(f"{flac} is not a readable FLAC file ({error}); unpack the split again") from None
+            raise common.PrepareError(f"{flac} is not a readable FLAC file ({error}); unpack the split again") from None
         rows.append((flac.relative_to(libri_root).as_posix(), int(frames)))
     rows.sort(key=lambda row: (-row[1], row[0]))
     buffer = io.StringIO()
@@ -75,7 +66,7 @@ def bucket_table(libri_root: Path, split: str, progress: bool = False) -> str:
 
 def prepare_librispeech(
     raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> Prepared:
+) -> common.Prepared:
     """Write ``out/len_for_bucket/<split>.csv`` for each LibriSpeech split in ``raw``.
 
     Args:
@@ -86,11 +77,13 @@ def prepare_librispeech(
     Returns:
         The preparation record: ``datarc.libri_root`` and ``datarc.bucket_file`` overrides, files per split.
     """
-    raw_dir = folder(raw, "--raw")
-    libri_root = find_root(raw_dir, (ROOT,), SUPERB_SPLITS[0], DOWNLOAD.format(split=SUPERB_SPLITS[0], raw=raw_dir))
+    raw_dir = common.folder(raw, "--raw")
+    libri_root = common.find_root(
+        raw_dir, (ROOT,), SUPERB_SPLITS[0], DOWNLOAD.format(split=SUPERB_SPLITS[0], raw=raw_dir)
+    )
     for split in SUPERB_SPLITS:
-        require(libri_root / split, DOWNLOAD.format(split=split, raw=libri_root.parent))
-    out_dir = out_folder(out, raw_dir)
+        common.require(libri_root / split, DOWNLOAD.format(split=split, raw=libri_root.parent))
+    out_dir = common.out_folder(out, raw_dir)
     counts, written = {}, []
     for split in (*SUPERB_SPLITS, *OTHER_SPLITS):
         if not (libri_root / split).is_dir():
@@ -101,4 +94,4 @@ def prepare_librispeech(
         counts[split] = table.count("\n") - 1
         written.append(str(target))
     overrides = {"datarc": {"libri_root": str(libri_root), "bucket_file": str(out_dir / BUCKET_DIR)}}
-    return write_record(Prepared(TASK, raw_dir, out_dir, overrides, counts, written))
+    return common.write_record(common.Prepared(TASK, raw_dir, out_dir, overrides, counts, written))

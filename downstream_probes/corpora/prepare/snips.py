@@ -10,15 +10,7 @@ from __future__ import annotations
 
 import os
 
-from downstream_probes.corpora.prepare.common import (
-    Prepared,
-    PrepareError,
-    find_root,
-    folder,
-    out_folder,
-    require,
-    write_record,
-)
+from downstream_probes.corpora.prepare import common
 from downstream_probes.corpora.snips_sf import SPEAKERS
 
 TASK = "sf"
@@ -30,7 +22,9 @@ DOWNLOAD = (
 )
 
 
-def prepare_snips(raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False) -> Prepared:
+def prepare_snips(
+    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
+) -> common.Prepared:
     """Check Audio SNIPS under ``raw`` and record its overrides in ``out/prepared.json``.
 
     Args:
@@ -41,20 +35,20 @@ def prepare_snips(raw: str | os.PathLike[str], out: str | os.PathLike[str], *, p
     Returns:
         The record: ``corpus.path`` and ``text.slots_file``, SUPERB-speaker files per split.
     """
-    raw_dir = folder(raw, "--raw")
-    root = find_root(raw_dir, (ROOT,), "all.iob.snips.txt", DOWNLOAD)
-    require(root / "slots.txt", DOWNLOAD)
+    raw_dir = common.folder(raw, "--raw")
+    root = common.find_root(raw_dir, (ROOT,), "all.iob.snips.txt", DOWNLOAD)
+    common.require(root / "slots.txt", DOWNLOAD)
     counts = {}
     for split in SPLITS:
-        split_dir = require(root / split, DOWNLOAD)
+        split_dir = common.require(root / split, DOWNLOAD)
         names = [name for name, _ in SPEAKERS[split]]
         files = [wav for wav in split_dir.rglob("*.wav") if any(wav.stem.startswith(name) for name in names)]
         if not files:
-            raise PrepareError(
+            raise common.PrepareError(
                 f"{split_dir} holds no WAV file of SUPERB's {split} speakers ({', '.join(names)}); it comes from "
                 f"{DOWNLOAD}"
             )
         counts[split] = len(files)
-    out_dir = out_folder(out, raw_dir)
+    out_dir = common.out_folder(out, raw_dir)
     overrides = {"corpus": {"path": str(root)}, "text": {"slots_file": str(root / "slots.txt")}}
-    return write_record(Prepared(TASK, raw_dir, out_dir, overrides, counts))
+    return common.write_record(common.Prepared(TASK, raw_dir, out_dir, overrides, counts))

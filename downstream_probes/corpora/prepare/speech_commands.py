@@ -12,16 +12,7 @@ from __future__ import annotations
 
 import os
 
-from downstream_probes.corpora.prepare.common import (
-    Prepared,
-    PrepareError,
-    find_root,
-    folder,
-    out_folder,
-    require,
-    require_nonempty,
-    write_record,
-)
+from downstream_probes.corpora.prepare import common
 from downstream_probes.corpora.text import SPEECH_COMMANDS_KEYWORDS
 
 TASK = "ks"
@@ -34,7 +25,7 @@ DOWNLOAD = "http://download.tensorflow.org/data/{name}.tar.gz (unpacked into {fo
 
 def prepare_speech_commands(
     raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> Prepared:
+) -> common.Prepared:
     """Check Speech Commands v0.01 and its test set under ``raw``; record the overrides in ``out/prepared.json``.
 
     Args:
@@ -45,23 +36,23 @@ def prepare_speech_commands(
     Returns:
         The record: both roots, clips per keyword folder and test class.
     """
-    raw_dir = folder(raw, "--raw")
+    raw_dir = common.folder(raw, "--raw")
     train_download = DOWNLOAD.format(name=TRAIN_ROOT, folder=raw_dir / TRAIN_ROOT)
     test_download = DOWNLOAD.format(name=TEST_ROOT, folder=raw_dir / TEST_ROOT)
-    train = find_root(raw_dir, (TRAIN_ROOT,), BACKGROUND, train_download)
-    test = require(raw_dir / TEST_ROOT, test_download)
+    train = common.find_root(raw_dir, (TRAIN_ROOT,), BACKGROUND, train_download)
+    test = common.require(raw_dir / TEST_ROOT, test_download)
     counts = {}
     for word in SPEECH_COMMANDS_KEYWORDS:
-        counts[word] = len(require_nonempty((train / word).glob("*.wav"), train / word, "*.wav", train_download))
-    require_nonempty((train / BACKGROUND).glob("*.wav"), train / BACKGROUND, "*.wav", train_download)
-    require_nonempty(test.glob("*/*.wav"), test, "*/*.wav", test_download)
+        counts[word] = len(common.require_nonempty((train / word).glob("*.wav"), train / word, "*.wav", train_download))
+    common.require_nonempty((train / BACKGROUND).glob("*.wav"), train / BACKGROUND, "*.wav", train_download)
+    common.require_nonempty(test.glob("*/*.wav"), test, "*/*.wav", test_download)
     for class_dir in sorted(path for path in test.iterdir() if path.is_dir()):
         if class_dir.name not in TEST_CLASSES:
-            raise PrepareError(
+            raise common.PrepareError(
                 f"{class_dir}: the test tree's folders are its labels and must be among {', '.join(TEST_CLASSES)}; "
                 f"remove it or unpack {test_download.split(' ')[0]} again"
             )
         counts[f"test/{class_dir.name}"] = len(list(class_dir.glob("*.wav")))
-    out_dir = out_folder(out, raw_dir)
+    out_dir = common.out_folder(out, raw_dir)
     overrides = {"datarc": {"speech_commands_root": str(train), "speech_commands_test_root": str(test)}}
-    return write_record(Prepared(TASK, raw_dir, out_dir, overrides, counts))
+    return common.write_record(common.Prepared(TASK, raw_dir, out_dir, overrides, counts))

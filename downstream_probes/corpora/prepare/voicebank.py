@@ -26,15 +26,7 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from downstream_probes.corpora.prepare.common import (
-    Prepared,
-    PrepareError,
-    folder,
-    out_folder,
-    require_nonempty,
-    write_lines,
-    write_record,
-)
+from downstream_probes.corpora.prepare import common
 from upstream_mrhubert.atomic_io import atomic_output
 
 TASK = "se"
@@ -60,7 +52,9 @@ def resample_file(source: Path, target: Path, rate: int = SAMPLE_RATE) -> None:
             return
     audio, _ = soundfile.read(str(source), dtype="float32", always_2d=True)
     if audio.shape[1] != 1:
-        raise PrepareError(f"{source} has {audio.shape[1]} channels; VoiceBank-DEMAND is mono: download it again")
+        raise common.PrepareError(
+            f"{source} has {audio.shape[1]} channels; VoiceBank-DEMAND is mono: download it again"
+        )
     resampled = torchaudio.functional.resample(torch.from_numpy(audio[:, 0]), int(info.samplerate), rate).numpy()
     samples = np.clip(np.rint(resampled.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     with atomic_output(target) as stream:
@@ -75,15 +69,17 @@ def _audio_folder(raw: Path, out: Path, kind: str, dataset: str, progress: bool)
     source = raw / f"{kind}_{dataset}"
     download = DOWNLOAD.format(name=source.name, raw=raw)
     if not source.is_dir():
-        raise PrepareError(f"{source} not found (nor {ready.name}); it comes from {download}")
-    files = require_nonempty(source.glob("*.wav"), source, "*.wav", download)
+        raise common.PrepareError(f"{source} not found (nor {ready.name}); it comes from {download}")
+    files = common.require_nonempty(source.glob("*.wav"), source, "*.wav", download)
     target = out / f"{kind}_{dataset}_16k"
     for wav in tqdm(files, desc=f"se: {source.name} -> 16 kHz", unit="file", disable=not progress):
         resample_file(wav, target / wav.name)
     return target
 
 
-def prepare_voicebank(raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False) -> Prepared:
+def prepare_voicebank(
+    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
+) -> common.Prepared:
     """Resample VoiceBank-DEMAND to 16 kHz (where needed) and write s3prl's Kaldi lists.
 
     Args:
@@ -95,7 +91,7 @@ def prepare_voicebank(raw: str | os.PathLike[str], out: str | os.PathLike[str], 
     Returns:
         The record: ``loaderrc.{train,dev,test}_dir``, utterances per split.
     """
-    raw_dir = folder(raw, "--raw")
+    raw_dir = common.folder(raw, "--raw")
     root = next(
         (
             path
@@ -104,7 +100,7 @@ def prepare_voicebank(raw: str | os.PathLike[str], out: str | os.PathLike[str], 
         ),
         raw_dir,
     )
-    out_dir = out_folder(out, raw_dir)
+    out_dir = common.out_folder(out, raw_dir)
     audio = {
         (kind, dataset): _audio_folder(root, out_dir, kind, dataset, progress)
         for dataset in dict.fromkeys(SETS.values())
@@ -120,17 +116,19 @@ def prepare_voicebank(raw: str | os.PathLike[str], out: str | os.PathLike[str], 
             utterances = [name.removesuffix(".wav") for name in names]
             target = out_dir / PREPARED / split / kind
             written.append(
-                write_lines(target / "wav.scp", (f"{u} {source / n}" for u, n in zip(utterances, names, strict=True)))
+                common.write_lines(
+                    target / "wav.scp", (f"{u} {source / n}" for u, n in zip(utterances, names, strict=True))
+                )
             )
             for list_name in ("utt2spk", "spk2utt"):
-                written.append(write_lines(target / list_name, (f"{u} {u}" for u in utterances)))
+                written.append(common.write_lines(target / list_name, (f"{u} {u}" for u in utterances)))
             counts[split] = len(utterances)
         clean = (out_dir / PREPARED / split / "clean" / "wav.scp").read_text().split("\n")
         noisy = (out_dir / PREPARED / split / "noisy" / "wav.scp").read_text().split("\n")
         if [line.split(" ")[0] for line in clean] != [line.split(" ")[0] for line in noisy]:
-            raise PrepareError(
+            raise common.PrepareError(
                 f"{audio[('clean', SETS[split])]} and {audio[('noisy', SETS[split])]} hold different utterances; "
                 "unpack both zips completely"
             )
     overrides = {"loaderrc": {f"{split}_dir": str(out_dir / PREPARED / split) for split in SPLITS}}
-    return write_record(Prepared(TASK, raw_dir, out_dir, overrides, counts, written))
+    return common.write_record(common.Prepared(TASK, raw_dir, out_dir, overrides, counts, written))
