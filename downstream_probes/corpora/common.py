@@ -26,6 +26,16 @@ class CorpusError(MrsuperbError, ValueError):
 
 
 @dataclass(frozen=True)
+class PlannedUtterance:
+    """An utterance a builder has planned: the split it goes to, its speaker and what espeak-ng is to say. Each
+    corpus adds the fields of its own layout."""
+
+    split: str
+    speaker: str
+    request: SynthesisRequest
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """``work``: the folder being written (a temporary sibling of the destination); ``final``: the absolute
     destination, for the files that must hold absolute paths (Libri2Mix's metadata)."""

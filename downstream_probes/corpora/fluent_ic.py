@@ -52,13 +52,10 @@ MINIMUM = {"train": len(value_cover()), "valid": 1, "test": 1}
 
 
 @dataclass(frozen=True)
-class _Utterance:
-    split: str
-    speaker: str
+class _Utterance(common.PlannedUtterance):
     path: str
     transcription: str
     intent: text.FluentIntent
-    request: SynthesisRequest
 
 
 def _speaker_id(rng: np.random.Generator) -> str:
@@ -109,7 +106,14 @@ def _plan(ctx: common.BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]
                     phrasing.upper(), utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31))
                 )
                 plan.append(
-                    _Utterance(split, speaker, f"wavs/speakers/{speaker}/{name}.wav", phrasing, intent, request)
+                    _Utterance(
+                        split=split,
+                        speaker=speaker,
+                        request=request,
+                        path=f"wavs/speakers/{speaker}/{name}.wav",
+                        transcription=phrasing,
+                        intent=intent,
+                    )
                 )
     return plan, voice_of
 

@@ -41,13 +41,10 @@ CHAR_SYMBOLS = ("|", *text.LETTERS)
 
 
 @dataclass(frozen=True)
-class _Utterance:
-    split: str
-    speaker: str
+class _Utterance(common.PlannedUtterance):
     chapter: str
     utt_id: str
     text: str
-    request: SynthesisRequest
 
     @property
     def folder(self) -> Path:
@@ -81,7 +78,11 @@ def _plan(ctx: common.BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]
                     utt_rng = ctx.rng("utterance", utt_id)
                     sentence = text.asr_sentence(utt_rng)
                     request = SynthesisRequest(sentence, utterance_voice(voice, utt_rng), int(utt_rng.integers(2**31)))
-                    plan.append(_Utterance(split, speaker, chapter, utt_id, sentence, request))
+                    plan.append(
+                        _Utterance(
+                            split=split, speaker=speaker, request=request, chapter=chapter, utt_id=utt_id, text=sentence
+                        )
+                    )
             speaker_index += 1
     return plan, voice_of
 

@@ -57,12 +57,9 @@ CHARACTER_VOCABULARY = (" ", *text.LETTERS)
 
 
 @dataclass(frozen=True)
-class _Utterance:
-    split: str
-    speaker: str
+class _Utterance(common.PlannedUtterance):
     utt_id: str
     sentence: text.SlotSentence
-    request: SynthesisRequest
 
 
 def folder_speakers(split: str) -> list[str]:
@@ -95,11 +92,11 @@ def _plan(ctx: common.BuildContext) -> tuple[list[_Utterance], dict[str, Voice]]
                 voice = utterance_voice(voice_of[speaker], utt_rng)
                 plan.append(
                     _Utterance(
-                        split,
-                        speaker,
-                        utt_id,
-                        sentence,
-                        SynthesisRequest(sentence.text, voice, int(utt_rng.integers(2**31))),
+                        split=split,
+                        speaker=speaker,
+                        request=SynthesisRequest(sentence.text, voice, int(utt_rng.integers(2**31))),
+                        utt_id=utt_id,
+                        sentence=sentence,
                     )
                 )
                 number += 1

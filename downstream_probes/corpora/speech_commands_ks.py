@@ -69,12 +69,9 @@ def _speaker_for(split: str, rng: np.random.Generator, taken: set[str]) -> str:
 
 
 @dataclass(frozen=True)
-class _Clip:
-    split: str
-    speaker: str
+class _Clip(common.PlannedUtterance):
     word: str  # the spoken word (folder name in the train tree)
     label: str  # the s3prl class: the keyword or _unknown_
-    request: SynthesisRequest
 
 
 def _words_for(count: int, rng: np.random.Generator) -> list[str]:
@@ -110,7 +107,7 @@ def _plan(ctx: common.BuildContext) -> tuple[list[_Clip], dict[str, Voice]]:
                 request = SynthesisRequest(
                     word.upper(), utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31))
                 )
-                clips.append(_Clip(split, speaker, word, label, request))
+                clips.append(_Clip(split=split, speaker=speaker, request=request, word=word, label=label))
     return clips, voice_of
 
 

@@ -85,13 +85,10 @@ RAW_FOLDERS = {
 
 
 @dataclass(frozen=True)
-class _Pair:
-    split: str
-    speaker: str
+class _Pair(common.PlannedUtterance):
     utt_id: str
     noise: str
     snr: float
-    request: SynthesisRequest
 
 
 def _plan(ctx: common.BuildContext) -> tuple[list[_Pair], dict[str, Voice]]:
@@ -118,7 +115,7 @@ def _plan(ctx: common.BuildContext) -> tuple[list[_Pair], dict[str, Voice]]:
                 request = SynthesisRequest(
                     sentence, utterance_voice(voice_of[speaker], utt_rng), int(utt_rng.integers(2**31))
                 )
-                pairs.append(_Pair(split, speaker, utt_id, noise, snr, request))
+                pairs.append(_Pair(split=split, speaker=speaker, request=request, utt_id=utt_id, noise=noise, snr=snr))
     return pairs, voice_of
 
 
