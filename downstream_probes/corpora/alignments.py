@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from downstream_probes.corpora.espeak import SAMPLE_RATE, Synthesis
 from downstream_probes.corpora.phones import SPLIT_FRACTION, to_arpabet
@@ -27,8 +28,9 @@ class TextGridError(MrsuperbError, ValueError):
     """A TextGrid file is malformed, or intervals overlap / leave gaps."""
 
 
-@dataclass(frozen=True)
-class Interval:
+class Interval(NamedTuple):
+    """A span of a tier in seconds and its label: the (xmin, xmax, text) triple of a TextGrid interval."""
+
     start: float
     end: float
     label: str
