@@ -7,11 +7,9 @@ import argparse
 import json
 
 from downstream_probes.cli._options import add_quiet_option
+from downstream_probes.tasks import TASK_NAMES
 
 HELP = "build a synthetic speech corpus for a SUPERB task (espeak-ng, exact alignments)"
-
-
-_TASKS = ("asr", "sf", "ic", "ks", "se", "sd", "sts", "all", "real")  # sts, real: for `mrsuperb analyze`
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # TASK is checked by the corpus API (one clear error), not by argparse choices.
-    parser.add_argument("task", metavar="TASK", help=f"one of: {', '.join(_TASKS)}")
+    parser.add_argument(
+        "task",
+        metavar="TASK",
+        help=f"a SUPERB task ({', '.join(TASK_NAMES)}), sts or real (corpora for mrsuperb analyze), or all",
+    )
     parser.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     parser.add_argument(
         "--utterances", type=int, default=None, help="number of utterances (sd: recordings); default: small"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from downstream_probes.cli._options import add_out_option, add_quiet_option
+from downstream_probes.tasks import TASK_NAMES
 
 HELP = "prepare a real SUPERB dataset for s3prl and print the -o overrides"
 
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
 
-    parser.add_argument("task", choices=("asr", "sf", "ic", "ks", "se", "sd"), help="the SUPERB task")
+    parser.add_argument("task", choices=TASK_NAMES, help="the SUPERB task")
     parser.add_argument(
         "--raw", required=True, metavar="DIR", help="the folder the official download was unpacked into"
     )

@@ -21,6 +21,7 @@ from downstream_probes.cli._options import (
     comma_list,
     same_named,
 )
+from downstream_probes.tasks import TASK_NAMES
 from upstream_mrhubert.errors import UsageError
 
 HELP = "train one single-layer probe per upstream layer and record each layer's result"
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_upstream_options(parser)
-    parser.add_argument("-d", "--downstream", required=True, help="task: asr, sf, ic, ks, se or sd")
+    parser.add_argument("-d", "--downstream", required=True, help=f"task: one of {', '.join(TASK_NAMES)}")
     parser.add_argument("-c", "--config", help="downstream config (default: recipes/superb/TASK/config.yaml)")
     add_override_option(parser)
     add_out_option(

@@ -21,6 +21,7 @@ from downstream_probes.cli._options import (
     comma_list,
     same_named,
 )
+from downstream_probes.tasks import TASK_NAMES
 
 HELP = "SUPERB protocol: learning-rate x seed grid, dev-based selection"
 
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_upstream_options(parser, many=True)
-    parser.add_argument("-d", "--downstream", required=True, metavar="TASK[,TASK...]", help="tasks: asr,sf,se,ic,ks,sd")
+    parser.add_argument(
+        "-d", "--downstream", required=True, metavar="TASK[,TASK...]", help=f"tasks: {','.join(TASK_NAMES)}"
+    )
     parser.add_argument("--lrs", required=True, metavar="LR[,LR...]", help="learning rates, e.g. 1e-5,1e-4,1e-3")
     parser.add_argument("--seeds", default="0", metavar="SEED[,SEED...]", help="seeds (default: 0)")
     add_out_option(

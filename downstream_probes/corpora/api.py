@@ -58,13 +58,8 @@ CORPUS_SCHEMA = "mrsuperb.corpus/1"
 MANIFEST = "manifest.json"
 PREPARED = "prepared"  # where s3prl_overrides prepares a corpus by default
 _BUILDERS: dict[str, ModuleType] = {
-    "asr": librispeech_asr,
-    "sf": snips_sf,
-    "ic": fluent_ic,
-    "ks": speech_commands_ks,
-    "se": voicebank_se,
-    "sd": kaldi_sd,
-    "sts": spoken_sts,
+    module.TASK: module
+    for module in (librispeech_asr, snips_sf, fluent_ic, speech_commands_ks, voicebank_se, kaldi_sd, spoken_sts)
 }
 # The SUPERB tasks in Table 2's order (one corpus module each), then the analysis-only corpora.
 CORPORA: tuple[str, ...] = (*TASK_NAMES, *(name for name in _BUILDERS if name not in TASK_NAMES))

@@ -16,23 +16,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from downstream_probes.corpora.prepare import (
+    fluent_commands,
+    librimix,
+    librispeech,
+    snips,
+    speech_commands,
+    voicebank,
+)
 from downstream_probes.corpora.prepare.common import PREPARED_SCHEMA, RECORD, Prepared, PrepareError
-from downstream_probes.corpora.prepare.fluent_commands import prepare_fluent_commands
-from downstream_probes.corpora.prepare.librimix import prepare_librimix
-from downstream_probes.corpora.prepare.librispeech import prepare_librispeech
-from downstream_probes.corpora.prepare.snips import prepare_snips
-from downstream_probes.corpora.prepare.speech_commands import prepare_speech_commands
-from downstream_probes.corpora.prepare.voicebank import prepare_voicebank
 from upstream_mrhubert.atomic_io import read_json_record
 from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
 PREPARERS: dict[str, Callable[..., Prepared]] = {
-    "asr": prepare_librispeech,
-    "sf": prepare_snips,
-    "ic": prepare_fluent_commands,
-    "ks": prepare_speech_commands,
-    "se": prepare_voicebank,
-    "sd": prepare_librimix,
+    librispeech.TASK: librispeech.prepare_librispeech,
+    snips.TASK: snips.prepare_snips,
+    fluent_commands.TASK: fluent_commands.prepare_fluent_commands,
+    speech_commands.TASK: speech_commands.prepare_speech_commands,
+    voicebank.TASK: voicebank.prepare_voicebank,
+    librimix.TASK: librimix.prepare_librimix,
 }
 
 __all__ = ["PREPARERS", "RECORD", "PrepareError", "Prepared", "load_prepared", "prepare", "prepare_command"]
