@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes import result_files, tasks
+from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.experiment import newest_readable_checkpoint
+from downstream_probes.s3prl.shared_sweep import HeadSpec, SharedSweepOptions, head_argv
+from downstream_probes.s3prl.sweep import best_checkpoint
 from upstream_mrhubert.atomic_io import write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
@@ -118,8 +122,6 @@ class Cell:
     def train_argv(self) -> list[str]:
         """``run_downstream.py`` arguments of the cell's training (without ``-a``): the command line a shared sweep
         head gets (``shared_sweep.head_argv``), with the cell's learning rate, seed and folder."""
-        from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, head_argv
-
         options = SharedSweepOptions(
             upstream=self.upstream,
             task=self.task,
@@ -135,8 +137,6 @@ class Cell:
 
     def head_spec(self) -> Any:
         """The cell as a head of a shared sweep (``--shared``): its folder and its learning rate."""
-        from downstream_probes.s3prl.shared_sweep import HeadSpec
-
         return HeadSpec(self.name, None, folder=self.folder, override=f"{LR_OVERRIDE}={self.lr!r}")
 
     def evaluate_argv(self, checkpoint: Path, test_split: str) -> list[str]:
@@ -310,9 +310,6 @@ def run_cell(cell: Cell) -> str:
 
     A finished or diverged cell is left as it is; a failed one is tried again.
     """
-    from downstream_probes.s3prl import run_downstream
-    from downstream_probes.s3prl.sweep import best_checkpoint
-
     state = cell_state(cell)
     if state in DONE_STATES:
         return state
@@ -321,8 +318,6 @@ def run_cell(cell: Cell) -> str:
     trained = _training_complete(cell.folder)
     resumed_from = None
     if state in (INTERRUPTED, FAILED) and not trained:
-        from downstream_probes.s3prl.experiment import newest_readable_checkpoint
-
         checkpoint = newest_readable_checkpoint(cell.folder)
         resumed_from = checkpoint.name if checkpoint is not None else None
     attempt: dict[str, Any] = {
