@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+
 from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.checkpoints.registry import RELEASED_CHECKPOINTS, Layout, ReleasedCheckpoint
 from upstream_mrhubert.config import (
@@ -31,6 +33,7 @@ from upstream_mrhubert.config import (
     parse_conv_feature_layers,
 )
 from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.model import MultiresHubert
 
 
 @dataclass(frozen=True)
@@ -183,14 +186,11 @@ def architecture(name: str) -> Architecture:
 
 def build_random_model(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], *, seed: int = 0) -> tuple[Any, str]:
     """Our model (MultiresHubert or HubertBaseline) of this configuration with random weights, and its family."""
-    import torch
-
     torch.manual_seed(seed)
     if model_cfg.get("_name") == "hubert":
+        # here, not at the top: transformers (seconds to import) is needed for a HuBERT configuration only
         from upstream_mrhubert.hubert_baseline import HubertBaseline, transformers_config
 
         model = HubertBaseline(transformers_config(model_cfg), normalize_waveform=bool(task_cfg.get("normalize")))
         return model.eval(), "hubert"
-    from upstream_mrhubert.model import MultiresHubert
-
     return MultiresHubert.from_config(dict(model_cfg), dict(task_cfg)).eval(), "mrhubert"

@@ -34,6 +34,7 @@ from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV, checkpoint_dir,
 from upstream_mrhubert.checkpoints.io import CheckpointError, LoadedCheckpoint, check_checkpoint_path, load_checkpoint
 from upstream_mrhubert.errors import UsageError
 from upstream_mrhubert.hubert_baseline import HubertBaseline
+from upstream_mrhubert.model import MultiresHubert
 from upstream_mrhubert.precision import DEFAULT_PRECISION, PRECISIONS
 from upstream_mrhubert.upstream import S3prlUpstream
 
@@ -109,8 +110,6 @@ def build_model(
         if cnn_segment_frames is not None:
             raise UsageError("cnn_segment_frames applies to MR-HuBERT only; remove it for a HuBERT checkpoint")
         return HubertBaseline.from_checkpoint(loaded)
-    from upstream_mrhubert.model import MultiresHubert  # imported late: the HuBERT path does not need it
-
     return MultiresHubert.from_checkpoint(loaded, pre_residual=pre_residual, cnn_segment_frames=cnn_segment_frames)
 
 

@@ -20,6 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 LOCK_FILE = ".run.lock"
@@ -139,8 +140,6 @@ def check_settings(
     Raises:
         SettingsMismatch: the recorded settings differ (or the record is unreadable); ``remedy`` says what to do.
     """
-    from upstream_mrhubert.atomic_io import write_json_atomic
-
     path = Path(folder) / name
     wanted = _comparable(dict(settings))
     if not path.exists():

@@ -39,8 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from downstream_probes.analysis import extraction, segments, uncertainty
+from downstream_probes.analysis import extraction, mutual_info, segments, uncertainty
+from downstream_probes.analysis.embeddings import read_embeddings
 from downstream_probes.analysis.mel import HOP
+from downstream_probes.analysis.plots import figure_uncertainty, plot_analysis_figure, plot_cca_curves, save_figure
 from downstream_probes.analysis.protocol import (
     CCA_PROPERTIES,
     DEFAULT_CHANCE_PERMUTATIONS,
@@ -55,8 +57,11 @@ from downstream_probes.analysis.protocol import (
     STATE_RATES,
 )
 from downstream_probes.analysis.pwcca import cca_protocol, cca_score
+from downstream_probes.analysis.sts import pair_similarities, read_spoken_sts
 from downstream_probes.progress import progress_bar
+from downstream_probes.s3prl.plugins import build_hub_upstream
 from downstream_probes.tasks import upstream_identity
+from upstream_mrhubert import hub as our_hub
 from upstream_mrhubert import provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
@@ -199,31 +204,12 @@ def run_analysis(
         write_json_atomic(out_dir / f"provenance_{name}.json", provenance[name])
     figure_path = None
     if figure and scores:
-        from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
-
         label = _label(upstream.identity)
         bands, chance = figure_uncertainty(provenance)
         figure_path = save_figure(
             plot_analysis_figure({label: scores}, bands={label: bands}, chance={label: chance}), out_dir / FIGURE
         )
     return AnalysisResult(scores, paths, figure_path, provenance)
-
-
-def figure_uncertainty(records: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
-    """From provenance records (output name -> record): each output's score interval ``{layer: (lo, hi)}`` and
-    chance level ``{layer: (mean, lo, hi)}``, as :func:`plots.plot_analysis_figure` draws them."""
-    bands: dict[str, dict[str, tuple[float, float]]] = {}
-    chance: dict[str, dict[str, tuple[float, float | None, float | None]]] = {}
-    for name, record in records.items():
-        spread = {k: v["ci95"] for k, v in (record.get("spread") or {}).items() if v.get("ci95")}
-        if spread:
-            bands[name] = {k: (float(lo), float(hi)) for k, (lo, hi) in spread.items()}
-        levels = record.get("chance") or {}
-        if levels:
-            chance[name] = {
-                k: (float(v["mean"]), *(v["ci95"] if v.get("ci95") else (None, None))) for k, v in levels.items()
-            }
-    return bands, chance
 
 
 def output_name(prop: str) -> str:
@@ -503,8 +489,6 @@ def _cca_views(
         y = None  # one-hot of each sample set's own labels
         rows = np.arange(len(labels))
     else:
-        from downstream_probes.analysis.embeddings import read_embeddings
-
         vectors = read_embeddings(settings.embeddings[prop], set(labels.tolist()))
         rows = np.flatnonzero([label in vectors for label in labels])
         if len(rows) == 0:
@@ -528,8 +512,6 @@ def _cca_views(
 def _mi_analyses(
     upstream, corpus, mi_props, cached, layer_names, settings, cache_dir, shared, scores, records, set_rows, word_order
 ):
-    from downstream_probes.analysis import mutual_info
-
     train_splits = segments.resolve_splits(corpus, settings.mi_train_split, settings.alignments)
     train_utterances: list[segments.Utterance] = []
     for split in train_splits:
@@ -647,8 +629,6 @@ def _sts_analysis(upstream, sts_root: Path, settings, cache_dir, scores, records
     import soundfile
     from scipy.stats import spearmanr
 
-    from downstream_probes.analysis.sts import pair_similarities, read_spoken_sts
-
     pairs = read_spoken_sts(sts_root)
     audio = list(dict.fromkeys(p for pair in pairs for p in (*pair.audio_a, *pair.audio_b)))
     utterances = [segments.Utterance(str(path.relative_to(sts_root)), path, None) for path in audio]
@@ -746,14 +726,10 @@ def build_upstream_features(
     name: str, ckpt: str | None = None, model_config: str | None = None, state_rate: str = DEFAULT_STATE_RATE
 ) -> UpstreamFeatures:
     """An upstream by name (our entry points first, then s3prl's hub), its extractors and its identity."""
-    from upstream_mrhubert import hub as our_hub
-
     if name in our_hub.ENTRY_POINTS:
         upstream = our_hub.ENTRY_POINTS[name](ckpt=ckpt, model_config=model_config)
         checkpoint = Path(upstream.checkpoint_path) if upstream.checkpoint_path else None
     else:
-        from downstream_probes.s3prl.plugins import build_hub_upstream
-
         upstream = build_hub_upstream(name, ckpt, model_config)
         checkpoint = Path(ckpt) if ckpt and Path(ckpt).is_file() else None
     identity = {
@@ -812,8 +788,6 @@ def run_cca(
     prop = settings.properties[0]
     result = run_analysis(upstream, corpus, out_dir, settings, figure=False)
     name = output_name(prop)
-    from downstream_probes.analysis.plots import plot_cca_curves, save_figure
-
     label = str(upstream.identity.get("identity") or upstream.identity.get("name", ""))
     bands, chance = figure_uncertainty({name: result.provenance[name]})
     plot_path = save_figure(

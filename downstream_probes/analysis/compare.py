@@ -39,6 +39,12 @@ import numpy as np
 
 from downstream_probes.analysis import uncertainty
 from downstream_probes.analysis.layer_weights import LayerWeightsError, load_layer_weights_file
+from downstream_probes.analysis.plots import (
+    plot_cca_curves,
+    plot_layer_rankings,
+    plot_layer_weight_heatmap,
+    save_figure,
+)
 from downstream_probes.result_files import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file
 from downstream_probes.tasks import upstream_identity
 from upstream_mrhubert.atomic_io import loads_strict_json
@@ -441,13 +447,6 @@ def _finite(record: dict) -> dict:
 def write_plots(sources: Sequence[LayerScores], comparisons: Sequence[Comparison], plot_dir: Path) -> list[Path]:
     """Per model: its weights, CCA and probes per layer side by side, with the rank agreements (rho) shown, and a
     layer-weight heatmap (tasks as columns); per CCA property: one curve per model."""
-    from downstream_probes.analysis.plots import (
-        plot_cca_curves,
-        plot_layer_rankings,
-        plot_layer_weight_heatmap,
-        save_figure,
-    )
-
     written = []
     for model in models(sources):
         own = [s for s in sources if s.model == model]

@@ -38,6 +38,7 @@ import numpy as np
 from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_mel
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
+from downstream_probes.audio import read_audio as read_checked_audio
 from downstream_probes.progress import progress_bar
 from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
@@ -105,8 +106,6 @@ def _content_digest(path: Path, chunk: int = 1 << 20) -> str:
 def read_audio(path: Path) -> np.ndarray:
     """One utterance's samples (float32, 1-D) through the one checked corpus reader: 16 kHz, mono, long enough,
     finite; the error (a ValueError) names the file."""
-    from downstream_probes.audio import read_audio as read_checked_audio
-
     return read_checked_audio(path)[0][0]
 
 

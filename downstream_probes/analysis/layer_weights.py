@@ -14,6 +14,9 @@ Nothing in s3prl exports them (its issues #539, #550, #580 ask for it). The JSON
 
 Layer names, first that works: the upstream's ``layer_names`` (built again through s3prl's hub, with the
 run's ``-k``/``-g``), a ``layer_names`` entry stored in the checkpoint, else the layer indices ("0", "1", ...).
+
+Reading a ``layer_weights.json`` (the leaderboard, ``mrsuperb compare``) needs neither torch nor the s3prl glue: the
+functions that read checkpoints import them (``torch``, ``s3prl.compat``, ``s3prl.sweep``) themselves.
 """
 
 from __future__ import annotations

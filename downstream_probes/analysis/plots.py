@@ -3,6 +3,8 @@
 * :func:`plot_cca_curves`: CCA score per layer, one line per model, each point above its own layer's name;
 * :func:`plot_analysis_figure`: every analysis of one run or several models, in the panels of arXiv 2410.23955
   Fig. 3 (and Fig. 4's frame-level CCA);
+* :func:`figure_uncertainty`: the score intervals and chance levels of provenance records, as that figure
+  draws them;
 * :func:`plot_layer_weight_heatmap`: learnt SUPERB layer weights, layers by tasks (Fig. 2b / 6 style);
 * :func:`plot_layer_rankings`: one model's weights, CCA and probes per layer side by side, with their rank
   agreements (``mrsuperb compare``).
@@ -153,6 +155,23 @@ ANALYSIS_PANELS: tuple[tuple[str, str], ...] = (
 )
 
 
+def figure_uncertainty(records: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+    """From provenance records (output name -> record): each output's score interval ``{layer: (lo, hi)}`` and
+    chance level ``{layer: (mean, lo, hi)}``, as :func:`plot_analysis_figure` draws them."""
+    bands: dict[str, dict[str, tuple[float, float]]] = {}
+    chance: dict[str, dict[str, tuple[float, float | None, float | None]]] = {}
+    for name, record in records.items():
+        spread = {k: v["ci95"] for k, v in (record.get("spread") or {}).items() if v.get("ci95")}
+        if spread:
+            bands[name] = {k: (float(lo), float(hi)) for k, (lo, hi) in spread.items()}
+        levels = record.get("chance") or {}
+        if levels:
+            chance[name] = {
+                k: (float(v["mean"]), *(v["ci95"] if v.get("ci95") else (None, None))) for k, v in levels.items()
+            }
+    return bands, chance
+
+
 def plot_analysis_figure(
     results: Mapping[str, Mapping[str, Mapping[str, float]]],
     *,
@@ -165,7 +184,7 @@ def plot_analysis_figure(
     ``results`` maps a model to ``{output name: {layer: score}}`` (output names as :data:`ANALYSIS_PANELS`); a
     panel is drawn when some model has it, one curve per model. ``bands`` and ``chance`` (model -> output name
     -> layer -> interval / (chance mean, low, high)) add each score's 95 % interval (shaded) and its chance level
-    (dashed, its interval dotted grey), as :func:`analyze.figure_uncertainty` reads them from the provenance.
+    (dashed, its interval dotted grey), as :func:`figure_uncertainty` reads them from the provenance.
     Returns the Figure.
     """
     plt = _pyplot()

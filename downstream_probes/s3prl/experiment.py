@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from downstream_probes.s3prl.options import find_option, set_option
+from upstream_mrhubert.checkpoints.io import CheckpointError, read_restricted_pickle, verify_zip_checksums
 from upstream_mrhubert.errors import MrsuperbError
-from upstream_mrhubert.output_folder import LOCK_FILE, FolderLocked, folder_lock  # noqa: F401 (re-exported)
+from upstream_mrhubert.output_folder import LOCK_FILE, FolderLocked, file_sha256, folder_lock  # noqa: F401 (re-exported)
 
 S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
 MODE_OPTIONS = ("-m", "--mode")
@@ -69,8 +70,6 @@ def _step(path: Path) -> int:
 
 def _unreadable_reason(path: Path) -> str | None:
     """Why a ``states-*.ckpt`` cannot be resumed from (cut short, corrupt), or None when it is whole."""
-    from upstream_mrhubert.checkpoints.io import CheckpointError, verify_zip_checksums
-
     if not zipfile.is_zipfile(path):
         return "truncated: no zip directory at its end"
     try:
@@ -247,7 +246,6 @@ def check_resume_settings(argv: Sequence[str]) -> None:
     past = find_option(argv, ("-e", "--past_exp"))
     if past is None or not past[1] or not Path(past[1]).is_file():
         return
-    from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 
     # read through the allow-listed loader first, in every mode: a planted file is one error, not s3prl's
     # raw UnpicklingError
@@ -272,8 +270,6 @@ def check_resume_settings(argv: Sequence[str]) -> None:
         found, saved = _saved_value(state, f"args.{names[1].lstrip('-')}")
         same = str(saved) == str(given[1])
         if names[0] == "-k" and found and saved and Path(str(saved)).is_file() and Path(given[1]).is_file():
-            from upstream_mrhubert.output_folder import file_sha256
-
             same = file_sha256(str(saved)) == file_sha256(given[1])
         if found and not same:
             differing.append(f"{names[0]} ({saved!r} -> {given[1]!r})")

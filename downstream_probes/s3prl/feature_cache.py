@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from downstream_probes import tasks
+from downstream_probes.s3prl.rng import RngState
 from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.output_folder import file_sha256, remove_stale_partials
@@ -236,8 +237,6 @@ def cache_for_sweep(shared: Any, root: Path) -> CachedUpstream:
     Extraction iterates every split once with the first head's expert (train, the evaluation splits, the test
     split) on scratch generators, before any head is built, so it changes no head's random stream.
     """
-    from downstream_probes.s3prl.rng import RngState
-
     args, config = shared.args, shared.config
     root = Path(root)
     if root.exists() and not root.is_dir():

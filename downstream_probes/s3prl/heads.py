@@ -23,6 +23,7 @@ import torch
 
 from downstream_probes import result_files
 from downstream_probes.s3prl.rng import RngState, RngStream
+from downstream_probes.s3prl.runner import make_probe_runner
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 
 TRAINING, FINISHED, DIVERGED = "training", "finished", "diverged"
@@ -30,7 +31,6 @@ TRAINING, FINISHED, DIVERGED = "training", "finished", "diverged"
 
 def head_runner_class(layer_name: str | None, upstream_entry: Any) -> type:
     """A ``ProbeRunner`` class that resolves ``-l layer_name`` and takes ``upstream_entry`` as its upstream."""
-    from downstream_probes.s3prl.runner import make_probe_runner
 
     def _get_upstream(self):
         return upstream_entry

@@ -101,6 +101,7 @@ def register_entry_point_upstreams(
     without them).
     """
     if hub_module is None:
+        # here, not at the top: compat imports torch, and this module is on `mrsuperb -h`'s path (`upstreams`)
         from downstream_probes.s3prl import compat
 
         compat.apply()

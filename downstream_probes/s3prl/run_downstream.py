@@ -30,13 +30,16 @@ from types import SimpleNamespace
 
 import torch
 
+from downstream_probes.data_checks import check_prepared
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import compat as s3prl_compat
 from downstream_probes.s3prl import experiment, plugins
 from downstream_probes.s3prl.options import find_option, set_option
+from downstream_probes.s3prl.runner import expand_recipe_paths, make_probe_runner, unset_data_paths
 from downstream_probes.tasks import TASKS, task_for
 from upstream_mrhubert.checkpoints.download import CKPT_DIR_ENV
 from upstream_mrhubert.errors import USER_ERRORS, UsageError
+from upstream_mrhubert.layer_names import layer_names
 
 LAYER_OPTIONS = ("-l", "--upstream_layer_selection")
 UNSUPPORTED_OPTIONS = {
@@ -133,9 +136,6 @@ def preflight(argv: Sequence[str]) -> None:
     placeholder is left to the runner's own message."""
     import yaml
 
-    from downstream_probes.data_checks import check_prepared
-    from downstream_probes.s3prl.runner import expand_recipe_paths, unset_data_paths
-
     mode, task, config_path = (
         find_option(argv, names) for names in (("-m", "--mode"), ("-d", "--downstream"), ("-c", "--config"))
     )
@@ -191,8 +191,6 @@ def prepare_s3prl() -> None:
 
 def help_epilog() -> str:
     """What s3prl's own help does not say about our additions."""
-    from upstream_mrhubert.layer_names import layer_names
-
     tasks_line = ", ".join(f"{spec.task} ({spec.downstream})" for spec in TASKS.values())
     return (
         "\nmrsuperb additions:\n"
@@ -248,8 +246,6 @@ def run(argv: Sequence[str]) -> None:
     folder = experiment.experiment_folder(s3prl_argv)
 
     import s3prl.run_downstream as s3prl_run_downstream
-
-    from downstream_probes.s3prl.runner import make_probe_runner
 
     saved = (sys.argv, builtins.isinstance, torch.multiprocessing.get_sharing_strategy(), s3prl_run_downstream.Runner)
     s3prl_run_downstream.Runner = make_probe_runner(layer_name)

@@ -270,6 +270,7 @@ class ProbeRunnerMixin(_RunnerBase):
         result_files.write_results(self.args.expdir, results)
 
     def _score_diarization(self, extra: dict[str, Any]) -> dict[str, float]:
+        # here, not at the top: pyannote (with pandas and matplotlib, a second to import) scores SD only
         from downstream_probes.s3prl.diarization import score_expdir
 
         score = score_expdir(self.args.expdir, self.config["downstream_expert"]["loaderrc"]["test_dir"])

@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 
+from downstream_probes.s3prl import run_downstream
 from upstream_mrhubert.errors import UsageError
 
 
 def parse_run_args(argv: Sequence[str]) -> tuple[Any, dict, list[str]]:
     """s3prl's ``(args, config, backup_files)`` for ``argv``, through our ``run_downstream`` rewriting."""
     import s3prl.run_downstream as s3prl_main
-
-    from downstream_probes.s3prl import run_downstream
 
     run_downstream.reject_unsupported(argv)
     s3prl_argv, _ = run_downstream.build_argv(argv)

@@ -30,11 +30,14 @@ import torch
 from tqdm import tqdm
 
 from downstream_probes import result_files, tasks
+from downstream_probes.s3prl import experiment, run_downstream
 from downstream_probes.s3prl.experiment import check_runner_config
+from downstream_probes.s3prl.feature_cache import cache_for_sweep
 from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, temporary_logger
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
 from downstream_probes.s3prl.separate_run import build_upstream_entry, parse_run_args, s3prl_process, write_run_files
+from downstream_probes.s3prl.sweep import best_checkpoint, new_document, run_entry
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 from upstream_mrhubert.errors import MrsuperbError, UsageError
@@ -522,8 +525,6 @@ class SharedSweep:
 
     def test_pass(self, specs: Sequence[HeadSpec], split: str) -> None:
         """``run_downstream.py -m evaluate -e <best> -t split`` of every head, from one pass over the split."""
-        from downstream_probes.s3prl.sweep import best_checkpoint
-
         heads = []  # built on every rank: under torchrun, s3prl wraps each expert in DDP (a collective)
         for spec in specs:
             best = best_checkpoint(spec.expdir(self.sweep_dir))
@@ -709,9 +710,6 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
 
     Returns the sweep document and the finished ``SharedSweep`` (its ``timing`` and ``upstream_forwards``).
     """
-    from downstream_probes.s3prl import experiment, run_downstream
-    from downstream_probes.s3prl.sweep import new_document, run_entry
-
     spec = tasks.task_for(options.task)
     if spec is None:
         raise UsageError(f"unknown task {options.task!r}; choose one of {', '.join(tasks.TASKS)}")
@@ -731,8 +729,6 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
                 )
                 check_settings(sweep_dir, shared.settings(), remedy=SETTINGS_REMEDY, started=started)
             if options.cache_features is not None:
-                from downstream_probes.s3prl.feature_cache import cache_for_sweep
-
                 shared.feature_source = cache_for_sweep(shared, Path(options.cache_features))
             shared.run(options.evaluate, spec.test_split)
     all_layers, specs = shared.all_layers, shared.specs

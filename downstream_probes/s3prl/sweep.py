@@ -19,6 +19,8 @@ from tqdm import tqdm
 
 from downstream_probes import result_files
 from downstream_probes import tasks as results_io
+from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.plugins import build_hub_upstream
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.output_folder import check_settings, file_identity, folder_lock
 
@@ -33,8 +35,6 @@ class ProbeRunError(MrsuperbError, RuntimeError):
 
 def upstream_layer_names(upstream: str, ckpt: str | None = None, model_config: str | None = None) -> list[str]:
     """Build the upstream once through s3prl's hub (entry points registered) and read its ``layer_names``."""
-    from downstream_probes.s3prl.plugins import build_hub_upstream
-
     model = build_hub_upstream(upstream, ckpt, model_config)
     names = getattr(model, "layer_names", None)
     if names is None:
@@ -81,8 +81,6 @@ def run_entry(name: str, index: int | None, expdir: Path) -> dict[str, Any]:
 
 
 def _run(argv: list[str]) -> None:
-    from downstream_probes.s3prl import run_downstream
-
     status = run_downstream.main(argv)
     if status != 0:
         raise ProbeRunError(f"run_downstream.py {' '.join(argv)} exited with status {status}")

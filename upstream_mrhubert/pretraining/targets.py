@@ -29,7 +29,10 @@ from sklearn.cluster import MiniBatchKMeans
 from tqdm import tqdm
 
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
+from upstream_mrhubert.checkpoints.io import load_checkpoint
 from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.model import MultiresHubert
+from upstream_mrhubert.output_folder import differing_fields, file_sha256
 from upstream_mrhubert.pretraining.data import FRAME_SAMPLES, SAMPLE_RATE, Manifest, frames_of
 
 MFCC_DIM = 39
@@ -61,9 +64,6 @@ def layer_feature_extractor(
 
     The checkpoint is read with our safe loader; a ``pre_residual`` recorded in its cfg is honoured.
     """
-    from upstream_mrhubert.checkpoints.io import load_checkpoint
-    from upstream_mrhubert.model import MultiresHubert
-
     loaded = load_checkpoint(checkpoint)
     pre_residual = bool(loaded.model_cfg.get("pre_residual", False))
     model = MultiresHubert.from_checkpoint(loaded, pre_residual=pre_residual).to(device).eval()
@@ -177,8 +177,6 @@ def read_labels(folder: Path, split: str, manifest: Manifest) -> list[np.ndarray
 
 def record_targets(folder: Path, settings: dict[str, Any]) -> None:
     """``targets.json``: the settings that made the targets and the SHA-256 of each file (written last)."""
-    from upstream_mrhubert.output_folder import file_sha256
-
     files = {name: file_sha256(folder / name) for name in TARGET_FILES if (folder / name).is_file()}
     write_json_atomic(folder / TARGETS_RECORD, {"settings": settings, "sha256": files})
 
@@ -186,8 +184,6 @@ def record_targets(folder: Path, settings: dict[str, Any]) -> None:
 def stale_targets(folder: Path, settings: dict[str, Any]) -> str | None:
     """Why the targets in ``folder`` cannot be reused for ``settings`` (None: they can): no record, other settings
     (naming the fields), or a file whose content is not what was recorded."""
-    from upstream_mrhubert.output_folder import differing_fields, file_sha256
-
     path = folder / TARGETS_RECORD
     if not path.is_file():
         return f"{path} is missing" if folder.is_dir() else "no targets yet"

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from downstream_probes.analysis.layer_weights import LayerWeightsError, load_layer_weights_file
+from downstream_probes.analysis.plots import figure_uncertainty, plot_analysis_figure, plot_layer_weight_heatmap
 from downstream_probes.reports.leaderboard.reading import Leaderboard, LeaderboardError
 from downstream_probes.result_files import LAYER_WEIGHTS_FILE
-from downstream_probes.tasks import TASK_NAMES
+from downstream_probes.tasks import TASK_NAMES, upstream_identity
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,6 @@ def _layer_weight_files(board: Leaderboard) -> dict[str, dict[str, Path]]:
 
 
 def _read_layer_weights(path: Path) -> tuple[list[str], list[float]]:
-    from downstream_probes.analysis.layer_weights import LayerWeightsError, load_layer_weights_file
-
     try:
         layers = load_layer_weights_file(path)["layers"]
     except LayerWeightsError as error:
@@ -72,8 +72,6 @@ def _analysis_files(roots: Iterable[Path]) -> list[Path]:
 def _analysis_model(path: Path, data: Any) -> str:
     """The model an analysis output belongs to: from its provenance file (``upstream_identity`` of its name and
     checkpoint), else from the document itself, else its folder's name."""
-    from downstream_probes.tasks import upstream_identity
-
     provenance = path.with_name(f"provenance_{path.stem}.json")
     if provenance.is_file():
         try:
@@ -108,10 +106,8 @@ def collect_analysis(roots: Iterable[Path]) -> tuple[dict[str, dict[str, dict[st
 
 
 def collect_uncertainty(files: Iterable[Path]) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Per model, each analysis output's score intervals and chance levels (``analyze.figure_uncertainty``) from
+    """Per model, each analysis output's score intervals and chance levels (``plots.figure_uncertainty``) from
     the provenance files beside the outputs; outputs without one (older runs) get neither."""
-    from downstream_probes.analysis.analyze import figure_uncertainty
-
     records: dict[str, dict[str, dict[str, Any]]] = {}
     for path in files:
         provenance = path.with_name(f"provenance_{path.stem}.json")
@@ -160,8 +156,6 @@ def collect_comparisons(roots: Iterable[Path]) -> list[tuple[Path, list[dict[str
 def collect_figures(board: Leaderboard, search_roots: Iterable[Path]) -> list[Figure]:
     """Layer-weight heatmaps per upstream and the layer-wise analysis (Fig. 3 layout, one curve per model), as PNG
     bytes."""
-    from downstream_probes.analysis.plots import plot_analysis_figure, plot_layer_weight_heatmap
-
     figures: list[Figure] = []
     for row, files in _layer_weight_files(board).items():
         weights = {task: _read_layer_weights(files[task]) for task in TASK_NAMES if task in files}

@@ -20,6 +20,7 @@ from downstream_probes.result_files import (
     load_results_file,
 )
 from downstream_probes.tasks import TASK_NAMES, TASKS, ReportedMetric, lower_is_better, upstream_identity
+from upstream_mrhubert.checkpoints.registry import RELEASED_CHECKPOINTS
 from upstream_mrhubert.errors import MrsuperbError
 
 
@@ -352,8 +353,6 @@ class Leaderboard:
 
 
 def _row_sort_key(row: str) -> tuple[int, int, str]:
-    from upstream_mrhubert.checkpoints.registry import RELEASED_CHECKPOINTS
-
     upstream = row.split(":", 1)[0]
     if upstream in PAPER_ROW_ORDER:
         return (0, PAPER_ROW_ORDER.index(upstream), row)

@@ -368,28 +368,25 @@ def write_leaderboard(
     else:
         cwd = Path.cwd().resolve()
         base_dir = cwd if all(r.path.is_relative_to(cwd) for r in board.chosen.values()) else None
-    profile_data = None
+    profile_section = None
     if profile is not None:
-        from downstream_probes.reports.profile import read_profile
+        # Imported with --profile only: the profile package measures with torch, which a leaderboard does not need.
+        from downstream_probes.reports.profile import profile_html, profile_markdown, read_profile
 
         profile_data = read_profile(profile)
+        if profile_data:
+            profile_section = profile_markdown(profile_data) if fmt == "md" else profile_html(profile_data)
     if fmt == "md":
-        from downstream_probes.reports.profile import profile_markdown
-
-        text = render_markdown(
-            board, base_dir, profile_markdown(profile_data) if profile_data else None, title=title, note=note
-        )
+        text = render_markdown(board, base_dir, profile_section, title=title, note=note)
     elif fmt == "csv":
         text = render_csv(board, base_dir)
     else:
-        from downstream_probes.reports.profile import profile_html
-
         roots = [Path(p).resolve() for p in paths if Path(p).is_dir()] or [r.path.parent for r in board.chosen.values()]
         text = render_html(
             board,
             base_dir,
             collect_figures(board, roots),
-            profile_html(profile_data) if profile_data else None,
+            profile_section,
             title=title,
             note=note,
             comparisons=collect_comparisons(roots),

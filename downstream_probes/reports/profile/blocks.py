@@ -17,6 +17,7 @@ from torch import nn
 
 from downstream_probes.reports.profile.files import ProfileError
 from upstream_mrhubert.audio import SAMPLE_RATE
+from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
 
 OTHER_BLOCK = "other"
 CNN_BLOCK = "cnn"
@@ -48,8 +49,6 @@ def _find_module_path(model: nn.Module, attribute: str) -> str | None:
 
 def conv_feature_layers(model_cfg: Mapping[str, Any]) -> tuple[tuple[int, int, int], ...]:
     """The waveform CNN's layers, (channels, kernel, stride) each, from fairseq's ``conv_feature_layers``."""
-    from upstream_mrhubert.config import DEFAULT_CONV_FEATURE_LAYERS, parse_conv_feature_layers
-
     spec = model_cfg.get("conv_feature_layers") or DEFAULT_CONV_FEATURE_LAYERS
     return tuple(parse_conv_feature_layers(str(spec)))
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from downstream_probes.reports.profile.render import profile_markdown
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
@@ -19,17 +20,11 @@ class ProfileError(MrsuperbError, ValueError):
     """An upstream or profile file the profiler cannot use; the message says which and what to do."""
 
 
-def _markdown(profile: Mapping[str, Any]) -> str:
-    from downstream_probes.reports.profile.render import profile_markdown
-
-    return profile_markdown(profile)
-
-
 def write_profile(profile: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """profile.json and its Markdown table next to it (same stem, ``.md``), both atomically."""
     path = Path(path)
     write_json_atomic(path, profile)
-    write_text_atomic(path.with_suffix(".md"), _markdown(profile))
+    write_text_atomic(path.with_suffix(".md"), profile_markdown(profile))
     return path
 
 

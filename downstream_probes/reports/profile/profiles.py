@@ -30,7 +30,12 @@ from downstream_probes.reports.profile.measure import (
     measure_latency,
     measure_peak_memory,
 )
+from upstream_mrhubert.architectures import ARCHITECTURES, build_random_model
 from upstream_mrhubert.audio import SAMPLE_RATE
+from upstream_mrhubert.checkpoints import registry
+from upstream_mrhubert.checkpoints.download import checkpoint_dir
+from upstream_mrhubert.checkpoints.io import load_checkpoint
+from upstream_mrhubert.config import layer_counts_of
 
 DEFAULT_REFERENCE = "mrhubert_b5a"
 
@@ -151,9 +156,6 @@ def profile_model(
 
 
 def _released_checkpoint_on_disk(name: str) -> Path | None:
-    from upstream_mrhubert.checkpoints import registry
-    from upstream_mrhubert.checkpoints.download import checkpoint_dir
-
     release = registry.CHECKPOINTS_BY_NAME.get(name)
     if release is None:
         return None
@@ -169,8 +171,6 @@ def _architecture_summary(model_cfg: Mapping[str, Any], family: str) -> dict[str
         "heads": model_cfg.get("encoder_attention_heads"),
     }
     if family == "mrhubert":
-        from upstream_mrhubert.config import layer_counts_of
-
         strides = level_strides(model_cfg)
         summary.update(
             resolutions_ms=[1000.0 * s / SAMPLE_RATE for s in strides],
@@ -189,7 +189,8 @@ def profiled_from_checkpoint(
     name: str, path: str | os.PathLike[str], weights_label: str | None = None
 ) -> ProfiledModel:
     """A model of our families built from a checkpoint file (fairseq or s3prl-converted)."""
-    from upstream_mrhubert.checkpoints.io import load_checkpoint
+    # here, not at the top: the hub brings transformers (seconds), which random-weight profiles and reading a
+    # profile.json (the leaderboard's --profile, through this package) never need
     from upstream_mrhubert.hub import build_model, checkpoint_family
 
     loaded = load_checkpoint(path)
@@ -209,8 +210,6 @@ def profiled_from_architecture(
     name: str, model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], label: str | None = None, seed: int = 0
 ) -> ProfiledModel:
     """Random weights of an architecture given as fairseq cfg sections."""
-    from upstream_mrhubert.architectures import build_random_model
-
     torch.manual_seed(seed)
     model, family = build_random_model(model_cfg, task_cfg, seed=seed)
     return ProfiledModel(
@@ -226,9 +225,6 @@ def profiled_from_architecture(
 def profiled_upstream(name: str, ckpt: str | None = None, seed: int = 0) -> ProfiledModel:
     """Resolve ``name``: a checkpoint given or cached, else random weights of its registered architecture,
     else (an upstream of another package) the s3prl upstream as a whole, called on a list of waveforms."""
-    from upstream_mrhubert.architectures import ARCHITECTURES
-    from upstream_mrhubert.checkpoints import registry
-
     if ckpt is not None:
         return profiled_from_checkpoint(name, ckpt)
     cached = _released_checkpoint_on_disk(name)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.utils.data
 
+from downstream_probes.audio import read_audio
 from downstream_probes.s3prl.compat.marks import is_ours, mark
 
 
@@ -194,8 +195,6 @@ def check_enhancement_audio() -> None:
         return
 
     def load(path, sr=None, mono=True, **kwargs):
-        from downstream_probes.audio import read_audio
-
         samples, rate = read_audio(path, sample_rate=sr, mono=True)
         return samples[0], rate
 

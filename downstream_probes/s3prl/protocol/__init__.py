@@ -17,7 +17,10 @@ from typing import Any
 
 from downstream_probes import tasks
 from downstream_probes.s3prl.protocol.grid import Cell, GridError, check_override, upstream_folder
+from downstream_probes.s3prl.protocol.local import run_local
 from downstream_probes.s3prl.protocol.selection import write_protocols
+from downstream_probes.s3prl.protocol.shared import run_shared_groups
+from downstream_probes.s3prl.protocol.slurm import run_slurm
 from upstream_mrhubert.output_folder import folder_lock
 
 EXECUTORS = ("local", "slurm")
@@ -116,17 +119,11 @@ def run_superb(options: SuperbOptions) -> list[dict[str, Any]]:
     # one grid command at a time per folder; each cell's run holds (and checks for links) its own folder
     with folder_lock(options.out, "-p", check_links=False):
         if options.executor == "slurm":
-            from downstream_probes.s3prl.protocol.slurm import run_slurm
-
             run_slurm(
                 cells, Path(options.out), options.slurm, wait=options.wait, quiet=options.quiet, shared=options.shared
             )
         elif options.shared:
-            from downstream_probes.s3prl.protocol.shared import run_shared_groups
-
             run_shared_groups(cells, quiet=options.quiet)
         else:
-            from downstream_probes.s3prl.protocol.local import run_local
-
             run_local(cells, jobs=options.jobs, quiet=options.quiet)
         return write_protocols(cells, lambda cell: task_root(options.out, cell))

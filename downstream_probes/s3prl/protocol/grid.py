@@ -29,14 +29,15 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from downstream_probes import result_files, tasks
+from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.experiment import newest_readable_checkpoint
+from downstream_probes.s3prl.shared_sweep import HeadSpec, SharedSweepOptions, head_argv
+from downstream_probes.s3prl.sweep import best_checkpoint
 from upstream_mrhubert.atomic_io import write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
-
-if TYPE_CHECKING:  # imported where used: the shared sweep imports s3prl
-    from downstream_probes.s3prl.shared_sweep import SharedSweepOptions
 
 CELL_FILE = "cell.json"
 CELL_SCHEMA = "mrsuperb.superb_cell/1"
@@ -122,8 +123,6 @@ class Cell:
     def sweep_options(self, sweep_dir: Path, **more: Any) -> SharedSweepOptions:
         """The cell's upstream, task, config and seed as the options of a shared sweep in ``sweep_dir`` (``more``:
         the other fields of ``SharedSweepOptions``)."""
-        from downstream_probes.s3prl.shared_sweep import SharedSweepOptions
-
         named_alike = ("upstream", "task", "upstream_ckpt", "model_config", "config", "override", "device")
         return SharedSweepOptions(
             sweep_dir=sweep_dir,
@@ -135,14 +134,10 @@ class Cell:
     def train_argv(self) -> list[str]:
         """``run_downstream.py`` arguments of the cell's training (without ``-a``): the command line a shared sweep
         head gets (``shared_sweep.head_argv``), with the cell's learning rate, seed and folder."""
-        from downstream_probes.s3prl.shared_sweep import head_argv
-
         return head_argv(self.sweep_options(self.folder.parent), self.head_spec())
 
-    def head_spec(self) -> Any:
+    def head_spec(self) -> HeadSpec:
         """The cell as a head of a shared sweep (``--shared``): its folder and its learning rate."""
-        from downstream_probes.s3prl.shared_sweep import HeadSpec
-
         return HeadSpec(self.name, None, folder=self.folder, override=f"{LR_OVERRIDE}={self.lr!r}")
 
     def evaluate_argv(self, checkpoint: Path, test_split: str) -> list[str]:
@@ -316,9 +311,6 @@ def run_cell(cell: Cell) -> str:
 
     A finished or diverged cell is left as it is; a failed one is tried again.
     """
-    from downstream_probes.s3prl import run_downstream
-    from downstream_probes.s3prl.sweep import best_checkpoint
-
     state = cell_state(cell)
     if state in DONE_STATES:
         return state
@@ -327,8 +319,6 @@ def run_cell(cell: Cell) -> str:
     trained = _training_complete(cell.folder)
     resumed_from = None
     if state in (INTERRUPTED, FAILED) and not trained:
-        from downstream_probes.s3prl.experiment import newest_readable_checkpoint
-
         checkpoint = newest_readable_checkpoint(cell.folder)
         resumed_from = checkpoint.name if checkpoint is not None else None
     attempt: dict[str, Any] = {

@@ -18,6 +18,8 @@ import contextlib
 from collections.abc import Sequence
 
 from downstream_probes import result_files, tasks
+from downstream_probes.s3prl import run_downstream
+from downstream_probes.s3prl.experiment import experiment_lock
 from downstream_probes.s3prl.protocol.grid import (
     DIVERGED,
     DONE_STATES,
@@ -28,6 +30,8 @@ from downstream_probes.s3prl.protocol.grid import (
     read_cell_record,
     write_cell_record,
 )
+from downstream_probes.s3prl.separate_run import s3prl_process
+from downstream_probes.s3prl.shared_sweep import SharedSweep
 
 SHARED_DIR = "shared"
 
@@ -43,11 +47,6 @@ def shared_groups(cells: Sequence[Cell]) -> list[list[Cell]]:
 
 def run_shared_group(group: Sequence[Cell]) -> None:
     """Train and test one group's cells as heads of one shared sweep, and record the attempt in each cell.json."""
-    from downstream_probes.s3prl import run_downstream
-    from downstream_probes.s3prl.experiment import experiment_lock
-    from downstream_probes.s3prl.separate_run import s3prl_process
-    from downstream_probes.s3prl.shared_sweep import SharedSweep
-
     first = group[0]
     state_dir = first.folder.parent / SHARED_DIR / f"seed{first.seed}"
     records = {cell.name: claim_folder(cell) for cell in group}

@@ -23,6 +23,7 @@ import submitit
 from tqdm import tqdm
 
 from downstream_probes.s3prl.protocol.grid import DONE_STATES, Cell, GridError, cell_state, claim_folder, run_cell
+from downstream_probes.s3prl.protocol.shared import run_shared_group, shared_groups
 from upstream_mrhubert.atomic_io import write_text_atomic
 
 SLURM_FILE = "slurm.json"
@@ -42,8 +43,6 @@ class SharedGroupJob(submitit.helpers.Checkpointable):
     resumes from its saved state."""
 
     def __call__(self, cells: list[dict[str, Any]]) -> str:
-        from downstream_probes.s3prl.protocol.shared import run_shared_group
-
         run_shared_group([Cell.from_dict(cell) for cell in cells])
         return "done"
 
@@ -114,8 +113,6 @@ def run_slurm(
     for cell in todo:
         claim_folder(cell)
     if shared:
-        from downstream_probes.s3prl.protocol.shared import shared_groups
-
         units = shared_groups(todo)
     else:
         units = [[cell] for cell in todo]
