@@ -11,8 +11,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from downstream_probes.cli._options import (
     add_out_option,
     add_override_option,
@@ -53,7 +51,7 @@ def run_sequential(args: argparse.Namespace) -> dict:
 
 
 def run_shared(args: argparse.Namespace) -> dict:
-    from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, run_shared_sweep
+    from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, is_leader, run_shared_sweep
 
     document, shared = run_shared_sweep(
         SharedSweepOptions(
@@ -65,13 +63,14 @@ def run_shared(args: argparse.Namespace) -> dict:
             **_common_options(args),
         )
     )
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+    if is_leader():
         print(shared.describe_timing())
     return document
 
 
 def run(args: argparse.Namespace) -> int:
     from downstream_probes.result_files import SWEEP_FILE
+    from downstream_probes.s3prl.shared_sweep import is_leader
 
     if not args.shared:
         for option, given in (
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             if given:
                 raise UsageError(f"{option} needs --shared (the sequential sweep resumes by itself)")
     document = run_shared(args) if args.shared else run_sequential(args)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if not is_leader():
         return 0  # under torchrun the leader reports (and wrote the files)
     split = document["test_split"] if not args.no_evaluate else None
     entries = [*document["layers"], *([document["weighted_sum"]] if "weighted_sum" in document else [])]

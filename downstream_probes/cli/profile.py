@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from downstream_probes.cli._options import add_option
 from upstream_mrhubert.errors import UsageError
 
@@ -55,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
         torch.set_num_threads(args.threads)
     if args.reference is not None and args.reference not in args.upstream:
         raise UsageError(

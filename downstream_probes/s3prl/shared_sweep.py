@@ -140,7 +140,8 @@ def _rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
-def _is_leader() -> bool:
+def is_leader() -> bool:
+    """True in the one process that reports and writes the shared files (rank 0, or the only process)."""
     return _rank() == 0
 
 
@@ -413,7 +414,7 @@ class SharedSweep:
                     break
                 step = global_step
                 pbar.update(1)
-                if not _is_leader():
+                if not is_leader():
                     for head in active:
                         head.drop_records()
                     if global_step % runner_cfg["save_step"] == 0:
@@ -534,7 +535,7 @@ class SharedSweep:
             head = self.new_head(spec, args, config)
             head.runner._phase = "evaluate"
             heads.append(head)
-        if not heads or not _is_leader():  # s3prl evaluates on the leader only
+        if not heads or not is_leader():  # s3prl evaluates on the leader only
             return
         loggers, closers = {}, []
         for head in heads:
@@ -673,7 +674,7 @@ def _refuse_stale_folders(sweep_dir: Path, specs: Sequence[HeadSpec], resume: bo
 
 def mark_shared(expdir: Path, pass_index: int, head_state: dict[str, Any]) -> None:
     """Add the ``sweep`` field (this head was trained in a shared sweep, and how it ended) to results.json."""
-    if not _is_leader():
+    if not is_leader():
         return
     results = result_files.read_results(expdir)
     if results is None:
@@ -750,6 +751,6 @@ def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], Share
         else:
             document["layers"].append(entry)
     document["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    if _is_leader():
+    if is_leader():
         result_files.write_sweep(sweep_dir, document)
     return document, shared

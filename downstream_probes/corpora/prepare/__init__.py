@@ -11,7 +11,6 @@ record is ``out/prepared.json`` (``load_prepared``).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from downstream_probes.corpora.prepare import (
     speech_commands,
     voicebank,
 )
-from downstream_probes.corpora.prepare.common import PREPARED_SCHEMA, RECORD, Prepared, PrepareError
+from downstream_probes.corpora.prepare.common import PREPARED_SCHEMA, RECORD, Folder, Prepared, PrepareError
 from upstream_mrhubert.atomic_io import read_json_record
 from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
@@ -40,7 +39,7 @@ PREPARERS: dict[str, Callable[..., Prepared]] = {
 __all__ = ["PREPARERS", "RECORD", "PrepareError", "Prepared", "load_prepared", "prepare", "prepare_command"]
 
 
-def prepare(task: str, raw: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> Prepared:
+def prepare(task: str, raw: Folder, out: Folder, **options: Any) -> Prepared:
     """Prepare the real dataset of ``task`` (asr, sf, ic, ks, se, sd) found in ``raw`` into ``out``.
 
     Args:
@@ -72,7 +71,7 @@ def prepare(task: str, raw: str | os.PathLike[str], out: str | os.PathLike[str],
         raise
 
 
-def load_prepared(out: str | os.PathLike[str]) -> dict[str, Any]:
+def load_prepared(out: Folder) -> dict[str, Any]:
     """The ``prepared.json`` record of a prepared folder."""
     path = Path(out) / RECORD
     if not path.is_file():

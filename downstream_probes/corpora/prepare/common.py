@@ -18,6 +18,8 @@ from typing import Any
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
+Folder = str | os.PathLike[str]  # what every prepare function takes for its raw and out folders
+
 PREPARED_SCHEMA = "mrsuperb.prepared/1"
 RECORD = "prepared.json"
 
@@ -53,7 +55,7 @@ class Prepared:
         }
 
 
-def folder(path: str | os.PathLike[str], what: str) -> Path:
+def folder(path: Folder, what: str) -> Path:
     """``path`` as an absolute folder that must exist."""
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_dir():
@@ -61,7 +63,7 @@ def folder(path: str | os.PathLike[str], what: str) -> Path:
     return resolved
 
 
-def out_folder(path: str | os.PathLike[str], raw: Path) -> Path:
+def out_folder(path: Folder, raw: Path) -> Path:
     """``--out`` as an absolute folder (created), which must not be the raw dataset itself."""
     resolved = Path(path).expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():

@@ -7,8 +7,6 @@ labels, every audio header), and records the ``datarc.file_path`` override.
 
 from __future__ import annotations
 
-import os
-
 from downstream_probes.audio import CorpusInputError
 from downstream_probes.corpora.prepare import common
 from downstream_probes.data_checks import FLUENT_SPLITS, check_fluent_commands
@@ -21,9 +19,7 @@ DOWNLOAD = (
 )
 
 
-def prepare_fluent_commands(
-    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> common.Prepared:
+def prepare_fluent_commands(raw: common.Folder, out: common.Folder, *, progress: bool = False) -> common.Prepared:
     """Check Fluent Speech Commands under ``raw`` and record its override in ``out/prepared.json``.
 
     Args:

@@ -18,7 +18,6 @@ appearance) and ``reco2dur`` (``length / 16000``).
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def kaldi_folder(metadata_csv: Path, libri2mix: Path, sources: dict, target: Pat
     return len(rows) - 1, written
 
 
-def _rttm_folder(raw: Path, rttm_dir: str | os.PathLike[str] | None) -> Path:
+def _rttm_folder(raw: Path, rttm_dir: common.Folder | None) -> Path:
     if rttm_dir is not None:
         return common.folder(rttm_dir, "--rttm-dir")
     for candidate in (raw / "metadata" / "LibriSpeech", raw / "LibriMix" / "metadata" / "LibriSpeech"):
@@ -114,10 +113,10 @@ def _rttm_folder(raw: Path, rttm_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def prepare_librimix(
-    raw: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    raw: common.Folder,
+    out: common.Folder,
     *,
-    rttm_dir: str | os.PathLike[str] | None = None,
+    rttm_dir: common.Folder | None = None,
     progress: bool = False,
 ) -> common.Prepared:
     """Write s3prl's diarization Kaldi folders for Libri2Mix.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import soundfile
@@ -64,9 +63,7 @@ def bucket_table(libri_root: Path, split: str, progress: bool = False) -> str:
     return buffer.getvalue()
 
 
-def prepare_librispeech(
-    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> common.Prepared:
+def prepare_librispeech(raw: common.Folder, out: common.Folder, *, progress: bool = False) -> common.Prepared:
     """Write ``out/len_for_bucket/<split>.csv`` for each LibriSpeech split in ``raw``.
 
     Args:

@@ -8,8 +8,6 @@ holds the ``corpus.path`` and ``text.slots_file`` overrides.
 
 from __future__ import annotations
 
-import os
-
 from downstream_probes.corpora.prepare import common
 from downstream_probes.corpora.snips_sf import SPEAKERS
 
@@ -22,9 +20,7 @@ DOWNLOAD = (
 )
 
 
-def prepare_snips(
-    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> common.Prepared:
+def prepare_snips(raw: common.Folder, out: common.Folder, *, progress: bool = False) -> common.Prepared:
     """Check Audio SNIPS under ``raw`` and record its overrides in ``out/prepared.json``.
 
     Args:

@@ -10,8 +10,6 @@ examples), the test tree has the 12 class folders (its folder names are the labe
 
 from __future__ import annotations
 
-import os
-
 from downstream_probes.corpora.prepare import common
 from downstream_probes.corpora.text import SPEECH_COMMANDS_KEYWORDS
 
@@ -23,9 +21,7 @@ TEST_CLASSES = (*SPEECH_COMMANDS_KEYWORDS, "_unknown_", "_silence_")
 DOWNLOAD = "http://download.tensorflow.org/data/{name}.tar.gz (unpacked into {folder})"
 
 
-def prepare_speech_commands(
-    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> common.Prepared:
+def prepare_speech_commands(raw: common.Folder, out: common.Folder, *, progress: bool = False) -> common.Prepared:
     """Check Speech Commands v0.01 and its test set under ``raw``; record the overrides in ``out/prepared.json``.
 
     Args:

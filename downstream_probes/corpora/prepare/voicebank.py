@@ -17,7 +17,6 @@ it (``enhancement_stft/scripts/Voicebank/data_prepare.py``).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +76,7 @@ def _audio_folder(raw: Path, out: Path, kind: str, dataset: str, progress: bool)
     return target
 
 
-def prepare_voicebank(
-    raw: str | os.PathLike[str], out: str | os.PathLike[str], *, progress: bool = False
-) -> common.Prepared:
+def prepare_voicebank(raw: common.Folder, out: common.Folder, *, progress: bool = False) -> common.Prepared:
     """Resample VoiceBank-DEMAND to 16 kHz (where needed) and write s3prl's Kaldi lists.
 
     Args:
