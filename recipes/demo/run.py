@@ -50,6 +50,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from downstream_probes.analysis.analyze import output_name
+from downstream_probes.corpora import api as corpora
+from downstream_probes.corpora.prepare import prepare
+from downstream_probes.paths import recipes_dir
 from downstream_probes.pipelines.stages import (
     Phase,
     Stage,
@@ -60,8 +64,13 @@ from downstream_probes.pipelines.stages import (
     run_phases,
     subprocess_env,
 )
+from downstream_probes.reports.leaderboard import write_leaderboard
+from downstream_probes.s3prl.run_downstream import override_option
+from downstream_probes.s3prl.sweep import best_checkpoint
 from downstream_probes.tasks import TASK_NAMES, TASKS, upstream_identity
+from upstream_mrhubert.atomic_io import write_bytes_atomic, write_json_atomic
 from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 from whisper_pair import PairRules, whisper_pair_chains  # beside this script (its folder is first on sys.path)
 
@@ -331,8 +340,6 @@ class DemoPlan:
         return record is not None and record.get("status") == "finished"
 
     def _pretrain(self) -> None:
-        from downstream_probes.paths import recipes_dir
-
         s = self.settings
         command = [
             console_script("mrsuperb"),
@@ -352,8 +359,6 @@ class DemoPlan:
 
     def _copy_pretrained(self, upstream: DemoUpstream) -> None:
         """The best checkpoint (``pretrained``) or the one written before step 1 (``twin``), under the demo's name."""
-        from upstream_mrhubert.atomic_io import write_bytes_atomic
-
         name = "checkpoint_best.pt" if upstream.kind == "pretrained" else "checkpoint_init.pt"
         source = self.pretrain_dir / "checkpoints" / name
         if not source.is_file():
@@ -361,8 +366,6 @@ class DemoPlan:
         write_bytes_atomic(self.settings.checkpoint(upstream), source.read_bytes())
 
     def _build_corpus(self, task: str) -> None:
-        from downstream_probes.corpora import api as corpora
-
         # build_corpus renames a finished folder into place; a leftover without a manifest is an interrupted build.
         corpora.build_corpus(
             task,
@@ -374,13 +377,9 @@ class DemoPlan:
         )
 
     def _prepare_corpus(self, task: str) -> None:
-        from downstream_probes.corpora.prepare import prepare
-
         prepare(task, self.settings.corpus(task), self.settings.prepared(task))
 
     def _write_checkpoint(self, upstream: DemoUpstream) -> None:
-        from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
-
         if upstream.preset is None:
             raise DemoError(f"{upstream.key}: a random-init upstream needs a preset")
         write_tiny_checkpoint(self.settings.checkpoint(upstream), upstream.preset, seed=self.settings.seed)
@@ -433,16 +432,11 @@ class DemoPlan:
     def _override(self, task: str) -> str:
         with self._lock:
             if task not in self._overrides:
-                from downstream_probes.corpora.api import s3prl_overrides
-                from downstream_probes.s3prl.run_downstream import override_option
-
                 corpus, prepared = self.settings.corpus(task), self.settings.prepared(task)
-                self._overrides[task] = override_option(s3prl_overrides(corpus, prepared))
+                self._overrides[task] = override_option(corpora.s3prl_overrides(corpus, prepared))
             return self._overrides[task]
 
     def _train(self, upstream: DemoUpstream, task: str) -> None:
-        from downstream_probes.paths import recipes_dir
-
         s = self.settings
         expdir = s.expdir(upstream, task)
         stage = f"train {upstream.key}/{task}"
@@ -493,8 +487,6 @@ class DemoPlan:
             )
 
     def _evaluate(self, upstream: DemoUpstream, task: str) -> None:
-        from downstream_probes.s3prl.sweep import best_checkpoint
-
         s = self.settings
         expdir = s.expdir(upstream, task)
         stage = f"evaluate {upstream.key}/{task}"
@@ -515,8 +507,6 @@ class DemoPlan:
             )
 
     def _analysed(self, upstream: DemoUpstream) -> bool:
-        from downstream_probes.analysis.analyze import output_name
-
         folder = self.settings.analysis(upstream)
         return all((folder / f"{output_name(p)}.json").is_file() for p in ANALYZE_PROPERTIES)
 
@@ -608,8 +598,6 @@ class DemoPlan:
         return Phase("leaderboard", [[Stage("leaderboard", lambda: False, self._leaderboard)]])
 
     def _leaderboard(self) -> None:
-        from downstream_probes.reports.leaderboard import write_leaderboard
-
         s = self.settings
         profile = s.profile_json if s.profile_json.is_file() else None
         for fmt, path in (("md", s.leaderboard_md), ("html", s.leaderboard_html)):
@@ -638,8 +626,6 @@ class DemoPlan:
 
 def check_or_write_settings(settings: DemoSettings) -> None:
     """Record the settings in ``demo.json``; a folder made with another seed is refused (its outputs would mix)."""
-    from upstream_mrhubert.atomic_io import write_json_atomic
-
     recorded = _read_json(settings.settings_file)
     if recorded is not None and recorded.get("seed") != settings.seed:
         raise UsageError(

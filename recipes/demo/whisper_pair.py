@@ -25,7 +25,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from downstream_probes.corpora import api as corpora
+from downstream_probes.corpora.real_speech import prepare_real_speech
+from downstream_probes.paths import recipes_dir
 from downstream_probes.pipelines.stages import Stage, StageError, console_script, run_logged
+from downstream_probes.s3prl.run_downstream import override_option
 
 # run.py's DemoPlan (settings, env, _override): not imported, as run.py imports this module.
 DemoPlan = Any
@@ -44,8 +48,6 @@ def _real_corpus(plan: DemoPlan) -> Path:
 
 
 def _build_real_corpus(plan: DemoPlan) -> None:
-    from downstream_probes.corpora.real_speech import prepare_real_speech
-
     prepare_real_speech(_real_corpus(plan), force=True)
 
 
@@ -84,8 +86,6 @@ def _ks_corpus(plan: DemoPlan) -> Path:
 
 
 def _build_ks_corpus(plan: DemoPlan) -> None:
-    from downstream_probes.corpora import api as corpora
-
     s = plan.settings
     corpora.build_corpus("ks", _ks_corpus(plan), utterances=KS_UTTERANCES, seed=s.seed, force=True, workers=s.jobs)
 
@@ -93,10 +93,8 @@ def _build_ks_corpus(plan: DemoPlan) -> None:
 def _data_override(plan: DemoPlan, task: str) -> str:
     if task != "ks":
         return plan._override(task)
-    from downstream_probes.corpora.api import s3prl_overrides
-    from downstream_probes.s3prl.run_downstream import override_option
 
-    return override_option(s3prl_overrides(_ks_corpus(plan)))
+    return override_option(corpora.s3prl_overrides(_ks_corpus(plan)))
 
 
 def _expdir(plan: DemoPlan, upstream: str, task: str) -> Path:
@@ -113,8 +111,6 @@ class PairRules:
 
 
 def _train(plan: DemoPlan, rules: PairRules, upstream: str, task: str) -> None:
-    from downstream_probes.paths import recipes_dir
-
     s = plan.settings
     stage = f"train {upstream}/{task}"
     options = s.root / "whisper_options.yaml"
