@@ -161,8 +161,8 @@ def pooling(phones, words, frame_utterances: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         utterances = [Utterance(f"u{i}", root / "none.wav", None) for i in range(UTTERANCES)]
-        original = extraction.read_audio
-        extraction.read_audio = lambda _path: audio  # the audio is not read: the states are given
+        original = extraction.read_samples
+        extraction.read_samples = lambda _path: audio  # the audio is not read: the states are given
         try:
             start = time.perf_counter()
             (root / "ours").mkdir()
@@ -176,7 +176,7 @@ def pooling(phones, words, frame_utterances: int) -> dict:
                     np.asarray(cached.layer(f"L{layer}", kind))
             timings["ours"] = time.perf_counter() - start
         finally:
-            extraction.read_audio = original
+            extraction.read_samples = original
 
         start = time.perf_counter()
         ref = root / "reference"

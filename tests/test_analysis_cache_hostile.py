@@ -65,14 +65,14 @@ def test_analysis_reads_audio_through_the_checked_reader(tmp_path: Path) -> None
     naming it (it was averaged silently), and so is an 8 kHz one."""
     import pytest
 
-    from downstream_probes.analysis.extraction import read_audio
+    from downstream_probes.analysis.extraction import read_samples
     from downstream_probes.audio import AudioError
 
     stereo = tmp_path / "stereo.wav"
     soundfile.write(str(stereo), np.zeros((1600, 2), dtype=np.float32), 16000)
     with pytest.raises(AudioError, match=r"stereo\.wav.*2 channels"):
-        read_audio(stereo)
-    assert read_audio(_corpus(tmp_path / "c")[0].audio).shape == (1600,)
+        read_samples(stereo)
+    assert read_samples(_corpus(tmp_path / "c")[0].audio).shape == (1600,)
 
 
 def test_a_cache_entry_with_other_bytes_is_rebuilt_and_dead_builds_are_cleaned(tmp_path: Path) -> None:

@@ -61,8 +61,7 @@ from downstream_probes.analysis.sts import pair_similarities, read_spoken_sts
 from downstream_probes.progress import progress_bar
 from downstream_probes.s3prl.plugins import build_hub_upstream
 from downstream_probes.tasks import upstream_identity
-from upstream_mrhubert import hub as our_hub
-from upstream_mrhubert import provenance
+from upstream_mrhubert import hub, provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError
@@ -726,8 +725,8 @@ def build_upstream_features(
     name: str, ckpt: str | None = None, model_config: str | None = None, state_rate: str = DEFAULT_STATE_RATE
 ) -> UpstreamFeatures:
     """An upstream by name (our entry points first, then s3prl's hub), its extractors and its identity."""
-    if name in our_hub.ENTRY_POINTS:
-        upstream = our_hub.ENTRY_POINTS[name](ckpt=ckpt, model_config=model_config)
+    if name in hub.ENTRY_POINTS:
+        upstream = hub.ENTRY_POINTS[name](ckpt=ckpt, model_config=model_config)
         checkpoint = Path(upstream.checkpoint_path) if upstream.checkpoint_path else None
     else:
         upstream = build_hub_upstream(name, ckpt, model_config)

@@ -38,7 +38,7 @@ import numpy as np
 from downstream_probes.analysis.mel import HOP, WINDOW, frames_at_stride, log_mel
 from downstream_probes.analysis.protocol import DEFAULT_STATE_RATE, STATE_RATES
 from downstream_probes.analysis.segments import Segment, Utterance, pool_segments
-from downstream_probes.audio import read_audio as read_checked_audio
+from downstream_probes.audio import read_audio
 from downstream_probes.progress import progress_bar
 from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
@@ -103,10 +103,10 @@ def _content_digest(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_audio(path: Path) -> np.ndarray:
+def read_samples(path: Path) -> np.ndarray:
     """One utterance's samples (float32, 1-D) through the one checked corpus reader: 16 kHz, mono, long enough,
     finite; the error (a ValueError) names the file."""
-    return read_checked_audio(path)[0][0]
+    return read_audio(path)[0][0]
 
 
 @dataclass
@@ -278,7 +278,7 @@ def build_layers(
     names: list[str] = []
     strides: list[int] = []
     for index in progress_bar(needed, progress, description):
-        audio = read_audio(utterances[index].audio)
+        audio = read_samples(utterances[index].audio)
         states = extract(audio)
         if not names:
             names, strides = [s.name for s in states], [s.stride for s in states]

@@ -15,8 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from downstream_probes import result_files
-from downstream_probes import tasks as results_io
+from downstream_probes import result_files, tasks
 from downstream_probes.data_checks import check_corpus
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl.experiment import check_runner_config
@@ -105,7 +104,7 @@ class ProbeRunnerMixin(_RunnerBase):
                 f"data path(s) not set in the config: {', '.join(missing)}; point them at your corpus with "
                 f'-o "{overrides}"'
             )
-        self.spec = results_io.task_for(args.downstream)
+        self.spec = tasks.task_for(args.downstream)
         if self.spec is not None and args.mode != "inference":
             check_corpus(self.spec.task, config.get("downstream_expert", {}))  # before the upstream is built
         super().__init__(args, config)
@@ -168,7 +167,7 @@ class ProbeRunnerMixin(_RunnerBase):
 
         @functools.wraps(original)
         def log_records(split, *args, logger=None, global_step=0, **kwargs):
-            tap = results_io.ScalarTap(logger)
+            tap = tasks.ScalarTap(logger)
             returned = original(split, *args, logger=tap, global_step=global_step, **kwargs)
             if split != self.config["runner"].get("train_dataloader", "train"):
                 self._record_evaluation(split, global_step, tap.scalars)
@@ -184,7 +183,7 @@ class ProbeRunnerMixin(_RunnerBase):
             "phase": self._phase,
             "split": split,
             "step": step,
-            "metrics": results_io.metrics_from_scalars(self.spec, split, scalars),
+            "metrics": tasks.metrics_from_scalars(self.spec, split, scalars),
             "scalars": scalars,
         }
         if is_leader_process():

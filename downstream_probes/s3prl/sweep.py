@@ -17,8 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from downstream_probes import result_files
-from downstream_probes import tasks as results_io
+from downstream_probes import result_files, tasks
 from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.plugins import build_hub_upstream
 from upstream_mrhubert.errors import MrsuperbError, UsageError
@@ -54,12 +53,12 @@ def best_checkpoint(expdir: Path) -> Path:
     return states[-1]
 
 
-def new_document(spec: results_io.TaskSpec, upstream: str, upstream_ckpt: str | None) -> dict[str, Any]:
+def new_document(spec: tasks.TaskSpec, upstream: str, upstream_ckpt: str | None) -> dict[str, Any]:
     """The head of a ``sweep.json`` document (``layers`` still empty)."""
     return {
         "upstream": upstream,
         "upstream_ckpt": str(upstream_ckpt) if upstream_ckpt else None,
-        "upstream_identity": results_io.upstream_identity(upstream, upstream_ckpt),
+        "upstream_identity": tasks.upstream_identity(upstream, upstream_ckpt),
         "task": spec.task,
         "test_split": spec.test_split,
         "primary_metric": spec.primary,
@@ -104,9 +103,9 @@ def sweep(
     The sweep folder is locked while it runs (each layer's run locks its own folder) and records its settings in
     ``settings.json``: a rerun with another checkpoint, config or ``-o`` is refused, naming the fields, instead of
     keeping the finished layers at the old settings and mixing both in ``sweep.json``."""
-    spec = results_io.task_for(task)
+    spec = tasks.task_for(task)
     if spec is None:
-        raise UsageError(f"unknown task {task!r}; choose one of {', '.join(results_io.TASKS)}")
+        raise UsageError(f"unknown task {task!r}; choose one of {', '.join(tasks.TASKS)}")
     sweep_dir = Path(sweep_dir)
     settings = {
         "command": "probe-sweep",
@@ -128,7 +127,7 @@ def sweep(
 
 
 def _sweep_layers(
-    spec: results_io.TaskSpec,
+    spec: tasks.TaskSpec,
     sweep_dir: Path,
     upstream: str,
     upstream_ckpt: str | None,
