@@ -35,7 +35,7 @@ from downstream_probes.s3prl.run_downstream import override_option
 DemoPlan = Any
 
 UPSTREAMS = ("whisper_tiny_en", "whisper_tiny_en_random")
-TASKS = ("ic", "ks")
+PAIR_TASKS = ("ic", "ks")
 ANALYZE_PROPERTIES = ("phone", "mi_phone")
 ANALYZE_MI_CLUSTERS = "phone=50"
 WHISPER_OPTIONS = "pad_to_30s: false\n"
@@ -154,7 +154,7 @@ def whisper_pair_chains(plan: DemoPlan, rules: PairRules) -> list[list[Stage]]:
     ]
     analysis += [Stage(f"analyze {u}", partial(_analysed, plan, u), partial(_analyze, plan, u)) for u in UPSTREAMS]
     chains = [analysis]
-    for task in (t for t in TASKS if t in plan.settings.tasks):
+    for task in (t for t in PAIR_TASKS if t in plan.settings.tasks):
         trainings = [
             Stage(
                 f"train {upstream}/{task}",
