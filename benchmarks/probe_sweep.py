@@ -76,7 +76,8 @@ def worker(variant: str, task: str, checkpoint: str, corpus: str, steps: int, ou
     override = _override(Path(corpus), steps)
     common = ["-u", "mrhubert_local", "-k", checkpoint, "-d", task, "-c", config, "-o", override, "--device", "cpu"]
     if variant == "shared":
-        from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, run_shared_sweep
+        from downstream_probes.s3prl.shared_plan import SharedSweepOptions
+        from downstream_probes.s3prl.shared_sweep import run_shared_sweep
 
         options = SharedSweepOptions(
             upstream="mrhubert_local", task=task, sweep_dir=Path(out), upstream_ckpt=checkpoint, config=config,

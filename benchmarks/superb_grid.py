@@ -41,7 +41,8 @@ def worker(variant: str, checkpoint: str, corpus: str, steps: int, out: str) -> 
     config = str(recipes_dir() / "quick" / "ic" / "config.yaml")
     override = _override(Path(corpus), steps)
     if variant == "shared":
-        from downstream_probes.s3prl.shared_sweep import HeadSpec, SharedSweepOptions, run_shared_sweep
+        from downstream_probes.s3prl.shared_plan import HeadSpec, SharedSweepOptions
+        from downstream_probes.s3prl.shared_sweep import run_shared_sweep
 
         heads = [HeadSpec(f"lr{format_lr(lr)}_seed0", None, override=f"{LR_OVERRIDE}={lr!r}") for lr in LRS]
         options = SharedSweepOptions(

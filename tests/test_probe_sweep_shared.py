@@ -27,14 +27,8 @@ from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.experiment import ExperimentLocked
 from downstream_probes.s3prl.loaders import SharedIteration, StreamsDivergedError, group_by_state
 from downstream_probes.s3prl.rng import RngState, RngStream, seed_everything
-from downstream_probes.s3prl.shared_sweep import (
-    WEIGHTED_SUM,
-    HeadSpec,
-    SharedSweepOptions,
-    plan_passes,
-    resolve_heads,
-    run_shared_sweep,
-)
+from downstream_probes.s3prl.shared_plan import WEIGHTED_SUM, HeadSpec, SharedSweepOptions, plan_passes, resolve_heads
+from downstream_probes.s3prl.shared_sweep import run_shared_sweep
 from downstream_probes.tasks import TASKS
 from upstream_mrhubert.atomic_io import loads_strict_json
 from upstream_mrhubert.output_folder import OutputLinkError, SettingsMismatch

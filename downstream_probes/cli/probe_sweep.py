@@ -51,7 +51,8 @@ def run_sequential(args: argparse.Namespace) -> dict:
 
 
 def run_shared(args: argparse.Namespace) -> dict:
-    from downstream_probes.s3prl.shared_sweep import SharedSweepOptions, is_leader, run_shared_sweep
+    from downstream_probes.s3prl.shared_plan import SharedSweepOptions
+    from downstream_probes.s3prl.shared_sweep import is_leader, run_shared_sweep
 
     document, shared = run_shared_sweep(
         SharedSweepOptions(

@@ -22,7 +22,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,20 @@ from downstream_probes.s3prl.heads import DIVERGED, FINISHED, TRAINING, Head, te
 from downstream_probes.s3prl.loaders import SharedIteration, group_by_state
 from downstream_probes.s3prl.rng import RngState, seed_everything
 from downstream_probes.s3prl.separate_run import build_upstream_entry, parse_run_args, s3prl_process, write_run_files
+from downstream_probes.s3prl.shared_plan import (
+    HeadSpec,
+    SharedSweepOptions,
+    describe_plan,
+    head_argv,
+    plan_passes,
+    resolve_heads,
+)
 from downstream_probes.s3prl.sweep import best_checkpoint, new_document, run_entry
 from upstream_mrhubert.atomic_io import write_bytes_atomic
 from upstream_mrhubert.checkpoints.io import read_restricted_pickle
 from upstream_mrhubert.errors import MrsuperbError, UsageError
 from upstream_mrhubert.output_folder import check_settings, file_identity, folder_lock, folder_locks
 
-WEIGHTED_SUM = "weighted_sum"
 STATE_DIR = "shared_state"
 STATE_FORMAT = 1
 SETTINGS_REMEDY = (
@@ -53,87 +59,6 @@ SETTINGS_REMEDY = (
 
 class SharedSweepError(MrsuperbError, RuntimeError):
     """The shared sweep cannot stand for separate runs (or cannot resume)."""
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """One probe of the sweep: its folder name and the layer it reads (None: the weighted sum).
-
-    ``folder`` (default ``<sweep_dir>/<name>``) and ``override`` (s3prl overrides added to the sweep's, e.g. the
-    head's learning rate) let heads of one seed that differ in their downstream settings share the upstream forward
-    (``mrsuperb superb --shared``: one head per learning rate, each in its grid cell's folder).
-    """
-
-    name: str
-    layer: str | None
-    folder: Path | None = None
-    override: str | None = None
-
-    def expdir(self, sweep_dir: Path | str) -> Path:
-        """The head's experiment folder."""
-        return self.folder if self.folder is not None else Path(sweep_dir) / self.name
-
-
-@dataclass
-class SharedSweepOptions:
-    """What ``mrsuperb probe-sweep --shared`` was asked for (see ``downstream_probes.cli.probe_sweep``)."""
-
-    upstream: str
-    task: str
-    sweep_dir: Path
-    upstream_ckpt: str | None = None
-    model_config: str | None = None
-    config: str | None = None
-    override: str | None = None
-    layers: Sequence[str] | None = None
-    with_weighted_sum: bool = False
-    evaluate: bool = True
-    device: str | None = None
-    max_heads_per_pass: int | None = None
-    resume: bool = False
-    cache_features: Path | None = None
-    extra_args: Sequence[str] = field(default_factory=tuple)
-    heads: Sequence[HeadSpec] | None = None  # explicit heads instead of layers/with_weighted_sum
-
-
-def plan_passes(specs: Sequence[HeadSpec], max_heads_per_pass: int | None) -> list[list[HeadSpec]]:
-    """Heads in passes of at most ``max_heads_per_pass`` (None: one pass), in sweep order."""
-    if max_heads_per_pass is not None and max_heads_per_pass < 1:
-        raise UsageError(f"--max-heads-per-pass {max_heads_per_pass}: give at least 1")
-    size = max_heads_per_pass or max(1, len(specs))
-    return [list(specs[start : start + size]) for start in range(0, len(specs), size)]
-
-
-def describe_plan(passes: Sequence[Sequence[HeadSpec]]) -> str:
-    heads = sum(len(group) for group in passes)
-    lines = [f"shared sweep plan: {heads} heads in {len(passes)} pass(es), one upstream forward per batch per pass"]
-    for index, group in enumerate(passes):
-        lines.append(f"  pass {index}: {', '.join(spec.name for spec in group)}")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the command line each head's separate run would have
-
-
-def head_argv(options: SharedSweepOptions, spec: HeadSpec) -> list[str]:
-    """``run_downstream.py -m train`` arguments of the head's separate run."""
-    argv = ["-m", "train", "-u", options.upstream, "-d", options.task]
-    if options.upstream_ckpt:
-        argv += ["-k", str(options.upstream_ckpt)]
-    if options.model_config:
-        argv += ["-g", str(options.model_config)]
-    if options.config:
-        argv += ["-c", str(options.config)]
-    if spec.layer is not None:
-        argv += ["-l", spec.layer]
-    argv += ["-p", str(spec.expdir(options.sweep_dir))]
-    override = ",,".join(part for part in (options.override, spec.override) if part)
-    if override:
-        argv += ["-o", override]
-    if options.device:
-        argv += ["--device", options.device]
-    return [*argv, *options.extra_args]
 
 
 def _rank() -> int:
@@ -690,20 +615,6 @@ def mark_shared(expdir: Path, pass_index: int, head_state: dict[str, Any]) -> No
 
 # ----------------------------------------------------------------------------------------------------------------
 # entry point
-
-
-def resolve_heads(all_layers: Sequence[str], layers: Sequence[str] | None, with_weighted_sum: bool) -> list[HeadSpec]:
-    """The heads to train: the named layers (None or ``["all"]``: every layer), then the weighted sum if asked."""
-    chosen = list(all_layers) if not layers or list(layers) == ["all"] else list(layers)
-    unknown = [name for name in chosen if name not in all_layers]
-    if unknown:
-        raise UsageError(f"--layers: the upstream has no layer(s) {unknown}; its layers: {list(all_layers)}")
-    if len(set(chosen)) != len(chosen):
-        raise UsageError(f"--layers {','.join(chosen)}: a layer is named twice")
-    specs = [HeadSpec(name, name) for name in chosen]
-    if with_weighted_sum:
-        specs.append(HeadSpec(WEIGHTED_SUM, None))
-    return specs
 
 
 def run_shared_sweep(options: SharedSweepOptions) -> tuple[dict[str, Any], SharedSweep]:

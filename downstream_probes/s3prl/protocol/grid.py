@@ -34,7 +34,7 @@ from typing import Any
 from downstream_probes import result_files, tasks
 from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.experiment import newest_readable_checkpoint
-from downstream_probes.s3prl.shared_sweep import HeadSpec, SharedSweepOptions, head_argv
+from downstream_probes.s3prl.shared_plan import HeadSpec, SharedSweepOptions, head_argv
 from downstream_probes.s3prl.sweep import best_checkpoint
 from upstream_mrhubert.atomic_io import write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
@@ -133,7 +133,7 @@ class Cell:
 
     def train_argv(self) -> list[str]:
         """``run_downstream.py`` arguments of the cell's training (without ``-a``): the command line a shared sweep
-        head gets (``shared_sweep.head_argv``), with the cell's learning rate, seed and folder."""
+        head gets (``shared_plan.head_argv``), with the cell's learning rate, seed and folder."""
         return head_argv(self.sweep_options(self.folder.parent), self.head_spec())
 
     def head_spec(self) -> HeadSpec:
