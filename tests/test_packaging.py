@@ -39,12 +39,14 @@ def test_installed_wheel_finds_its_recipes(tmp_path: Path) -> None:
     (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     probe = (
         "import downstream_probes, json; from downstream_probes.s3prl.run_downstream import resolve_task_and_config; "
-        "print(json.dumps([downstream_probes.__file__, resolve_task_and_config(['-d', 'ic'])]))"
+        "from downstream_probes.corpora.text import FLUENT_INTENTS; "
+        "print(json.dumps([downstream_probes.__file__, resolve_task_and_config(['-d', 'ic']), len(FLUENT_INTENTS)]))"
     )
     environ = {k: v for k, v in os.environ.items() if k not in ("MRSUPERB_RECIPES", "PYTHONPATH")}
     done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True, timeout=300,
                           cwd=tmp_path, env=environ)  # fmt: skip
-    imported, argv = json.loads(done.stdout.strip().splitlines()[-1])
+    imported, argv, intents = json.loads(done.stdout.strip().splitlines()[-1])
+    assert intents == 31  # the package data (corpora/fluent_intents.tsv) is installed
     assert imported.startswith(str(site))  # the installed copy, not this checkout
     config = Path(argv[argv.index("-c") + 1])
     assert config == env / "share" / "mrsuperb" / "recipes" / "superb" / "ic" / "config.yaml" and config.is_file()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -278,39 +279,19 @@ class FluentIntent:
     phrasings: tuple[str, ...]  # sentence case, as FSC's transcriptions
 
 
-FLUENT_INTENTS: tuple[FluentIntent, ...] = (
-    FluentIntent("change language", "none", "none", ("Change language", "Switch the language", "Use another language")),
-    FluentIntent("change language", "Chinese", "none", ("Switch to Chinese", "Change the language to Chinese")),
-    FluentIntent("change language", "Korean", "none", ("Switch to Korean", "Set the language to Korean")),
-    FluentIntent("change language", "English", "none", ("Switch to English", "Use English")),
-    FluentIntent("change language", "German", "none", ("Switch to German", "Change the language to German")),
-    FluentIntent("activate", "music", "none", ("Play the music", "Start the music", "Put on some music")),
-    FluentIntent("activate", "lights", "none", ("Turn on the lights", "Lights on", "Switch the lights on")),
-    FluentIntent("activate", "lights", "kitchen", ("Turn on the kitchen lights", "Kitchen lights on")),
-    FluentIntent("activate", "lights", "bedroom", ("Turn on the lights in the bedroom", "Bedroom lights on")),
-    FluentIntent("activate", "lights", "washroom", ("Turn on the washroom lights", "Washroom lights on")),
-    FluentIntent("activate", "lamp", "none", ("Turn on the lamp", "Switch on the lamp")),
-    FluentIntent("deactivate", "music", "none", ("Stop the music", "Pause the music", "Turn the music off")),
-    FluentIntent("deactivate", "lights", "none", ("Turn off the lights", "Lights off", "Switch the lights off")),
-    FluentIntent("deactivate", "lights", "kitchen", ("Turn off the kitchen lights", "Kitchen lights off")),
-    FluentIntent("deactivate", "lights", "bedroom", ("Turn off the lights in the bedroom", "Bedroom lights off")),
-    FluentIntent("deactivate", "lights", "washroom", ("Turn off the washroom lights", "Washroom lights off")),
-    FluentIntent("deactivate", "lamp", "none", ("Turn off the lamp", "Switch off the lamp")),
-    FluentIntent("increase", "volume", "none", ("Turn up the volume", "Louder please", "Increase the volume")),
-    FluentIntent("increase", "heat", "none", ("Turn up the heat", "Make it warmer", "Increase the heating")),
-    FluentIntent("increase", "heat", "kitchen", ("Turn up the heat in the kitchen", "Kitchen heat up")),
-    FluentIntent("increase", "heat", "bedroom", ("Turn up the heat in the bedroom", "Make the bedroom warmer")),
-    FluentIntent("increase", "heat", "washroom", ("Turn up the heat in the washroom", "Washroom heat up")),
-    FluentIntent("decrease", "volume", "none", ("Turn down the volume", "Quieter please", "Decrease the volume")),
-    FluentIntent("decrease", "heat", "none", ("Turn down the heat", "Make it cooler", "Decrease the heating")),
-    FluentIntent("decrease", "heat", "kitchen", ("Turn down the heat in the kitchen", "Kitchen heat down")),
-    FluentIntent("decrease", "heat", "bedroom", ("Turn down the heat in the bedroom", "Make the bedroom cooler")),
-    FluentIntent("decrease", "heat", "washroom", ("Turn down the heat in the washroom", "Washroom heat down")),
-    FluentIntent("bring", "newspaper", "none", ("Bring me the newspaper", "Get me the paper", "Fetch the newspaper")),
-    FluentIntent("bring", "juice", "none", ("Bring me some juice", "Get me the juice")),
-    FluentIntent("bring", "socks", "none", ("Bring me my socks", "Fetch my socks")),
-    FluentIntent("bring", "shoes", "none", ("Bring me my shoes", "Get my shoes")),
-)
+FLUENT_INTENTS_FILE = Path(__file__).with_name("fluent_intents.tsv")
+
+
+def read_fluent_intents(path: Path = FLUENT_INTENTS_FILE) -> tuple[FluentIntent, ...]:
+    """The intent table: one intent a line (action, object, location, phrasings separated by `` | ``), tab-separated,
+    after ``#`` comments and a header line."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    return tuple(
+        FluentIntent(action, obj, location, tuple(said.split(" | "))) for action, obj, location, said in rows[1:]
+    )
+
+
+FLUENT_INTENTS = read_fluent_intents()
 
 # ----------------------------------------------------------------------------------------------------------------
 # Speech Commands
