@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
+from downstream_probes.paths import recipes_dir
 from downstream_probes.pipelines.stages import (
     Phase,
     Stage,
@@ -52,7 +53,10 @@ from downstream_probes.pipelines.stages import (
     has_test_metrics,
     run_phases,
 )
+from downstream_probes.s3prl.run_downstream import override_option
+from downstream_probes.s3prl.sweep import best_checkpoint
 from downstream_probes.tasks import TASK_NAMES, TASKS
+from upstream_mrhubert.checkpoints.registry import CHECKPOINTS_BY_NAME
 
 TABLE2_UPSTREAMS = ("hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a")
 FIG2A_EXTRA_UPSTREAMS = ("mrhubert_b2a", "mrhubert_b2b")
@@ -132,10 +136,6 @@ def training_finished(expdir: Path) -> bool:
 
 
 def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage]:
-    from downstream_probes.paths import recipes_dir
-    from downstream_probes.s3prl.run_downstream import override_option
-    from downstream_probes.s3prl.sweep import best_checkpoint
-
     run_downstream, mrsuperb = console_script("run_downstream.py"), console_script("mrsuperb")
 
     def stage(name: str, done: Callable[[], bool], command: Callable[[], list[str]], after=None) -> Stage:
@@ -269,8 +269,6 @@ def plan(args: argparse.Namespace, out: Path, env: dict[str, str]) -> list[Stage
 
 
 def check_checkpoints(folder: Path, upstreams: Sequence[str]) -> None:
-    from upstream_mrhubert.checkpoints.registry import CHECKPOINTS_BY_NAME
-
     missing = []
     for name in upstreams:
         release = CHECKPOINTS_BY_NAME.get(name)

@@ -32,7 +32,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from downstream_probes.analysis.analyze import output_name
+from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
+from downstream_probes.corpora.api import s3prl_overrides
 from downstream_probes.pipelines.stages import Phase, Stage, console_script, run_logged, run_phases, subprocess_env
+from downstream_probes.s3prl.run_downstream import override_option
+from downstream_probes.tasks import TASKS
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
 
 RECIPES = Path(__file__).resolve().parents[1]
@@ -148,10 +153,6 @@ class ToyExperiment:
         return Stage(f"pretrain {variant}", done, run)
 
     def _downstream_stage(self, variant: str, twin: str, task: str) -> Stage:
-        from downstream_probes.corpora.api import s3prl_overrides
-        from downstream_probes.s3prl.run_downstream import override_option
-        from downstream_probes.tasks import TASKS
-
         expdir = self.expdir(variant, twin, task)
 
         def run() -> None:
@@ -176,8 +177,6 @@ class ToyExperiment:
         return Stage(f"downstream {variant}_{twin}/{task}", lambda: (expdir / "results.json").is_file(), run)
 
     def _analyze_stage(self, variant: str, twin: str) -> Stage:
-        from downstream_probes.analysis.analyze import output_name
-
         out = self.analysis(variant, twin)
 
         def run() -> None:
@@ -215,10 +214,6 @@ class ToyExperiment:
 
     # -- report --------------------------------------------------------------------------------------------------
     def report(self) -> dict:
-        from downstream_probes.analysis.analyze import output_name
-        from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
-        from downstream_probes.tasks import TASKS
-
         lengths = self.downstream_lengths()
         report: dict = {"seed": self.seed, "variants": {}, "downstream_steps": lengths}
         tasks_run: dict[int, set[str]] = {steps: set() for steps in lengths}  # the columns of each Table 2 block
