@@ -20,7 +20,12 @@ from typing import Any, TypedDict
 
 from downstream_probes.tasks import TASK_NAMES, TASKS, TaskSpec
 from upstream_mrhubert import provenance
-from upstream_mrhubert.atomic_io import finite_or_null, loads_strict_json, write_json_atomic, write_text_atomic
+from upstream_mrhubert.atomic_io import (
+    finite_or_null,
+    read_strict_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from upstream_mrhubert.errors import MrsuperbError
 
 RESULTS_SCHEMA = "mrsuperb.results/1"
@@ -150,12 +155,9 @@ REQUIRED_RESULTS_FIELDS = ("task", "upstream", "layer_selection", "metrics", "te
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        return loads_strict_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise ResultsError(f"{path} is not readable JSON ({error}); delete it or re-run that {what}") from None
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return read_strict_json(path, ResultsError, f"delete it or re-run that {what}")
 
 
 def _check_metrics(metrics: Any, path: str | os.PathLike[str], where: str = "metrics") -> None:

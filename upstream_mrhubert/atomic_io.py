@@ -5,7 +5,8 @@ Content goes to a temporary file in the target's folder (same file system) and i
 ``os.replace``, which is atomic on POSIX and Windows. On any error the temporary file is removed. The result gets
 the permissions a plain ``open()`` would give it (``mkstemp`` alone creates 0600 files).
 
-Beside them, the strict JSON reading of what they wrote (``loads_strict_json``, ``read_json_record``).
+Beside them, the strict JSON reading of what they wrote (``loads_strict_json``, ``read_strict_json``,
+``read_json_record``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def loads_strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
+def read_strict_json(path: Path, error: type[Exception], remedy: str = "") -> Any:
+    """The strict JSON in ``path`` (:func:`loads_strict_json`).
+
+    Raises:
+        error: naming ``path`` when it cannot be read or is not strict JSON (the message ends with ``remedy``).
+    """
+    try:
+        return loads_strict_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as caught:
+        raise error(f"{path} is not readable JSON ({caught}){'; ' + remedy if remedy else ''}") from None
+
+
 def read_json_record(path: Path, schema: str, error: type[Exception], remedy: str) -> dict[str, Any]:
     """The JSON object in ``path`` whose ``"schema"`` is ``schema``, read as strict JSON.
 
@@ -97,10 +110,7 @@ def read_json_record(path: Path, schema: str, error: type[Exception], remedy: st
         error: naming ``path`` when it cannot be read or is not strict JSON (the message ends with ``remedy``), or
             when it holds something other than an object of that schema.
     """
-    try:
-        record = loads_strict_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as caught:
-        raise error(f"{path} is not readable JSON ({caught}); {remedy}") from None
+    record = read_strict_json(path, error, remedy)
     if not isinstance(record, dict) or record.get("schema") != schema:
         found = record.get("schema") if isinstance(record, dict) else type(record).__name__
         raise error(f"{path} has schema {found!r}, expected {schema!r}")

@@ -47,7 +47,7 @@ from downstream_probes.analysis.plots import (
 )
 from downstream_probes.result_files import LAYER_WEIGHTS_FILE, SWEEP_FILE, ResultsError, load_sweep_file
 from downstream_probes.tasks import upstream_identity
-from upstream_mrhubert.atomic_io import loads_strict_json
+from upstream_mrhubert.atomic_io import read_strict_json
 from upstream_mrhubert.errors import MrsuperbError
 
 COMPARE_SCHEMA = "mrsuperb.compare/3"
@@ -157,10 +157,7 @@ def read_source(path: Path) -> LayerScores:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return loads_strict_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
-        raise CompareInputError(f"{path} is not readable JSON ({error})") from None
+    return read_strict_json(path, CompareInputError)
 
 
 def _read_cca(path: Path, data: Any) -> LayerScores:

@@ -31,7 +31,7 @@ import numpy as np
 
 from downstream_probes.result_files import LAYER_WEIGHTS_FILE
 from downstream_probes.tasks import task_for
-from upstream_mrhubert.atomic_io import loads_strict_json, write_json_atomic, write_text_atomic
+from upstream_mrhubert.atomic_io import read_strict_json, write_json_atomic, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 LOGGER = logging.getLogger(__name__)
@@ -199,10 +199,7 @@ def load_layer_weights_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     remedy = "write it again with mrsuperb export-weights"
-    try:
-        data = loads_strict_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise LayerWeightsError(f"{path} is not readable JSON ({error}); {remedy}") from None
+    data = read_strict_json(path, LayerWeightsError, remedy)
     if not isinstance(data, dict) or not isinstance(data.get("layers"), list) or not data["layers"]:
         raise LayerWeightsError(f"{path} is not a layer_weights.json (no list of layers); {remedy}")
     for key in ("upstream", "task"):
