@@ -32,8 +32,8 @@ class _RecordError(ValueError):
         (b"{", r"r\.json is not readable JSON \(Expecting .*\); write it again$"),
         (b'{"schema": "s/1", "x": NaN}', r"not readable JSON \(NaN is not a JSON value.*\); write it again$"),
         (b"\xff\xfe", r"not readable JSON \('utf-8' codec.*\); write it again$"),
-        (b"[1]", r"r\.json has schema 'list', expected 's/1'$"),
-        (b'{"schema": "s/2"}', r"r\.json has schema 's/2', expected 's/1'$"),
+        (b"[1]", r"r\.json has schema 'list', expected 's/1'; write it again$"),
+        (b'{"schema": "s/2"}', r"r\.json has schema 's/2', expected 's/1'; write it again$"),
     ],
 )
 def test_a_json_record_is_an_object_of_its_schema(tmp_path: Path, content: bytes, message: str) -> None:

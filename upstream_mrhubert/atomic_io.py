@@ -107,11 +107,11 @@ def read_json_record(path: Path, schema: str, error: type[Exception], remedy: st
     """The JSON object in ``path`` whose ``"schema"`` is ``schema``, read as strict JSON.
 
     Raises:
-        error: naming ``path`` when it cannot be read or is not strict JSON (the message ends with ``remedy``), or
-            when it holds something other than an object of that schema.
+        error: naming ``path`` when it cannot be read or is not strict JSON, or when it holds something other than
+            an object of that schema (the message ends with ``remedy``).
     """
     record = read_strict_json(path, error, remedy)
     if not isinstance(record, dict) or record.get("schema") != schema:
         found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-        raise error(f"{path} has schema {found!r}, expected {schema!r}")
+        raise error(f"{path} has schema {found!r}, expected {schema!r}; {remedy}")
     return record

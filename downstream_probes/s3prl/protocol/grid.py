@@ -36,7 +36,7 @@ from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.experiment import newest_readable_checkpoint
 from downstream_probes.s3prl.shared_plan import HeadSpec, SharedSweepOptions, head_argv
 from downstream_probes.s3prl.sweep import best_checkpoint
-from upstream_mrhubert.atomic_io import write_text_atomic
+from upstream_mrhubert.atomic_io import read_json_record, write_text_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 CELL_FILE = "cell.json"
@@ -172,13 +172,9 @@ def read_cell_record(folder: Path) -> dict[str, Any] | None:
     path = folder / CELL_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise GridError(f"{path} is not readable JSON ({error}); delete the cell folder to run it afresh") from None
-    if not isinstance(data, dict) or data.get("schema") != CELL_SCHEMA:
-        raise GridError(f"{path} is not a grid cell record ({CELL_SCHEMA}); delete it or choose another -p")
-    return data
+    return read_json_record(
+        path, CELL_SCHEMA, GridError, "delete the cell folder to run it afresh, or choose another -p"
+    )
 
 
 def write_cell_record(folder: Path, record: dict[str, Any]) -> None:
