@@ -27,6 +27,6 @@ def test_the_pair_is_analysed_on_real_speech_and_trained_on_ic_and_ks(tmp_path: 
 
 def test_without_whisper_the_demo_is_unchanged(tmp_path: Path) -> None:
     plan = demo.DemoPlan(demo.DemoSettings(out=tmp_path / "demo", upstreams=("mono_base",), tasks=("ic",)))
-    rules = demo.PairRules(demo.PAIR_TRAINING_STEPS, demo.is_trained, demo.eval_dataloaders_override)
+    rules = demo.PairRules(demo.PAIR_TASKS, demo.PAIR_TRAINING_STEPS, demo.is_trained, demo.eval_dataloaders_override)
     assert demo.whisper_pair_chains(plan, rules) == []
     assert not any("whisper" in stage.name or stage.name == "corpus real" for stage in plan.stages)

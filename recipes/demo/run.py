@@ -426,7 +426,9 @@ class DemoPlan:
             )
         # The analysis chains are the longest: start them first.
         chains = chains[-len(self.upstreams) :] + chains[: -len(self.upstreams)]
-        pair = whisper_pair_chains(self, PairRules(PAIR_TRAINING_STEPS, is_trained, eval_dataloaders_override))
+        pair = whisper_pair_chains(
+            self, PairRules(PAIR_TASKS, PAIR_TRAINING_STEPS, is_trained, eval_dataloaders_override)
+        )
         return Phase("runs", pair + chains, workers=s.jobs)
 
     def _override(self, task: str) -> str:

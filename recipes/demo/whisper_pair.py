@@ -35,7 +35,6 @@ from downstream_probes.s3prl.run_downstream import override_option
 DemoPlan = Any
 
 UPSTREAMS = ("whisper_tiny_en", "whisper_tiny_en_random")
-PAIR_TASKS = ("ic", "ks")
 ANALYZE_PROPERTIES = ("phone", "mi_phone")
 ANALYZE_MI_CLUSTERS = "phone=50"
 WHISPER_OPTIONS = "pad_to_30s: false\n"
@@ -103,8 +102,10 @@ def _expdir(plan: DemoPlan, upstream: str, task: str) -> Path:
 
 @dataclass(frozen=True)
 class PairRules:
-    """What the demo decides for every pair it trains: IC's steps, when a run is finished, which splits it evaluates."""
+    """What the demo decides for every pair it trains: the tasks, IC's steps, when a run is finished, which splits it
+    evaluates."""
 
+    tasks: tuple[str, ...]
     ic_steps: int
     is_trained: Callable[[Path, str], bool]
     eval_dataloaders_override: Callable[[str], str]
@@ -154,7 +155,7 @@ def whisper_pair_chains(plan: DemoPlan, rules: PairRules) -> list[list[Stage]]:
     ]
     analysis += [Stage(f"analyze {u}", partial(_analysed, plan, u), partial(_analyze, plan, u)) for u in UPSTREAMS]
     chains = [analysis]
-    for task in (t for t in PAIR_TASKS if t in plan.settings.tasks):
+    for task in (t for t in rules.tasks if t in plan.settings.tasks):
         trainings = [
             Stage(
                 f"train {upstream}/{task}",
