@@ -65,6 +65,7 @@ from upstream_mrhubert import hub, provenance
 from upstream_mrhubert.atomic_io import write_json_atomic
 from upstream_mrhubert.audio import SAMPLE_RATE
 from upstream_mrhubert.errors import MrsuperbError
+from upstream_mrhubert.output_folder import file_sha256
 
 ANALYSIS_SCHEMA = "mrsuperb.analysis/1"
 MI_CHANCE_PERMUTATIONS = 200  # permuted cluster assignments per layer (cheap: no clustering)
@@ -735,9 +736,9 @@ def build_upstream_features(
         "name": name,
         "identity": upstream_identity(name, str(checkpoint) if checkpoint else ckpt),
         "checkpoint": str(checkpoint.resolve()) if checkpoint else ckpt,
-        "checkpoint_sha256": extraction.file_digest(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
         "model_config": str(model_config) if model_config else None,
-        "model_config_sha256": extraction.file_digest(Path(model_config))
+        "model_config_sha256": file_sha256(Path(model_config))
         if model_config and Path(model_config).is_file()
         else None,
         "include_block_outputs": bool(getattr(upstream, "include_block_outputs", False)),

@@ -68,9 +68,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "mrsuperb")) / "layer_features"
 
 
-file_digest = file_sha256  # the checkpoint's content hash in the cache key
-
-
 def cache_key(description: dict) -> str:
     payload = json.dumps({**description, "format": FORMAT_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
