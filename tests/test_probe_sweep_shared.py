@@ -24,14 +24,13 @@ import torch
 from downstream_probes import cli
 from downstream_probes.paths import recipes_dir
 from downstream_probes.s3prl import run_downstream
-from downstream_probes.s3prl.experiment import ExperimentLocked
 from downstream_probes.s3prl.loaders import SharedIteration, StreamsDivergedError, group_by_state
 from downstream_probes.s3prl.rng import RngState, RngStream, seed_everything
 from downstream_probes.s3prl.shared_plan import WEIGHTED_SUM, HeadSpec, SharedSweepOptions, plan_passes, resolve_heads
 from downstream_probes.s3prl.shared_sweep import run_shared_sweep
 from downstream_probes.tasks import TASKS
 from upstream_mrhubert.atomic_io import loads_strict_json
-from upstream_mrhubert.output_folder import OutputLinkError, SettingsMismatch
+from upstream_mrhubert.output_folder import FolderLocked, OutputLinkError, SettingsMismatch
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 # SpecAugment draws from torch's generator in every head, so a head that drew from another head's stream would not
@@ -407,9 +406,7 @@ def test_a_layer_folder_held_by_run_downstream_is_refused(workspace: Path, tiny_
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         override = f"{corpus_overrides('ic')},,config.runner.total_steps=1"
-        with pytest.raises(
-            ExperimentLocked, match=rf"{sweep_dir / 'D0'} is in use by another run \(pid {holder.pid}\)"
-        ):
+        with pytest.raises(FolderLocked, match=rf"{sweep_dir / 'D0'} is in use by another run \(pid {holder.pid}\)"):
             run_shared_sweep(shared_options("ic", tiny_ckpt, sweep_dir, override, layers=["T1", "D0"]))
     finally:
         holder.kill()

@@ -29,14 +29,11 @@ from typing import Any
 from downstream_probes.s3prl.options import find_option, set_option
 from upstream_mrhubert.checkpoints.io import CheckpointError, read_restricted_pickle, verify_zip_checksums
 from upstream_mrhubert.errors import MrsuperbError
-from upstream_mrhubert.output_folder import LOCK_FILE, FolderLocked, file_sha256, folder_lock  # noqa: F401 (re-exported)
+from upstream_mrhubert.output_folder import file_sha256, folder_lock
 
 S3PRL_DEFAULT_ROOT = Path("result") / "downstream"
 MODE_OPTIONS = ("-m", "--mode")
 AUTO_RESUME_FLAGS = ("-a", "--auto_resume")
-
-
-ExperimentLocked = FolderLocked  # the name this module gave it first
 
 
 def default_mode(argv: Sequence[str]) -> list[str]:
@@ -127,7 +124,8 @@ def experiment_lock(folder: str | os.PathLike[str]) -> AbstractContextManager[Pa
     lock ``probe-sweep --shared`` and ``mrsuperb pretrain`` take too); a folder holding a link is refused.
 
     Raises:
-        ExperimentLocked: another process holds it; the message names the folder and the holder's pid.
+        FolderLocked (``upstream_mrhubert.output_folder``): another process holds it; the message names the folder
+            and the holder's pid.
     """
     return folder_lock(folder, "-p")
 
