@@ -17,7 +17,13 @@ import scipy.sparse
 
 from downstream_probes.analysis.errors import CCAInputError
 from downstream_probes.analysis.fit import PWCCAProjection
-from downstream_probes.analysis.moments import DEFAULT_CHUNK_ROWS, JointScatter, View, iter_row_chunks
+from downstream_probes.analysis.moments import (
+    DEFAULT_CHUNK_ROWS,
+    JointScatter,
+    View,
+    iter_row_chunks,
+    transposed_product,
+)
 
 CACHE_BYTES = 64 * 2**20  # held-out parts up to this size are kept in memory (centred, float64)
 
@@ -244,7 +250,7 @@ def held_out_score(
 
 def _projection_weights(directions: np.ndarray, acts) -> np.ndarray:
     """``w_i = sum_j |q_i . a_j|`` normalised, with ``Q`` from the QR of the (samples, n) ``directions``."""
-    directions_t_acts = _transposed_product(directions, acts)
+    directions_t_acts = transposed_product(directions, acts)
     weights = _weights_from_gram(directions.T @ directions, directions_t_acts)
     if weights is not None:
         return weights
@@ -255,7 +261,7 @@ def _projection_weights(directions: np.ndarray, acts) -> np.ndarray:
     if diagonal.min() > 1e-10 * diagonal.max():
         q_t_acts = scipy.linalg.solve_triangular(r, directions_t_acts, trans="T", check_finite=False)
     else:
-        q_t_acts = _transposed_product(np.linalg.qr(directions)[0], acts)
+        q_t_acts = transposed_product(np.linalg.qr(directions)[0], acts)
     weights = np.sum(np.abs(q_t_acts), axis=1)
     return weights / np.sum(weights)
 
@@ -277,10 +283,3 @@ def _weights_from_gram(gram: np.ndarray, directions_t_acts: np.ndarray) -> np.nd
     q_t_acts = scipy.linalg.solve_triangular(r, directions_t_acts, trans="T", check_finite=False)
     weights = np.sum(np.abs(q_t_acts), axis=1)
     return weights / np.sum(weights)
-
-
-def _transposed_product(dense: np.ndarray, other) -> np.ndarray:
-    """``dense^T @ other`` for a dense or sparse ``other``."""
-    if scipy.sparse.issparse(other):
-        return np.asarray((other.T @ dense).T)
-    return dense.T @ other

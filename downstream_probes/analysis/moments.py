@@ -155,7 +155,7 @@ def joint_scatter(
         sum_z[dx:] += np.asarray(zy.sum(axis=0)).ravel()
         cross[:dx, :dx] += _gram(zx)
         cross[dx:, dx:] += _gram(zy)
-        cross[dx:, :dx] += _transposed_product(zy, zx)  # rows of y: contiguous whether y or x is sparse
+        cross[dx:, :dx] += transposed_product(zy, zx)  # rows of y: contiguous whether y or x is sparse
     cross[:dx, dx:] = cross[dx:, :dx].T
     return JointScatter(len(rows), shift, sum_z, cross)
 
@@ -173,7 +173,7 @@ def _gram(z) -> np.ndarray:
     return z.T @ z  # numpy runs a symmetric rank-k update (syrk) for this pattern
 
 
-def _transposed_product(a, b) -> np.ndarray:
+def transposed_product(a, b) -> np.ndarray:
     """``a^T b`` as a dense array, for dense or sparse ``a`` and ``b``."""
     if scipy.sparse.issparse(a):
         product = a.T @ b
