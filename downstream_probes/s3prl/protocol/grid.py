@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import io
-import json
 import math
 import os
 import re
@@ -36,7 +35,7 @@ from downstream_probes.s3prl import run_downstream
 from downstream_probes.s3prl.experiment import newest_readable_checkpoint
 from downstream_probes.s3prl.shared_plan import HeadSpec, SharedSweepOptions, head_argv
 from downstream_probes.s3prl.sweep import best_checkpoint
-from upstream_mrhubert.atomic_io import read_json_record, write_text_atomic
+from upstream_mrhubert.atomic_io import read_json_record, write_json_atomic
 from upstream_mrhubert.errors import MrsuperbError
 
 CELL_FILE = "cell.json"
@@ -178,7 +177,7 @@ def read_cell_record(folder: Path) -> dict[str, Any] | None:
 
 
 def write_cell_record(folder: Path, record: dict[str, Any]) -> None:
-    write_text_atomic(folder / CELL_FILE, json.dumps(record, indent=2, allow_nan=False) + "\n")
+    write_json_atomic(folder / CELL_FILE, record)
 
 
 def claim_folder(cell: Cell) -> dict[str, Any]:
@@ -234,6 +233,12 @@ def cell_state(cell: Cell) -> str:
     if any(cell.folder.glob("states-*.ckpt")) or last:  # started (a kill may come before the first save)
         return INTERRUPTED
     return PENDING
+
+
+def attempt_status(cell: Cell) -> str:
+    """What an attempt that ran to its end left: the cell's state if finished or diverged, else failed."""
+    state = cell_state(cell)
+    return state if state in DONE_STATES else FAILED
 
 
 def dev_split_of(results: dict[str, Any], spec: tasks.TaskSpec) -> str:
@@ -342,7 +347,7 @@ def run_cell(cell: Cell) -> str:
             attempt["status"] = DIVERGED
         elif _finite(results.get("metrics", {}).get(dev_split_of(results, spec), {}).get(spec.primary)):
             run_downstream.run(cell.evaluate_argv(best_checkpoint(cell.folder), spec.test_split))
-            attempt["status"] = cell_state(cell) if cell_state(cell) in (FINISHED, DIVERGED) else FAILED
+            attempt["status"] = attempt_status(cell)
         else:
             attempt["status"] = DIVERGED
     except Exception as error:  # recorded, and the grid goes on with the other cells

@@ -25,6 +25,7 @@ from downstream_probes.s3prl.protocol.grid import (
     DONE_STATES,
     FAILED,
     Cell,
+    attempt_status,
     cell_state,
     claim_folder,
     read_cell_record,
@@ -85,7 +86,7 @@ def run_shared_group(group: Sequence[Cell]) -> None:
             attempt["status"] = DIVERGED
             attempt["diverged_step"] = results["sweep"].get("diverged_step")
         else:
-            attempt["status"] = cell_state(cell) if cell_state(cell) in DONE_STATES else FAILED
+            attempt["status"] = attempt_status(cell)
         write_cell_record(cell.folder, record)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from downstream_probes.s3prl.protocol.grid import DONE_STATES, Cell, GridError, cell_state, claim_folder, run_cell
 from downstream_probes.s3prl.protocol.shared import run_shared_group, shared_groups
-from upstream_mrhubert.atomic_io import write_text_atomic
+from upstream_mrhubert.atomic_io import write_json_atomic
 
 SLURM_FILE = "slurm.json"
 LOG_DIR = "slurm_logs"
@@ -99,7 +99,7 @@ def submit(units: Sequence[Sequence[Cell]], out: Path, settings: Any, shared: bo
         record = {"job_id": str(job.job_id), "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
         record["submitted"] = submitted
         for cell in unit:
-            write_text_atomic(cell.folder / SLURM_FILE, json.dumps(record, indent=2) + "\n")
+            write_json_atomic(cell.folder / SLURM_FILE, record)
     return [str(job.job_id) for job in jobs]
 
 
