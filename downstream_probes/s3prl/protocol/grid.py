@@ -214,7 +214,8 @@ def _comparable(argv: Sequence[str]) -> list[str]:
     return sorted(out)
 
 
-def _finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A metric value that counts: an int or float (not a bool) that is finite."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -251,7 +252,7 @@ def _metrics_finite(results: dict[str, Any], spec: tasks.TaskSpec) -> bool:
     metrics = results.get("metrics", {})
     dev = metrics.get(dev_split_of(results, spec), {}).get(spec.primary)
     test = metrics.get(spec.test_split, {}).get(spec.primary)
-    return _finite(dev) and _finite(test)
+    return is_finite_number(dev) and is_finite_number(test)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -345,7 +346,7 @@ def run_cell(cell: Cell) -> str:
         results = result_files.read_results(cell.folder) or {}
         if attempt.get("nan_gradient_steps"):
             attempt["status"] = DIVERGED
-        elif _finite(results.get("metrics", {}).get(dev_split_of(results, spec), {}).get(spec.primary)):
+        elif is_finite_number(results.get("metrics", {}).get(dev_split_of(results, spec), {}).get(spec.primary)):
             run_downstream.run(cell.evaluate_argv(best_checkpoint(cell.folder), spec.test_split))
             attempt["status"] = attempt_status(cell)
         else:

@@ -12,7 +12,6 @@ are listed as missing.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from downstream_probes.s3prl.protocol.grid import (
     cell_state,
     dev_split_of,
     format_lr,
+    is_finite_number,
 )
 
 RULE = (
@@ -37,8 +37,7 @@ def _clean(metrics: dict[str, Any]) -> dict[str, float | None]:
     """Metrics as strict JSON: a value that is not a finite number becomes null."""
     out: dict[str, float | None] = {}
     for key, value in metrics.items():
-        finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        out[str(key)] = float(value) if finite else None
+        out[str(key)] = float(value) if is_finite_number(value) else None
     return out
 
 
