@@ -84,6 +84,11 @@ def run_logged(
         raise error(f"stage '{stage}' failed (exit status {status}); full log: {log}\n{tail}")
 
 
+def stage_log(log_dir: Path, name: str) -> Path:
+    """Where a stage's output is kept: ``log_dir/<name>.log``, spaces and slashes of the name as ``_``."""
+    return log_dir / (name.replace("/", "_").replace(" ", "_") + ".log")
+
+
 def command_stage(
     name: str,
     is_done: Callable[[], bool],
@@ -95,8 +100,7 @@ def command_stage(
     """A stage that runs ``command()`` (built when the stage runs) logged to ``log_dir/<name>.log``, then ``after``."""
 
     def run() -> None:
-        log = log_dir / (name.replace("/", "_").replace(" ", "_") + ".log")
-        run_logged(name, command(), log, env)
+        run_logged(name, command(), stage_log(log_dir, name), env)
         if after is not None:
             after()
 

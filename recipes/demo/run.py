@@ -62,6 +62,7 @@ from downstream_probes.pipelines.stages import (
     has_test_metrics,
     run_logged,
     run_phases,
+    stage_log,
     subprocess_env,
 )
 from downstream_probes.reports.leaderboard import write_leaderboard
@@ -197,7 +198,7 @@ class DemoSettings:
         return self.root / "analysis" / upstream.stem
 
     def log(self, stage: str) -> Path:
-        return self.root / "logs" / (stage.replace(" ", "_").replace("/", "_") + ".log")
+        return stage_log(self.root / "logs", stage)
 
     @property
     def settings_file(self) -> Path:

@@ -35,7 +35,15 @@ from pathlib import Path
 from downstream_probes.analysis.analyze import output_name
 from downstream_probes.analysis.plots import plot_analysis_figure, save_figure
 from downstream_probes.corpora.api import s3prl_overrides
-from downstream_probes.pipelines.stages import Phase, Stage, console_script, run_logged, run_phases, subprocess_env
+from downstream_probes.pipelines.stages import (
+    Phase,
+    Stage,
+    console_script,
+    run_logged,
+    run_phases,
+    stage_log,
+    subprocess_env,
+)
 from downstream_probes.s3prl.run_downstream import override_option
 from downstream_probes.tasks import TASKS
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
@@ -108,7 +116,7 @@ class ToyExperiment:
         return self.out / "analysis" / f"{variant}_{twin}"
 
     def log(self, name: str) -> Path:
-        return self.out / "logs" / f"{name.replace('/', '_').replace(' ', '_')}.log"
+        return stage_log(self.out / "logs", name)
 
     def upstream_options(self, variant: str) -> Path:
         """``-g`` file: the pre-residual variant must be run with the residual where it was trained."""
