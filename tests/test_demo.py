@@ -4,6 +4,7 @@ the test suite)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import load_recipe
 
 from downstream_probes.pipelines.stages import StageError
+from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
 demo = load_recipe("demo/run.py")
 
@@ -175,3 +177,23 @@ def test_settings_are_checked_and_recorded(tmp_path: Path, capsys: pytest.Captur
     assert "not a demo folder" in capsys.readouterr().err and (other / "precious.txt").is_file()
     assert demo.main(["--out", str(other), "--plan"]) == 0
     assert "[todo] train mono_base/asr" in capsys.readouterr().out
+
+
+def test_a_demo_folder_in_use_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second demo (or a --fresh one) into the folder a running demo holds used to run alongside it."""
+    settings = demo.DemoSettings(out=tmp_path / "demo", upstreams=("b5a",), tasks=("ic",))
+    demo.check_or_write_settings(settings)
+    with folder_lock(settings.root, "--out"):
+        for extra in ([], ["--fresh"]):
+            assert demo.main(["--out", str(settings.root), "--upstreams", "b5a", "--tasks", "ic", *extra]) == 1
+            assert f"{settings.root} is in use by another run (pid {os.getpid()})" in capsys.readouterr().err
+    assert sorted(p.name for p in settings.root.iterdir()) == sorted([LOCK_FILE, settings.settings_file.name])
+    # --fresh on an idle demo folder keeps only what it needs to hold it
+    (settings.root / "runs").mkdir()
+    demo.remove_demo_folder(settings)
+    assert [p.name for p in settings.root.iterdir()] == [LOCK_FILE]
+    # a new folder holding only the lock file of this run is still the demo's to write
+    new = demo.DemoSettings(out=tmp_path / "new")
+    with folder_lock(new.root, "--out"):
+        demo.check_or_write_settings(new)
+    assert new.settings_file.is_file()

@@ -71,6 +71,7 @@ from downstream_probes.s3prl.sweep import best_checkpoint
 from downstream_probes.tasks import TASK_NAMES, TASKS, upstream_identity
 from upstream_mrhubert.atomic_io import write_bytes_atomic, write_json_atomic
 from upstream_mrhubert.errors import UsageError
+from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 from upstream_mrhubert.testing.tiny import write_tiny_checkpoint
 
 from whisper_pair import PairRules, whisper_pair_chains  # beside this script (its folder is first on sys.path)
@@ -635,10 +636,8 @@ def check_or_write_settings(settings: DemoSettings) -> None:
             f"{settings.root} holds a demo made with seed {recorded.get('seed')}; use --fresh to start "
             f"over there, or --out for another folder"
         )
-    if recorded is None and settings.root.is_dir() and any(settings.root.iterdir()):
-        raise UsageError(
-            f"{settings.root} is not empty and holds no demo.json: not a demo folder; choose another --out"
-        )
+    if recorded is None:
+        check_demo_folder(settings)
     merged = settings.record()
     if recorded is not None:  # a resumed demo may add upstreams or tasks
         merged["upstreams"] = sorted(set(recorded.get("upstreams", [])) | set(settings.upstreams))
@@ -646,14 +645,28 @@ def check_or_write_settings(settings: DemoSettings) -> None:
     write_json_atomic(settings.settings_file, merged)
 
 
-def remove_demo_folder(settings: DemoSettings) -> None:
-    """``--fresh``: delete a previous demo folder (only one with a demo.json, never an arbitrary folder)."""
+def _folder_content(settings: DemoSettings) -> list[Path]:
+    """What the demo folder holds besides its lock file."""
     root = settings.root
-    if not root.exists():
-        return
-    if not settings.settings_file.is_file():
-        raise UsageError(f"--fresh: {root} holds no demo.json, so it is not a demo folder; refusing to delete it")
-    shutil.rmtree(root)
+    return [path for path in root.iterdir() if path.name != LOCK_FILE] if root.is_dir() else []
+
+
+def check_demo_folder(settings: DemoSettings) -> None:
+    """The demo writes into (and ``--fresh`` deletes) only a demo folder: one with a demo.json, or an empty one."""
+    if _folder_content(settings) and not settings.settings_file.is_file():
+        raise UsageError(
+            f"{settings.root} is not empty and holds no demo.json: not a demo folder; choose another --out"
+        )
+
+
+def remove_demo_folder(settings: DemoSettings) -> None:
+    """``--fresh``: delete what a previous demo wrote, keeping the lock file this run holds."""
+    check_demo_folder(settings)
+    for path in _folder_content(settings):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -707,18 +720,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for stage in phase.stages:
                     print(f"  [{'done' if stage.is_done() else 'todo'}] {stage.name}")
             return 0
-        if args.fresh:
-            remove_demo_folder(settings)
-        check_or_write_settings(settings)
-        start = time.perf_counter()
-        pending = len(plan.pending())
-        print(
-            f"mrsuperb demo in {settings.root}: {len(plan.stages)} stages, {len(plan.stages) - pending} already "
-            f"done; {settings.jobs} at a time; logs in {settings.root / 'logs'}"
-        )
-        print(RANDOM_INIT_NOTE)
-        plan.run()
-        elapsed = time.perf_counter() - start
+        check_demo_folder(settings)  # before the lock file is written into a folder that is not the demo's
+        # one demo per folder: a second one (or a --fresh) would remove or rewrite what the first is writing
+        with folder_lock(settings.root, "--out", check_links=False):
+            if args.fresh:
+                remove_demo_folder(settings)
+            check_or_write_settings(settings)
+            start = time.perf_counter()
+            pending = len(plan.pending())
+            print(
+                f"mrsuperb demo in {settings.root}: {len(plan.stages)} stages, {len(plan.stages) - pending} already "
+                f"done; {settings.jobs} at a time; logs in {settings.root / 'logs'}"
+            )
+            print(RANDOM_INIT_NOTE)
+            plan.run()
+            elapsed = time.perf_counter() - start
     except (StageError, ValueError, FileNotFoundError) as error:
         print(f"demo: error: {error}", file=sys.stderr)
         return 1
