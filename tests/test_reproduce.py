@@ -8,10 +8,13 @@ Fig. 2a models, finished steps are skipped, and nothing is written by a dry run.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from conftest import load_recipe
+
+from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +120,19 @@ def test_missing_checkpoints_are_one_clear_error(reproduce, tmp_path: Path, caps
     )
     error = capsys.readouterr().err
     assert "b5-a.pt" in error and "https://dl.fbaipublicfiles.com/mrhubert/b5-a/b5-a.pt" in error
+
+
+def test_a_folder_another_reproduction_holds_is_refused(reproduce, tmp_path: Path, capsys) -> None:
+    """Two reproductions into one --out used to run their stages side by side."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "b5-a.pt").write_bytes(b"")  # only looked for: nothing runs
+    fsc = tmp_path / "fsc"
+    for split in ("train", "valid", "test"):
+        (fsc / "data").mkdir(parents=True, exist_ok=True)
+        (fsc / "data" / f"{split}_data.csv").write_text("")
+    out = tmp_path / "out"
+    argv = ["--checkpoints", str(tmp_path / "ckpt"), "--fsc", str(fsc), "--upstreams", "mrhubert_b5a", "--cca-only"]
+    with folder_lock(out, "--out"):
+        assert reproduce.main([*argv, "--out", str(out)]) == 2
+    assert f"{out} is in use by another run (pid {os.getpid()})" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE]

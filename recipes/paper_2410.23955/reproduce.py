@@ -57,6 +57,7 @@ from downstream_probes.s3prl.run_downstream import override_option
 from downstream_probes.s3prl.sweep import best_checkpoint
 from downstream_probes.tasks import TASK_NAMES, TASKS
 from upstream_mrhubert.checkpoints.registry import CHECKPOINTS_BY_NAME
+from upstream_mrhubert.output_folder import folder_lock
 
 TABLE2_UPSTREAMS = ("hubert_base_ls960", "mrhubert_mono_base", "mrhubert_b4a", "mrhubert_b5a")
 FIG2A_EXTRA_UPSTREAMS = ("mrhubert_b2a", "mrhubert_b2b")
@@ -350,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not step.is_done() and step.describe is not None:
                     print(step.describe())
         else:
-            run_phases([Phase("paper", [steps])], desc="paper 2410.23955")
+            with folder_lock(out, "--out", check_links=False):  # each run checks its own folder for links
+                run_phases([Phase("paper", [steps])], desc="paper 2410.23955")
     except (ReproduceError, StageError, FileNotFoundError, ValueError) as error:
         print(f"reproduce.py: error: {error}", file=sys.stderr)
         return 2
