@@ -8,12 +8,14 @@ that the report's arithmetic (best layers, trained minus random twin) can be che
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from conftest import load_recipe
 
 from downstream_probes.tasks import TASKS
+from upstream_mrhubert.output_folder import LOCK_FILE, folder_lock
 
 
 def _write(path: Path, payload: object) -> None:
@@ -74,3 +76,13 @@ def test_report_tables_compare_each_variant_with_its_random_twin(tmp_path: Path)
     table3 = (out / "report" / "table3.md").read_text(encoding="utf-8")
     assert "| mono_base | toy_mono_base.yaml | 700 | 7.500 | 7.250 | 0.145 | 0.064 | 489 |" in table3
     assert (out / "report" / "analysis_mono_base.png").stat().st_size > 0
+
+
+def test_a_folder_another_toy_experiment_holds_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two toy experiments (or a report) into one --out used to write side by side."""
+    toy = load_recipe("pretrain_toy/run.py")
+    out = tmp_path / "toy"
+    with folder_lock(out, "--out"):
+        assert toy.main(["--out", str(out), "--report-only"]) == 2
+    assert f"{out} is in use by another run (pid {os.getpid()})" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE]

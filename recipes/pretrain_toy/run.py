@@ -47,6 +47,7 @@ from downstream_probes.pipelines.stages import (
 from downstream_probes.s3prl.run_downstream import override_option
 from downstream_probes.tasks import TASKS
 from upstream_mrhubert.atomic_io import write_json_atomic, write_text_atomic
+from upstream_mrhubert.output_folder import FolderLocked, folder_lock
 
 RECIPES = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -350,9 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     experiment = ToyExperiment(args)
-    if not args.report_only:
-        run_phases(experiment.phases(), desc="pretrain toy")
-    experiment.report()
+    try:
+        with folder_lock(experiment.out, "--out", check_links=False):  # each run checks its own folder for links
+            if not args.report_only:
+                run_phases(experiment.phases(), desc="pretrain toy")
+            experiment.report()
+    except FolderLocked as error:
+        print(f"pretrain_toy: error: {error}", file=sys.stderr)
+        return 2
     for name in ("table3.md", "table2.md", "analysis.md"):
         print((experiment.out / "report" / name).read_text(encoding="utf-8"))
     return 0
